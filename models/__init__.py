@@ -1,0 +1,1 @@
+"""Pure SimPy process models of an event day; they emit events into a sink."""

@@ -1,0 +1,1 @@
+"""Open-loop replay: scheduler, request builders, transport, results, metrics, thresholds, reports."""

@@ -1,0 +1,1 @@
+"""Scenarios, the simulation runner, what-if search, sweeps and calibration."""

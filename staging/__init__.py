@@ -1,0 +1,1 @@
+"""The embedded stand-in target: Supabase-shaped endpoints and a Stripe subset on aiohttp + SQLite."""

@@ -1,0 +1,1 @@
+"""The event and trace formats: schema, writers, readers, conversion, transforms, importers."""

@@ -1,0 +1,9 @@
+"""Commands that traces/ contributes to the gaterush CLI."""
+
+from __future__ import annotations
+
+import click
+
+
+def register(group: click.Group) -> None:
+    """Add this package's commands to the gaterush group."""
