@@ -1,9 +1,238 @@
-"""Commands that replay/ contributes to the gaterush CLI."""
+"""Commands that replay/ contributes to the gaterush CLI: `replay` and `cleanup`."""
 
 from __future__ import annotations
 
+import json
+import os
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Any
+
 import click
 
+from replay import cli_report
+from replay.builders import RUN_HEADER, public_url, supabase_auth_headers
+from replay.engine import ReplayConfig, ReplayError, StartLocal, run_replay
+from replay.profile import ProfileError
+from replay.safety import SafetyError
+from traces.event import TraceError
+from traces.exitcodes import THRESHOLDS_FAILED, InvalidInput
 
-def register(group: click.Group) -> None:
-    """Add this package's commands to the gaterush group."""
+
+def _rate_caps(specs: tuple[str, ...]) -> dict[str, float]:
+    caps: dict[str, float] = {}
+    for s in specs:
+        target, sep, rate = s.rpartition("=")
+        try:
+            value = float(rate)
+        except ValueError:
+            value = -1.0
+        if not sep or not target or not value > 0:
+            raise InvalidInput(
+                f"--rate-cap {s!r}: expected TARGET=REQUESTS_PER_SECOND, e.g. rpc:scan_ticket_atomic=200"
+            )
+        caps[target] = value
+    return caps
+
+
+def _threshold_mapping(thresholds: Any) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for t in thresholds:
+        out.setdefault(t.selector.name, []).append(t.expression.source)
+    return out
+
+
+def register(group: click.Group, start_local: StartLocal | None = None) -> None:
+    """Add `replay` and `cleanup` to the gaterush group; `start_local` starts the stand-in for --target local."""
+
+    @group.command("replay")
+    @click.argument("trace", type=click.Path(dir_okay=False))
+    @click.option(
+        "-o",
+        "--out",
+        default="results.parquet",
+        show_default=True,
+        help="Result log (.parquet, or .grr to stream); readable while the run goes.",
+    )
+    @click.option(
+        "--target",
+        default="local",
+        show_default=True,
+        help="'local' starts the stand-in; or a Supabase project URL (keys from SUPABASE_ANON_KEY, ...).",
+    )
+    @click.option(
+        "--speed",
+        type=float,
+        default=1.0,
+        show_default=True,
+        help="Replay speed: 2 = twice as fast.",
+    )
+    @click.option(
+        "--max-in-flight",
+        type=click.IntRange(min=1),
+        default=10_000,
+        show_default=True,
+        help="Requests in flight at most; events beyond it are dropped and counted (dropped_events).",
+    )
+    @click.option(
+        "--workers",
+        type=click.IntRange(min=1),
+        default=1,
+        show_default=True,
+        help="Sender processes; actors are sharded across them.",
+    )
+    @click.option(
+        "--stripe",
+        "stripe_mode",
+        default="standin",
+        show_default=True,
+        help="Where Stripe API calls go: standin, real (test mode, capped at 25/s), or a URL.",
+    )
+    @click.option(
+        "--profile",
+        type=click.Path(dir_okay=False),
+        help="Target profile TOML (paths, argument names).",
+    )
+    @click.option(
+        "--rate-cap",
+        "rate_caps",
+        multiple=True,
+        metavar="TARGET=N",
+        help="Cap a target at N requests/s (repeatable); the excess is dropped and counted.",
+    )
+    @click.option(
+        "--timeout",
+        type=click.FloatRange(min=0.001),
+        default=60.0,
+        show_default=True,
+        help="Seconds to wait for one response.",
+    )
+    @click.option(
+        "--transport",
+        type=click.Choice(["raw", "aiohttp"]),
+        default="raw",
+        show_default=True,
+        help="HTTP client: raw keep-alive protocol (fastest) or aiohttp.",
+    )
+    @click.option("--run-id", help="Run id sent on every request (default: a fresh one).")
+    @click.option(
+        "--threshold",
+        "specs",
+        multiple=True,
+        metavar="METRIC=EXPR",
+        help="Judge with this threshold instead of the trace's (repeatable).",
+    )
+    @click.option(
+        "--thresholds",
+        "files",
+        multiple=True,
+        type=click.Path(dir_okay=False),
+        help="Judge with the thresholds of a TOML/JSON file instead of the trace's.",
+    )
+    @click.option(
+        "--summary-json", type=click.Path(dir_okay=False), help="Write k6's summary JSON here."
+    )
+    @click.option(
+        "--dry-run",
+        is_flag=True,
+        help="Print the plan (requests per target, peak rate, ...) and send nothing.",
+    )
+    @click.option("--quiet", "-q", is_flag=True, help="No progress line and no summary.")
+    def replay_cmd(trace: str, out: str, target: str, speed: float, max_in_flight: int, workers: int,
+                   stripe_mode: str, profile: str | None, rate_caps: tuple[str, ...], timeout: float,
+                   transport: str, run_id: str | None, specs: tuple[str, ...], files: tuple[str, ...],
+                   summary_json: str | None, dry_run: bool, quiet: bool) -> None:  # fmt: skip
+        """Fire a trace at a target in real (or scaled) time and judge it; exit 99 if a threshold failed.
+
+        \b
+        Example:
+          gaterush replay day.parquet --target local -o results.parquet
+          SUPABASE_URL=... SUPABASE_ANON_KEY=... gaterush replay day.parquet --target "$SUPABASE_URL" --speed 2
+        """
+        from replay import report as rep
+        from replay import summary as summ
+        from replay import thresholds as th
+
+        if not out.endswith((".parquet", ".grr")):
+            raise InvalidInput(f"--out {out}: a result log ends in .parquet or .grr")
+        thresholds = cli_report.collect_thresholds(specs, files)
+        cfg = ReplayConfig(
+            trace=trace, out=out, target=target, speed=speed, max_in_flight=max_in_flight, workers=workers,
+            stripe=stripe_mode, profile=profile, rate_caps=_rate_caps(rate_caps), timeout=timeout,
+            transport=transport, run_id=run_id, progress=not quiet,
+        )  # fmt: skip
+        try:
+            result = run_replay(
+                cfg, os.environ, start_local, progress=sys.stderr,
+                dry_run_out=sys.stdout if dry_run else None,
+                thresholds=None if thresholds is None else _threshold_mapping(thresholds),
+            )  # fmt: skip
+        except (SafetyError, ProfileError, TraceError, ValueError, ReplayError) as e:
+            raise InvalidInput(str(e)) from None
+        if result is None:
+            return
+        try:
+            loaded = rep.load([str(result.out)])
+            metrics, verdicts = rep.judge_results(loaded, thresholds)
+        except (rep.ReportError, th.ThresholdError) as e:
+            raise InvalidInput(str(e)) from None
+        if not quiet:
+            click.echo(f"run {result.header.run_id}: {result.rows} rows in {result.out}", err=True)
+            click.echo(summ.render(metrics, verdicts), nl=False)
+        if summary_json:
+            data = summ.to_json(metrics, verdicts, extra=rep.summary_extra(loaded))
+            try:
+                with open(summary_json, "w", encoding="utf-8") as f:
+                    f.write(json.dumps(data, indent=2, allow_nan=False) + "\n")
+            except OSError as e:
+                raise InvalidInput(
+                    f"{summary_json}: cannot write the summary JSON: {e.strerror or e}"
+                ) from None
+        if not th.passed(verdicts):
+            raise SystemExit(THRESHOLDS_FAILED)
+
+    @group.command("cleanup")
+    @click.option("--run", "run_id", required=True, help="The run id whose rows to remove.")
+    @click.option(
+        "--target", required=True, help="The target's base URL (a stand-in, or a Supabase project)."
+    )
+    def cleanup_cmd(run_id: str, target: str) -> None:
+        """Remove what a run created on a target (the stand-in's admin API; needs SUPABASE_SERVICE_ROLE_KEY).
+
+        \b
+        Example:
+          gaterush cleanup --run gr-20260101-120000-abc123 --target http://127.0.0.1:54321
+        """
+        key = os.environ.get("SUPABASE_SERVICE_ROLE_KEY", "")
+        if not key:
+            raise InvalidInput(
+                "cleanup needs SUPABASE_SERVICE_ROLE_KEY (the service_role key of the target)"
+            )
+        if not target.startswith(("http://", "https://")):
+            raise InvalidInput(f"--target {target!r}: expected an http(s):// URL")
+        url = f"{target.rstrip('/')}/admin/v1/runs/{urllib.parse.quote(run_id, safe='')}"
+        req = urllib.request.Request(url, method="DELETE",
+                                     headers={**dict(supabase_auth_headers(key)), RUN_HEADER: run_id})  # fmt: skip
+        try:
+            with urllib.request.urlopen(req, timeout=60) as r:
+                body = json.loads(r.read() or b"{}")
+        except urllib.error.HTTPError as e:
+            raise InvalidInput(
+                f"cleanup at {public_url(target)}: HTTP {e.code} (is it a gaterush stand-in?)"
+            ) from None
+        except (urllib.error.URLError, OSError, ValueError) as e:
+            raise InvalidInput(
+                f"cleanup at {public_url(target)}: {getattr(e, 'reason', e)}"
+            ) from None
+        deleted = body.get("deleted", {})
+        total = (
+            sum(v for v in deleted.values() if isinstance(v, int))
+            if isinstance(deleted, dict)
+            else 0
+        )
+        click.echo(
+            f"cleanup {run_id}: removed {total} rows"
+            + (f" ({', '.join(f'{k} {v}' for k, v in sorted(deleted.items()))})" if deleted else "")
+        )

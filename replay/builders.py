@@ -1,0 +1,330 @@
+"""Request builders: turn a trace event into the HTTP request its target expects (sans-IO).
+
+Pure functions: no socket, no clock except the ``now_unix`` a caller passes for webhook
+signatures. Every request carries ``X-Gaterush-Run``; keys only ever go into headers of the
+request itself, never into anything this module returns for logging.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote, urlencode, urlsplit
+
+import stripe
+
+from replay.profile import Profile
+from replay.transport import Request
+from traces.event import (
+    DECLINED,
+    OK,
+    Event,
+    unpack_payload,
+)
+
+RUN_HEADER = "X-Gaterush-Run"
+USER_AGENT = "gaterush/0.1"
+STRIPE_API = "https://api.stripe.com"
+
+
+class BuildError(Exception):
+    """An event cannot become a request (a bad payload, a missing dependency): the row's error."""
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    """Secrets from the environment. repr() shows which are set, never their values."""
+
+    anon_key: str = field(default="", repr=False)
+    stripe_key: str = field(default="", repr=False)
+    webhook_secret: str = field(default="", repr=False)
+
+    def __repr__(self) -> str:
+        have = [n for n in ("anon_key", "stripe_key", "webhook_secret") if getattr(self, n)]
+        return f"Keys(set: {', '.join(have) or 'none'})"
+
+    def values(self) -> list[str]:
+        """The secret values that are set (to check outputs never contain them)."""
+        return [v for v in (self.anon_key, self.stripe_key, self.webhook_secret) if v]
+
+
+def supabase_auth_headers(anon_key: str) -> tuple[tuple[str, str], ...]:
+    """apikey (+ Bearer for a legacy JWT key; sb_publishable_/sb_secret_ keys are not JWTs)."""
+    if not anon_key:
+        return ()
+    if anon_key.startswith(("sb_publishable_", "sb_secret_")):
+        return (("apikey", anon_key),)
+    return (("apikey", anon_key), ("Authorization", f"Bearer {anon_key}"))
+
+
+def split_base(url: str) -> tuple[str, str]:
+    """(origin, path prefix without trailing slash) of a base URL."""
+    u = urlsplit(url)
+    if u.scheme not in ("http", "https") or not u.hostname:
+        raise ValueError(f"{url!r}: expected an http:// or https:// URL")
+    return f"{u.scheme}://{u.netloc.rpartition('@')[2]}", u.path.rstrip("/")
+
+
+def public_url(url: str) -> str:
+    """A URL safe to log: scheme://host[:port]/path, no credentials, no query string."""
+    u = urlsplit(url)
+    return f"{u.scheme}://{u.netloc.rpartition('@')[2]}{u.path}"
+
+
+@dataclass(frozen=True, slots=True)
+class BuildContext:
+    """Everything a builder needs besides the event: where, who, and under which run id."""
+
+    supabase_url: str
+    run_id: str
+    keys: Keys = field(default_factory=Keys)
+    stripe_url: str = STRIPE_API
+    profile: Profile = field(default_factory=Profile)
+
+    @property
+    def supabase(self) -> tuple[str, str]:
+        """(origin, path prefix) of the Supabase target."""
+        return split_base(self.supabase_url)
+
+    @property
+    def stripe(self) -> tuple[str, str]:
+        """(origin, path prefix) of the Stripe API target."""
+        return split_base(self.stripe_url)
+
+
+def _json(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _base_headers(ctx: BuildContext, content_type: str | None) -> list[tuple[str, str]]:
+    h = [("User-Agent", USER_AGENT), (RUN_HEADER, ctx.run_id), ("Accept", "application/json")]
+    if content_type:
+        h.append(("Content-Type", content_type))
+    return h
+
+
+def rpc_request(ctx: BuildContext, target: str, payload: dict[str, Any]) -> Request:
+    """Supabase RPC: POST /rest/v1/rpc/<fn> with JSON named arguments (names from the profile).
+
+    A view payload ``{"load", "query": {...}}`` sends its query as the arguments.
+    """
+    spec = ctx.profile.spec(target)
+    src = payload.get("query", payload) if isinstance(payload.get("query"), dict) else payload
+    args = {spec.arg_name(k): v for k, v in src.items() if k not in spec.drop}
+    origin, prefix = ctx.supabase
+    headers = _base_headers(ctx, "application/json") + list(
+        supabase_auth_headers(ctx.keys.anon_key)
+    )
+    if spec.method == "GET":
+        return Request(origin, "GET", prefix + spec.path + _query(args), tuple(headers))
+    return Request(origin, spec.method, prefix + spec.path, tuple(headers), _json(args))
+
+
+def _query(params: dict[str, Any]) -> str:
+    if not params:
+        return ""
+    return "?" + urlencode(
+        [(k, v if isinstance(v, str) else json.dumps(v)) for k, v in params.items()], safe=",.*()"
+    )
+
+
+def rest_request(ctx: BuildContext, target: str, payload: dict[str, Any]) -> Request:
+    """Supabase REST: GET /rest/v1/<table>?select=...&col=eq.v with PostgREST params from the payload."""
+    spec = ctx.profile.spec(target)
+    query = payload.get("query", {k: v for k, v in payload.items() if k not in spec.drop})
+    if not isinstance(query, dict):
+        raise BuildError(
+            f"{target}: payload query must be a map of PostgREST params, got {type(query).__name__}"
+        )
+    origin, prefix = ctx.supabase
+    headers = _base_headers(ctx, None) + list(supabase_auth_headers(ctx.keys.anon_key))
+    return Request(origin, spec.method, prefix + spec.path + _query(query), tuple(headers))
+
+
+def function_request(
+    ctx: BuildContext, target: str, payload: dict[str, Any], now_unix: int
+) -> Request:
+    """Edge function: POST /functions/v1/<name> with the payload as JSON.
+
+    For a Stripe webhook (the payload is an event object, ``"object": "event"``) the body is signed
+    now with STRIPE_WEBHOOK_SECRET, so the receiver's 300 s tolerance holds at any replay speed.
+    """
+    spec = ctx.profile.spec(target)
+    origin, prefix = ctx.supabase
+    body = _json(payload)
+    headers = _base_headers(ctx, "application/json") + list(
+        supabase_auth_headers(ctx.keys.anon_key)
+    )
+    if payload.get("object") == "event":
+        if not ctx.keys.webhook_secret:
+            raise BuildError(f"{target}: a Stripe event needs STRIPE_WEBHOOK_SECRET to be signed")
+        sig = stripe.WebhookSignature.generate_signature_header(
+            body.decode(), ctx.keys.webhook_secret, timestamp=now_unix
+        )
+        headers.append(("Stripe-Signature", sig))
+    return Request(origin, spec.method, prefix + spec.path, tuple(headers), body)
+
+
+def form_encode(params: dict[str, Any], prefix: str | None = None) -> list[tuple[str, str]]:
+    """Stripe's form encoding (nested maps as a[b], lists as a[0]), as the official client sends it."""
+    out: list[tuple[str, str]] = []
+    for k, v in params.items():
+        key = f"{prefix}[{k}]" if prefix else str(k)
+        if v is None:
+            continue
+        if isinstance(v, dict):
+            out.extend(form_encode(v, key))
+        elif isinstance(v, (list, tuple)):
+            for i, item in enumerate(v):
+                if isinstance(item, dict):
+                    out.extend(form_encode(item, f"{key}[{i}]"))
+                else:
+                    out.append((f"{key}[{i}]", _form_value(item)))
+        else:
+            out.append((key, _form_value(v)))
+    return out
+
+
+def _form_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return str(v)
+
+
+def _stripe_headers(ctx: BuildContext, seq: int) -> tuple[tuple[str, str], ...]:
+    h = _base_headers(ctx, "application/x-www-form-urlencoded")
+    if ctx.keys.stripe_key:
+        h.append(("Authorization", f"Bearer {ctx.keys.stripe_key}"))
+    # the same run and event never create twice, even if a request is retried
+    h.append(("Idempotency-Key", f"gaterush-{ctx.run_id}-{seq}"))
+    return tuple(h)
+
+
+def stripe_request(
+    ctx: BuildContext, event: Event, payload: dict[str, Any], captured: dict[str, Any] | None
+) -> Request:
+    """Stripe API (stand-in or test mode): PaymentIntent create / confirm, the run id in metadata."""
+    origin, prefix = ctx.stripe
+    action = event.target.partition(":")[2]  # type: ignore[union-attr]
+    if action == "payment_intents.create":
+        meta = {
+            k: payload[k] for k in ("event_id", "quantity", "buyer", "order_ref") if k in payload
+        }
+        meta["gaterush_run"] = ctx.run_id
+        params = {
+            "amount": payload.get("amount"),
+            "currency": payload.get("currency", "usd"),
+            "payment_method_types": ["card"],
+            "metadata": meta,
+        }
+        if "amount" not in payload:
+            raise BuildError(f"seq {event.seq}: checkout payload has no amount")
+        return Request(
+            origin,
+            "POST",
+            f"{prefix}/v1/payment_intents",
+            _stripe_headers(ctx, event.seq),
+            urlencode(form_encode(params)).encode(),
+        )
+    if action == "payment_intents.confirm":
+        pi = (captured or {}).get("id") or payload.get("payment_intent")
+        if not pi:
+            raise BuildError(
+                f"seq {event.seq}: confirm has no PaymentIntent id (after={event.after} gave none)"
+            )
+        params = {"payment_method": payload.get("payment_method", "pm_card_visa")}
+        return Request(
+            origin,
+            "POST",
+            f"{prefix}/v1/payment_intents/{quote(str(pi), safe='')}/confirm",
+            _stripe_headers(ctx, event.seq),
+            urlencode(form_encode(params)).encode(),
+        )
+    raise BuildError(
+        f"seq {event.seq}: unsupported Stripe call {action!r} (payment_intents.create, payment_intents.confirm)"
+    )
+
+
+def build_request(
+    ctx: BuildContext, event: Event, now_unix: int, captured: dict[str, Any] | None = None
+) -> Request:
+    """The request for an event with an http target (rpc, rest, fn, stripe); BuildError if it cannot be built.
+
+    `captured` is what parse_outcome captured from the response of the event's `after` dependency.
+    """
+    target = event.target
+    if not target:
+        raise BuildError(f"seq {event.seq}: event has no target")
+    try:
+        payload = unpack_payload(event.payload)
+    except Exception as e:  # noqa: BLE001 - any decode failure is a malformed event
+        raise BuildError(f"seq {event.seq}: payload is not msgpack: {e}") from None
+    if not isinstance(payload, dict):
+        raise BuildError(f"seq {event.seq}: payload must be a map, got {type(payload).__name__}")
+    kind = target.partition(":")[0]
+    if kind == "rpc":
+        return rpc_request(ctx, target, payload)
+    if kind == "rest":
+        return rest_request(ctx, target, payload)
+    if kind == "fn":
+        return function_request(ctx, target, payload, now_unix)
+    if kind == "stripe":
+        return stripe_request(ctx, event, payload, captured)
+    raise BuildError(f"seq {event.seq}: target {target!r} is not an HTTP target")
+
+
+_OUTCOME_KEYS = ("outcome", "result", "status")
+
+
+def parse_outcome(
+    target: str, status: int, body: bytes, outcome_key: str = "outcome"
+) -> tuple[str | None, dict[str, Any] | None]:
+    """(outcome, captured) of a response: the outcome checks compare with `expect`, and what a
+    dependent event needs (a created PaymentIntent's id)."""
+    kind = target.partition(":")[0]
+    if kind == "stripe":
+        data = _loads(body)
+        if 200 <= status < 300 and isinstance(data, dict):
+            pi_status = data.get("status")
+            if target.endswith(".create"):
+                return OK, {"id": data.get("id")} if data.get("id") else None
+            return (str(pi_status) if pi_status else OK), None
+        if status == 402 and isinstance(data, dict):
+            return DECLINED, None
+        return None, None
+    if kind == "rest" or target.endswith("event_revenue"):
+        return (OK if 200 <= status < 300 else None), None
+    if not 200 <= status < 300:
+        return None, None
+    data = _loads(body)
+    return _extract(data, outcome_key), None
+
+
+def _loads(body: bytes) -> Any:
+    if not body:
+        return None
+    try:
+        return json.loads(body)
+    except ValueError:
+        return None
+
+
+def _extract(data: Any, key: str) -> str | None:
+    if isinstance(data, list) and data:
+        data = data[0]
+    if isinstance(data, str):
+        return data
+    if isinstance(data, dict):
+        for k in (key, *_OUTCOME_KEYS):
+            v = data.get(k)
+            if isinstance(v, str):
+                return v
+        if data.get("duplicate") is True:
+            return "duplicate"
+        if data.get("received") is True:
+            return "processed"
+        return OK
+    if data is None:
+        return OK
+    return str(data)

@@ -1,0 +1,150 @@
+"""Target profiles: map each trace target to a path and argument names on a real project.
+
+A profile is TOML; every table under ``[targets]`` is optional and overrides the built-in default::
+
+    [targets."rpc:scan_ticket_atomic"]
+    path = "/rest/v1/rpc/scan_ticket_atomic"   # default: /rest/v1/rpc/<name>
+    method = "POST"                            # rpc default POST, rest GET, fn POST
+    arg_prefix = "p_"                          # payload key k -> argument "p_k" (rpc default "p_")
+    args = { gate = "p_gate_name" }            # explicit renames win over the prefix
+    drop = ["load"]                            # payload keys never sent (default ["load"])
+    outcome = "outcome"                        # response JSON key holding the outcome
+
+    [targets."rest:events"]
+    path = "/rest/v1/events"                   # default: /rest/v1/<name>
+
+    [targets."fn:stripe-webhook"]
+    path = "/functions/v1/stripe-webhook"      # default: /functions/v1/<name>
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from traces.event import target_kind
+
+_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+_KEYS = {"path", "method", "arg_prefix", "args", "drop", "outcome"}
+
+
+@dataclass(frozen=True, slots=True)
+class TargetSpec:
+    """How one target is called: path, HTTP method, and how payload keys become arguments."""
+
+    path: str
+    method: str
+    arg_prefix: str = ""
+    args: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
+    drop: frozenset[str] = frozenset({"load"})
+    outcome: str = "outcome"
+
+    def arg_name(self, key: str) -> str:
+        """The argument name a payload key is sent as."""
+        name = self.args.get(key)
+        if name is not None:
+            return name
+        if self.arg_prefix and not key.startswith(self.arg_prefix):
+            return self.arg_prefix + key
+        return key
+
+
+def default_spec(target: str) -> TargetSpec:
+    """The built-in spec of a target (Supabase's conventions)."""
+    kind = target_kind(target)
+    name = target.partition(":")[2]
+    if kind == "rpc":
+        return TargetSpec(path=f"/rest/v1/rpc/{name}", method="POST", arg_prefix="p_")
+    if kind == "rest":
+        return TargetSpec(path=f"/rest/v1/{name}", method="GET")
+    if kind == "fn":
+        return TargetSpec(path=f"/functions/v1/{name}", method="POST")
+    if kind == "realtime":
+        return TargetSpec(path="/realtime/v1/websocket", method="GET")
+    # stripe:<resource>.<action>: the builder knows the API paths
+    return TargetSpec(path="/v1", method="POST")
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    """Target name -> TargetSpec overrides; targets not listed use default_spec."""
+
+    targets: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
+
+    def spec(self, target: str) -> TargetSpec:
+        """The spec for a target (its override or the default)."""
+        s = self.targets.get(target)
+        return s if s is not None else default_spec(target)
+
+
+class ProfileError(ValueError):
+    """A profile is invalid: the message names the file and key."""
+
+
+def profile_from_dict(d: dict[str, Any], where: str = "profile") -> Profile:
+    """Validate a parsed profile; errors name the key (``targets."rpc:x".args: ...``)."""
+    unknown = set(d) - {"targets"}
+    if unknown:
+        raise ProfileError(
+            f'{where}: unknown key {sorted(unknown)[0]!r} (expected [targets."<target>"] tables)'
+        )
+    targets = d.get("targets", {})
+    if not isinstance(targets, dict):
+        raise ProfileError(f"{where}: targets: expected a table")
+    out: dict[str, TargetSpec] = {}
+    for name, t in targets.items():
+        key = f'{where}: targets."{name}"'
+        try:
+            base = default_spec(name)
+        except ValueError as e:
+            raise ProfileError(f"{key}: {e}") from None
+        if not isinstance(t, dict):
+            raise ProfileError(f"{key}: expected a table")
+        bad = set(t) - _KEYS
+        if bad:
+            raise ProfileError(
+                f"{key}.{sorted(bad)[0]}: unknown key (expected one of {', '.join(sorted(_KEYS))})"
+            )
+        path = t.get("path", base.path)
+        if not isinstance(path, str) or not path.startswith("/"):
+            raise ProfileError(f"{key}.path: expected a string starting with '/', got {path!r}")
+        method = t.get("method", base.method)
+        if method not in _METHODS:
+            raise ProfileError(
+                f"{key}.method: expected one of {', '.join(_METHODS)}, got {method!r}"
+            )
+        prefix = t.get("arg_prefix", base.arg_prefix)
+        if not isinstance(prefix, str):
+            raise ProfileError(f"{key}.arg_prefix: expected a string, got {prefix!r}")
+        args = t.get("args", {})
+        if not isinstance(args, dict) or not all(isinstance(v, str) and v for v in args.values()):
+            raise ProfileError(
+                f"{key}.args: expected a table of payload key = argument name strings"
+            )
+        drop = t.get("drop", sorted(base.drop))
+        if not isinstance(drop, list) or not all(isinstance(v, str) for v in drop):
+            raise ProfileError(f"{key}.drop: expected a list of strings, got {drop!r}")
+        outcome = t.get("outcome", base.outcome)
+        if not isinstance(outcome, str) or not outcome:
+            raise ProfileError(f"{key}.outcome: expected a non-empty string, got {outcome!r}")
+        out[name] = TargetSpec(
+            path, method, prefix, MappingProxyType(dict(args)), frozenset(drop), outcome
+        )
+    return Profile(MappingProxyType(out))
+
+
+def load_profile(path: str | Path | None) -> Profile:
+    """Read and validate a profile TOML file (None: the built-in defaults)."""
+    if path is None:
+        return Profile()
+    p = Path(path)
+    try:
+        d = tomllib.loads(p.read_text())
+    except OSError as e:
+        raise ProfileError(f"{p}: cannot read profile: {e.strerror}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ProfileError(f"{p}: not valid TOML: {e}") from None
+    return profile_from_dict(d, str(p))

@@ -1,0 +1,250 @@
+"""Realtime viewers: one websocket per viewer on Supabase's Phoenix channel protocol (vsn 1.0.0).
+
+A ``subscribe`` event opens the viewer's socket and joins ``realtime:<table>`` with a
+postgres_changes binding (a ``realtime_join`` row); each postgres_changes message that matches a
+write this run made (a scanned ticket, the tickets of a paid order) gives a
+``realtime_update_latency`` row: from the write's HTTP completion to the message's arrival (0 when
+the message beat the response). ``unsubscribe`` closes the socket. Message builders are pure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlencode
+
+from replay.builders import BuildContext, split_base
+from replay.resultlog import REALTIME_JOIN, REALTIME_UPDATE_LATENCY
+from traces.event import (
+    SCAN,
+    SUBSCRIBE,
+    UNSUBSCRIBE,
+    WEBHOOK,
+    Event,
+    order_ticket_code,
+    unpack_payload,
+)
+
+now = time.monotonic
+HEARTBEAT_S = 25.0
+RECENT = 200_000  # writes remembered for matching messages
+
+
+def websocket_url(ctx: BuildContext) -> str:
+    """The Realtime websocket URL (it carries the apikey: never log it)."""
+    origin, prefix = split_base(ctx.supabase_url)
+    ws = "wss" + origin[5:] if origin.startswith("https") else "ws" + origin[4:]
+    q = {"vsn": "1.0.0"}
+    if ctx.keys.anon_key:
+        q["apikey"] = ctx.keys.anon_key
+    return f"{ws}{prefix}/realtime/v1/websocket?{urlencode(q)}"
+
+
+def join_message(topic: str, table: str, filter_: str | None, access_token: str, ref: str) -> str:
+    """A phx_join for a postgres_changes subscription on one table."""
+    change: dict[str, Any] = {"event": "*", "schema": "public", "table": table}
+    if filter_:
+        change["filter"] = filter_
+    payload: dict[str, Any] = {
+        "config": {
+            "broadcast": {"ack": False, "self": False},
+            "presence": {"enabled": False, "key": ""},
+            "postgres_changes": [change],
+            "private": False,
+        }
+    }
+    if access_token and not access_token.startswith(("sb_publishable_", "sb_secret_")):
+        payload["access_token"] = access_token
+    return json.dumps(
+        {"topic": topic, "event": "phx_join", "payload": payload, "ref": ref, "join_ref": ref}
+    )
+
+
+def heartbeat_message(ref: str) -> str:
+    """The Phoenix heartbeat that keeps a socket open."""
+    return json.dumps({"topic": "phoenix", "event": "heartbeat", "payload": {}, "ref": ref})
+
+
+def write_keys(ev: Event) -> list[str]:
+    """The ticket codes a write changes, to match postgres_changes records with it."""
+    try:
+        p = unpack_payload(ev.payload)
+    except Exception:  # noqa: BLE001 - not matchable
+        return []
+    if not isinstance(p, dict):
+        return []
+    if ev.kind == SCAN and p.get("ticket_code"):
+        return [str(p["ticket_code"])]
+    if ev.kind == WEBHOOK and p.get("type") == "payment_intent.succeeded":
+        obj = (p.get("data") or {}).get("object") or {}
+        pi = obj.get("id")
+        try:
+            n = int((obj.get("metadata") or {}).get("quantity", 0))
+        except (TypeError, ValueError):
+            n = 0
+        return [order_ticket_code(pi, i) for i in range(n)] if pi else []
+    return []
+
+
+def record_key(msg: dict[str, Any]) -> str | None:
+    """The ticket code a postgres_changes message is about, if any."""
+    data = (msg.get("payload") or {}).get("data") or {}
+    rec = data.get("record") or {}
+    code = rec.get("code") or rec.get("ticket_code")
+    return str(code) if code else None
+
+
+class Realtime:
+    """The run's viewers and the writes their messages are matched against."""
+
+    def __init__(self, ctx: BuildContext, sink: Callable[[tuple], None], us: Callable[[float], int],
+                 redact: Callable[[str], str] = lambda s: s) -> None:  # fmt: skip
+        self.ctx = ctx
+        self.sink = sink
+        self.us = us
+        self.redact = redact
+        self.viewers: dict[str, Any] = {}  # actor -> websocket
+        self.tasks: dict[str, asyncio.Task] = {}
+        self.recent: OrderedDict[str, tuple[int, float]] = (
+            OrderedDict()
+        )  # code -> (write seq, done)
+        self.early: OrderedDict[str, list[tuple[str, str, float]]] = (
+            OrderedDict()
+        )  # messages before the write
+        self.session = None
+        self._ref = 0
+
+    def handle(self, ev: Event, sched: float) -> None:
+        """Open (subscribe) or close (unsubscribe) a viewer's socket."""
+        if ev.kind == UNSUBSCRIBE:
+            task = self.tasks.pop(ev.actor, None)
+            if task is not None:
+                task.cancel()
+            return
+        if ev.kind == SUBSCRIBE or ev.kind not in (UNSUBSCRIBE,):
+            old = self.tasks.pop(ev.actor, None)
+            if old is not None:
+                old.cancel()
+            self.tasks[ev.actor] = asyncio.get_running_loop().create_task(self._viewer(ev, sched))
+
+    def note_write(self, ev: Event, done_t: float, body: bytes) -> None:
+        """Remember a completed write so the messages it causes can be timed."""
+        if not self.tasks or ev.kind not in (SCAN, WEBHOOK):
+            return
+        for code in write_keys(ev):
+            self.recent[code] = (ev.seq, done_t)
+            if len(self.recent) > RECENT:
+                self.recent.popitem(last=False)
+            for actor, target, t_msg in self.early.pop(code, ()):
+                self._row(ev.seq, target, actor, done_t, max(done_t, t_msg))
+
+    def _row(self, seq: int, target: str, actor: str, write_t: float, msg_t: float) -> None:
+        w = self.us(write_t)
+        self.sink((seq, target, "postgres_changes", actor, w, w, self.us(msg_t), 0, None, 0, 0, None, None,
+                   REALTIME_UPDATE_LATENCY))  # fmt: skip
+
+    def _next_ref(self) -> str:
+        self._ref += 1
+        return str(self._ref)
+
+    async def _viewer(self, ev: Event, sched: float) -> None:
+        import aiohttp
+
+        target: str = ev.target  # type: ignore[assignment]
+        try:
+            p = unpack_payload(ev.payload)
+        except Exception:  # noqa: BLE001
+            p = {}
+        table = str(p.get("table") or target.partition(":")[2])
+        topic = f"realtime:{p.get('channel') or table}"
+        if self.session is None:
+            self.session = aiohttp.ClientSession()
+        t0 = now()
+        ref = self._next_ref()
+        status, error, joined_t = 0, None, None
+        try:
+            ws = await self.session.ws_connect(websocket_url(self.ctx), heartbeat=None, autoping=True,
+                                               headers={"X-Gaterush-Run": self.ctx.run_id})  # fmt: skip
+        except Exception as e:  # noqa: BLE001 - a failed join is a row, not a crash
+            self._join_row(
+                ev, sched, t0, now(), 0, self.redact(f"connect: {type(e).__name__}: {e}")
+            )
+            return
+        try:
+            await ws.send_str(
+                join_message(topic, table, p.get("filter"), self.ctx.keys.anon_key, ref)
+            )
+            hb = asyncio.get_running_loop().create_task(self._heartbeat(ws))
+            try:
+                async for msg in ws:
+                    if msg.type != aiohttp.WSMsgType.TEXT:
+                        break
+                    t = now()
+                    try:
+                        m = json.loads(msg.data)
+                    except ValueError:
+                        continue
+                    event = m.get("event")
+                    if event == "phx_reply" and m.get("ref") == ref and joined_t is None:
+                        pl = m.get("payload") or {}
+                        joined_t = t
+                        if pl.get("status") == "ok":
+                            status = 200
+                        else:
+                            reason = (pl.get("response") or {}).get("reason") or pl.get("status")
+                            error = self.redact(f"join refused: {reason}")
+                        self._join_row(ev, sched, t0, t, status, error)
+                        if error:
+                            return
+                    elif event == "postgres_changes":
+                        self._message(ev.actor, target, m, t)
+            finally:
+                hb.cancel()
+            if joined_t is None:
+                self._join_row(
+                    ev, sched, t0, now(), 0, "socket closed before the join was answered"
+                )
+        except asyncio.CancelledError:
+            if joined_t is None:
+                self._join_row(ev, sched, t0, now(), 0, "unsubscribed before the join was answered")
+            raise
+        finally:
+            await ws.close()
+
+    def _message(self, actor: str, target: str, m: dict[str, Any], t: float) -> None:
+        code = record_key(m)
+        if code is None:
+            return
+        hit = self.recent.get(code)
+        if hit is not None:
+            seq, done_t = hit
+            self._row(seq, target, actor, done_t, max(t, done_t))
+        else:
+            self.early.setdefault(code, []).append((actor, target, t))
+            if len(self.early) > RECENT:
+                self.early.popitem(last=False)
+
+    def _join_row(
+        self, ev: Event, sched: float, t0: float, t1: float, status: int, error: str | None
+    ) -> None:
+        self.sink((ev.seq, ev.target, ev.kind, ev.actor, self.us(sched), self.us(t0), self.us(t1), status, error,
+                   0, 0, "joined" if status == 200 else None, ev.expect, REALTIME_JOIN))  # fmt: skip
+
+    async def _heartbeat(self, ws: Any) -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT_S)
+            await ws.send_str(heartbeat_message(self._next_ref()))
+
+    async def close(self) -> None:
+        """Close every viewer's socket and the session."""
+        tasks = list(self.tasks.values())
+        self.tasks.clear()
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self.session is not None:
+            await self.session.close()
