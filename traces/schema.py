@@ -143,6 +143,8 @@ def events_to_batch(events: Sequence[Event]) -> pa.RecordBatch:
             pa.array(cols[7], _DICT),
         ]
     except (pa.ArrowException, TypeError, ValueError, OverflowError) as err:
+        for e in events:
+            check_event(e)  # names the event and field when it can
         raise TraceError(f"events cannot be stored: {err}") from None
     return pa.RecordBatch.from_arrays(arrays, schema=SCHEMA)
 

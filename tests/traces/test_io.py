@@ -1,0 +1,252 @@
+"""Round trips, determinism and bad input for traces.io, over both formats."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.strategies import headers, traces
+from traces.event import Event, TraceError, pack_payload
+from traces.header import TraceHeader
+from traces.headercodec import normalized
+from traces.io import open_reader, open_writer
+from traces.projection import Projection, project
+from traces.schema import SCHEMA
+
+FORMATS = ("parquet", "grt")
+SETTINGS = settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+
+
+def write(path: Path, header: TraceHeader, events: list[Event], **kw) -> TraceHeader:
+    with open_writer(path, header, **kw) as w:
+        w.write_many(events)
+    return w.header
+
+
+def read(path: Path) -> tuple[TraceHeader, list[Event]]:
+    with open_reader(path) as r:
+        return r.header, list(r)
+
+
+@SETTINGS
+@given(header=headers(), events=traces(max_size=30), rows=st.integers(1, 8))
+def test_parquet_grt_parquet_round_trip_is_lossless(tmp_path: Path, header, events, rows) -> None:
+    a, b, c = tmp_path / "a.parquet", tmp_path / "b.grt", tmp_path / "c.parquet"
+    written = write(a, header, events, row_group_rows=rows)
+    h1, e1 = read(a)
+    assert e1 == events
+    assert h1 == written
+    write(b, h1, e1)
+    h2, e2 = read(b)
+    assert (h2, e2) == (h1, e1)
+    write(c, h2, e2, row_group_rows=rows)
+    h3, e3 = read(c)
+    assert (h3, e3) == (h1, e1)
+    assert a.read_bytes() == c.read_bytes()
+
+
+@SETTINGS
+@given(header=headers(), events=traces(max_size=30, day=True))
+def test_header_stats_equal_a_fold_over_the_events(tmp_path: Path, header, events) -> None:
+    for fmt in FORMATS:
+        h = write(tmp_path / f"x.{fmt}", header, events)
+        p = Projection()
+        p.add_many(events)
+        assert h.expected == project(events)
+        assert h.counts == p.sorted_counts()
+        assert h.targets == p.sorted_targets()
+        stored, _ = read(tmp_path / f"x.{fmt}")
+        assert stored.expected == h.expected
+        # everything but the projections is the header that was given
+        assert dataclasses.replace(stored, counts={}, targets={}, expected={}) == normalized(header)
+
+
+@SETTINGS
+@given(header=headers(), events=traces(max_size=25))
+def test_writers_are_byte_deterministic(tmp_path: Path, header, events) -> None:
+    for fmt in FORMATS:
+        write(tmp_path / f"1.{fmt}", header, events)
+        # a second writer fed one event at a time still writes the same bytes (grt) / same rows
+        with open_writer(tmp_path / f"2.{fmt}", header) as w:
+            for e in events:
+                w.write(e)
+        if fmt == "grt":
+            assert (tmp_path / "1.grt").read_bytes() == (tmp_path / "2.grt").read_bytes()
+        write(tmp_path / f"3.{fmt}", header, list(events))
+        assert (tmp_path / f"1.{fmt}").read_bytes() == (tmp_path / f"3.{fmt}").read_bytes()
+
+
+@SETTINGS
+@given(events=traces(min_size=1, max_size=30), rows=st.integers(1, 7))
+def test_batches_hold_the_same_events_in_bounded_batches(tmp_path: Path, events, rows) -> None:
+    from traces.schema import batch_to_events
+
+    for fmt in FORMATS:
+        path = tmp_path / f"b.{fmt}"
+        write(path, TraceHeader(), events, **({"row_group_rows": rows} if fmt == "parquet" else {}))
+        with open_reader(path) as r:
+            batches = list(r.batches(rows))
+        assert all(b.schema.equals(SCHEMA) and 0 < b.num_rows <= rows for b in batches)
+        assert [e for b in batches for e in batch_to_events(b)] == events
+
+
+def ev(t: int, seq: int, **kw) -> Event:
+    base = {
+        "kind": "scan",
+        "actor": "a",
+        "target": None,
+        "payload": b"",
+        "after": None,
+        "expect": None,
+    }
+    return Event(t, seq, **{**base, **kw})
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize(
+    "events, why",
+    [
+        ([ev(5, 1), ev(4, 2)], "sorted"),
+        ([ev(5, 2), ev(5, 2)], "sorted"),
+        ([ev(5, 2), ev(5, 1)], "sorted"),
+        ([ev(1.0, 1)], "t_us must be an int"),
+        ([ev(1, True)], "seq must be an int"),
+        ([ev(1, 2**63)], "does not fit in int64"),
+        ([ev(1, 1, payload="text")], "payload must be bytes"),
+        ([ev(1, 1, kind=None)], "kind must be a str"),
+        ([ev(1, 1, actor="\ud800")], "UTF-8"),
+        ([ev(1, 1, after=1.5)], "after must be an int"),
+        ([(1, 2, 3)], "8 fields"),
+    ],
+)
+def test_malformed_or_unsorted_events_are_refused_naming_the_problem(
+    tmp_path, fmt, events, why
+) -> None:
+    with (
+        pytest.raises(TraceError, match=why),
+        open_writer(tmp_path / f"x.{fmt}", TraceHeader()) as w,
+    ):
+        w.write_many(events)
+
+
+def test_a_writer_failing_inside_with_leaves_no_parquet_and_an_unfinished_grt(tmp_path) -> None:
+    for fmt in FORMATS:
+        path = tmp_path / f"x.{fmt}"
+        with pytest.raises(RuntimeError), open_writer(path, TraceHeader()) as w:
+            w.write(ev(1, 1))
+            raise RuntimeError("model crashed")
+    assert not (tmp_path / "x.parquet").exists()
+    r = open_reader(tmp_path / "x.grt")
+    assert not r.complete
+    with pytest.raises(TraceError, match="without a trailer"):
+        list(r)
+
+
+def test_an_unstorable_header_is_refused_naming_the_key(tmp_path) -> None:
+    import datetime
+
+    h = TraceHeader(scenario={"gate": {"opens": datetime.time(10, 30)}})
+    for fmt in FORMATS:
+        with pytest.raises(TraceError, match=r"header\.scenario\.gate\.opens"):
+            open_writer(tmp_path / f"x.{fmt}", h)
+    assert not (tmp_path / "x.parquet").exists()
+
+
+@pytest.mark.parametrize("name", ["trace.csv", "trace", "trace.parquet.gz"])
+def test_unknown_suffix_is_named(tmp_path, name) -> None:
+    with pytest.raises(TraceError, match=r"\.parquet or \.grt"):
+        open_reader(tmp_path / name)
+    with pytest.raises(TraceError, match=r"\.parquet or \.grt"):
+        open_writer(tmp_path / name, TraceHeader())
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_missing_empty_and_foreign_files_are_clear_errors(tmp_path, fmt) -> None:
+    with pytest.raises(TraceError, match="no such file"):
+        open_reader(tmp_path / f"nope.{fmt}")
+    empty = tmp_path / f"empty.{fmt}"
+    empty.write_bytes(b"")
+    with pytest.raises(TraceError, match=str(empty)):
+        open_reader(empty)
+    junk = tmp_path / f"junk.{fmt}"
+    junk.write_bytes(b"\xc1 this is not a trace" * 10)
+    with pytest.raises(TraceError, match="not a"):
+        open_reader(junk)
+
+
+def test_a_msgpack_file_that_is_not_a_trace_is_refused(tmp_path) -> None:
+    import msgpack
+
+    path = tmp_path / "other.grt"
+    path.write_bytes(msgpack.packb({"format": "something-else"}) + msgpack.packb([1, 2]))
+    with pytest.raises(TraceError, match="not a gaterush trace"):
+        open_reader(path)
+    path.write_bytes(msgpack.packb({"format": "gaterush-trace", "version": 99}))
+    with pytest.raises(TraceError, match="newer"):
+        open_reader(path)
+
+
+def test_a_parquet_file_that_is_not_a_trace_is_refused(tmp_path) -> None:
+    path = tmp_path / "other.parquet"
+    pq.write_table(pa.table({"x": [1, 2]}), path)
+    with pytest.raises(TraceError, match="missing column"):
+        open_reader(path)
+    table = pa.Table.from_batches([pa.RecordBatch.from_pylist([], schema=SCHEMA)])
+    pq.write_table(table, path)
+    with pytest.raises(TraceError, match="gaterush.header"):
+        open_reader(path)
+
+
+def test_a_parquet_trace_rewritten_by_another_tool_with_plain_strings_still_reads(tmp_path) -> None:
+    events = [ev(1, 1, target="rpc:x", expect="valid", payload=pack_payload({"a": 1})), ev(2, 2)]
+    src = tmp_path / "a.parquet"
+    write(src, TraceHeader(seed=7), events)
+    table = pq.read_table(src)
+    fields = [
+        f.with_type(pa.string()) if pa.types.is_dictionary(f.type) else f for f in table.schema
+    ]
+    plain = table.cast(
+        pa.schema(
+            fields,
+            metadata={
+                b"gaterush.header": pq.ParquetFile(src).metadata.metadata[b"gaterush.header"]
+            },
+        )
+    )
+    assert not any(pa.types.is_dictionary(f.type) for f in plain.schema)
+    other = tmp_path / "b.parquet"
+    pq.write_table(plain, other)
+    header, got = read(other)
+    assert got == events and header.seed == 7
+
+
+def test_a_truncated_parquet_file_is_a_clear_error_naming_the_file(tmp_path) -> None:
+    path = tmp_path / "cut.parquet"
+    write(path, TraceHeader(), [ev(i, i) for i in range(100)])
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(TraceError, match=r"cut\.parquet.*cut short.*\.grt"):
+        open_reader(path)
+
+
+def test_header_metadata_is_canonical_json(tmp_path) -> None:
+    path = tmp_path / "x.parquet"
+    write(path, TraceHeader(scenario={"b": 1, "a": [1, 2]}), [ev(1, 1)])
+    raw = pq.ParquetFile(path).metadata.metadata[b"gaterush.header"].decode()
+    obj = json.loads(raw)
+    assert raw == json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    assert obj["counts"] == {"scan": 1}
+
+
+def test_parquet_rejects_append(tmp_path) -> None:
+    with pytest.raises(TraceError, match="cannot be appended"):
+        open_writer(tmp_path / "x.parquet", TraceHeader(), append=True)
