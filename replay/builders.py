@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
 import stripe
+from stripe._encode import _api_encode  # the exact encoding stripe-python sends
 
 from replay.profile import Profile
 from replay.transport import Request
@@ -166,30 +167,9 @@ def function_request(
     return Request(origin, spec.method, prefix + spec.path, tuple(headers), body)
 
 
-def form_encode(params: dict[str, Any], prefix: str | None = None) -> list[tuple[str, str]]:
-    """Stripe's form encoding (nested maps as a[b], lists as a[0]), as the official client sends it."""
-    out: list[tuple[str, str]] = []
-    for k, v in params.items():
-        key = f"{prefix}[{k}]" if prefix else str(k)
-        if v is None:
-            continue
-        if isinstance(v, dict):
-            out.extend(form_encode(v, key))
-        elif isinstance(v, (list, tuple)):
-            for i, item in enumerate(v):
-                if isinstance(item, dict):
-                    out.extend(form_encode(item, f"{key}[{i}]"))
-                else:
-                    out.append((f"{key}[{i}]", _form_value(item)))
-        else:
-            out.append((key, _form_value(v)))
-    return out
-
-
-def _form_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    return str(v)
+def form_encode(params: dict[str, Any]) -> list[tuple[str, str]]:
+    """Stripe's form encoding (nested maps as a[b], lists as a[0]): the official client's own encoder."""
+    return [(k, v) for k, v in _api_encode(params) if v is not None]
 
 
 def _stripe_headers(ctx: BuildContext, seq: int) -> tuple[tuple[str, str], ...]:

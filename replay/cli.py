@@ -116,6 +116,12 @@ def register(group: click.Group, start_local: StartLocal | None = None) -> None:
         show_default=True,
         help="HTTP client: raw keep-alive protocol (fastest) or aiohttp.",
     )
+    @click.option(
+        "--connections",
+        type=click.IntRange(min=1),
+        default=None,
+        help="Cap on connections per host (default: one per request in flight); requests wait for one.",
+    )
     @click.option("--run-id", help="Run id sent on every request (default: a fresh one).")
     @click.option(
         "--threshold",
@@ -142,7 +148,7 @@ def register(group: click.Group, start_local: StartLocal | None = None) -> None:
     @click.option("--quiet", "-q", is_flag=True, help="No progress line and no summary.")
     def replay_cmd(trace: str, out: str, target: str, speed: float, max_in_flight: int, workers: int,
                    stripe_mode: str, profile: str | None, rate_caps: tuple[str, ...], timeout: float,
-                   transport: str, run_id: str | None, specs: tuple[str, ...], files: tuple[str, ...],
+                   transport: str, connections: int | None, run_id: str | None, specs: tuple[str, ...], files: tuple[str, ...],
                    summary_json: str | None, dry_run: bool, quiet: bool) -> None:  # fmt: skip
         """Fire a trace at a target in real (or scaled) time and judge it; exit 99 if a threshold failed.
 
@@ -161,7 +167,7 @@ def register(group: click.Group, start_local: StartLocal | None = None) -> None:
         cfg = ReplayConfig(
             trace=trace, out=out, target=target, speed=speed, max_in_flight=max_in_flight, workers=workers,
             stripe=stripe_mode, profile=profile, rate_caps=_rate_caps(rate_caps), timeout=timeout,
-            transport=transport, run_id=run_id, progress=not quiet,
+            transport=transport, connections=connections, run_id=run_id, progress=not quiet,
         )  # fmt: skip
         try:
             result = run_replay(

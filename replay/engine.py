@@ -22,7 +22,6 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
-from types import MappingProxyType
 from typing import IO, Any, Protocol
 
 import msgpack
@@ -65,11 +64,12 @@ class ReplayConfig:
     workers: int = 1
     stripe: str = "standin"  # standin | real | http(s)://... (a Stripe API stand-in)
     profile: str | None = None
-    rate_caps: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
+    rate_caps: Mapping[str, float] = field(default_factory=dict)
     timeout: float = 60.0
     transport: str = "raw"
     run_id: str | None = None
     warm: int = 8  # keep-alive connections opened per origin before the start
+    connections: int | None = None  # cap on connections per origin (None: as many as in flight)
     progress: bool = True
 
 
@@ -213,7 +213,7 @@ async def _run_one(ctx: BuildContext, opts: ScheduleOptions, cfg: ReplayConfig, 
                    trace: str, shard: int, workers: int, sink: Callable[[tuple], None],
                    get_start: Callable[[], Any], tick: Callable[[], None] | None) -> Any:  # fmt: skip
     """Warm up, agree on the start instant, send every event of this shard; the Scheduler's stats."""
-    transport = make_transport(cfg.transport, cfg.timeout)
+    transport = make_transport(cfg.transport, cfg.timeout, cfg.connections)
     await transport.start({o: (cfg.warm if n == 0 else n) for o, n in origins.items()})
     start = await get_start()
     sched: Scheduler | None = None
@@ -316,7 +316,7 @@ def run_replay(cfg: ReplayConfig, env: Mapping[str, str] | None = None, start_lo
     opts = ScheduleOptions(
         speed=cfg.speed,
         max_in_flight=cfg.max_in_flight,
-        rate_caps=MappingProxyType({t: c / cfg.workers for t, c in caps.items()}),
+        rate_caps={t: c / cfg.workers for t, c in caps.items()},
         drain_s=cfg.timeout,
     )
     if dry_run_out is not None:

@@ -20,9 +20,9 @@ A profile is TOML; every table under ``[targets]`` is optional and overrides the
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any
 
 from traces.event import target_kind
@@ -38,7 +38,7 @@ class TargetSpec:
     path: str
     method: str
     arg_prefix: str = ""
-    args: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
+    args: Mapping[str, str] = field(default_factory=dict)
     drop: frozenset[str] = frozenset({"load"})
     outcome: str = "outcome"
 
@@ -72,7 +72,7 @@ def default_spec(target: str) -> TargetSpec:
 class Profile:
     """Target name -> TargetSpec overrides; targets not listed use default_spec."""
 
-    targets: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
+    targets: Mapping[str, TargetSpec] = field(default_factory=dict)
 
     def spec(self, target: str) -> TargetSpec:
         """The spec for a target (its override or the default)."""
@@ -130,10 +130,8 @@ def profile_from_dict(d: dict[str, Any], where: str = "profile") -> Profile:
         outcome = t.get("outcome", base.outcome)
         if not isinstance(outcome, str) or not outcome:
             raise ProfileError(f"{key}.outcome: expected a non-empty string, got {outcome!r}")
-        out[name] = TargetSpec(
-            path, method, prefix, MappingProxyType(dict(args)), frozenset(drop), outcome
-        )
-    return Profile(MappingProxyType(out))
+        out[name] = TargetSpec(path, method, prefix, dict(args), frozenset(drop), outcome)
+    return Profile(out)
 
 
 def load_profile(path: str | Path | None) -> Profile:

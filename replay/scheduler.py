@@ -21,7 +21,6 @@ import zlib
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from types import MappingProxyType
 from typing import Any
 
 from replay.builders import BuildContext, BuildError, build_request, parse_outcome
@@ -43,9 +42,7 @@ class ScheduleOptions:
 
     speed: float = 1.0
     max_in_flight: int = 10_000
-    rate_caps: Mapping[str, float] = field(
-        default_factory=lambda: MappingProxyType({})
-    )  # target -> req/s
+    rate_caps: Mapping[str, float] = field(default_factory=dict)  # target -> req/s
     spin_s: float = 0.002  # sleep until this long before a deadline, then spin
     lookahead: int = 8192  # events read ahead of the clock
     drain_s: float = 60.0  # after the last send, wait at most this long for answers

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import ssl
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import NamedTuple
 from urllib.parse import urlsplit
@@ -169,10 +170,11 @@ class _Conn(asyncio.Protocol):
         if self.close_after or len(self.buf) > nrecv:
             self.closed = True
             self.transport.close()  # type: ignore[union-attr]
+            done(self.sent_t, t, self.status, body, self.nsent, nrecv, None)  # type: ignore[misc]
         else:
             self.reused = True
-            self.pool.idle.append(self)
-        done(self.sent_t, t, self.status, body, self.nsent, nrecv, None)  # type: ignore[misc]
+            done(self.sent_t, t, self.status, body, self.nsent, nrecv, None)  # type: ignore[misc]
+            self.pool.release(self)
 
     def _fail(self, error: str, retry: bool) -> None:
         done = self.done
@@ -193,11 +195,13 @@ class _Conn(asyncio.Protocol):
         self.closed = True
         with contextlib.suppress(ValueError):
             self.pool.idle.remove(self)
+        self.pool.conns -= 1
         if self.done is not None:
             if self.head_len >= 0 and self.clen < 0 and not self.chunked:
                 self._finish(bytes(self.buf[self.head_len :]), len(self.buf))
-                return
-            self._fail(f"connection closed{': ' + str(exc) if exc else ''}", retry=True)
+            else:
+                self._fail(f"connection closed{': ' + str(exc) if exc else ''}", retry=True)
+        self.pool.pump()
 
 
 def _dechunk(buf: bytearray, start: int) -> bytes | None:
@@ -220,9 +224,19 @@ def _dechunk(buf: bytearray, start: int) -> bytes | None:
 
 
 class _Pool:
-    """Keep-alive connections to one origin; opens a new one whenever none is idle."""
+    """Keep-alive connections to one origin: an idle one, else a new one, else (at the cap) a queue.
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, origin: str, timeout: float) -> None:
+    A queued request's ``sent_t`` is when it is written (as k6, http_req_duration excludes time
+    blocked waiting for a connection; that time shows in schedule_lag and latency).
+    """
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        origin: str,
+        timeout: float,
+        max_conns: int | None = None,
+    ) -> None:
         scheme, self.host, self.port = split_origin(origin)
         self.loop = loop
         self.timeout = timeout
@@ -230,7 +244,9 @@ class _Pool:
         default = 443 if scheme == "https" else 80
         self.host_header = self.host if self.port == default else f"{self.host}:{self.port}"
         self.idle: list[_Conn] = []
-        self.open = 0
+        self.conns = 0  # open or opening
+        self.max_conns = max_conns
+        self.queue: deque[tuple[bytes, Done, float | None, bool]] = deque()
 
     def send(
         self, data: bytes, done: Done, sent_t: float | None = None, retried: bool = False
@@ -242,17 +258,52 @@ class _Pool:
                     conn.reused = False  # no second retry
                 conn.send(data, done, sent_t)
                 return
-        t = now() if sent_t is None else sent_t
-        self.loop.create_task(self._connect_and_send(data, done, t, retried))
+        if self.max_conns is None or self.conns < self.max_conns:
+            self.conns += 1
+            self.loop.create_task(self._connect_and_send(data, done, sent_t, retried))
+        else:
+            self.queue.append((data, done, sent_t, retried))
+
+    def release(self, conn: _Conn) -> None:
+        """A connection is free again: give it the oldest queued request, or keep it idle."""
+        if conn.closed:
+            return
+        if self.queue:
+            data, done, sent_t, retried = self.queue.popleft()
+            if retried:
+                conn.reused = False
+            conn.send(data, done, sent_t)
+        else:
+            self.idle.append(conn)
+
+    def pump(self) -> None:
+        """Open connections for queued requests while under the cap."""
+        while self.queue and (self.max_conns is None or self.conns < self.max_conns):
+            data, done, sent_t, retried = self.queue.popleft()
+            self.conns += 1
+            self.loop.create_task(self._connect_and_send(data, done, sent_t, retried))
 
     async def _connect_and_send(
-        self, data: bytes, done: Done, sent_t: float, retried: bool
+        self, data: bytes, done: Done, sent_t: float | None, retried: bool
     ) -> None:
+        t0 = now()
         try:
             conn = await self._connect()
         except (TimeoutError, OSError) as e:
-            done(sent_t, now(), 0, b"", 0, 0, f"connect {self.host}:{self.port}: {e}")
+            self.conns -= 1
+            done(
+                t0 if sent_t is None else sent_t,
+                now(),
+                0,
+                b"",
+                0,
+                0,
+                f"connect {self.host}:{self.port}: {e}",
+            )
+            self.pump()
             return
+        if retried:
+            conn.reused = False  # no second retry
         conn.send(data, done, sent_t)
 
     async def _connect(self) -> _Conn:
@@ -266,12 +317,19 @@ class _Pool:
             ),
             self.timeout,
         )
-        self.open += 1
         return conn
 
     async def warm(self, n: int) -> None:
-        conns = await asyncio.gather(*(self._connect() for _ in range(n)))
-        self.idle.extend(conns)
+        """Open up to n connections now (at most the cap) so the first requests find them idle."""
+        if self.max_conns is not None:
+            n = min(n, self.max_conns - self.conns)
+        self.conns += n
+        got = await asyncio.gather(*(self._connect() for _ in range(n)), return_exceptions=True)
+        for c in got:
+            if isinstance(c, _Conn):
+                self.idle.append(c)
+            else:  # best effort: requests open connections on demand and record their own errors
+                self.conns -= 1
 
     def close(self) -> None:
         for c in self.idle:
@@ -285,8 +343,9 @@ class RawTransport:
 
     name = "raw"
 
-    def __init__(self, timeout: float = 60.0) -> None:
+    def __init__(self, timeout: float = 60.0, max_connections: int | None = None) -> None:
         self.timeout = timeout
+        self.max_connections = max_connections
         self.pools: dict[str, _Pool] = {}
         self.loop: asyncio.AbstractEventLoop | None = None
 
@@ -294,7 +353,7 @@ class RawTransport:
         pool = self.pools.get(origin)
         if pool is None:
             pool = self.pools[origin] = _Pool(
-                self.loop or asyncio.get_running_loop(), origin, self.timeout
+                self.loop or asyncio.get_running_loop(), origin, self.timeout, self.max_connections
             )
         return pool
 
@@ -328,8 +387,9 @@ class AiohttpTransport:
 
     name = "aiohttp"
 
-    def __init__(self, timeout: float = 60.0) -> None:
+    def __init__(self, timeout: float = 60.0, max_connections: int | None = None) -> None:
         self.timeout = timeout
+        self.max_connections = max_connections
         self.session = None
         self.loop: asyncio.AbstractEventLoop | None = None
 
@@ -339,7 +399,7 @@ class AiohttpTransport:
 
         self.loop = asyncio.get_running_loop()
         self.session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0, limit_per_host=0),
+            connector=aiohttp.TCPConnector(limit=0, limit_per_host=self.max_connections or 0),
             timeout=aiohttp.ClientTimeout(total=self.timeout),
             auto_decompress=False,
             skip_auto_headers=("User-Agent", "Accept-Encoding", "Accept", "Content-Type"),
@@ -378,10 +438,12 @@ class AiohttpTransport:
             await self.session.close()
 
 
-def make_transport(name: str, timeout: float = 60.0) -> RawTransport | AiohttpTransport:
-    """The transport called `name` (raw | aiohttp)."""
+def make_transport(
+    name: str, timeout: float = 60.0, max_connections: int | None = None
+) -> RawTransport | AiohttpTransport:
+    """The transport called `name` (raw | aiohttp), with at most max_connections per origin."""
     if name == "raw":
-        return RawTransport(timeout)
+        return RawTransport(timeout, max_connections)
     if name == "aiohttp":
-        return AiohttpTransport(timeout)
+        return AiohttpTransport(timeout, max_connections)
     raise ValueError(f"transport {name!r}: expected raw or aiohttp")

@@ -66,20 +66,33 @@ class _Server(asyncio.Protocol):
         st["stamps"].append((first, (m.group(1) if m else path).decode()))
         if path == b"/v1/payment_intents":
             st["pi"] += 1
-            body = json.dumps({"id": f"pi_{st['pi']}", "object": "payment_intent", "status": "requires_payment_method"}).encode()
+            body = json.dumps(
+                {
+                    "id": f"pi_{st['pi']}",
+                    "object": "payment_intent",
+                    "status": "requires_payment_method",
+                }
+            ).encode()
         elif (mp := _PI.search(path)) is not None:
-            body = json.dumps({"id": mp.group(1).decode(), "object": "payment_intent", "status": "succeeded"}).encode()
+            body = json.dumps(
+                {"id": mp.group(1).decode(), "object": "payment_intent", "status": "succeeded"}
+            ).encode()
         else:
             body = b'{"outcome":"valid"}'
         s0, s1 = st["stall"]
         if s0 <= first < s1:
-            asyncio.get_running_loop().call_at(asyncio.get_running_loop().time() + (s1 - time.monotonic()), self.reply, body)
+            asyncio.get_running_loop().call_at(
+                asyncio.get_running_loop().time() + (s1 - time.monotonic()), self.reply, body
+            )
         else:
             self.reply(body)
 
     def reply(self, body: bytes) -> None:
         if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%b" % (len(body), body))
+            self.transport.write(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%b"
+                % (len(body), body)
+            )
 
 
 def _run(port_q: Any, record: bool) -> None:

@@ -1,0 +1,241 @@
+"""Request builders: pure, sans-IO; each target kind's request, signatures, auth, outcomes."""
+
+from __future__ import annotations
+
+import json
+import time
+from urllib.parse import parse_qsl
+
+import pytest
+import stripe
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from replay.builders import (
+    RUN_HEADER,
+    BuildContext,
+    BuildError,
+    Keys,
+    build_request,
+    form_encode,
+    parse_outcome,
+    public_url,
+    supabase_auth_headers,
+)
+from replay.profile import profile_from_dict
+from traces.event import (
+    TARGET_PI_CONFIRM,
+    TARGET_PI_CREATE,
+    TARGET_REST_TICKETS,
+    TARGET_REVENUE,
+    TARGET_SCAN,
+    TARGET_WEBHOOK,
+    Event,
+    pack_payload,
+)
+
+JWT = "eyJhbGciOiJIUzI1NiJ9.eyJyb2xlIjoiYW5vbiJ9.c2lnbmF0dXJl"
+SECRET = "whsec_test_0123456789abcdef"
+KEYS = Keys(anon_key=JWT, stripe_key="sk_test_abc123", webhook_secret=SECRET)
+CTX = BuildContext(
+    "https://proj.supabase.co", "run-42", KEYS, stripe_url="http://127.0.0.1:9/stripe"
+)
+
+
+def ev(
+    target: str, payload: dict, kind: str = "x", seq: int = 7, after: int | None = None
+) -> Event:
+    return Event(1000, seq, kind, "actor:1", target, pack_payload(payload), after, None)
+
+
+def headers(req) -> dict[str, str]:
+    return dict(req.headers)
+
+
+SCAN = {"ticket_code": "T1-0000001", "event_id": 1, "gate": "A", "lane": "2", "direction": "in"}
+
+
+def test_scan_rpc_default_argument_names() -> None:
+    req = build_request(CTX, ev(TARGET_SCAN, SCAN, "scan"), 0)
+    assert (req.origin, req.method, req.path) == (
+        "https://proj.supabase.co",
+        "POST",
+        "/rest/v1/rpc/scan_ticket_atomic",
+    )
+    assert json.loads(req.body) == {
+        "p_ticket_code": "T1-0000001",
+        "p_event_id": 1,
+        "p_gate": "A",
+        "p_lane": "2",
+        "p_direction": "in",
+    }
+    h = headers(req)
+    assert (
+        h["apikey"] == JWT and h["Authorization"] == f"Bearer {JWT}" and h[RUN_HEADER] == "run-42"
+    )
+    assert h["Content-Type"] == "application/json"
+
+
+def test_profile_renames_arguments_and_path() -> None:
+    prof = profile_from_dict(
+        {
+            "targets": {
+                TARGET_SCAN: {
+                    "path": "/rest/v1/rpc/scan",
+                    "args": {"gate": "gate_name"},
+                    "arg_prefix": "",
+                }
+            }
+        }
+    )
+    ctx = BuildContext("http://h:1/base/", "r", KEYS, profile=prof)
+    req = build_request(ctx, ev(TARGET_SCAN, SCAN), 0)
+    assert req.path == "/base/rest/v1/rpc/scan"
+    assert json.loads(req.body) == {
+        "ticket_code": "T1-0000001",
+        "event_id": 1,
+        "gate_name": "A",
+        "lane": "2",
+        "direction": "in",
+    }
+
+
+def test_view_rpc_sends_its_query_and_drops_load() -> None:
+    req = build_request(CTX, ev(TARGET_REVENUE, {"load": 3, "query": {"event_id": 1}}, "view"), 0)
+    assert json.loads(req.body) == {"p_event_id": 1}
+
+
+def test_rest_get_with_postgrest_params() -> None:
+    q = {"select": "code,inside", "event_id": "eq.1", "order": "code.desc", "limit": 20}
+    req = build_request(CTX, ev(TARGET_REST_TICKETS, {"load": 1, "query": q}, "view"), 0)
+    assert req.method == "GET" and req.body == b""
+    path, _, query = req.path.partition("?")
+    assert path == "/rest/v1/tickets"
+    assert dict(parse_qsl(query)) == {
+        "select": "code,inside",
+        "event_id": "eq.1",
+        "order": "code.desc",
+        "limit": "20",
+    }
+    assert "select=code,inside" in query  # PostgREST lists stay readable
+
+
+@pytest.mark.parametrize("key,expected", [
+    (JWT, {"apikey": JWT, "Authorization": f"Bearer {JWT}"}),
+    ("sb_publishable_abc", {"apikey": "sb_publishable_abc"}),
+    ("", {}),
+])  # fmt: skip
+def test_auth_headers_for_both_key_kinds(key: str, expected: dict) -> None:
+    assert dict(supabase_auth_headers(key)) == expected
+
+
+EVENT_OBJ = {
+    "id": "evt_1", "object": "event", "type": "payment_intent.succeeded", "created": 1,
+    "data": {"object": {"id": "pi_1", "object": "payment_intent", "amount": 100, "currency": "usd",
+                        "status": "succeeded", "metadata": {"event_id": 1, "quantity": 2}}},
+    "livemode": False,
+}  # fmt: skip
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.floats(min_value=0.01, max_value=1000))
+def test_webhook_signed_at_send_time_passes_stripe_verification(speed: float) -> None:
+    # the trace's `created` is far in the past at any speed: only the send-time signature matters
+    req = build_request(CTX, ev(TARGET_WEBHOOK, EVENT_OBJ, "webhook"), int(time.time()))
+    assert req.path == "/functions/v1/stripe-webhook"
+    event = stripe.Webhook.construct_event(
+        req.body.decode(), headers(req)["Stripe-Signature"], SECRET
+    )
+    assert event["id"] == "evt_1"
+
+
+def test_webhook_signed_long_ago_is_rejected_by_the_same_check() -> None:
+    req = build_request(CTX, ev(TARGET_WEBHOOK, EVENT_OBJ, "webhook"), int(time.time()) - 3600)
+    with pytest.raises(stripe.SignatureVerificationError, match="tolerance"):
+        stripe.Webhook.construct_event(req.body.decode(), headers(req)["Stripe-Signature"], SECRET)
+
+
+def test_webhook_without_secret_is_a_build_error() -> None:
+    ctx = BuildContext("http://h:1", "r", Keys(anon_key=JWT))
+    with pytest.raises(BuildError, match="STRIPE_WEBHOOK_SECRET"):
+        build_request(ctx, ev(TARGET_WEBHOOK, EVENT_OBJ), 0)
+
+
+def test_plain_edge_function_is_not_signed() -> None:
+    req = build_request(CTX, ev("fn:hello", {"a": 1}), 0)
+    assert "Stripe-Signature" not in headers(req) and json.loads(req.body) == {"a": 1}
+
+
+def test_payment_intent_create_carries_run_id_and_idempotency_key() -> None:
+    pay = {
+        "amount": 5000,
+        "currency": "usd",
+        "quantity": 2,
+        "event_id": 1,
+        "buyer": "buyer:1",
+        "order_ref": "o1",
+    }
+    req = build_request(CTX, ev(TARGET_PI_CREATE, pay, "checkout", seq=11), 0)
+    assert (req.origin, req.path) == ("http://127.0.0.1:9", "/stripe/v1/payment_intents")
+    form = dict(parse_qsl(req.body.decode()))
+    assert form["amount"] == "5000" and form["metadata[gaterush_run]"] == "run-42"
+    assert form["metadata[order_ref]"] == "o1" and form["payment_method_types[0]"] == "card"
+    h = headers(req)
+    assert (
+        h["Authorization"] == "Bearer sk_test_abc123"
+        and h["Idempotency-Key"] == "gaterush-run-42-11"
+    )
+
+
+def test_confirm_uses_the_id_its_create_returned() -> None:
+    e = ev(
+        TARGET_PI_CONFIRM, {"payment_method": "pm_card_chargeDeclined"}, "confirm", seq=12, after=11
+    )
+    req = build_request(CTX, e, 0, captured={"id": "pi_ABC"})
+    assert req.path == "/stripe/v1/payment_intents/pi_ABC/confirm"
+    assert dict(parse_qsl(req.body.decode())) == {"payment_method": "pm_card_chargeDeclined"}
+    with pytest.raises(BuildError, match="no PaymentIntent id"):
+        build_request(CTX, e, 0, captured=None)
+
+
+def test_form_encoding_nests_like_stripe() -> None:
+    form = form_encode({"a": 1, "m": {"k": "v"}, "l": ["x", "y"], "n": None})
+    assert form == [("a", 1), ("m[k]", "v"), ("l[0]", "x"), ("l[1]", "y")]
+
+
+def test_malformed_events_are_build_errors() -> None:
+    with pytest.raises(BuildError, match="not an HTTP target"):
+        build_request(CTX, ev("realtime:tickets", {}), 0)
+    with pytest.raises(BuildError, match="must be a map"):
+        build_request(CTX, Event(0, 1, "scan", "a", TARGET_SCAN, pack_payload([1, 2])), 0)
+    with pytest.raises(BuildError, match="no amount"):
+        build_request(CTX, ev(TARGET_PI_CREATE, {"currency": "usd"}), 0)
+
+
+@pytest.mark.parametrize("target,status,body,outcome,captured", [
+    (TARGET_SCAN, 200, b'{"outcome":"already_scanned","ticket":null}', "already_scanned", None),
+    (TARGET_SCAN, 200, b'"valid"', "valid", None),
+    (TARGET_SCAN, 200, b'[{"outcome":"invalid"}]', "invalid", None),
+    (TARGET_SCAN, 500, b'{"outcome":"valid"}', None, None),
+    (TARGET_WEBHOOK, 200, b'{"received":true,"outcome":"duplicate"}', "duplicate", None),
+    (TARGET_PI_CREATE, 200, b'{"id":"pi_9","status":"requires_payment_method"}', "ok", {"id": "pi_9"}),
+    (TARGET_PI_CONFIRM, 200, b'{"id":"pi_9","status":"succeeded"}', "succeeded", None),
+    (TARGET_PI_CONFIRM, 402, b'{"error":{"code":"card_declined"}}', "declined", None),
+    (TARGET_REST_TICKETS, 200, b"[]", "ok", None),
+    (TARGET_REST_TICKETS, 0, b"", None, None),
+])  # fmt: skip
+def test_parse_outcome(
+    target: str, status: int, body: bytes, outcome: str | None, captured: dict | None
+) -> None:
+    assert parse_outcome(target, status, body) == (outcome, captured)
+
+
+def test_public_url_strips_credentials_and_query() -> None:
+    assert (
+        public_url("https://user:pw@h.example:8443/base?apikey=SECRET")
+        == "https://h.example:8443/base"
+    )
+
+
+def test_keys_repr_shows_no_secret() -> None:
+    assert "sk_test_abc123" not in repr(KEYS) and SECRET not in repr(KEYS) and JWT not in repr(CTX)

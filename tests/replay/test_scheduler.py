@@ -1,0 +1,182 @@
+"""The open-loop scheduler against a loopback target that timestamps first bytes.
+
+Bounds here are loose (the machine is shared); the strict timing figures are in bench/bench_replay.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import tracemalloc
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+import uvloop
+from hypothesis import given
+from hypothesis import strategies as st
+
+from replay.builders import BuildContext, Keys
+from replay.resultlog import DROPPED_EVENTS, ResultRow
+from replay.scheduler import ScheduleOptions, Scheduler, TokenBucket, shard_of
+from replay.transport import RawTransport
+from tests.replay.loopback_server import LoopbackServer
+from traces.event import TARGET_PI_CONFIRM, TARGET_PI_CREATE, TARGET_SCAN, Event, pack_payload
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[LoopbackServer]:
+    with LoopbackServer() as s:
+        yield s
+
+
+def scan(t_us: int, i: int, actor: str | None = None) -> Event:
+    p = {"ticket_code": f"C{i}", "event_id": 1, "gate": "A", "lane": "1", "direction": "in"}
+    return Event(t_us, i, "scan", actor or f"a:{i}", TARGET_SCAN, pack_payload(p), None, "valid")
+
+
+DEFAULT = ScheduleOptions()
+
+
+def run(url: str, events, opts: ScheduleOptions = DEFAULT, connections: int | None = None,
+        stall: tuple[float, float] | None = None, server: LoopbackServer | None = None,
+        sink=None) -> tuple[float, list[ResultRow], Scheduler]:  # fmt: skip
+    """Replay events in this process; returns (start, rows, scheduler)."""
+    rows: list[ResultRow] = []
+    box: dict = {}
+
+    async def main() -> None:
+        tr = RawTransport(timeout=10, max_connections=connections)
+        await tr.start({url: 4 if connections is None else min(4, connections)})
+        start = time.monotonic() + 0.2
+        if stall is not None:
+            await asyncio.get_running_loop().run_in_executor(
+                None, server.stall, start + stall[0], start + stall[1]
+            )
+        ctx = BuildContext(url, "test-run", Keys(), stripe_url=url)
+        s = Scheduler(ctx, tr, sink or (lambda r: rows.append(ResultRow(*r))), start, opts)
+        box.update(start=start, sched=s)
+        await s.run(events)
+        await tr.close()
+
+    uvloop.run(main())
+    return box["start"], rows, box["sched"]
+
+
+def test_sends_on_absolute_schedule(server: LoopbackServer) -> None:
+    rng = np.random.default_rng(7)
+    ts = np.cumsum(rng.exponential(1 / 400, 600))  # 400/s, irregular gaps, 1.5 s
+    events = [scan(int(t * 1e6), i) for i, t in enumerate(ts)]
+    start, rows, _ = run(server.url, events)
+    arrived = {code: t for t, code in server.stamps()}
+    err_ms = np.array([(arrived[f"C{e.seq}"] - start) * 1e3 - e.t_us / 1e3 for e in events])
+    assert len(rows) == len(events) and all(r.status == 200 and r.outcome == "valid" for r in rows)
+    assert np.all(err_ms > -0.5)  # never early
+    assert np.median(err_ms) < 5 and np.percentile(err_ms, 90) < 25
+    # absolute deadlines: the last third is as faithful as the first (no accumulated drift)
+    third = len(err_ms) // 3
+    assert np.median(err_ms[-third:]) - np.median(err_ms[:third]) < 5
+    lag = np.array([r.sent_us - r.scheduled_us for r in rows])
+    assert np.all(lag >= 0) and np.median(lag) < 5000
+
+
+def test_coordinated_omission_stall_shows_in_latency_not_duration(server: LoopbackServer) -> None:
+    # 100 requests/s for 3 s over 2 connections; the target stalls from 1.0 s to 2.0 s
+    events = [scan(i * 10_000, 10_000 + i) for i in range(300)]
+    start, rows, _ = run(server.url, events, connections=2, stall=(1.0, 2.0), server=server)
+    assert len(rows) == 300 and all(r.status == 200 for r in rows)
+    inside = [r for r in rows if 1_000_000 <= r.scheduled_us < 1_950_000]
+    latency = {r.seq: r.done_us - r.scheduled_us for r in inside}
+    duration = {r.seq: r.done_us - r.sent_us for r in inside}
+    # every request scheduled inside the stall waited for its end
+    assert all(latency[r.seq] >= 2_000_000 - r.scheduled_us - 20_000 for r in inside)
+    # ... while http_req_duration shows it only for the requests already on the wire
+    assert sum(d > 500_000 for d in duration.values()) <= 2
+    assert sum(v > 500_000 for v in latency.values()) >= 40
+    # the schedule held: requests well after the stall left on time (no drift carried over)
+    after = [r.sent_us - r.scheduled_us for r in rows if r.scheduled_us >= 2_300_000]
+    assert after and np.median(after) < 5_000
+
+
+def test_after_dependency_uses_the_created_id(server: LoopbackServer) -> None:
+    create = Event(0, 1, "checkout", "buyer:1", TARGET_PI_CREATE,
+                   pack_payload({"amount": 100, "currency": "usd", "quantity": 1}), None, None)  # fmt: skip
+    confirm = Event(
+        0,
+        2,
+        "confirm",
+        "buyer:1",
+        TARGET_PI_CONFIRM,
+        pack_payload({"payment_method": "pm_card_visa"}),
+        1,
+        "succeeded",
+    )
+    _, rows, _ = run(server.url, [create, confirm])
+    by = {r.seq: r for r in rows}
+    assert by[2].status == 200 and by[2].outcome == "succeeded"
+    assert by[2].sent_us >= by[1].done_us  # sent at max(its time, the create's completion)
+    assert any(
+        "/v1/payment_intents/pi_" in key and key.endswith("/confirm") for _, key in server.stamps()
+    )
+
+
+def test_after_a_failed_dependency_is_dropped_not_sent() -> None:
+    create = Event(
+        0, 1, "checkout", "buyer:1", TARGET_PI_CREATE, pack_payload({"amount": 1}), None, None
+    )
+    confirm = Event(
+        50_000, 2, "confirm", "buyer:1", TARGET_PI_CONFIRM, pack_payload({}), 1, "succeeded"
+    )
+    _, rows, _ = run("http://127.0.0.1:9", [create, confirm])  # nothing listens on port 9
+    by = {r.seq: r for r in rows}
+    assert by[1].status == 0 and by[1].error and "connect" in by[1].error
+    assert by[2].metric == DROPPED_EVENTS and "dependency seq 1" in by[2].error
+
+
+def test_max_in_flight_drops_are_counted_never_delayed(server: LoopbackServer) -> None:
+    events = [scan(i * 10_000, 20_000 + i) for i in range(20)]
+    start, rows, s = run(
+        server.url, events, ScheduleOptions(max_in_flight=5), stall=(0.0, 0.5), server=server
+    )
+    sent = [r for r in rows if r.metric is None]
+    dropped = [r for r in rows if r.metric == DROPPED_EVENTS]
+    assert len(sent) == 5 and len(dropped) == 15 and s.stats.dropped == 15
+    assert all("max-in-flight 5" in r.error for r in dropped)
+    assert all(r.sent_us - r.scheduled_us < 50_000 for r in dropped)  # dropped at their time
+
+
+def test_rate_cap_drops_the_excess(server: LoopbackServer) -> None:
+    events = [scan(i * 1000, 30_000 + i) for i in range(50)]  # 50 in 50 ms
+    _, rows, _ = run(server.url, events, ScheduleOptions(rate_caps={TARGET_SCAN: 10}))
+    sent = [r for r in rows if r.metric is None]
+    dropped = [r for r in rows if r.metric == DROPPED_EVENTS]
+    assert 10 <= len(sent) <= 11 and len(sent) + len(dropped) == 50
+    assert all("rate cap 10/s" in r.error for r in dropped)
+
+
+def test_token_bucket_refills_at_its_rate() -> None:
+    b = TokenBucket(5, 0.0)
+    assert sum(b.take(0.0) for _ in range(10)) == 5
+    assert sum(b.take(1.0) for _ in range(10)) == 5
+
+
+@given(st.text(max_size=20), st.integers(min_value=1, max_value=16))
+def test_shard_is_stable_and_in_range(actor: str, n: int) -> None:
+    s = shard_of(actor, n)
+    assert 0 <= s < n and s == shard_of(actor, n)
+
+
+def test_memory_does_not_grow_with_trace_length(server: LoopbackServer) -> None:
+    def events(n: int) -> Iterator[Event]:
+        for i in range(n):
+            yield scan(i * 100, 100_000 + i)  # 10,000/s
+
+    def peak(n: int) -> int:
+        tracemalloc.start()
+        run(server.url, events(n), sink=lambda r: None)
+        _, p = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        return p
+
+    small, large = peak(2_000), peak(8_000)
+    assert large < small * 1.5 + 2_000_000, (small, large)
