@@ -273,20 +273,29 @@ class Metrics:
 
 def _strings(col: pa.ChunkedArray | pa.Array) -> Tag:
     """Dictionary-encode a string column (nulls become the label '')."""
-    col = pc.fill_null(col.cast(pa.string()), "")
-    enc = pc.dictionary_encode(col)
-    if isinstance(enc, pa.ChunkedArray):
-        enc = enc.combine_chunks() if enc.num_chunks != 1 else enc.chunk(0)
-    if len(enc) == 0:
+    if isinstance(col, pa.ChunkedArray):
+        if col.num_chunks != 1 and pa.types.is_dictionary(col.type):
+            col = col.cast(pa.string())
+        col = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
+    if pa.types.is_dictionary(col.type) and col.null_count:
+        col = col.cast(pa.string())
+    if not pa.types.is_dictionary(col.type):
+        col = pc.dictionary_encode(col.cast(pa.string()), null_encoding="encode")
+    if len(col) == 0:
         return Tag(np.zeros(0, np.int32), ())
-    return Tag(
-        enc.indices.to_numpy(zero_copy_only=False).astype(np.int32, copy=False),
-        tuple(enc.dictionary.to_pylist()),
-    )
+    labels = tuple("" if v is None else str(v) for v in col.dictionary.to_pylist())
+    codes = col.indices.to_numpy(zero_copy_only=False).astype(np.int32, copy=False)
+    if "" in labels[:-1] or labels.count("") > 1:  # null and "" both present: merge them
+        first = labels.index("")
+        remap = np.array([first if lbl == "" else i for i, lbl in enumerate(labels)], np.int32)
+        codes = remap[codes]
+    return Tag(codes, labels)
 
 
 def _ints(col: pa.ChunkedArray, default: int = 0) -> np.ndarray:
-    return pc.fill_null(col, default).to_numpy().astype(np.int64, copy=False)
+    if col.null_count:
+        col = pc.fill_null(col, default)
+    return col.to_numpy().astype(np.int64, copy=False)
 
 
 ROW_COLUMNS = (
@@ -382,11 +391,9 @@ def from_table(
     http_tags = {"status": status_tag, "expected_response": expected_resp}
     ms = 1e-3
     out: dict[str, Samples] = {}
-    ones = np.ones(len(table), np.float64)
+    ones = np.broadcast_to(np.float64(1.0), (len(table),))  # read-only, no memory per row
     out["http_reqs"] = build("http_reqs", is_req, scheduled, ones, http_tags)
-    out["http_req_failed"] = build(
-        "http_req_failed", is_req, scheduled, failed.astype(np.float64), http_tags
-    )
+    out["http_req_failed"] = build("http_req_failed", is_req, scheduled, failed, http_tags)
     out["http_req_duration"] = build(
         "http_req_duration", is_req, scheduled, (done - sent) * ms, http_tags
     )
@@ -396,9 +403,10 @@ def from_table(
     )
 
     has_expect = pc.is_valid(expect).to_numpy(zero_copy_only=False)
+    expect_tag = _strings(expect)
     passed = pc.fill_null(pc.equal(outcome, expect), False).to_numpy(zero_copy_only=False)
     check_rows = has_expect & (is_req | rows_of("dropped_events"))
-    out["checks"] = build("checks", check_rows, scheduled, passed.astype(np.float64))
+    out["checks"] = build("checks", check_rows, scheduled, passed)
     out["data_sent"] = build(
         "data_sent",
         np.ones(len(table), bool),
@@ -427,25 +435,30 @@ def from_table(
     if duration_s is None:
         end = int(max(done.max(initial=0), sent.max(initial=0), scheduled.max(initial=0)))
         duration_s = end / 1e6
-    return Metrics(out, float(duration_s), _check_counts(target, expect, passed, check_rows))
+    return Metrics(out, float(duration_s), _check_counts(target, expect_tag, passed, check_rows))
 
 
 def _check_counts(
-    target: Tag, expect: pa.ChunkedArray, passed: np.ndarray, rows: np.ndarray
+    target: Tag, expect: Tag, passed: np.ndarray, rows: np.ndarray
 ) -> tuple[tuple[str, int, int], ...]:
     """Passes and fails per check, one check per (target, expected outcome): 'rpc:x is valid'."""
-    exp = _strings(expect)
     if not rows.any():
         return ()
-    key = target.codes[rows].astype(np.int64) * (len(exp.labels) + 1) + exp.codes[rows]
-    ok = passed[rows]
-    uniq, inv = np.unique(key, return_inverse=True)
-    passes = np.bincount(inv, weights=ok, minlength=len(uniq)).astype(np.int64)
-    totals = np.bincount(inv, minlength=len(uniq))
+    width = len(expect.labels)
+    key = target.codes[rows].astype(np.int64) * width + expect.codes[rows]
+    size = len(target.labels) * width
+    totals = np.bincount(key, minlength=size)
+    passes = np.bincount(key, weights=passed[rows], minlength=size).astype(np.int64)
     out = []
-    for u, p, n in zip(uniq, passes, totals, strict=True):
-        t, e = divmod(int(u), len(exp.labels) + 1)
-        out.append((f"{target.labels[t]} is {exp.labels[e]}", int(p), int(n - p)))
+    for u in np.flatnonzero(totals):
+        t, e = divmod(int(u), width)
+        out.append(
+            (
+                f"{target.labels[t]} is {expect.labels[e]}",
+                int(passes[u]),
+                int(totals[u] - passes[u]),
+            )
+        )
     return tuple(sorted(out))
 
 
