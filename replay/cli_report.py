@@ -169,7 +169,8 @@ def expected_of(trace: str) -> dict:
 
 
 def end_state(target: str, run_id: str | None, end_state_of: ver.EndStateOf | None) -> dict:
-    """The target's end state: the wired callable first, else PostgREST with the run id."""
+    """The target's end state: the wired callable first, else a served stand-in's admin API, else
+    PostgREST reads of the run's rows (a Supabase project)."""
     if end_state_of is not None:
         got = end_state_of(target, ver.KEYS)
         if got is not None:
@@ -178,16 +179,12 @@ def end_state(target: str, run_id: str | None, end_state_of: ver.EndStateOf | No
         raise InvalidInput(
             f"--target {target!r}: expected 'local' or an http(s) URL of a Supabase project"
         )
-    if not run_id:
-        raise InvalidInput(
-            "verify against a Supabase project needs the run id: give --run ID or --results FILE"
-        )
     key = os.environ.get("SUPABASE_SERVICE_ROLE_KEY") or os.environ.get("SUPABASE_ANON_KEY")
     if not key:
         raise InvalidInput(
             "set SUPABASE_SERVICE_ROLE_KEY (or SUPABASE_ANON_KEY) to read the target's end state"
         )
     try:
-        return ver.rest_end_state(target, run_id=run_id, api_key=key)
+        return ver.end_state_at(target, run_id=run_id, api_key=key)
     except ver.EndStateError as e:
         raise InvalidInput(f"cannot read the end state of {target}: {e}") from None

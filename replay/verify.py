@@ -231,6 +231,47 @@ def _count(
     return int(total)
 
 
+def _base(url: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise EndStateError(f"target {url!r}: expected an http(s) URL of a Supabase project")
+    return f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
+
+
+def standin_end_state(
+    url: str, *, run_id: str | None, api_key: str, timeout: float = 30.0
+) -> dict[str, Any] | None:
+    """A gaterush stand-in's own end state (`GET /admin/v1/state?run=`), or None if `url` is not one.
+
+    The stand-in reports every projection key (webhooks included); a real project answers 404 here.
+    """
+    base = _base(url)
+    q = f"?{urllib.parse.urlencode({'run': run_id})}" if run_id else ""
+    try:
+        data, _ = _get(f"{base}/admin/v1/state{q}", _auth_headers(api_key), timeout)
+    except EndStateError as e:
+        if e.status == 404:
+            return None
+        raise
+    if not isinstance(data, dict):
+        return None
+    return data
+
+
+def end_state_at(
+    url: str, *, run_id: str | None, api_key: str, timeout: float = 30.0
+) -> dict[str, Any]:
+    """A target's end state: the stand-in's admin endpoint if it is one, else PostgREST by run id."""
+    got = standin_end_state(url, run_id=run_id, api_key=api_key, timeout=timeout)
+    if got is not None:
+        return got
+    if not run_id:
+        raise EndStateError(
+            "reading a Supabase project's end state needs the run id (--run or --results)"
+        )
+    return rest_end_state(url, run_id=run_id, api_key=api_key, timeout=timeout)
+
+
 def rest_end_state(
     url: str,
     *,
@@ -247,10 +288,7 @@ def rest_end_state(
     the table is exposed: a 404 leaves these out) give ``webhooks_processed`` (distinct event ids)
     and ``webhooks_duplicate`` (further deliveries).
     """
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise EndStateError(f"target {url!r}: expected an http(s) URL of a Supabase project")
-    base = f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
+    base = _base(url)
     headers = _auth_headers(api_key)
     run = {"run_id": f"eq.{run_id}"}
 

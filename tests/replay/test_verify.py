@@ -184,8 +184,6 @@ def test_verify_cli_bad_input_exits_104(trace: str, tmp_path, monkeypatch) -> No
     assert r.exit_code == 104 and "nope.parquet" in r.output and "Traceback" not in r.output
     r = CliRunner().invoke(g, ["verify", trace, "--target", "local"])
     assert r.exit_code == 104 and "expected 'local' or an http(s) URL" in r.output
-    r = CliRunner().invoke(g, ["verify", trace, "--target", "http://127.0.0.1:9"])
-    assert r.exit_code == 104 and "needs the run id" in r.output
     r = CliRunner().invoke(g, ["verify", trace, "--target", "http://127.0.0.1:9", "--run", "r1"])
     assert r.exit_code == 104 and "SUPABASE_SERVICE_ROLE_KEY" in r.output
     monkeypatch.setenv("SUPABASE_ANON_KEY", "sb_publishable_secretvalue123")
@@ -272,3 +270,24 @@ def test_rest_end_state_matches_the_standin_and_counts_only_the_run() -> None:
         }
         with pytest.raises(ver.EndStateError, match="HTTP 401"):
             ver.rest_end_state(s.url, run_id="run-a", api_key="wrong")
+
+        # a served stand-in answers its own end state (webhooks included) through its admin API
+        assert ver.end_state_at(s.url, run_id="run-a", api_key=s.service_key) == truth
+        assert truth["webhooks_processed"] == 2 and truth["webhooks_duplicate"] == 1
+
+
+def test_verify_cli_against_a_served_standin(trace: str, monkeypatch) -> None:
+    from staging.server import standin_in_thread
+
+    inv = Inventory((VenueEvent(1, "match", 100, 10, 5000),))
+    with standin_in_thread(inventory=inv, deliver_webhooks=False) as s:
+        monkeypatch.setenv("SUPABASE_SERVICE_ROLE_KEY", s.service_key)
+        # nothing was replayed: the target's end state differs from the trace's in what it says
+        r = CliRunner().invoke(cli(), ["verify", trace, "--target", s.url, "--run", "run-x"])
+        assert r.exit_code == 99, r.output
+        assert (
+            "webhooks_processed: expected 2, target has 0 (-2): webhook events were lost or rejected"
+            in r.output
+        )
+        assert "admitted: expected 2, target has 0 (-2)" in r.output
+        assert s.service_key not in r.output
