@@ -298,10 +298,15 @@ class GrtReader:
     def batches(self, rows: int = BATCH_ROWS) -> Iterator[pa.RecordBatch]:
         """The events as RecordBatches of traces.schema.SCHEMA, at most `rows` each."""
         pending: list[Event] = []
-        for events, _ in self.scan():
-            pending.extend(events)
-            while len(pending) >= rows:
-                yield events_to_batch(pending[:rows])
-                del pending[:rows]
+        try:
+            for events, _ in self.scan():
+                pending.extend(events)
+                while len(pending) >= rows:
+                    yield events_to_batch(pending[:rows])
+                    del pending[:rows]
+        except TraceError:
+            if pending:  # every complete event before the damage, then the error
+                yield events_to_batch(pending)
+            raise
         if pending:
             yield events_to_batch(pending)

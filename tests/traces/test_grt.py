@@ -145,3 +145,28 @@ def test_write_after_close_is_an_error(tmp_path: Path) -> None:
         w.close()
         with pytest.raises(TraceError, match="after close"):
             w.write(Event(1, 1, "k", "a", None, b"", None, None))
+
+
+@SETTINGS
+@given(events=traces(min_size=1, max_size=30), rows=st.integers(1, 8), data=st.data())
+def test_batches_of_a_cut_file_hold_every_complete_event_then_raise(
+    tmp_path: Path, events, rows, data
+) -> None:
+    from traces.schema import batch_to_events
+
+    full = tmp_path / "full.grt"
+    with open_writer(full, TraceHeader()) as w:
+        w.write_many(events)
+    raw = full.read_bytes()
+    with open_reader(full) as r:
+        start = r.events_start
+    n = data.draw(st.integers(start, len(raw) - 1), label="cut at")
+    cut = tmp_path / "cut.grt"
+    cut.write_bytes(raw[:n])
+    by_row, err = read_until_error(cut)
+    got: list[Event] = []
+    with pytest.raises(TraceError, match=str(cut)), open_reader(cut) as r:
+        for b in r.batches(rows):
+            assert b.num_rows <= rows
+            got.extend(batch_to_events(b))
+    assert got == by_row == events[: len(got)]
