@@ -24,8 +24,8 @@ SETTINGS = settings(
 )
 
 
-def write(path: Path, events: list[Event], header: TraceHeader = TraceHeader(), **kw) -> None:
-    with open_writer(path, header, **kw) as w:
+def write(path: Path, events: list[Event], header: TraceHeader | None = None, **kw) -> None:
+    with open_writer(path, header or TraceHeader(), **kw) as w:
         w.write_many(events)
 
 
