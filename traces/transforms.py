@@ -18,7 +18,8 @@ Choices, so a user can predict the result:
 - merge overlays traces on one time axis; seq is renumbered in output order with `after`
   remapped, and an actor present in two inputs gets a suffix in the later one (`#2`).
 - anonymize replaces ticket codes, emails, names, phone numbers, addresses, card details, client
-  IPs, actor ids and Stripe object ids with keyed HMAC-SHA256 tokens: the same input always gives
+  IPs, free-text fields (description, ...), actor ids and Stripe object ids with keyed
+  HMAC-SHA256 tokens: the same input always gives
   the same token, and without the key a token cannot be traced back.
 """
 
@@ -436,6 +437,8 @@ NAME_KEYS = frozenset(
 EMAIL_KEYS = frozenset({"email", "receipt_email", "customer_email"})
 CARD_KEYS = frozenset({"number", "cvc", "cvv", "last4", "dynamic_last4", "exp_month", "exp_year", "fingerprint", "iin"})
 CONTACT_KEYS = frozenset({"phone", "address", "line1", "line2", "postal_code", "city", "state", "shipping", "ip", "client_ip"})
+# Free text can hold anything personal ("tickets for Ann Lee"): replaced whole.
+FREE_TEXT_KEYS = frozenset({"description", "statement_descriptor", "statement_descriptor_suffix", "note", "notes", "comment", "memo", "message"})
 ANON_KEY_ENV = "GATERUSH_ANON_KEY"
 
 
@@ -533,6 +536,8 @@ class Anonymizer:
             return "n" + self.token("name", v)
         if k in CONTACT_KEYS:
             return "c" + self.token("contact", v)
+        if k in FREE_TEXT_KEYS:
+            return "d" + self.token("text", v)
         return self.strings(v)
 
     def _redact_leaf(self, domain: str, v: Any) -> Any:

@@ -42,6 +42,7 @@ _SECRET_VALUE = re.compile(
     r"^(?:(?:sk|rk)_(?:live|test)_|whsec_|sb_secret_|sb_publishable_)|^eyJ[\w-]+\.[\w-]+\.[\w-]*$"
 )
 REDACTED = "[redacted]"
+RPC_ARG_PREFIX = "p_"  # replay's default profile: payload key k is sent as RPC argument p_k
 
 SCAN_OUTCOMES = frozenset({ev.VALID, ev.ALREADY_SCANNED, ev.INVALID, ev.WRONG_EVENT, ev.EXITED})
 WEBHOOK_OUTCOMES = frozenset({ev.PROCESSED, ev.DUPLICATE})
@@ -97,11 +98,8 @@ def endpoint(method: str, path: str) -> Endpoint | None:
 
 def _strip_prefix(path: str) -> str:
     """Drop anything before the first known API root (a proxy or gateway prefix)."""
-    for root in ("/rest/v1/", "/functions/v1/", "/realtime/v1/", "/v1/"):
-        i = path.find(root)
-        if i > 0:
-            return path[i:]
-    return path
+    found = [(i, -len(root)) for root in ("/rest/v1/", "/functions/v1/", "/realtime/v1/", "/v1/") if (i := path.find(root)) >= 0]
+    return path[min(found)[0]:] if found else path
 
 
 def parse_query(query: str | Iterable[tuple[str, str]] | Mapping[str, str]) -> dict[str, Any]:
@@ -193,8 +191,13 @@ def payload_for(
         return out
     if ep.target.startswith("rest:") and method.upper() in ("GET", "HEAD"):
         return {"query": query}
-    if ep.target.startswith("rpc:") and method.upper() == "GET":
-        return dict(query)
+    if ep.target.startswith("rpc:"):
+        args = query if method.upper() == "GET" else body
+        if ep.kind == ev.VIEW:  # a dashboard read: its arguments as the query, as the models emit
+            return {"query": args if isinstance(args, dict) else {}}
+        if isinstance(args, dict):
+            # the default target profile sends payload key k as argument p_k: undo it
+            return {k.removeprefix(RPC_ARG_PREFIX) if isinstance(k, str) else k: v for k, v in args.items()}
     if isinstance(body, dict):
         if query and ep.kind != ev.WEBHOOK:
             return {**body, "query": query} if "query" not in body else body
