@@ -63,7 +63,8 @@ def endpoint(method: str, path: str) -> Endpoint | None:
 
     /rest/v1/rpc/<fn> -> rpc:<fn>, /rest/v1/<table> -> rest:<table>, /functions/v1/<name> ->
     fn:<name>, /v1/payment_intents -> stripe:payment_intents.create (confirm, retrieve, ...),
-    /realtime/v1/<rest> -> realtime:<rest>. A project's URL prefix before these is ignored.
+    /realtime/v1/<rest> -> realtime:<rest>. A prefix before the Supabase roots (a gateway's
+    path) is ignored; Stripe's /v1/ counts only at the start of the path.
     """
     method = method.upper()
     path = _strip_prefix(path.split("?", 1)[0])
@@ -98,8 +99,8 @@ def endpoint(method: str, path: str) -> Endpoint | None:
 
 def _strip_prefix(path: str) -> str:
     """Drop anything before the first known API root (a proxy or gateway prefix)."""
-    found = [(i, -len(root)) for root in ("/rest/v1/", "/functions/v1/", "/realtime/v1/", "/v1/") if (i := path.find(root)) >= 0]
-    return path[min(found)[0]:] if found else path
+    found = [i for root in ("/rest/v1/", "/functions/v1/", "/realtime/v1/") if (i := path.find(root)) >= 0]
+    return path[min(found):] if found else path  # Stripe's /v1/ only counts at the start
 
 
 def parse_query(query: str | Iterable[tuple[str, str]] | Mapping[str, str]) -> dict[str, Any]:
