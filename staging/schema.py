@@ -51,6 +51,7 @@ CREATE TABLE IF NOT EXISTS tickets (
     run_id TEXT
 );
 CREATE INDEX IF NOT EXISTS tickets_event ON tickets(event_id);
+CREATE INDEX IF NOT EXISTS orders_event ON orders(event_id);
 CREATE INDEX IF NOT EXISTS tickets_order ON tickets(order_id);
 CREATE TABLE IF NOT EXISTS scans (
     id INTEGER PRIMARY KEY,
@@ -86,17 +87,19 @@ CREATE TABLE IF NOT EXISTS payment_intents (
     created_at TEXT NOT NULL,
     run_id TEXT
 );
-CREATE VIEW IF NOT EXISTS event_revenue AS
+DROP VIEW IF EXISTS event_revenue;
+CREATE VIEW event_revenue AS
     SELECT e.id AS event_id, e.currency AS currency,
-           COALESCE(SUM(o.amount_cents), 0) AS revenue_cents,
-           COUNT(o.id) AS orders,
-           COALESCE(SUM(o.quantity), 0) AS tickets_sold
-    FROM events e LEFT JOIN orders o ON o.event_id = e.id AND o.status = 'paid'
-    GROUP BY e.id;
+           (SELECT COALESCE(SUM(o.amount_cents), 0) FROM orders o
+             WHERE o.event_id = e.id AND o.status = 'paid') AS revenue_cents,
+           (SELECT COUNT(*) FROM orders o WHERE o.event_id = e.id AND o.status = 'paid') AS orders,
+           (SELECT COUNT(*) FROM tickets t JOIN orders o ON o.id = t.order_id
+             WHERE o.event_id = e.id AND o.status = 'paid') AS tickets_sold
+    FROM events e;
 """
 
 # Tables and views that GET /rest/v1/{name} serves (payment_intents belong to the Stripe subset).
-REST_TABLES = ("events", "tickets", "orders", "scans", "event_revenue")
+REST_TABLES = ("events", "tickets", "orders", "scans", "event_revenue", "webhook_events")
 
 
 def now_iso(ts: float | None = None) -> str:
