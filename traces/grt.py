@@ -21,6 +21,7 @@ import itertools
 import os
 import struct
 from collections.abc import Iterable, Iterator
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -292,8 +293,7 @@ class GrtReader:
         self.close()
 
     def __iter__(self) -> Iterator[Event]:
-        for events, _ in self.scan():
-            yield from events
+        return chain.from_iterable(events for events, _ in self.scan())
 
     def batches(self, rows: int = BATCH_ROWS) -> Iterator[pa.RecordBatch]:
         """The events as RecordBatches of traces.schema.SCHEMA, at most `rows` each."""

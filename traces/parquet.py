@@ -18,6 +18,7 @@ import itertools
 import json
 import os
 from collections.abc import Iterable, Iterator
+from itertools import chain
 from pathlib import Path
 
 import pyarrow as pa
@@ -199,5 +200,4 @@ class ParquetTraceReader:
         self.close()
 
     def __iter__(self) -> Iterator[Event]:
-        for batch in self.batches():
-            yield from batch_to_events(batch)
+        return chain.from_iterable(map(batch_to_events, self.batches()))

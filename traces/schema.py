@@ -9,6 +9,7 @@ from __future__ import annotations
 import gc
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from itertools import repeat
 
 import numpy as np
 import pyarrow as pa
@@ -173,17 +174,22 @@ def batch_to_events(batch: pa.RecordBatch) -> list[Event]:
     """The events of a RecordBatch of SCHEMA (or a compatible one), built column-wise."""
     with no_gc():
         cols = batch.columns
+        # tuple.__new__ over zip builds the namedtuples in C (namedtuple's __new__ is Python code)
         return list(
             map(
-                Event,
-                _ints(cols[0]),
-                _ints(cols[1]),
-                _strings(cols[2]),
-                _strings(cols[3]),
-                _strings(cols[4]),
-                cols[5].to_pylist(),
-                _ints(cols[6]),
-                _strings(cols[7]),
+                tuple.__new__,
+                repeat(Event, batch.num_rows),
+                zip(
+                    _ints(cols[0]),
+                    _ints(cols[1]),
+                    _strings(cols[2]),
+                    _strings(cols[3]),
+                    _strings(cols[4]),
+                    cols[5].to_pylist(),
+                    _ints(cols[6]),
+                    _strings(cols[7]),
+                    strict=True,
+                ),
             )
         )
 
