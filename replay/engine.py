@@ -30,7 +30,15 @@ from replay.builders import STRIPE_API, BuildContext, Keys, public_url
 from replay.profile import load_profile
 from replay.realtime import Realtime
 from replay.resultlog import DROPPED_EVENTS, ResultHeader, ResultWriter
-from replay.safety import check_keys, default_rate_caps, format_plan, make_plan, merge_caps, redact
+from replay.safety import (
+    check_keys,
+    default_rate_caps,
+    format_plan,
+    is_loopback,
+    make_plan,
+    merge_caps,
+    redact,
+)
 from replay.scheduler import ScheduleOptions, Scheduler, shard_of
 from replay.transport import make_transport
 from traces.event import Event
@@ -312,7 +320,8 @@ def run_replay(cfg: ReplayConfig, env: Mapping[str, str] | None = None, start_lo
     targets = dict(theader.targets)
     local = cfg.target == "local"
     stripe_mode = cfg.stripe
-    caps = merge_caps(default_rate_caps(targets, local, stripe_mode), cfg.rate_caps, stripe_mode)
+    loopback = local or is_loopback(cfg.target)
+    caps = merge_caps(default_rate_caps(targets, loopback, stripe_mode), cfg.rate_caps, stripe_mode)
     opts = ScheduleOptions(
         speed=cfg.speed,
         max_in_flight=cfg.max_in_flight,

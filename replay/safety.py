@@ -6,9 +6,11 @@ with a message naming what is wrong (exit 104) and nothing has been sent.
 
 from __future__ import annotations
 
+import ipaddress
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from replay.builders import Keys
 from traces.event import Event
@@ -53,6 +55,17 @@ def redact(text: str, secrets: Iterable[str]) -> str:
         if s and len(s) >= 4:
             text = text.replace(s, "***")
     return text
+
+
+def is_loopback(url: str) -> bool:
+    """True for a URL on this machine (127.0.0.0/8, ::1, localhost): no provider limit applies."""
+    host = (urlsplit(url).hostname or "").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def default_rate_caps(targets: Iterable[str], local: bool, stripe_mode: str) -> dict[str, float]:

@@ -43,7 +43,8 @@ class ScheduleOptions:
     speed: float = 1.0
     max_in_flight: int = 10_000
     rate_caps: Mapping[str, float] = field(default_factory=dict)  # target -> req/s
-    spin_s: float = 0.002  # sleep until this long before a deadline, then spin
+    spin_s: float = 0.002  # sleep on the loop's timers until this long before a deadline, then spin
+    nap_s: float = 0.0  # while spinning, block in naps this long (0: busy spin, the most faithful)
     lookahead: int = 8192  # events read ahead of the clock
     drain_s: float = 60.0  # after the last send, wait at most this long for answers
 
@@ -149,6 +150,9 @@ class Scheduler:
         start = self.start
         spin = self.opt.spin_s
         lookahead = self.opt.lookahead
+        nap = self.opt.nap_s
+        nap_min = nap * 1.5 if nap > 0 else float("inf")
+        sleep = time.sleep
         late = 0
 
         def refill(until: float) -> bool:
@@ -176,7 +180,11 @@ class Scheduler:
             if slack > spin:
                 await asyncio.sleep(slack - spin)
             if now() < deadline:
-                while now() < deadline:
+                # below the loop's millisecond timers: yield (answers get processed), and nap in
+                # slices of `nap_s` so the CPU is not burnt (the target may share this machine)
+                while (left := deadline - now()) > 0:
+                    if left > nap_min:
+                        sleep(min(nap, left - nap_min))
                     await asyncio.sleep(0)
                 late = 0
             else:

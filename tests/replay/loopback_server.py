@@ -4,8 +4,8 @@ Runs in its own process (so its work does not disturb the sender's timing), on 1
 It answers every request with a small JSON body (``{"outcome": "valid"}``, or a PaymentIntent for
 ``/v1/payment_intents``), records ``(first_byte_monotonic, key)`` per request, where key is the
 request's ``p_ticket_code`` (or its path), and can stall: requests arriving inside a stall window
-are answered when it ends. Control endpoints: ``GET /__stamps`` (JSON list) and
-``GET /__stall?from=T&to=T`` (monotonic seconds). Used by tests/replay and bench/bench_replay.py.
+are answered when it ends. Control endpoints: ``GET /__stamps[?clear=1]`` (JSON list),
+``GET /__record?on=0|1`` and ``GET /__stall?from=T&to=T`` (monotonic seconds). Used by tests/replay and bench/bench_replay.py.
 """
 
 from __future__ import annotations
@@ -57,7 +57,13 @@ class _Server(asyncio.Protocol):
         line = req[: req.find(b"\r\n")]
         path = line.split(b" ")[1] if b" " in line else b"/"
         if path.startswith(b"/__stamps"):
-            return self.reply(json.dumps(st["stamps"]).encode())
+            out = json.dumps(st["stamps"]).encode()
+            if b"clear=1" in path:
+                st["stamps"].clear()
+            return self.reply(out)
+        if path.startswith(b"/__record"):
+            st["stamps"] = [] if b"on=1" in path else _Null()
+            return self.reply(b"{}")
         if path.startswith(b"/__stall"):
             q = dict(kv.split("=") for kv in path.decode().split("?", 1)[1].split("&"))
             st["stall"] = (float(q["from"]), float(q["to"]))
@@ -144,10 +150,17 @@ class LoopbackServer:
             self.proc.terminate()
             self.proc.join(10)
 
-    def stamps(self) -> list[tuple[float, str]]:
-        """(first-byte monotonic time, ticket code or path) of every request so far."""
-        with urllib.request.urlopen(f"{self.url}/__stamps", timeout=30) as r:
+    def stamps(self, clear: bool = False) -> list[tuple[float, str]]:
+        """(first-byte monotonic time, ticket code or path) of every request so far (then forget them)."""
+        with urllib.request.urlopen(
+            f"{self.url}/__stamps{'?clear=1' if clear else ''}", timeout=60
+        ) as r:
             return [tuple(x) for x in json.loads(r.read())]
+
+    def set_recording(self, on: bool) -> None:
+        """Start (with an empty list) or stop recording stamps."""
+        with urllib.request.urlopen(f"{self.url}/__record?on={int(on)}", timeout=30) as r:
+            r.read()
 
     def stall(self, t_from: float, t_to: float) -> None:
         """Hold the answers of requests arriving in [t_from, t_to) (monotonic) until t_to."""

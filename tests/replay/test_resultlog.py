@@ -45,7 +45,9 @@ HEADER = ResultHeader(
 
 @settings(max_examples=40, deadline=None)
 @given(st.lists(rows(), max_size=30), st.sampled_from(["grr", "parquet"]))
-def test_round_trip(tmp_path_factory: pytest.TempPathFactory, rs: list[ResultRow], ext: str) -> None:
+def test_round_trip(
+    tmp_path_factory: pytest.TempPathFactory, rs: list[ResultRow], ext: str
+) -> None:
     path = tmp_path_factory.mktemp("rl") / f"out.{ext}"
     with ResultWriter(path, HEADER) as w:
         for r in rs:
@@ -61,7 +63,21 @@ def test_round_trip(tmp_path_factory: pytest.TempPathFactory, rs: list[ResultRow
 
 
 def _row(i: int) -> ResultRow:
-    return ResultRow(i, "rpc:scan_ticket_atomic", "scan", f"a:{i}", i, i + 1, i + 5, 200, None, 10, 20, "valid", "valid")
+    return ResultRow(
+        i,
+        "rpc:scan_ticket_atomic",
+        "scan",
+        f"a:{i}",
+        i,
+        i + 1,
+        i + 5,
+        200,
+        None,
+        10,
+        20,
+        "valid",
+        "valid",
+    )
 
 
 def test_readable_while_running_and_after_crash(tmp_path: Path) -> None:
@@ -83,7 +99,9 @@ def test_readable_while_running_and_after_crash(tmp_path: Path) -> None:
     assert not header.complete
 
 
-def test_rows_reach_the_file_within_flush_interval(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_rows_reach_the_file_within_flush_interval(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import replay.resultlog as rl
 
     clock = [100.0]

@@ -12,6 +12,7 @@ from replay.safety import (
     SafetyError,
     check_keys,
     default_rate_caps,
+    is_loopback,
     make_plan,
     merge_caps,
     redact,
@@ -80,3 +81,11 @@ def test_plan_counts_and_peaks(items: list, speed: float) -> None:
         secs[s] = secs.get(s, 0) + 1
     assert plan.peak_total == max(secs.values(), default=0)
     assert plan.duration_s == pytest.approx(max((e.t_us for e in sent), default=0) / speed / 1e6)
+
+
+def test_loopback_detection() -> None:
+    assert all(
+        is_loopback(u)
+        for u in ("http://127.0.0.1:5", "http://127.8.9.1", "http://localhost:1", "http://[::1]:8")
+    )
+    assert not any(is_loopback(u) for u in ("https://p.supabase.co", "http://10.0.0.1", "local"))

@@ -1,0 +1,291 @@
+"""Replay benchmarks, all against one minimal loopback target (tests/replay/loopback_server.py).
+
+Prints: the highest rate one replay process sustains with p99 schedule_lag <= 10 ms (raw transport
+and aiohttp), the same with --workers 2, hey's closed-loop rate (best concurrency), Locust
+FastHttpUser's (one process, no wait), the ratios, timing fidelity at 2,000/s and 5,000/s (arrival
+at the server minus schedule, centred on the median), drift over a long trace, and the peak RSS of
+replaying a 5,000,000-event trace.
+
+    python -m bench replay                     # everything (about 6 minutes)
+    GATERUSH_BENCH_LONG=600 python -m bench replay   # the drift run over 10 minutes (default 60 s)
+    GATERUSH_BENCH_EVENTS=5000000                    # events in the memory run (default 5,000,000)
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+
+from replay.engine import ReplayConfig, run_replay
+from replay.resultlog import read_results
+from tests.replay.loopback_server import LoopbackServer
+from traces.event import TARGET_SCAN, Event, pack_payload
+from traces.header import TraceHeader
+from traces.io import open_writer
+
+BODY = '{"p_ticket_code":"T1-0000001","p_event_id":1,"p_gate":"A","p_lane":"1","p_direction":"in"}'
+PATH = "/rest/v1/rpc/scan_ticket_atomic"
+ENV = {"SUPABASE_ANON_KEY": "sb_publishable_bench"}
+
+
+def make_trace(
+    path: Path, rate: float, seconds: float, seed: int = 1, actors: int = 2000, untargeted: int = 0
+) -> int:
+    """A trace of scans with exponential gaps at `rate`/s (unique ticket codes); returns its events."""
+    rng = np.random.default_rng(seed)
+    n = int(rate * seconds)
+    ts = np.cumsum(rng.exponential(1 / rate, n))
+    seq = 0
+
+    def events():
+        nonlocal seq
+        for i, t in enumerate(ts):
+            t_us = int(t * 1e6)
+            for _ in range(untargeted):
+                seq += 1
+                yield Event(t_us, seq, "arrive", f"attendee:{i}", None, b"", None, None)
+            seq += 1
+            p = {"ticket_code": f"B{i}", "event_id": 1, "gate": "A", "lane": "1", "direction": "in"}
+            yield Event(
+                t_us,
+                seq,
+                "scan",
+                f"attendee:{i % actors}",
+                TARGET_SCAN,
+                pack_payload(p),
+                None,
+                "valid",
+            )
+
+    with open_writer(path, TraceHeader(scenario={"name": "bench"})) as w:
+        w.write_many(events())
+    return seq
+
+
+def replay(trace: Path, url: str, out: Path, workers: int = 1, transport: str = "raw") -> tuple:
+    cfg = ReplayConfig(
+        trace=str(trace),
+        out=str(out),
+        target=url,
+        workers=workers,
+        transport=transport,
+        progress=False,
+    )
+    run_replay(cfg, ENV, progress=None)
+    return read_results(out)
+
+
+def lag_stats(table) -> tuple[float, float, float]:
+    """(p50, p99 schedule_lag in ms, achieved send rate/s) of a result table."""
+    sent = np.asarray(table.column("sent_us").to_numpy(), dtype=np.int64)
+    sched = np.asarray(table.column("scheduled_us").to_numpy(), dtype=np.int64)
+    lag = (sent - sched) / 1000
+    span = (sent.max() - sent.min()) / 1e6 if len(sent) > 1 else 1.0
+    return float(np.percentile(lag, 50)), float(np.percentile(lag, 99)), len(sent) / max(span, 1e-9)
+
+
+def sustained(
+    tmp: Path, url: str, transport: str = "raw", workers: int = 1, seconds: float = 4.0
+) -> tuple[int, list[str]]:
+    """The highest rate (of a doubling-then-bisecting search) held with p99 schedule_lag <= 10 ms."""
+    log: list[str] = []
+    ok_rate, bad_rate = 0, None
+    rate = 1000
+    for _ in range(9):
+        trace = tmp / f"s_{transport}_{workers}_{rate}.grt"
+        make_trace(trace, rate, seconds, seed=rate)
+        _, table = replay(trace, url, tmp / "s.grr", workers, transport)
+        p50, p99, achieved = lag_stats(table)
+        errors = int(np.sum(np.asarray(table.column("status").to_numpy()) != 200))
+        good = p99 <= 10 and errors == 0 and table.num_rows == int(rate * seconds)
+        log.append(
+            f"    {rate:>6}/s  schedule_lag p50 {p50:7.2f} ms  p99 {p99:8.2f} ms  errors {errors}  {'ok' if good else 'FAIL'}"
+        )
+        trace.unlink()
+        if good:
+            ok_rate = rate
+        else:
+            bad_rate = rate
+        if bad_rate is None:
+            rate *= 2
+        else:
+            if bad_rate - ok_rate <= max(250, ok_rate // 10):
+                break
+            rate = (ok_rate + bad_rate) // 2
+    return ok_rate, log
+
+
+def fidelity(
+    tmp: Path, server: LoopbackServer, rate: float, seconds: float
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Arrival-at-server minus schedule (ms, centred on the median), in trace order; and the drops."""
+    trace = tmp / f"f{rate}.grt"
+    make_trace(trace, rate, seconds, seed=7)
+    server.set_recording(True)
+    _, table = replay(trace, server.url, tmp / "f.grr")
+    stamps = {code: t for t, code in server.stamps(clear=True)}
+    server.set_recording(False)
+    t_us = {}
+    from traces.io import open_reader
+
+    with open_reader(trace) as r:
+        for ev in r:
+            if ev.target:
+                t_us[ev.data()["ticket_code"]] = ev.t_us
+    codes = sorted(t_us, key=t_us.get)
+    diff = np.array([stamps[c] * 1e3 - t_us[c] / 1e3 for c in codes if c in stamps])
+    trace.unlink()
+    return diff - np.median(diff), lag_stats(table)[1], len(codes) - len(diff)
+
+
+def hey_rate(url: str) -> tuple[float, int] | None:
+    if not shutil.which("hey"):
+        return None
+    best = (0.0, 0)
+    for c in (8, 32, 128):
+        out = subprocess.run(["hey", "-z", "5s", "-c", str(c), "-m", "POST", "-T", "application/json", "-d", BODY, url + PATH],
+                             capture_output=True, text=True, timeout=120).stdout  # fmt: skip
+        m = re.search(r"Requests/sec:\s+([\d.]+)", out)
+        if m and float(m.group(1)) > best[0]:
+            best = (float(m.group(1)), c)
+    return best
+
+
+LOCUSTFILE = textwrap.dedent(f"""
+    from locust import FastHttpUser, constant, task
+
+    class Scanner(FastHttpUser):
+        wait_time = constant(0)
+
+        @task
+        def scan(self):
+            self.client.post("{PATH}", data='{BODY}', headers={{"Content-Type": "application/json"}})
+""")
+
+
+def locust_rate(url: str, tmp: Path) -> tuple[float, int] | None:
+    exe = Path(sys.executable).with_name("locust")
+    if not exe.exists():
+        return None
+    f = tmp / "locustfile.py"
+    f.write_text(LOCUSTFILE)
+    best = (0.0, 0)
+    for users in (1, 8, 32):
+        prefix = tmp / f"loc{users}"
+        subprocess.run([str(exe), "-f", str(f), "--headless", "-u", str(users), "-r", str(users), "-t", "8s", "--host", url,
+                        "--csv", str(prefix), "--only-summary", "--loglevel", "ERROR"],
+                       capture_output=True, text=True, timeout=120)  # fmt: skip
+        stats = Path(f"{prefix}_stats.csv")
+        if not stats.exists():
+            continue
+        header, *rows = [line.split(",") for line in stats.read_text().splitlines()]
+        agg = next((r for r in rows if "Aggregated" in r), None)
+        if agg is None:
+            continue
+        col = header.index("Requests/s")
+        rate = float(agg[col])
+        if rate > best[0]:
+            best = (rate, users)
+    return best
+
+
+MEMORY_CHILD = """
+import resource, sys
+from replay.engine import ReplayConfig, run_replay
+run_replay(ReplayConfig(trace=sys.argv[1], out=sys.argv[2], target=sys.argv[3], speed=float(sys.argv[4]), progress=False),
+           {"SUPABASE_ANON_KEY": "sb_publishable_bench"}, progress=None)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def memory(tmp: Path, url: str, events: int) -> tuple[int, float, float]:
+    """Peak RSS (MB) of replaying a trace of `events` events (1 in 5 with a target) in a fresh process."""
+    trace = tmp / "mem.grt"
+    per = 5  # 4 untargeted events (arrivals) per scan
+    rate = 4000.0
+    t0 = time.perf_counter()
+    make_trace(trace, rate, events / per / rate, seed=3, untargeted=per - 1)
+    t_make = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", MEMORY_CHILD, str(trace), str(tmp / "mem.grr"), url, "1.0"],
+                         capture_output=True, text=True, timeout=3600, cwd=Path(__file__).resolve().parent.parent)  # fmt: skip
+    took = time.perf_counter() - t0
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr[-2000:])
+    rss_mb = int(out.stdout.strip().splitlines()[-1]) / 1024
+    trace.unlink()
+    (tmp / "mem.grr").unlink()
+    return round(rss_mb), took, t_make
+
+
+def main() -> None:
+    long_s = float(os.environ.get("GATERUSH_BENCH_LONG", "60"))
+    mem_events = int(os.environ.get("GATERUSH_BENCH_EVENTS", "5000000"))
+    tmp = Path(tempfile.mkdtemp(prefix="gaterush-bench-replay-"))
+    try:
+        with LoopbackServer(record=False) as server:
+            url = server.url
+            print(
+                f"target: minimal loopback server {url} (uvloop, one process); machine: {os.cpu_count()} cores"
+            )
+            print(
+                "\nhighest rate one replay process sustains with p99 schedule_lag <= 10 ms (4 s traces, exponential gaps):"
+            )
+            raw, log = sustained(tmp, url, "raw")
+            print("\n".join(log))
+            print(f"  raw transport: {raw}/s")
+            aio, log = sustained(tmp, url, "aiohttp")
+            print("\n".join(log))
+            print(f"  aiohttp transport: {aio}/s")
+            w2, log = sustained(tmp, url, "raw", workers=2)
+            print("\n".join(log))
+            print(f"  --workers 2 (raw): {w2}/s ({w2 / max(raw, 1):.2f}x one process)")
+            hey = hey_rate(url)
+            loc = locust_rate(url, tmp)
+            print("\nclosed-loop comparisons on the same target:")
+            print(
+                f"  hey: {hey[0]:,.0f} req/s (best concurrency {hey[1]})"
+                if hey
+                else "  hey: not installed"
+            )
+            print(
+                f"  locust FastHttpUser, one process, no wait: {loc[0]:,.0f} req/s (best users {loc[1]})"
+                if loc
+                else "  locust: not installed"
+            )
+            if loc and loc[0]:
+                print(
+                    f"  gaterush / locust = {raw / loc[0]:.2f} (floor 0.5), open loop and on schedule"
+                )
+            if hey and hey[0]:
+                print(f"  gaterush / hey    = {raw / hey[0]:.2f}")
+            print("\ntiming fidelity at the server (arrival - schedule, centred on the median):")
+            for rate in (2000, 5000):
+                d, lag99, missing = fidelity(tmp, server, rate, 10)
+                a = np.abs(d)
+                print(f"  {rate}/s, 10 s: p50 {np.percentile(a, 50):.3f} ms  p99 {np.percentile(a, 99):.3f} ms  "
+                      f"p99.9 {np.percentile(a, 99.9):.3f} ms  max {a.max():.3f} ms  (schedule_lag p99 {lag99:.2f} ms, missing {missing})")  # fmt: skip
+            d, _, _ = fidelity(tmp, server, 1000, long_s)
+            tenth = max(1, len(d) // 10)
+            first, last = np.abs(d[:tenth]), np.abs(d[-tenth:])
+            print(f"  drift, 1000/s for {long_s:.0f} s: first 10% p99 {np.percentile(first, 99):.3f} ms, "
+                  f"last 10% p99 {np.percentile(last, 99):.3f} ms; median offset first {np.median(d[:tenth]):+.3f} ms, "
+                  f"last {np.median(d[-tenth:]):+.3f} ms")  # fmt: skip
+            rss, took, t_make = memory(tmp, url, mem_events)
+            print(f"\nmemory: replaying a {mem_events:,}-event trace (1 in 5 with a target, 4,000 req/s): "
+                  f"peak RSS {rss} MB (limit 300), replay {took:.0f} s, trace written in {t_make:.0f} s")  # fmt: skip
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
