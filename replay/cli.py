@@ -1,19 +1,15 @@
-"""Commands that replay/ contributes to the gaterush CLI: `replay` and `cleanup`."""
+"""Commands that replay/ contributes to the gaterush CLI: `replay` (staging/ owns `cleanup`)."""
 
 from __future__ import annotations
 
 import json
 import os
 import sys
-import urllib.error
-import urllib.parse
-import urllib.request
 from typing import Any
 
 import click
 
 from replay import cli_report
-from replay.builders import RUN_HEADER, public_url, supabase_auth_headers
 from replay.engine import ReplayConfig, ReplayError, StartLocal, run_replay
 from replay.profile import ProfileError
 from replay.safety import SafetyError
@@ -45,7 +41,7 @@ def _threshold_mapping(thresholds: Any) -> dict[str, list[str]]:
 
 
 def register(group: click.Group, start_local: StartLocal | None = None) -> None:
-    """Add `replay` and `cleanup` to the gaterush group; `start_local` starts the stand-in for --target local."""
+    """Add `replay` to the gaterush group; `start_local` starts the stand-in for --target local."""
 
     @group.command("replay")
     @click.argument("trace", type=click.Path(dir_okay=False))
@@ -198,47 +194,3 @@ def register(group: click.Group, start_local: StartLocal | None = None) -> None:
                 ) from None
         if not th.passed(verdicts):
             raise SystemExit(THRESHOLDS_FAILED)
-
-    @group.command("cleanup")
-    @click.option("--run", "run_id", required=True, help="The run id whose rows to remove.")
-    @click.option(
-        "--target", required=True, help="The target's base URL (a stand-in, or a Supabase project)."
-    )
-    def cleanup_cmd(run_id: str, target: str) -> None:
-        """Remove what a run created on a target (the stand-in's admin API; needs SUPABASE_SERVICE_ROLE_KEY).
-
-        \b
-        Example:
-          gaterush cleanup --run gr-20260101-120000-abc123 --target http://127.0.0.1:54321
-        """
-        key = os.environ.get("SUPABASE_SERVICE_ROLE_KEY", "")
-        if not key:
-            raise InvalidInput(
-                "cleanup needs SUPABASE_SERVICE_ROLE_KEY (the service_role key of the target)"
-            )
-        if not target.startswith(("http://", "https://")):
-            raise InvalidInput(f"--target {target!r}: expected an http(s):// URL")
-        url = f"{target.rstrip('/')}/admin/v1/runs/{urllib.parse.quote(run_id, safe='')}"
-        req = urllib.request.Request(url, method="DELETE",
-                                     headers={**dict(supabase_auth_headers(key)), RUN_HEADER: run_id})  # fmt: skip
-        try:
-            with urllib.request.urlopen(req, timeout=60) as r:
-                body = json.loads(r.read() or b"{}")
-        except urllib.error.HTTPError as e:
-            raise InvalidInput(
-                f"cleanup at {public_url(target)}: HTTP {e.code} (is it a gaterush stand-in?)"
-            ) from None
-        except (urllib.error.URLError, OSError, ValueError) as e:
-            raise InvalidInput(
-                f"cleanup at {public_url(target)}: {getattr(e, 'reason', e)}"
-            ) from None
-        deleted = body.get("deleted", {})
-        total = (
-            sum(v for v in deleted.values() if isinstance(v, int))
-            if isinstance(deleted, dict)
-            else 0
-        )
-        click.echo(
-            f"cleanup {run_id}: removed {total} rows"
-            + (f" ({', '.join(f'{k} {v}' for k, v in sorted(deleted.items()))})" if deleted else "")
-        )
