@@ -62,6 +62,7 @@ class GateParams:
     away: Dist = Dist("exponential", 600.0)
     end_s: float | None = None  # when the event ends and the crowd leaves (None: nobody leaves)
     leave_after: Dist = Dist("exponential", 900.0)
+    leave_resolution_s: float = 1.0  # departure times are rounded up to this (0: exact)
 
 
 class Gate:
@@ -87,6 +88,9 @@ class Gate:
         n_queues = params.lanes if params.queue == "shortest" else 1
         self.queues: list[deque] = [deque() for _ in range(n_queues)]
         self.loads = [0] * params.lanes  # in queue + in service, per lane (shortest mode)
+        # lanes by load, for join-the-shortest-queue in O(1): _by_load[k] = lanes with load k
+        self._by_load: list[dict[int, None]] = [dict.fromkeys(range(params.lanes))]
+        self._min_load = 0
         self._wake: list[simpy.Event | None] = [None] * params.lanes  # set while a lane is idle
         self._idle: deque[int] = deque()  # idle lanes in the order they became idle (shared mode)
         self.procs = [env.process(self._lane(i)) for i in range(params.lanes)]
@@ -136,9 +140,16 @@ class Gate:
 
     def _enqueue(self, item: tuple) -> None:
         if self.p.queue == "shortest":
-            loads = self.loads
-            lane = loads.index(min(loads))
-            loads[lane] += 1
+            by_load, k = self._by_load, self._min_load
+            while not by_load[k]:
+                k += 1
+            self._min_load = k
+            lane = next(iter(by_load[k]))  # the lane that reached this load first
+            del by_load[k][lane]
+            if k + 1 == len(by_load):
+                by_load.append({})
+            by_load[k + 1][lane] = None
+            self.loads[lane] = k + 1
             self.queues[lane].append(item)
             ev = self._wake[lane]
             if ev is not None:
@@ -186,7 +197,12 @@ class Gate:
                 emit(SCAN, actor, TARGET_SCAN, payload, None, self._outcome_in(idx))
             yield env.timeout(next(service))
             if p.queue == "shortest":
-                self.loads[lane] -= 1
+                k = self.loads[lane]
+                del self._by_load[k][lane]
+                self._by_load[k - 1][lane] = None
+                self.loads[lane] = k - 1
+                if k - 1 < self._min_load:
+                    self._min_load = k - 1
             if outcome == VALID:
                 self._holder[idx] = int(actor[9:])
                 if p.allow_reentry and p.reentry_prob and next(u) < p.reentry_prob:
@@ -215,7 +231,12 @@ class Gate:
         yield env.timeout(max(0.0, p.end_s - env.now))
         state = np.frombuffer(bytes(self._state), dtype=np.uint8)
         inside = np.flatnonzero(state == INSIDE)
+        # who leaves when: departure offsets, stamped at leave_resolution_s (leaves are not replayed,
+        # and a tick per second instead of a timeout per attendee keeps the model fast)
+        res = p.leave_resolution_s
         offsets = np.sort(p.leave_after.sample(self._leave_rng, len(inside)))
+        if res > 0:
+            offsets = np.ceil(offsets / res) * res
         order = self._leave_rng.permutation(len(inside))
         start = env.now
         holder, st = self._holder, self._state

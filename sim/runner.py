@@ -1,0 +1,153 @@
+"""The runner: wires a scenario's models to one SimPy environment and streams their events to a writer.
+
+Each model draws from its own random stream, spawned from one SeedSequence(seed) with a key derived
+from the model's name (not its position), so adding a model does not change another's stream. The
+same scenario and seed give the same events, hence (writers being deterministic) the same bytes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import simpy
+
+from models.arrivals import ArrivalParams, arrivals
+from models.dashboard import DashboardParams, dashboard
+from models.gate import Gate, GateParams
+from models.sales import SalesParams, sales
+from models.sink import BATCH, StreamSink
+from models.stripe_objects import DeliveryParams
+from models.webhook_burst import BurstParams, webhook_burst
+from sim.scenario import DeliveryConfig, Scenario, arrival_profile, inventory
+from traces.event import Event
+from traces.header import TraceHeader
+
+Progress = Callable[[float], None]  # called with the fraction of simulated time done, 0..1
+
+
+def model_rng(seed: int, name: str) -> np.random.Generator:
+    """The random stream of one model: a child of SeedSequence(seed) keyed by the model's name."""
+    root = np.random.SeedSequence(seed)
+    child = np.random.SeedSequence(root.entropy, spawn_key=(*root.spawn_key, zlib.crc32(name.encode())))
+    return np.random.default_rng(child)
+
+
+def origin_unix_us(sc: Scenario) -> int:
+    """The scenario's origin (RFC 3339) as microseconds since the Unix epoch."""
+    t = dt.datetime.fromisoformat(sc.scenario.origin)
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=dt.UTC)
+    return int(t.timestamp()) * 1_000_000 + t.microsecond
+
+
+def header(sc: Scenario, seed: int) -> TraceHeader:
+    """The header a simulated trace starts with (writers fill in counts and the expected end state)."""
+    return TraceHeader(scenario=sc.to_dict(), seed=seed, origin_unix_us=origin_unix_us(sc),
+                       inventory=inventory(sc), source="simulate")
+
+
+def _delivery(d: DeliveryConfig, origin_s: int) -> DeliveryParams:
+    return DeliveryParams(d.delay, d.duplicate_prob, d.fail_prob, d.fail_window, d.retry_base_s,
+                          d.retry_factor, d.max_retries, origin_s)
+
+
+def horizon(sc: Scenario) -> float:
+    """About when the simulated day ends (for progress only)."""
+    ends = [1.0]
+    e = sc.event
+    if sc.arrivals is not None:
+        prof = arrival_profile(sc)
+        a = sc.arrivals
+        ends.append(prof.end if prof else a.start_s + a.waves * a.wave_gap_s)
+        if sc.gate is not None and sc.gate.departures:
+            ends.append(e.start_s + e.length_s + 3 * sc.gate.leave_after.expected)
+    if sc.sales is not None:
+        s = sc.sales
+        ends.append(s.start_s + s.window_s + 3 * s.think.expected + 2 * s.delivery.delay.expected)
+    if sc.webhook_burst is not None:
+        ends.append(sc.webhook_burst.start_s + sc.webhook_burst.window_s)
+    if sc.dashboard is not None:
+        d = sc.dashboard
+        ends.append(d.start_s + d.window_s + d.stay.expected)
+    return max(ends)
+
+
+def build(env: simpy.Environment, sc: Scenario, seed: int, emit) -> None:
+    """Start the scenario's model processes in env."""
+    e = sc.event
+    origin_s = origin_unix_us(sc) // 1_000_000
+    if sc.arrivals is not None and sc.gate is not None:
+        a, g = sc.arrivals, sc.gate
+        m = g.tickets
+        gp = GateParams(
+            event_id=e.id, presold=e.presold, gate=g.name, lanes=g.lanes, queue=g.queue, service=g.service,
+            mix=(m.valid, m.screenshot, m.invalid, m.wrong_event), screenshot_gap_s=g.screenshot_gap_s,
+            wrong_event_id=e.other_event_id, wrong_presold=e.other_presold, rescan_prob=g.rescan_prob,
+            rescan_delay=g.rescan_delay, allow_reentry=e.allow_reentry, reentry_prob=g.reentry_prob,
+            passout_after=g.passout_after, away=g.away,
+            end_s=(e.start_s + e.length_s) if g.departures else None, leave_after=g.leave_after)
+        gate = Gate(env, gp, model_rng(seed, "gate"), emit)
+        prof = arrival_profile(sc)
+        ap = ArrivalParams(profile=prof, group_weights=a.group_sizes, burst=a.attendees,
+                           burst_at=tuple(a.start_s + w * a.wave_gap_s for w in range(a.waves)), gate=g.name)
+        env.process(arrivals(env, ap, model_rng(seed, "arrivals"), emit, gate.join))
+    if sc.sales is not None:
+        s = sc.sales
+        sp = SalesParams(event_id=e.id, price_cents=e.price_cents, currency=e.currency, buyers=s.buyers,
+                         start_s=s.start_s, window_s=s.window_s, tau_s=s.tau_s, quantity_weights=s.quantities,
+                         think=s.think, abandon_prob=s.abandon_prob, decline_prob=s.decline_prob,
+                         refund_prob=s.refund_prob, refund_after=s.refund_after, send_created=s.send_created,
+                         delivery=_delivery(s.delivery, origin_s))
+        env.process(sales(env, sp, model_rng(seed, "sales"), emit))
+    if sc.webhook_burst is not None:
+        b = sc.webhook_burst
+        bp = BurstParams(event_id=e.id, events=b.events, start_s=b.start_s, window_s=b.window_s,
+                         price_cents=b.price_cents, currency=e.currency, quantity_weights=b.quantities,
+                         delivery=_delivery(b.delivery, origin_s))
+        env.process(webhook_burst(env, bp, model_rng(seed, "webhook_burst"), emit))
+    if sc.dashboard is not None:
+        d = sc.dashboard
+        dp = DashboardParams(event_id=e.id, viewers=d.viewers, start_s=d.start_s, window_s=d.window_s,
+                             stay=d.stay, reload=d.reload)
+        env.process(dashboard(env, dp, model_rng(seed, "dashboard"), emit))
+
+
+def run(sc: Scenario, seed: int, consumer: Callable[[list[Event]], None], progress: Progress | None = None,
+        batch: int = BATCH) -> int:
+    """Simulate the scenario, handing events in batches (sorted by t_us, seq) to consumer; returns the count."""
+    env = simpy.Environment()
+    sink = StreamSink(env, consumer, batch)
+    build(env, sc, seed, sink.emit)
+    end = horizon(sc)
+    if progress is not None:
+        for i in range(1, 100):
+            env.run(until=end * i / 100)
+            progress(i / 100)
+    env.run()  # to the last event (run(until) leaves its stop marker behind: harmless)
+    sink.flush()
+    if progress is not None:
+        progress(1.0)
+    return sink.count
+
+
+def simulate(sc: Scenario, seed: int, out: str | os.PathLike, progress: Progress | None = None) -> int:
+    """Simulate the scenario into a trace file (format from the suffix); returns the event count.
+
+    The file appears only when complete: events go to a temporary file next to it, renamed at the end.
+    """
+    from traces.io import open_writer  # noqa: PLC0415 - the writer is only needed here
+
+    out = Path(out)
+    tmp = out.with_name(f".{out.stem}.partial-{os.getpid()}{out.suffix}")
+    try:
+        with open_writer(tmp, header(sc, seed)) as w:
+            n = run(sc, seed, w.write_many, progress)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return n
