@@ -213,7 +213,11 @@ def _quiet_gc() -> Iterator[None]:
 def _events(trace: str, shard: int, workers: int) -> Iterator[Event]:
     with open_reader(trace) as r:
         for ev in r:
-            if ev.target is not None and (workers == 1 or shard_of(ev.actor, workers) == shard):
+            if ev.target is not None and (
+                workers == 1
+                or shard_of(ev.actor, workers) == shard
+                or ev.target.startswith("realtime:")  # every worker watches: see replay.realtime
+            ):
                 yield ev
 
 
@@ -229,7 +233,7 @@ async def _run_one(ctx: BuildContext, opts: ScheduleOptions, cfg: ReplayConfig, 
     def us(t: float) -> int:
         return round((t - start) * 1e6)
 
-    realtime = Realtime(ctx, sink, us, lambda s: redact(s, ctx.keys.values()))
+    realtime = Realtime(ctx, sink, us, lambda s: redact(s, ctx.keys.values()), shard, workers)
     sched = Scheduler(ctx, transport, sink, start, opts, realtime)
 
     async def ticker() -> None:
@@ -326,7 +330,7 @@ def run_replay(cfg: ReplayConfig, env: Mapping[str, str] | None = None, start_lo
         speed=cfg.speed,
         max_in_flight=cfg.max_in_flight,
         rate_caps={t: c / cfg.workers for t, c in caps.items()},
-        drain_s=cfg.timeout,
+        drain_s=cfg.timeout + 1.0,  # the transport's own timeout fires first
     )
     if dry_run_out is not None:
         with open_reader(cfg.trace) as r:

@@ -1,5 +1,9 @@
 """Realtime viewers: one websocket per viewer on Supabase's Phoenix channel protocol (vsn 1.0.0).
 
+With ``--workers N`` every worker opens every viewer's socket (the writes are spread over the
+workers, and only the worker that made a write knows when it completed); each worker reports the
+messages matching its own writes, and only the viewer's own worker (``shard_of``) reports the join.
+
 A ``subscribe`` event opens the viewer's socket and joins ``realtime:<table>`` with a
 postgres_changes binding (a ``realtime_join`` row); each postgres_changes message that matches a
 write this run made (a scanned ticket, the tickets of a paid order) gives a
@@ -19,6 +23,7 @@ from urllib.parse import urlencode
 
 from replay.builders import BuildContext, split_base
 from replay.resultlog import REALTIME_JOIN, REALTIME_UPDATE_LATENCY
+from replay.scheduler import shard_of
 from traces.event import (
     SCAN,
     SUBSCRIBE,
@@ -102,8 +107,10 @@ class Realtime:
     """The run's viewers and the writes their messages are matched against."""
 
     def __init__(self, ctx: BuildContext, sink: Callable[[tuple], None], us: Callable[[float], int],
-                 redact: Callable[[str], str] = lambda s: s) -> None:  # fmt: skip
+                 redact: Callable[[str], str] = lambda s: s, shard: int = 0, workers: int = 1) -> None:  # fmt: skip
         self.ctx = ctx
+        self.shard = shard
+        self.workers = workers
         self.sink = sink
         self.us = us
         self.redact = redact
@@ -231,6 +238,8 @@ class Realtime:
     def _join_row(
         self, ev: Event, sched: float, t0: float, t1: float, status: int, error: str | None
     ) -> None:
+        if self.workers > 1 and shard_of(ev.actor, self.workers) != self.shard:
+            return  # another worker owns this viewer and reports its join
         self.sink((ev.seq, ev.target, ev.kind, ev.actor, self.us(sched), self.us(t0), self.us(t1), status, error,
                    0, 0, "joined" if status == 200 else None, ev.expect, REALTIME_JOIN))  # fmt: skip
 

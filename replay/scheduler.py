@@ -25,7 +25,7 @@ from typing import Any
 
 from replay.builders import BuildContext, BuildError, build_request, parse_outcome
 from replay.resultlog import DASHBOARD_LOAD, DASHBOARD_TARGET, DROPPED_EVENTS
-from traces.event import VIEW, Event, unpack_payload
+from traces.event import UNSUBSCRIBE, VIEW, Event, unpack_payload
 
 now = time.monotonic
 Sink = Callable[[tuple], None]
@@ -174,8 +174,9 @@ class Scheduler:
             ev = buf[0]
             deadline = start + ev.t_us * k
             slack = deadline - now()
-            if slack > spin + 0.001 and not exhausted and len(buf) < lookahead:
-                exhausted = refill(deadline - spin - 0.0005)
+            if slack > 0.0004 and not exhausted and len(buf) < lookahead:
+                # read ahead in short slices of slack, so reading never delays a send
+                exhausted = refill(min(deadline - 0.0003, now() + 0.002))
                 continue
             if slack > spin:
                 await asyncio.sleep(slack - spin)
@@ -209,7 +210,10 @@ class Scheduler:
         self.stats.scheduled += 1
         target: str = ev.target  # type: ignore[assignment]
         if target.startswith("realtime:"):
-            if self.realtime is not None:
+            cap = self.caps.get(target)
+            if ev.kind != UNSUBSCRIBE and cap is not None and not cap.take(now()):
+                self.drop(ev, sched, f"dropped: rate cap {cap.rate:g}/s on {target}")
+            elif self.realtime is not None:
                 self.realtime.handle(ev, sched)
             return
         if self.in_flight >= self.opt.max_in_flight:

@@ -202,3 +202,56 @@ def test_workers_shard_actors_and_keep_their_order(
     for x in sorted(rows, key=lambda x: x["seq"]):
         by_actor.setdefault(x["actor"], []).append(x["sent_us"])
     assert len(by_actor) == 7 and all(s == sorted(s) for s in by_actor.values())
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_realtime_update_latency_for_every_write_and_viewer(tmp_path: Path, workers: str) -> None:
+    t = tmp_path / "rt.grt"
+    evs = [
+        Event(
+            0,
+            1,
+            "subscribe",
+            "viewer:1",
+            "realtime:tickets",
+            pack_payload({"table": "tickets", "filter": "event_id=eq.1"}),
+        )
+    ]
+    for i in range(12):
+        p = {
+            "ticket_code": ticket_code(1, i),
+            "event_id": 1,
+            "gate": "A",
+            "lane": "1",
+            "direction": "in",
+        }
+        evs.append(
+            Event(
+                300_000 + i * 10_000,
+                2 + i,
+                "scan",
+                f"attendee:{i}",
+                TARGET_SCAN,
+                pack_payload(p),
+                None,
+                "valid",
+            )
+        )
+    evs.append(Event(900_000, 99, "unsubscribe", "viewer:1", "realtime:tickets", pack_payload({})))
+    with open_writer(t, TraceHeader(scenario={"name": "rt"}, inventory=INVENTORY)) as w:
+        w.write_many(evs)
+    out = tmp_path / "rt.grr"
+    r = CliRunner().invoke(
+        cli(Captured()), ["replay", str(t), "-o", str(out), "--workers", workers, "-q"]
+    )
+    assert r.exit_code == 0, r.output
+    rows = read_results(out)[1].to_pylist()
+    joins = [x for x in rows if x["metric"] == "realtime_join"]
+    lat = [x for x in rows if x["metric"] == "realtime_update_latency"]
+    assert len(joins) == 1 and joins[0]["status"] == 200
+    assert sorted(x["seq"] for x in lat) == list(range(2, 14))  # one message per admitted ticket
+    assert all(x["actor"] == "viewer:1" and x["done_us"] >= x["sent_us"] for x in lat)
+    scans = {x["seq"]: x for x in rows if x["metric"] is None}
+    assert all(
+        x["sent_us"] == scans[x["seq"]]["done_us"] for x in lat
+    )  # timed from the write's completion
