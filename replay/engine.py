@@ -383,7 +383,8 @@ def run_replay(cfg: ReplayConfig, env: Mapping[str, str] | None = None, start_lo
         origins = _origins(ctx, targets)
         scenario = theader.scenario or {}
         expected = sum(targets.values())
-        duration_s = max(0.0, (_last_t_us(theader) or 0) / 1e6 / cfg.speed)
+        last_t_us = _last_t_us(str(cfg.trace)) or 0
+        duration_s = last_t_us / 1e6 / cfg.speed
         prog = Progress(expected, duration_s, progress if cfg.progress else None)
         hdr = dict(
             run_id=run_id,
@@ -403,7 +404,7 @@ def run_replay(cfg: ReplayConfig, env: Mapping[str, str] | None = None, start_lo
             stripe="real"
             if stripe_mode == "real"
             else ("standin" if stripe_mode == "standin" else public_url(stripe_mode)),
-            trace_duration_us=_last_t_us(theader) or 0,
+            trace_duration_us=last_t_us,
         )
         if cfg.workers == 1:
             writer, stats = _run_here(cfg, ctx, opts, origins, hdr, prog)
@@ -417,14 +418,23 @@ def run_replay(cfg: ReplayConfig, env: Mapping[str, str] | None = None, start_lo
     return None  # pragma: no cover
 
 
-def _last_t_us(theader: Any) -> int | None:
-    exp = theader.expected or {}
-    v = (
-        exp.get("duration_us")
-        or exp.get("last_t_us")
-        or (theader.scenario or {}).get("duration_us")
-    )
-    return int(v) if isinstance(v, (int, float)) else None
+def _last_t_us(trace: str) -> int | None:
+    """The trace's last t_us when the file says so cheaply (Parquet column statistics), else None."""
+    if not trace.endswith(".parquet"):
+        return None
+    try:
+        import pyarrow.parquet as pq
+
+        md = pq.ParquetFile(trace).metadata
+        col = md.schema.names.index("t_us")
+        maxima = [md.row_group(i).column(col).statistics for i in range(md.num_row_groups)]
+        return (
+            max(int(st.max) for st in maxima if st is not None and st.has_min_max)
+            if maxima
+            else None
+        )
+    except (ValueError, OSError, TypeError):
+        return None
 
 
 def _run_here(cfg: ReplayConfig, ctx: BuildContext, opts: ScheduleOptions, origins: dict[str, int],
