@@ -60,6 +60,7 @@ class GateParams:
     reentry_prob: float = 0.0  # after admission, the attendee passes out and comes back
     passout_after: Dist = Dist("exponential", 1800.0)
     away: Dist = Dist("exponential", 600.0)
+    open_s: float = 0.0  # when the lanes start scanning (attendees who come earlier queue)
     end_s: float | None = None  # when the event ends and the crowd leaves (None: nobody leaves)
     leave_after: Dist = Dist("exponential", 900.0)
     leave_resolution_s: float = 1.0  # departure times are rounded up to this (0: exact)
@@ -179,6 +180,8 @@ class Gate:
         q = self.queues[lane if p.queue == "shortest" else 0]
         lane_name = str(lane + 1)
         service, u = self._service, self._u
+        if p.open_s > env.now:
+            yield env.timeout(p.open_s - env.now)
         while True:
             if not q:
                 self._wake[lane] = ev = env.event()

@@ -1,9 +1,114 @@
-"""Commands that sim/ contributes to the gaterush CLI."""
+"""Commands that sim/ contributes to the gaterush CLI: `scenarios` and `simulate`."""
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import click
+
+from sim import runner, scenario
+from sim.scenario import ScenarioError
+from traces.event import TraceError
+from traces.exitcodes import InvalidInput
+
+LONG_RUN_EVENTS = 50_000  # show a progress bar when a scenario is at least about this big
+
+
+@click.group("scenarios", invoke_without_command=True)
+@click.pass_context
+def scenarios_cmd(ctx: click.Context) -> None:
+    """List the built-in scenarios, one line each.
+
+    \b
+    Example:
+      gaterush scenarios
+      gaterush scenarios show event-day > my-day.toml
+    """
+    if ctx.invoked_subcommand is None:
+        names = scenario.builtin_names()
+        width = max(len(n) for n in names)
+        for name in names:
+            sc = scenario.load(name)
+            click.echo(f"{name:<{width}}  {sc.scenario.description}")
+
+
+@scenarios_cmd.command("show")
+@click.argument("name")
+def show_cmd(name: str) -> None:
+    """Print a built-in scenario's full TOML, to copy and edit.
+
+    \b
+    Example:
+      gaterush scenarios show scanner-burst > burst.toml
+    """
+    try:
+        click.echo(scenario.builtin_text(name), nl=False)
+    except ScenarioError as e:
+        raise InvalidInput(str(e)) from None
+
+
+def _size(sc: scenario.Scenario) -> int:
+    """A rough count of the events a scenario makes (to decide on a progress bar)."""
+    n = 0
+    if sc.arrivals is not None:
+        n += 3 * sc.arrivals.attendees * (sc.arrivals.waves if sc.arrivals.profile == "burst" else 1)
+    if sc.sales is not None:
+        n += 5 * sc.sales.buyers
+    if sc.webhook_burst is not None:
+        n += sc.webhook_burst.events
+    if sc.dashboard is not None:
+        n += 10 * sc.dashboard.viewers
+    return n
+
+
+@click.command("simulate")
+@click.argument("scenario_name", metavar="SCENARIO|FILE.toml")
+@click.option("-o", "--output", "out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Trace file to write: .parquet or .grt.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed (same seed, same bytes).")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Override a scenario value (TOML syntax), e.g. --set gate.lanes=12. Repeatable.")
+@click.option("--progress/--no-progress", default=None, help="Progress bar on stderr (default: on long runs).")
+def simulate_cmd(scenario_name: str, out: Path, seed: int, sets: tuple[str, ...], progress: bool | None) -> None:
+    """Simulate a scenario (a built-in name or a TOML file) into a trace file.
+
+    \b
+    Example:
+      gaterush simulate event-day -o day.parquet --seed 7 --set gate.lanes=80
+    """
+    try:
+        sc = scenario.load(scenario_name, sets)
+    except ScenarioError as e:
+        raise InvalidInput(str(e)) from None
+    if out.suffix.lower() not in (".parquet", ".grt"):
+        raise InvalidInput(f"{out}: a trace file ends in .parquet or .grt")
+    if not out.parent.is_dir():
+        raise InvalidInput(f"{out}: directory {str(out.parent)!r} does not exist")
+    if seed < 0:
+        raise InvalidInput(f"--seed: expected an integer >= 0, got {seed}")
+    show = progress if progress is not None else (_size(sc) >= LONG_RUN_EVENTS and sys.stderr.isatty())
+    try:
+        if show:
+            with click.progressbar(length=1000, label=f"simulating {sc.name}", file=sys.stderr,
+                                   show_eta=True) as bar:
+                done = [0]
+
+                def tick(f: float) -> None:
+                    step = int(f * 1000) - done[0]
+                    if step > 0:
+                        bar.update(step)
+                        done[0] += step
+
+                n = runner.simulate(sc, seed, out, tick)
+        else:
+            n = runner.simulate(sc, seed, out)
+    except (TraceError, OSError) as e:
+        raise InvalidInput(f"{out}: cannot write the trace: {e}") from None
+    click.echo(f"wrote {out}: {n:,} events of scenario {sc.name!r}, seed {seed}", err=True)
 
 
 def register(group: click.Group) -> None:
     """Add this package's commands to the gaterush group."""
+    group.add_command(scenarios_cmd)
+    group.add_command(simulate_cmd)

@@ -90,6 +90,7 @@ def build(env: simpy.Environment, sc: Scenario, seed: int, emit) -> None:
             wrong_event_id=e.other_event_id, wrong_presold=e.other_presold, rescan_prob=g.rescan_prob,
             rescan_delay=g.rescan_delay, allow_reentry=e.allow_reentry, reentry_prob=g.reentry_prob,
             passout_after=g.passout_after, away=g.away,
+            open_s=max(0.0, e.start_s - a.gates_open_min * 60) if a.profile == "stadium" else 0.0,
             end_s=(e.start_s + e.length_s) if g.departures else None, leave_after=g.leave_after)
         gate = Gate(env, gp, model_rng(seed, "gate"), emit)
         prof = arrival_profile(sc)

@@ -58,8 +58,8 @@ class ArrivalsConfig:
     attendees: int = spec(1000, ge=0, doc="expected attendees (stadium, constant, and per wave for burst; a table gives its own rates)")
     group_sizes: tuple[float, ...] = spec((1.0,), ge=0, doc="weights of groups of 1, 2, 3, ...")
     # stadium
-    gates_open_min: float = spec(90.0, gt=0)
-    early_min: float = spec(30.0, ge=0)
+    gates_open_min: float = spec(90.0, gt=0, doc="the lanes start scanning this long before the start")
+    early_min: float = spec(30.0, ge=0, doc="the first arrivals come this long before the gates open, and queue")
     late_share: float = spec(0.6, ge=0, le=1)
     after_share: float = spec(0.03, ge=0, le=1)
     after_min: float = spec(30.0, ge=0)
