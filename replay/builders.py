@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
@@ -50,6 +51,7 @@ class Keys:
         return [v for v in (self.anon_key, self.stripe_key, self.webhook_secret) if v]
 
 
+@lru_cache(maxsize=64)
 def supabase_auth_headers(anon_key: str) -> tuple[tuple[str, str], ...]:
     """apikey (+ Bearer for a legacy JWT key; sb_publishable_/sb_secret_ keys are not JWTs)."""
     if not anon_key:
@@ -59,6 +61,7 @@ def supabase_auth_headers(anon_key: str) -> tuple[tuple[str, str], ...]:
     return (("apikey", anon_key), ("Authorization", f"Bearer {anon_key}"))
 
 
+@lru_cache(maxsize=64)
 def split_base(url: str) -> tuple[str, str]:
     """(origin, path prefix without trailing slash) of a base URL."""
     u = urlsplit(url)
@@ -94,8 +97,11 @@ class BuildContext:
         return split_base(self.stripe_url)
 
 
+_encode_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
 def _json(obj: Any) -> bytes:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+    return _encode_json(obj).encode()
 
 
 def _base_headers(ctx: BuildContext, content_type: str | None) -> list[tuple[str, str]]:
@@ -112,7 +118,8 @@ def rpc_request(ctx: BuildContext, target: str, payload: dict[str, Any]) -> Requ
     """
     spec = ctx.profile.spec(target)
     src = payload.get("query", payload) if isinstance(payload.get("query"), dict) else payload
-    args = {spec.arg_name(k): v for k, v in src.items() if k not in spec.drop}
+    name = spec.arg_name
+    args = {name(k): v for k, v in src.items() if k not in spec.drop}
     origin, prefix = ctx.supabase
     headers = _base_headers(ctx, "application/json") + list(
         supabase_auth_headers(ctx.keys.anon_key)
@@ -277,8 +284,29 @@ def parse_outcome(
         return (OK if 200 <= status < 300 else None), None
     if not 200 <= status < 300:
         return None, None
+    fast = _fast_outcome(body, outcome_key)
+    if fast is not None:
+        return fast, None
     data = _loads(body)
     return _extract(data, outcome_key), None
+
+
+@lru_cache(maxsize=64)
+def _needle(key: str) -> bytes:
+    return b'"' + key.encode() + b'":"'
+
+
+def _fast_outcome(body: bytes, key: str) -> str | None:
+    """The outcome of a compact JSON object answer without parsing it all (the hot path)."""
+    needle = _needle(key)
+    if not body.startswith(needle, 1) or body[:1] != b"{":
+        return None  # only when it is the first key: a nested "outcome" must not win
+    i = 1 + len(needle)
+    j = body.find(b'"', i)
+    value = body[i:j]
+    if j < 0 or b"\\" in value:
+        return None
+    return value.decode()
 
 
 def _loads(body: bytes) -> Any:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ _METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 _KEYS = {"path", "method", "arg_prefix", "args", "drop", "outcome"}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)  # identity hash: arg_name is memoised per spec
 class TargetSpec:
     """How one target is called: path, HTTP method, and how payload keys become arguments."""
 
@@ -44,14 +45,20 @@ class TargetSpec:
 
     def arg_name(self, key: str) -> str:
         """The argument name a payload key is sent as."""
-        name = self.args.get(key)
-        if name is not None:
-            return name
-        if self.arg_prefix and not key.startswith(self.arg_prefix):
-            return self.arg_prefix + key
-        return key
+        return _arg_name(self, key)
 
 
+@lru_cache(maxsize=4096)
+def _arg_name(spec: TargetSpec, key: str) -> str:
+    name = spec.args.get(key)
+    if name is not None:
+        return name
+    if spec.arg_prefix and not key.startswith(spec.arg_prefix):
+        return spec.arg_prefix + key
+    return key
+
+
+@lru_cache(maxsize=256)
 def default_spec(target: str) -> TargetSpec:
     """The built-in spec of a target (Supabase's conventions)."""
     kind = target_kind(target)
