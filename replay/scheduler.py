@@ -130,7 +130,9 @@ class Scheduler:
         self.in_flight = 0
         self.pending: dict[int, list | None] = {}  # seq in flight -> events waiting on it (after)
         self.captured: dict[int, dict[str, Any]] = {}  # seq -> what its response captured
-        self.failed: set[int] = set()  # seqs that failed or were dropped (their dependents fail)
+        # seqs of Stripe calls that failed or were dropped, so their dependents are dropped too; only
+        # Stripe calls, whose answers dependents need, so the set stays small on a long trace
+        self.failed: set[int] = set()
         self.loads: dict[tuple[str, Any], list] = {}  # dashboard loads being aggregated
         self.caps = {t: TokenBucket(r, start) for t, r in options.rate_caps.items()}
         self._idle = asyncio.Event()
@@ -234,16 +236,20 @@ class Scheduler:
                 self.in_flight += 1  # it holds its place
                 return
             if a in self.failed:
-                self.failed.add(ev.seq)
+                self._failed(ev)
                 self.drop(ev, sched, f"dropped: dependency seq {a} failed")
                 return
             captured = self.captured.get(a)
         self.send(ev, sched, captured)
 
+    def _failed(self, ev: Event) -> None:
+        if ev.target is not None and ev.target.startswith("stripe:"):
+            self.failed.add(ev.seq)
+
     def drop(self, ev: Event, sched: float, why: str) -> None:
         """Record an event not sent (a dropped_events row)."""
         self.stats.dropped += 1
-        self.failed.add(ev.seq)
+        self._failed(ev)
         t = self.us(now())
         self.sink(
             (
@@ -269,7 +275,7 @@ class Scheduler:
         try:
             req = build_request(self.ctx, ev, int(time.time()), captured)
         except BuildError as e:
-            self.failed.add(ev.seq)
+            self._failed(ev)
             t = self.us(now())
             self.stats.errors += 1
             self.sink(
@@ -315,7 +321,7 @@ class Scheduler:
             failed = status == 0 or status >= 400
             if failed:
                 st.errors += 1
-                self.failed.add(ev.seq)
+                self._failed(ev)
             elif cap:
                 self.captured[ev.seq] = cap
             st.add_duration(max(0, round((done_t - sent_t) * 1e6)))
@@ -332,7 +338,7 @@ class Scheduler:
                 for wev, wsched in waiters:
                     self.in_flight -= 1
                     if failed:
-                        self.failed.add(wev.seq)
+                        self._failed(wev)
                         self.drop(wev, wsched, f"dropped: dependency seq {ev.seq} failed")
                     else:
                         self.send(wev, wsched, cap)
