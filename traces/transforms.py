@@ -209,7 +209,7 @@ class _Clone:
         return code + self.tag
 
     def stripe_ids(self, text: str) -> str:
-        if not self.k:
+        if not self.k or "_" not in text:
             return text
         return _STRIPE_ID.sub(lambda m: f"{m[0]}c{self.k}", text)
 
@@ -220,11 +220,14 @@ class _Clone:
         return f"{local}+c{self.k}@{domain}" if at else value + self.tag
 
     def value(self, key: Any, v: Any) -> Any:
-        if isinstance(v, dict):
+        t = type(v)
+        if t is int or t is float or t is bool or v is None:  # common leaves first; dashboard loads stay distinct per copy
+            return v * self.n + self.k if (key == "load" and t is int) else v
+        if t is dict:
             return {kk: self.value(kk, vv) for kk, vv in v.items()}
-        if isinstance(v, list):
+        if t is list:
             return [self.value(key, x) for x in v]
-        if isinstance(v, str):
+        if t is str:
             if key in CODE_KEYS:
                 return self.code(v)
             if key in PERSON_KEYS:
@@ -232,8 +235,6 @@ class _Clone:
             if key == "load":
                 return v + self.tag
             return self.stripe_ids(v)
-        if key == "load" and isinstance(v, int) and not isinstance(v, bool):
-            return v * self.n + self.k  # dashboard loads stay distinct per copy
         return v
 
     def payload(self, raw: bytes) -> bytes:
