@@ -7,12 +7,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import click
 from traces import event as ev
 from traces.cli_recorded import register
 from traces.event import TraceError

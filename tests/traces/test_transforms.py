@@ -35,7 +35,14 @@ def is_sorted(events: list[Event]) -> bool:
 
 @pytest.mark.parametrize(
     ("text", "us"),
-    [("90s", 90_000_000), ("5m", 300_000_000), ("1h30m", 5_400_000_000), ("250ms", 250_000), ("12.5", 12_500_000), ("7us", 7)],
+    [
+        ("90s", 90_000_000),
+        ("5m", 300_000_000),
+        ("1h30m", 5_400_000_000),
+        ("250ms", 250_000),
+        ("12.5", 12_500_000),
+        ("7us", 7),
+    ],
 )
 def test_parse_duration(text: str, us: int) -> None:
     assert tf.parse_duration(text) == us
@@ -47,7 +54,10 @@ def test_parse_duration_rejects(text: str) -> None:
         tf.parse_duration(text)
 
 
-@pytest.mark.parametrize(("text", "f"), [("2", Fraction(2)), ("0.5", Fraction(1, 2)), ("3x", Fraction(3)), ("1/3", Fraction(1, 3))])
+@pytest.mark.parametrize(
+    ("text", "f"),
+    [("2", Fraction(2)), ("0.5", Fraction(1, 2)), ("3x", Fraction(3)), ("1/3", Fraction(1, 3))],
+)
 def test_parse_factor(text: str, f: Fraction) -> None:
     assert tf.parse_factor(text) == f
 
@@ -62,8 +72,15 @@ def test_parse_factor_rejects(text: str) -> None:
 
 
 @FAST
-@given(trace=traces(max_size=50, day=True), header=headers(), cuts=st.lists(st.integers(-(10**6), 5 * 10**7), max_size=4), rebase=st.booleans())
-def test_slice_then_merge_pieces_gives_back_the_trace(trace: list[Event], header: TraceHeader, cuts: list[int], rebase: bool) -> None:
+@given(
+    trace=traces(max_size=50, day=True),
+    header=headers(),
+    cuts=st.lists(st.integers(-(10**6), 5 * 10**7), max_size=4),
+    rebase=st.booleans(),
+)
+def test_slice_then_merge_pieces_gives_back_the_trace(
+    trace: list[Event], header: TraceHeader, cuts: list[int], rebase: bool
+) -> None:
     bounds = [None, *sorted(set(cuts)), None]
     pieces = []
     for lo, hi in zip(bounds, bounds[1:], strict=False):
@@ -114,12 +131,16 @@ def test_merge_pieces_refuses_conflicting_events() -> None:
 
 # --- speed -----------------------------------------------------------------------------------
 
-factors = st.fractions(min_value=Fraction(1, 50), max_value=50, max_denominator=64).filter(lambda f: f > 0)
+factors = st.fractions(min_value=Fraction(1, 50), max_value=50, max_denominator=64).filter(
+    lambda f: f > 0
+)
 
 
 @FAST
 @given(trace=traces(max_size=40, day=True), f=factors)
-def test_speed_then_inverse_gives_back_the_trace_within_rounding(trace: list[Event], f: Fraction) -> None:
+def test_speed_then_inverse_gives_back_the_trace_within_rounding(
+    trace: list[Event], f: Fraction
+) -> None:
     trace = [e._replace(t_us=abs(e.t_us) % 10**13) for e in trace]
     trace.sort(key=lambda e: (e.t_us, e.seq))
     _, fast = run(tf.speed(TraceHeader(), trace, f))
@@ -143,7 +164,9 @@ def test_speed_rounds_half_up() -> None:
 
 # --- amplify ---------------------------------------------------------------------------------
 
-INVENTORY = Inventory(events=(VenueEvent(1, "Final", 100, 5, 2500), VenueEvent(2, "Cup", 100, 3, 1000)))
+INVENTORY = Inventory(
+    events=(VenueEvent(1, "Final", 100, 5, 2500), VenueEvent(2, "Cup", 100, 3, 1000))
+)
 
 
 def scaled(d: Any, n: int) -> Any:
@@ -163,8 +186,15 @@ def one_holder_per_ticket(trace: list[Event]) -> list[Event]:
 
 
 @FAST
-@given(trace=traces(max_size=40, day=True), n=st.integers(1, 4), jitter=st.sampled_from([0, 1, 1000, 10**6]), seed=st.integers(0, 3))
-def test_amplify_multiplies_every_count_by_n(trace: list[Event], n: int, jitter: int, seed: int) -> None:
+@given(
+    trace=traces(max_size=40, day=True),
+    n=st.integers(1, 4),
+    jitter=st.sampled_from([0, 1, 1000, 10**6]),
+    seed=st.integers(0, 3),
+)
+def test_amplify_multiplies_every_count_by_n(
+    trace: list[Event], n: int, jitter: int, seed: int
+) -> None:
     trace = one_holder_per_ticket(trace)
     header = TraceHeader(inventory=INVENTORY)
     new_header, out = run(tf.amplify(header, trace, n, jitter_us=jitter, seed=seed))
@@ -189,7 +219,9 @@ def check_amplified(trace: list[Event], out: list[Event], n: int, jitter: int) -
     for i, e in enumerate(out):
         src = by_seq[e.seq // n]
         # within the jitter, plus a microsecond per tie an order-keeping move pushed on
-        assert -jitter <= e.t_us - src.t_us <= jitter + len(trace) or (src.t_us >= 0 and e.t_us == 0)
+        assert -jitter <= e.t_us - src.t_us <= jitter + len(trace) or (
+            src.t_us >= 0 and e.t_us == 0
+        )
         if e.after is not None:
             assert position[e.after] < i  # what an event waits for comes first
         per_actor[e.actor].append(e.seq // n)
@@ -208,13 +240,35 @@ def test_amplify_gives_clones_fresh_codes_and_ids() -> None:
         "id": "evt_1",
         "object": "event",
         "type": "payment_intent.succeeded",
-        "data": {"object": {"id": "pi_sim_1", "amount": 5000, "metadata": {"buyer": "a@example.com", "order_ref": "o1", "event_id": "1", "quantity": "2"}}},
+        "data": {
+            "object": {
+                "id": "pi_sim_1",
+                "amount": 5000,
+                "metadata": {
+                    "buyer": "a@example.com",
+                    "order_ref": "o1",
+                    "event_id": "1",
+                    "quantity": "2",
+                },
+            }
+        },
     }
     trace = [
         Event(0, 0, ev.SCAN, "attendee:1", ev.TARGET_SCAN, pack_payload(scan), None, ev.VALID),
         Event(1, 1, ev.SCAN, "attendee:2", ev.TARGET_SCAN, pack_payload(bad), None, ev.INVALID),
-        Event(2, 2, ev.WEBHOOK, "stripe", ev.TARGET_WEBHOOK, pack_payload(hook), None, ev.PROCESSED),
-        Event(3, 3, ev.SCAN, "attendee:3", ev.TARGET_SCAN, pack_payload({**scan, "ticket_code": "Opi_sim_1-0"}), None, ev.VALID),
+        Event(
+            2, 2, ev.WEBHOOK, "stripe", ev.TARGET_WEBHOOK, pack_payload(hook), None, ev.PROCESSED
+        ),
+        Event(
+            3,
+            3,
+            ev.SCAN,
+            "attendee:3",
+            ev.TARGET_SCAN,
+            pack_payload({**scan, "ticket_code": "Opi_sim_1-0"}),
+            None,
+            ev.VALID,
+        ),
     ]
     h, out = run(tf.amplify(TraceHeader(inventory=INVENTORY), trace, 3, jitter_us=0))
     codes = [e.data()["ticket_code"] for e in out if e.seq // 3 == 0]
@@ -224,10 +278,18 @@ def test_amplify_gives_clones_fresh_codes_and_ids() -> None:
     hooks = [e.data() for e in out if e.kind == ev.WEBHOOK]
     assert {x["id"] for x in hooks} == {"evt_1", "evt_1c1", "evt_1c2"}
     assert {x["data"]["object"]["id"] for x in hooks} == {"pi_sim_1", "pi_sim_1c1", "pi_sim_1c2"}
-    assert {x["data"]["object"]["metadata"]["buyer"] for x in hooks} == {"a@example.com", "a+c1@example.com", "a+c2@example.com"}
+    assert {x["data"]["object"]["metadata"]["buyer"] for x in hooks} == {
+        "a@example.com",
+        "a+c1@example.com",
+        "a+c2@example.com",
+    }
     assert {e.actor for e in out if e.kind == ev.WEBHOOK} == {"stripe"}
     order_codes = {e.data()["ticket_code"] for e in out if e.seq // 3 == 3}
-    assert order_codes == {"Opi_sim_1-0", "Opi_sim_1c1-0", "Opi_sim_1c2-0"}  # match the cloned webhooks
+    assert order_codes == {
+        "Opi_sim_1-0",
+        "Opi_sim_1c1-0",
+        "Opi_sim_1c2-0",
+    }  # match the cloned webhooks
 
 
 def test_amplify_jitter_is_seeded_and_spreads_clones() -> None:
@@ -278,16 +340,31 @@ def test_merge_renumbers_seq_and_keeps_each_input(a: list[Event], b: list[Event]
     # every input comes back, in its order, once the renames are undone
     from_b = [e for e in out if e.actor.endswith("#2")]
     assert all(e.actor[:-2] in {x.actor for x in a} for e in from_b)
-    assert sorted((e.t_us, e.kind, e.payload) for e in out) == sorted((e.t_us, e.kind, e.payload) for e in a + b)
-    assert project(out)["scans"] == {k: project(a)["scans"].get(k, 0) + project(b)["scans"].get(k, 0) for k in set(project(a)["scans"]) | set(project(b)["scans"])}
+    assert sorted((e.t_us, e.kind, e.payload) for e in out) == sorted(
+        (e.t_us, e.kind, e.payload) for e in a + b
+    )
+    assert project(out)["scans"] == {
+        k: project(a)["scans"].get(k, 0) + project(b)["scans"].get(k, 0)
+        for k in set(project(a)["scans"]) | set(project(b)["scans"])
+    }
 
 
 def test_merge_keeps_colliding_actors_distinct_and_after_links() -> None:
-    a = [Event(0, 5, ev.CHECKOUT, "buyer:1", ev.TARGET_PI_CREATE, b""), Event(10, 6, ev.CONFIRM, "buyer:1", ev.TARGET_PI_CONFIRM, b"", 5)]
-    b = [Event(3, 5, ev.CHECKOUT, "buyer:1", ev.TARGET_PI_CREATE, b""), Event(4, 9, ev.CONFIRM, "buyer:1", ev.TARGET_PI_CONFIRM, b"", 5)]
+    a = [
+        Event(0, 5, ev.CHECKOUT, "buyer:1", ev.TARGET_PI_CREATE, b""),
+        Event(10, 6, ev.CONFIRM, "buyer:1", ev.TARGET_PI_CONFIRM, b"", 5),
+    ]
+    b = [
+        Event(3, 5, ev.CHECKOUT, "buyer:1", ev.TARGET_PI_CREATE, b""),
+        Event(4, 9, ev.CONFIRM, "buyer:1", ev.TARGET_PI_CONFIRM, b"", 5),
+    ]
     inv_a = Inventory(events=(VenueEvent(1, "x", 10, 4, 100),))
     inv_b = Inventory(events=(VenueEvent(1, "x", 20, 9, 100), VenueEvent(2, "y", 5, 5, 100)))
-    h, out = run(tf.merge([(TraceHeader(inventory=inv_a), lambda: a), (TraceHeader(inventory=inv_b), lambda: b)]))
+    h, out = run(
+        tf.merge(
+            [(TraceHeader(inventory=inv_a), lambda: a), (TraceHeader(inventory=inv_b), lambda: b)]
+        )
+    )
     assert [(e.t_us, e.seq, e.actor, e.after) for e in out] == [
         (0, 0, "buyer:1", None),
         (3, 1, "buyer:1#2", None),
@@ -299,19 +376,28 @@ def test_merge_keeps_colliding_actors_distinct_and_after_links() -> None:
 
 def test_merge_refuses_mixed_reentry_rules() -> None:
     with pytest.raises(ValueError, match="allow_reentry"):
-        tf.merge([(TraceHeader(inventory=Inventory(allow_reentry=True)), list), (TraceHeader(), list)])
+        tf.merge(
+            [(TraceHeader(inventory=Inventory(allow_reentry=True)), list), (TraceHeader(), list)]
+        )
 
 
 # --- filter ----------------------------------------------------------------------------------
 
 
 @FAST
-@given(trace=traces(max_size=40, day=True), kinds=st.sets(st.sampled_from([ev.SCAN, ev.WEBHOOK, ev.VIEW, ev.ARRIVE]), min_size=1, max_size=3))
+@given(
+    trace=traces(max_size=40, day=True),
+    kinds=st.sets(
+        st.sampled_from([ev.SCAN, ev.WEBHOOK, ev.VIEW, ev.ARRIVE]), min_size=1, max_size=3
+    ),
+)
 def test_filter_and_its_inverse_partition_the_trace(trace: list[Event], kinds: set[str]) -> None:
     _, kept = run(tf.filter_trace(TraceHeader(), trace, kinds=sorted(kinds)))
     _, rest = run(tf.filter_trace(TraceHeader(), trace, kinds=sorted(kinds), invert=True))
     assert all(e.kind in kinds for e in kept) and all(e.kind not in kinds for e in rest)
-    _, back = run(tf.merge([(TraceHeader(), lambda: kept), (TraceHeader(), lambda: rest)], pieces=True))
+    _, back = run(
+        tf.merge([(TraceHeader(), lambda: kept), (TraceHeader(), lambda: rest)], pieces=True)
+    )
     assert back == trace
 
 
