@@ -29,10 +29,13 @@ class SafetyError(ValueError):
 
 
 def check_keys(keys: Keys, stripe_mode: str, env: Mapping[str, str] | None = None) -> None:
-    """Refuse live Stripe keys anywhere in the keys or the environment, and real Stripe without a test key."""
+    """Refuse a live Stripe key in the keys or any STRIPE_*/SUPABASE_* variable, and real Stripe without a test key."""
     named = {"STRIPE_TEST_SK": keys.stripe_key, "STRIPE_WEBHOOK_SECRET": keys.webhook_secret,
              "SUPABASE_ANON_KEY": keys.anon_key}  # fmt: skip
-    for name, value in {**(dict(env) if env else {}), **named}.items():
+    related = {
+        k: v for k, v in (env or {}).items() if "STRIPE" in k.upper() or "SUPABASE" in k.upper()
+    }
+    for name, value in {**related, **named}.items():
         if isinstance(value, str) and value.startswith(LIVE_PREFIXES):
             raise SafetyError(
                 f"{name} holds a live Stripe key ({value[:8]}...): gaterush only uses test-mode keys "

@@ -127,7 +127,7 @@ def loop_server() -> Iterator[LoopbackServer]:
         yield s
 
 
-@pytest.mark.parametrize("var", ["STRIPE_TEST_SK", "STRIPE_WEBHOOK_SECRET", "SOME_OTHER_VAR"])
+@pytest.mark.parametrize("var", ["STRIPE_TEST_SK", "STRIPE_WEBHOOK_SECRET", "STRIPE_API_KEY"])
 @pytest.mark.parametrize("prefix", ["sk_live_", "rk_live_"])
 def test_live_keys_refused_before_anything_is_sent(trace: Path, tmp_path: Path, loop_server: LoopbackServer,
                                                    var: str, prefix: str) -> None:  # fmt: skip

@@ -23,7 +23,7 @@ from traces.event import Event
 @pytest.mark.parametrize("keys,env", [
     (Keys(stripe_key="sk_live_abc"), {}),
     (Keys(stripe_key="rk_live_abc"), {}),
-    (Keys(), {"ANYTHING": "sk_live_zzz"}),
+    (Keys(), {"STRIPE_SECRET_KEY": "sk_live_zzz"}),
 ])  # fmt: skip
 def test_live_keys_are_refused(keys: Keys, env: dict) -> None:
     with pytest.raises(SafetyError, match="live Stripe key") as e:
