@@ -29,7 +29,9 @@ def _hey(url: str, headers: dict[str, str]) -> list[float]:
     cmd = ["hey", "-n", str(REQUESTS), "-c", str(CONCURRENCY), "-o", "csv"]
     for k, v in headers.items():
         cmd += ["-H", f"{k}: {v}"]
-    out = subprocess.run([*cmd, url], capture_output=True, text=True, timeout=300, check=True).stdout
+    out = subprocess.run(
+        [*cmd, url], capture_output=True, text=True, timeout=300, check=True
+    ).stdout
     rows = list(csv.DictReader(io.StringIO(out)))
     return sorted(float(r["response-time"]) * 1000 for r in rows if r.get("status-code") == "200")
 
@@ -62,11 +64,15 @@ def bench_overhead() -> None:
             proxied = _hey(rec.url + path, headers)
             written = rec.stats.written
         size = out.stat().st_size
-    print(f"recording overhead: GET {path}, hey -n {REQUESTS} -c {CONCURRENCY} (keys in headers, not shown)")
+    print(
+        f"recording overhead: GET {path}, hey -n {REQUESTS} -c {CONCURRENCY} (keys in headers, not shown)"
+    )
     print(f"  {'':10} {'p50 ms':>8} {'p99 ms':>8} {'ok':>6}")
     for name, lat in (("direct", direct), ("recorded", proxied)):
         print(f"  {name:10} {_pct(lat, 0.5):8.2f} {_pct(lat, 0.99):8.2f} {len(lat):>6}")
-    print(f"  added by the proxy: p50 {_pct(proxied, 0.5) - _pct(direct, 0.5):+.2f} ms, p99 {_pct(proxied, 0.99) - _pct(direct, 0.99):+.2f} ms")
+    print(
+        f"  added by the proxy: p50 {_pct(proxied, 0.5) - _pct(direct, 0.5):+.2f} ms, p99 {_pct(proxied, 0.99) - _pct(direct, 0.99):+.2f} ms"
+    )
     print(f"  trace: {written} events written, {size / max(written, 1):.0f} bytes/event")
 
 
@@ -74,23 +80,42 @@ def _events(n: int) -> list[Event]:
     out = []
     for i in range(n):
         code = ev.ticket_code(1, i % 50_000)
-        payload = pack_payload({"ticket_code": code, "event_id": 1, "gate": "A", "lane": i % 8, "direction": "in"})
-        out.append(Event(i * 100, i, ev.SCAN, f"attendee:{i % 50_000}", ev.TARGET_SCAN, payload, None, ev.VALID))
+        payload = pack_payload(
+            {"ticket_code": code, "event_id": 1, "gate": "A", "lane": i % 8, "direction": "in"}
+        )
+        out.append(
+            Event(
+                i * 100,
+                i,
+                ev.SCAN,
+                f"attendee:{i % 50_000}",
+                ev.TARGET_SCAN,
+                payload,
+                None,
+                ev.VALID,
+            )
+        )
     return out
 
 
 def bench_transforms() -> None:
     """Events per second of each transform over in-memory events (no file I/O)."""
     events = _events(EVENTS)
-    header = TraceHeader(inventory=Inventory(events=(VenueEvent(1, "Final", 100_000, 50_000, 2500),)))
+    header = TraceHeader(
+        inventory=Inventory(events=(VenueEvent(1, "Final", 100_000, 50_000, 2500),))
+    )
     half = len(events) // 2
     cases = {
         "slice": lambda: tf.slice_trace(header, events, 1_000_000, 15_000_000),
         "speed 3": lambda: tf.speed(header, events, 3),
         "filter --actor": lambda: tf.filter_trace(header, events, actors=["attendee:1*"]),
         "amplify 3": lambda: tf.amplify(header, events, 3, jitter_us=5_000_000),
-        "merge 2": lambda: tf.merge([(header, lambda: events[:half]), (header, lambda: events[half:])]),
-        "merge --pieces 2": lambda: tf.merge([(header, lambda: events[:half]), (header, lambda: events[half:])], pieces=True),
+        "merge 2": lambda: tf.merge(
+            [(header, lambda: events[:half]), (header, lambda: events[half:])]
+        ),
+        "merge --pieces 2": lambda: tf.merge(
+            [(header, lambda: events[:half]), (header, lambda: events[half:])], pieces=True
+        ),
         "anonymize": lambda: tf.anonymize(header, events, b"bench-key"),
     }
     print(f"transform speed over {EVENTS} scan events (input events per second):")

@@ -24,10 +24,33 @@ def register(group: click.Group) -> None:
     """Add `record` to the gaterush group."""
 
     @group.command("record")
-    @click.option("--listen", default="127.0.0.1:8787", show_default=True, callback=_listen, help="Address to listen on (HOST:PORT; port 0 picks one).")
-    @click.option("--upstream", required=True, help="Where requests go: the Supabase project URL or the stand-in (http(s)://...).")
-    @click.option("-o", "--output", "out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="The .grt trace to write.")
-    @click.option("--timeout", default=60.0, show_default=True, type=click.FloatRange(min=0.1), help="Seconds to wait for the upstream per request.")
+    @click.option(
+        "--listen",
+        default="127.0.0.1:8787",
+        show_default=True,
+        callback=_listen,
+        help="Address to listen on (HOST:PORT; port 0 picks one).",
+    )
+    @click.option(
+        "--upstream",
+        required=True,
+        help="Where requests go: the Supabase project URL or the stand-in (http(s)://...).",
+    )
+    @click.option(
+        "-o",
+        "--output",
+        "out",
+        required=True,
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="The .grt trace to write.",
+    )
+    @click.option(
+        "--timeout",
+        default=60.0,
+        show_default=True,
+        type=click.FloatRange(min=0.1),
+        help="Seconds to wait for the upstream per request.",
+    )
     def record(listen: tuple[str, int], upstream: str, out: Path, timeout: float) -> None:
         """Record traffic: a reverse proxy that forwards to --upstream and appends each request to a trace.
 
@@ -47,7 +70,10 @@ def register(group: click.Group) -> None:
         except (OSError, TraceError) as e:
             raise InvalidInput(f"record: {e}") from None
         s = rec.stats
-        click.echo(f"wrote {out}: {s.written} events; {s.not_targets} requests were not targets; {s.upstream_errors} upstream errors", err=True)
+        click.echo(
+            f"wrote {out}: {s.written} events; {s.not_targets} requests were not targets; {s.upstream_errors} upstream errors",
+            err=True,
+        )
 
 
 async def _serve(rec: Recorder, host: str, port: int) -> None:

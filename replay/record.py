@@ -69,7 +69,14 @@ class RecordStats:
 class Recorder:
     """A reverse proxy to `upstream` that appends every target request to the trace at `out`."""
 
-    def __init__(self, upstream: str, out: str | Path, *, timeout: float = 60.0, header: TraceHeader | None = None) -> None:
+    def __init__(
+        self,
+        upstream: str,
+        out: str | Path,
+        *,
+        timeout: float = 60.0,
+        header: TraceHeader | None = None,
+    ) -> None:
         if not upstream.startswith(("http://", "https://")):
             raise ValueError(f"--upstream: expected an http(s):// URL, got {upstream!r}")
         self.upstream = upstream.rstrip("/")
@@ -78,7 +85,9 @@ class Recorder:
             raise ValueError(f"{out}: record writes a .grt trace (it streams and survives a kill)")
         self.timeout = timeout
         self.stats = RecordStats()
-        self._header = header or TraceHeader(source="record", scenario={"upstream": _public(self.upstream)})
+        self._header = header or TraceHeader(
+            source="record", scenario={"upstream": _public(self.upstream)}
+        )
         self._writer: Any = None
         self._session: aiohttp.ClientSession | None = None
         self._runner: web.AppRunner | None = None
@@ -97,7 +106,9 @@ class Recorder:
         self._t0 = time.monotonic()
         self._writer = open_writer(self.out, replace(self._header, origin_unix_us=origin_us))
         self._session = aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(total=self.timeout), auto_decompress=True, connector=aiohttp.TCPConnector(limit=0)
+            timeout=aiohttp.ClientTimeout(total=self.timeout),
+            auto_decompress=True,
+            connector=aiohttp.TCPConnector(limit=0),
         )
         app = web.Application(client_max_size=64 * 1024**2)
         app.router.add_route("*", "/{tail:.*}", self._handle)
@@ -149,7 +160,11 @@ class Recorder:
         try:
             assert self._session is not None
             async with self._session.request(
-                request.method, self.upstream + request.path_qs, headers=headers, data=body or None, allow_redirects=False
+                request.method,
+                self.upstream + request.path_qs,
+                headers=headers,
+                data=body or None,
+                allow_redirects=False,
             ) as up:
                 rbody = await up.read()
                 status, rheaders = up.status, up.headers
@@ -157,19 +172,40 @@ class Recorder:
             self.stats.upstream_errors += 1
             if seq is not None:
                 self._complete(seq, None)
-            return web.json_response({"error": f"gaterush record: upstream unreachable: {type(e).__name__}"}, status=502)
+            return web.json_response(
+                {"error": f"gaterush record: upstream unreachable: {type(e).__name__}"}, status=502
+            )
         if ep is None:
             self.stats.not_targets += 1
         else:
-            self._complete(seq, self._event(ep, request, t_us, seq, body, status, rheaders.get("Content-Type"), rbody))
+            self._complete(
+                seq,
+                self._event(
+                    ep, request, t_us, seq, body, status, rheaders.get("Content-Type"), rbody
+                ),
+            )
         out_headers = CIMultiDict((k, v) for k, v in rheaders.items() if k.lower() not in HOP)
         return web.Response(status=status, headers=out_headers, body=rbody)
 
     def _event(
-        self, ep, request: web.Request, t_us: int, seq: int, body: bytes, status: int, rtype: str | None, rbody: bytes
+        self,
+        ep,
+        request: web.Request,
+        t_us: int,
+        seq: int,
+        body: bytes,
+        status: int,
+        rtype: str | None,
+        rbody: bytes,
     ) -> Event:
         query = parse_query(request.query_string)
-        payload = payload_for(ep, request.method, request.path, query, decode_body(body, request.headers.get("Content-Type")))
+        payload = payload_for(
+            ep,
+            request.method,
+            request.path,
+            query,
+            decode_body(body, request.headers.get("Content-Type")),
+        )
         response = decode_body(rbody, rtype)
         after = None
         needed = confirmed_id(ep, payload)
@@ -180,7 +216,16 @@ class Recorder:
             self._links[made] = seq
             if len(self._links) > MAX_LINKS:
                 self._links.pop(next(iter(self._links)))
-        return Event(t_us, seq, ep.kind, self._actor(request), ep.target, pack_payload(payload), after, outcome(ep, status, response))
+        return Event(
+            t_us,
+            seq,
+            ep.kind,
+            self._actor(request),
+            ep.target,
+            pack_payload(payload),
+            after,
+            outcome(ep, status, response),
+        )
 
     def _take_seq(self) -> int:
         seq = self._next_seq
@@ -200,7 +245,9 @@ class Recorder:
             if e is not None:
                 self._writer.write(e)
                 self.stats.written += 1
-                self.stats.by_target[e.target or ""] = self.stats.by_target.get(e.target or "", 0) + 1
+                self.stats.by_target[e.target or ""] = (
+                    self.stats.by_target.get(e.target or "", 0) + 1
+                )
                 wrote = True
         if wrote:
             self._writer.flush()
@@ -208,13 +255,17 @@ class Recorder:
     # --- Realtime websockets ---------------------------------------------------------------------
 
     async def _websocket(self, request: web.Request) -> web.StreamResponse:
-        client = web.WebSocketResponse(protocols=request.headers.getall("Sec-WebSocket-Protocol", ()), autoping=True)
+        client = web.WebSocketResponse(
+            protocols=request.headers.getall("Sec-WebSocket-Protocol", ()), autoping=True
+        )
         await client.prepare(request)
         actor = self._actor(request)
         assert self._session is not None
         try:
             upstream = await self._session.ws_connect(
-                self.upstream + request.path_qs, headers=_forward_headers(request.headers, websocket=True), autoping=True
+                self.upstream + request.path_qs,
+                headers=_forward_headers(request.headers, websocket=True),
+                autoping=True,
             )
         except (TimeoutError, aiohttp.ClientError):
             self.stats.upstream_errors += 1
@@ -243,7 +294,10 @@ class Recorder:
                     break
             await client.close()
 
-        tasks = [asyncio.create_task(client_to_upstream()), asyncio.create_task(upstream_to_client())]
+        tasks = [
+            asyncio.create_task(client_to_upstream()),
+            asyncio.create_task(upstream_to_client()),
+        ]
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -266,15 +320,29 @@ class Recorder:
             return
         if msg.get("event") == "phx_join":
             for sub in realtime_joins([msg]):
-                payload = {"table": sub["table"], **({"filter": sub["filter"]} if "filter" in sub else {})}
+                payload = {
+                    "table": sub["table"],
+                    **({"filter": sub["filter"]} if "filter" in sub else {}),
+                }
                 joined[str(sub.get("topic"))] = payload
                 self._subscription(ev.SUBSCRIBE, actor, payload, ev.OK)
         elif msg.get("event") == "phx_leave" and str(msg.get("topic")) in joined:
             self._subscription(ev.UNSUBSCRIBE, actor, joined.pop(str(msg.get("topic"))), None)
 
-    def _subscription(self, kind: str, actor: str, payload: dict[str, Any], expect: str | None) -> None:
+    def _subscription(
+        self, kind: str, actor: str, payload: dict[str, Any], expect: str | None
+    ) -> None:
         seq = self._take_seq()
-        e = Event(self._now_us(), seq, kind, actor, f"realtime:{payload['table']}", pack_payload(payload), None, expect)
+        e = Event(
+            self._now_us(),
+            seq,
+            kind,
+            actor,
+            f"realtime:{payload['table']}",
+            pack_payload(payload),
+            None,
+            expect,
+        )
         self._complete(seq, e)
 
 

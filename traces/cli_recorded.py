@@ -22,7 +22,14 @@ from traces.header import TraceHeader
 from traces.importers import import_file, importers
 from traces.io import open_reader, open_writer, trace_format
 
-OUT = click.option("-o", "--output", "out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Trace to write (.parquet or .grt).")
+OUT = click.option(
+    "-o",
+    "--output",
+    "out",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Trace to write (.parquet or .grt).",
+)
 IN = click.argument("src", type=click.Path(dir_okay=False, path_type=Path))
 
 
@@ -116,10 +123,23 @@ def register(group: click.Group) -> None:
     @trace.command("slice")
     @IN
     @OUT
-    @click.option("--from", "start", callback=_duration, help="Start of the window (e.g. 90s, 5m, 1h30m); default the start.")
-    @click.option("--to", "end", callback=_duration, help="End of the window, excluded; default the end.")
-    @click.option("--keep-times", is_flag=True, help="Keep the original times instead of starting the slice at 0.")
-    def slice_cmd(src: Path, out: Path, start: int | None, end: int | None, keep_times: bool) -> None:
+    @click.option(
+        "--from",
+        "start",
+        callback=_duration,
+        help="Start of the window (e.g. 90s, 5m, 1h30m); default the start.",
+    )
+    @click.option(
+        "--to", "end", callback=_duration, help="End of the window, excluded; default the end."
+    )
+    @click.option(
+        "--keep-times",
+        is_flag=True,
+        help="Keep the original times instead of starting the slice at 0.",
+    )
+    def slice_cmd(
+        src: Path, out: Path, start: int | None, end: int | None, keep_times: bool
+    ) -> None:
         """Keep the events between two times of the trace (relative to its origin).
 
         The slice starts at t=0 and its header origin moves to --from, unless --keep-times.
@@ -128,7 +148,11 @@ def register(group: click.Group) -> None:
         Example:
           gaterush trace slice day.parquet --from 1h30m --to 2h -o gates.parquet
         """
-        h = _run(out, [src], lambda rs: tf.slice_trace(rs[0].header, iter(rs[0]), start, end, rebase=not keep_times))
+        h = _run(
+            out,
+            [src],
+            lambda rs: tf.slice_trace(rs[0].header, iter(rs[0]), start, end, rebase=not keep_times),
+        )
         _done(h, out)
 
     @trace.command("speed")
@@ -154,7 +178,13 @@ def register(group: click.Group) -> None:
     @IN
     @click.argument("n", type=click.IntRange(min=1))
     @OUT
-    @click.option("--jitter", default="30s", show_default=True, callback=_duration, help="Each clone's actors move by up to this much.")
+    @click.option(
+        "--jitter",
+        default="30s",
+        show_default=True,
+        callback=_duration,
+        help="Each clone's actors move by up to this much.",
+    )
     @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the jitter.")
     def amplify_cmd(src: Path, n: int, out: Path, jitter: int, seed: int) -> None:
         """N times the crowd: every actor cloned with fresh ids and ticket codes, times jittered.
@@ -165,12 +195,25 @@ def register(group: click.Group) -> None:
         Example:
           gaterush trace amplify onsale.parquet 3 --jitter 20s -o onsale-3x.parquet
         """
-        _done(_run(out, [src], lambda rs: tf.amplify(rs[0].header, iter(rs[0]), n, jitter_us=jitter, seed=seed)), out)
+        _done(
+            _run(
+                out,
+                [src],
+                lambda rs: tf.amplify(rs[0].header, iter(rs[0]), n, jitter_us=jitter, seed=seed),
+            ),
+            out,
+        )
 
     @trace.command("merge")
-    @click.argument("srcs", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+    @click.argument(
+        "srcs", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path)
+    )
     @OUT
-    @click.option("--pieces", is_flag=True, help="The inputs are pieces of one trace (from slice): keep seq and actors, align on origins.")
+    @click.option(
+        "--pieces",
+        is_flag=True,
+        help="The inputs are pieces of one trace (from slice): keep seq and actors, align on origins.",
+    )
     def merge_cmd(srcs: tuple[Path, ...], out: Path, pieces: bool) -> None:
         """Merge traces into one, in time order, streaming.
 
@@ -193,8 +236,18 @@ def register(group: click.Group) -> None:
     @IN
     @OUT
     @click.option("--kind", "kinds", multiple=True, help="Keep events of this kind (repeatable).")
-    @click.option("--target", "targets", multiple=True, help="Keep events whose target matches this glob, '-' for none (repeatable).")
-    @click.option("--actor", "actors", multiple=True, help="Keep events whose actor matches this glob (repeatable).")
+    @click.option(
+        "--target",
+        "targets",
+        multiple=True,
+        help="Keep events whose target matches this glob, '-' for none (repeatable).",
+    )
+    @click.option(
+        "--actor",
+        "actors",
+        multiple=True,
+        help="Keep events whose actor matches this glob (repeatable).",
+    )
     @click.option("--invert", is_flag=True, help="Keep the events that do not match instead.")
     def filter_cmd(src: Path, out: Path, kinds, targets, actors, invert: bool) -> None:
         """Keep the events matching every given option (any of its values).
@@ -205,13 +258,28 @@ def register(group: click.Group) -> None:
         """
         if not (kinds or targets or actors):
             raise click.UsageError("give at least one of --kind, --target, --actor")
-        h = _run(out, [src], lambda rs: tf.filter_trace(rs[0].header, iter(rs[0]), kinds=kinds, targets=targets, actors=actors, invert=invert))
+        h = _run(
+            out,
+            [src],
+            lambda rs: tf.filter_trace(
+                rs[0].header,
+                iter(rs[0]),
+                kinds=kinds,
+                targets=targets,
+                actors=actors,
+                invert=invert,
+            ),
+        )
         _done(h, out)
 
     @trace.command("anonymize")
     @IN
     @OUT
-    @click.option("--key", envvar=tf.ANON_KEY_ENV, help=f"Secret key of the tokens (or ${tf.ANON_KEY_ENV}); never written anywhere.")
+    @click.option(
+        "--key",
+        envvar=tf.ANON_KEY_ENV,
+        help=f"Secret key of the tokens (or ${tf.ANON_KEY_ENV}); never written anywhere.",
+    )
     def anonymize_cmd(src: Path, out: Path, key: str | None) -> None:
         """Replace ticket codes, emails, names, card details and client ids by keyed tokens.
 

@@ -43,7 +43,14 @@ Transformed = tuple[TraceHeader, Iterator[Event]]
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 SERVICE_ACTORS = frozenset({"stripe"})  # shared services, not people: never cloned or renamed
 
-_UNITS = {"us": 1, "ms": 1_000, "s": 1_000_000, "m": 60_000_000, "min": 60_000_000, "h": 3_600_000_000}
+_UNITS = {
+    "us": 1,
+    "ms": 1_000,
+    "s": 1_000_000,
+    "m": 60_000_000,
+    "min": 60_000_000,
+    "h": 3_600_000_000,
+}
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(us|ms|s|min|m|h)?")
 
 
@@ -54,7 +61,9 @@ def parse_duration(text: str) -> int:
     while pos < len(s):
         m = _DURATION.match(s, pos)
         if not m or m.end() == pos:
-            raise ValueError(f"bad duration {text!r}: expected a number with a unit us, ms, s, m or h (e.g. 90s, 5m, 1h30m)")
+            raise ValueError(
+                f"bad duration {text!r}: expected a number with a unit us, ms, s, m or h (e.g. 90s, 5m, 1h30m)"
+            )
         total += Fraction(m[1]) * _UNITS[m[2] or "s"]
         pos = m.end()
         while pos < len(s) and s[pos] == " ":
@@ -66,7 +75,9 @@ def parse_duration(text: str) -> int:
 
 def _derived(header: TraceHeader, name: str, **changes: Any) -> TraceHeader:
     """The header of a transformed trace: stats emptied for the writer to fill from its events."""
-    return replace(header, counts={}, targets={}, expected={}, source=f"transform:{name}", **changes)
+    return replace(
+        header, counts={}, targets={}, expected={}, source=f"transform:{name}", **changes
+    )
 
 
 def _check_sorted(events: Iterable[Event], where: str = "input") -> Iterator[Event]:
@@ -74,7 +85,9 @@ def _check_sorted(events: Iterable[Event], where: str = "input") -> Iterator[Eve
     for e in events:
         key = (e.t_us, e.seq)
         if last is not None and key < last:
-            raise TraceError(f"{where}: events not sorted by (t_us, seq) at seq {e.seq} (t_us {e.t_us})")
+            raise TraceError(
+                f"{where}: events not sorted by (t_us, seq) at seq {e.seq} (t_us {e.t_us})"
+            )
         last = key
         yield e
 
@@ -83,7 +96,12 @@ def _check_sorted(events: Iterable[Event], where: str = "input") -> Iterator[Eve
 
 
 def slice_trace(
-    header: TraceHeader, events: Iterable[Event], start_us: int | None, end_us: int | None, *, rebase: bool = True
+    header: TraceHeader,
+    events: Iterable[Event],
+    start_us: int | None,
+    end_us: int | None,
+    *,
+    rebase: bool = True,
 ) -> Transformed:
     """The events with start <= t_us < end (None: open); re-based to start at t=0 unless rebase=False."""
     if start_us is not None and end_us is not None and end_us < start_us:
@@ -110,13 +128,17 @@ def parse_factor(text: str) -> Fraction:
     try:
         f = Fraction(s)
     except (ValueError, ZeroDivisionError):
-        raise ValueError(f"bad speed factor {text!r}: expected a number > 0 like 2, 0.5 or 3x") from None
+        raise ValueError(
+            f"bad speed factor {text!r}: expected a number > 0 like 2, 0.5 or 3x"
+        ) from None
     if f <= 0:
         raise ValueError(f"bad speed factor {text!r}: must be > 0")
     return f
 
 
-def speed(header: TraceHeader, events: Iterable[Event], factor: float | Fraction | str) -> Transformed:
+def speed(
+    header: TraceHeader, events: Iterable[Event], factor: float | Fraction | str
+) -> Transformed:
     """Times divided by factor (2 = twice as fast), rounded half up to the microsecond."""
     f = parse_factor(factor) if isinstance(factor, str) else Fraction(factor)
     if f <= 0:
@@ -163,7 +185,8 @@ def filter_trace(
         if kind_set and e.kind not in kind_set:
             return False
         if targets and not (
-            (e.target is None and want_none) or (e.target is not None and any(p.match(e.target) for p in tpats))
+            (e.target is None and want_none)
+            or (e.target is not None and any(p.match(e.target) for p in tpats))
         ):
             return False
         return not (apats and not any(p.match(e.actor) for p in apats))
@@ -221,7 +244,9 @@ class _Clone:
 
     def value(self, key: Any, v: Any) -> Any:
         t = type(v)
-        if t is int or t is float or t is bool or v is None:  # common leaves first; dashboard loads stay distinct per copy
+        if (
+            t is int or t is float or t is bool or v is None
+        ):  # common leaves first; dashboard loads stay distinct per copy
             return v * self.n + self.k if (key == "load" and t is int) else v
         if t is dict:
             return {kk: self.value(kk, vv) for kk, vv in v.items()}
@@ -247,7 +272,9 @@ class _Clone:
 def _scaled_inventory(inv: Inventory, n: int) -> Inventory:
     return replace(
         inv,
-        events=tuple(replace(v, presold=v.presold * n, capacity=v.capacity * n) for v in inv.events),
+        events=tuple(
+            replace(v, presold=v.presold * n, capacity=v.capacity * n) for v in inv.events
+        ),
     )
 
 
@@ -263,7 +290,12 @@ def _offset_us(seed: int, k: int, actor: str, jitter_us: int) -> int:
 
 
 def amplify(
-    header: TraceHeader, events: Iterable[Event], n: int, *, jitter_us: int = 30_000_000, seed: int = 0
+    header: TraceHeader,
+    events: Iterable[Event],
+    n: int,
+    *,
+    jitter_us: int = 30_000_000,
+    seed: int = 0,
 ) -> Transformed:
     """N times the crowd: each actor cloned with fresh ids and codes, clones jittered in time.
 
@@ -286,7 +318,9 @@ def amplify(
         # chain): events further back than the window can no longer hold anything back.
         window = 2 * jitter_us + 1_000_000
         new_t: dict[int, int] = {}  # output seq -> output time, for events within the window
-        last_t: dict[tuple[int, str], tuple[int, int, int]] = {}  # (k, actor) -> (input t, output t, seq)
+        last_t: dict[
+            tuple[int, str], tuple[int, int, int]
+        ] = {}  # (k, actor) -> (input t, output t, seq)
         recent: deque[tuple[int, int]] = deque()  # (input t, output seq) in input order
         for e in _check_sorted(events):
             while recent and recent[0][0] < e.t_us - window:
@@ -299,7 +333,9 @@ def amplify(
                     t = 0  # a copy does not start before the trace
                 seq = e.seq * n + c.k
                 if not (INT64_MIN <= seq <= INT64_MAX and t <= INT64_MAX):
-                    raise ValueError(f"amplify: seq {e.seq} or time {e.t_us} us of an event overflows int64 at N={n}")
+                    raise ValueError(
+                        f"amplify: seq {e.seq} or time {e.t_us} us of an event overflows int64 at N={n}"
+                    )
                 after = None if e.after is None else e.after * n + c.k
                 # Never before what it waits for, nor before its actor's previous event; on a tie of
                 # time the seq decides the order, so a smaller seq moves one microsecond later.
@@ -311,7 +347,16 @@ def amplify(
                 last_t[(c.k, e.actor)] = (e.t_us, t, seq)
                 new_t[seq] = t
                 recent.append((e.t_us, seq))
-                out = Event(t, seq, e.kind, c.actor(e.actor), e.target, c.payload(e.payload), after, e.expect)
+                out = Event(
+                    t,
+                    seq,
+                    e.kind,
+                    c.actor(e.actor),
+                    e.target,
+                    c.payload(e.payload),
+                    after,
+                    e.expect,
+                )
                 heapq.heappush(heap, (t, seq, out))
             if len(last_t) > 4 * len(recent) + 1024:  # drop actors idle for longer than the window
                 horizon = e.t_us - window
@@ -345,7 +390,9 @@ def merge(inputs: Sequence[tuple[TraceHeader, Source]], *, pieces: bool = False)
     headers = [h for h, _ in inputs]
     allow = {h.inventory.allow_reentry for h in headers}
     if len(allow) > 1:
-        raise ValueError("merge: inputs disagree on allow_reentry: their scans' outcomes would not hold together")
+        raise ValueError(
+            "merge: inputs disagree on allow_reentry: their scans' outcomes would not hold together"
+        )
     if pieces:
         return _merge_pieces(inputs)
     inventory = _united_inventory(headers)
@@ -373,13 +420,26 @@ def merge(inputs: Sequence[tuple[TraceHeader, Source]], *, pieces: bool = False)
             used |= actors | set(ren.values())
             renames.append(ren)
             referenced.append(refs)
-        streams = [_keyed(_check_sorted(src(), f"input {i + 1}"), i) for i, (_, src) in enumerate(inputs)]
+        streams = [
+            _keyed(_check_sorted(src(), f"input {i + 1}"), i) for i, (_, src) in enumerate(inputs)
+        ]
         seq_map: list[dict[int, int]] = [{} for _ in inputs]
-        for new_seq, (_, _, i, e) in enumerate(heapq.merge(*streams, key=lambda x: (x[0], x[1], x[2]))):
+        for new_seq, (_, _, i, e) in enumerate(
+            heapq.merge(*streams, key=lambda x: (x[0], x[1], x[2]))
+        ):
             after = None if e.after is None else seq_map[i].get(e.after)
             if e.seq in referenced[i]:
                 seq_map[i][e.seq] = new_seq
-            yield Event(e.t_us, new_seq, e.kind, renames[i].get(e.actor, e.actor), e.target, e.payload, after, e.expect)
+            yield Event(
+                e.t_us,
+                new_seq,
+                e.kind,
+                renames[i].get(e.actor, e.actor),
+                e.target,
+                e.payload,
+                after,
+                e.expect,
+            )
 
     return new_header, gen()
 
@@ -397,17 +457,22 @@ def _shifted(events: Iterable[Event], shift: int) -> Iterator[Event]:
 def _merge_pieces(inputs: Sequence[tuple[TraceHeader, Source]]) -> Transformed:
     first = inputs[0][0]
     origin = first.origin_unix_us
-    new_header = _derived(first, "merge", origin_unix_us=origin, inventory=_united_inventory([h for h, _ in inputs]))
+    new_header = _derived(
+        first, "merge", origin_unix_us=origin, inventory=_united_inventory([h for h, _ in inputs])
+    )
 
     def gen() -> Iterator[Event]:
         streams = [
-            _shifted(_check_sorted(src(), f"input {i + 1}"), h.origin_unix_us - origin) for i, (h, src) in enumerate(inputs)
+            _shifted(_check_sorted(src(), f"input {i + 1}"), h.origin_unix_us - origin)
+            for i, (h, src) in enumerate(inputs)
         ]
         prev: Event | None = None
         for e in heapq.merge(*streams, key=lambda e: (e.t_us, e.seq)):
             if prev is not None and (e.t_us, e.seq) == (prev.t_us, prev.seq):
                 if e != prev:
-                    raise TraceError(f"merge --pieces: two different events at t_us {e.t_us} with seq {e.seq}")
+                    raise TraceError(
+                        f"merge --pieces: two different events at t_us {e.t_us} with seq {e.seq}"
+                    )
                 continue
             prev = e
             yield e
@@ -423,23 +488,79 @@ def _united_inventory(headers: Sequence[TraceHeader]) -> Inventory:
             if have is None:
                 by_id[v.id] = v
             else:
-                by_id[v.id] = replace(have, presold=max(have.presold, v.presold), capacity=max(have.capacity, v.capacity))
-    return Inventory(events=tuple(by_id[i] for i in sorted(by_id)), allow_reentry=headers[0].inventory.allow_reentry)
+                by_id[v.id] = replace(
+                    have,
+                    presold=max(have.presold, v.presold),
+                    capacity=max(have.capacity, v.capacity),
+                )
+    return Inventory(
+        events=tuple(by_id[i] for i in sorted(by_id)),
+        allow_reentry=headers[0].inventory.allow_reentry,
+    )
 
 
 # --- anonymize ----------------------------------------------------------------------------------
 
 _EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
 _CARD = re.compile(r"(?<!\d)(?:\d[ -]?){12,18}\d(?!\d)")
-_ANON_STRIPE_ID = re.compile(r"(?<![A-Za-z0-9])(evt|pi|ch|re|py|cs|in|txn|cus|src|card|pm)_([A-Za-z0-9_]+)")
+_ANON_STRIPE_ID = re.compile(
+    r"(?<![A-Za-z0-9])(evt|pi|ch|re|py|cs|in|txn|cus|src|card|pm)_([A-Za-z0-9_]+)"
+)
 NAME_KEYS = frozenset(
-    {"name", "full_name", "first_name", "last_name", "customer_name", "cardholder_name", "holder", "buyer", "username", "p_buyer"}
+    {
+        "name",
+        "full_name",
+        "first_name",
+        "last_name",
+        "customer_name",
+        "cardholder_name",
+        "holder",
+        "buyer",
+        "username",
+        "p_buyer",
+    }
 )
 EMAIL_KEYS = frozenset({"email", "receipt_email", "customer_email"})
-CARD_KEYS = frozenset({"number", "cvc", "cvv", "last4", "dynamic_last4", "exp_month", "exp_year", "fingerprint", "iin"})
-CONTACT_KEYS = frozenset({"phone", "address", "line1", "line2", "postal_code", "city", "state", "shipping", "ip", "client_ip"})
+CARD_KEYS = frozenset(
+    {
+        "number",
+        "cvc",
+        "cvv",
+        "last4",
+        "dynamic_last4",
+        "exp_month",
+        "exp_year",
+        "fingerprint",
+        "iin",
+    }
+)
+CONTACT_KEYS = frozenset(
+    {
+        "phone",
+        "address",
+        "line1",
+        "line2",
+        "postal_code",
+        "city",
+        "state",
+        "shipping",
+        "ip",
+        "client_ip",
+    }
+)
 # Free text can hold anything personal ("tickets for Ann Lee"): replaced whole.
-FREE_TEXT_KEYS = frozenset({"description", "statement_descriptor", "statement_descriptor_suffix", "note", "notes", "comment", "memo", "message"})
+FREE_TEXT_KEYS = frozenset(
+    {
+        "description",
+        "statement_descriptor",
+        "statement_descriptor_suffix",
+        "note",
+        "notes",
+        "comment",
+        "memo",
+        "message",
+    }
+)
 ANON_KEY_ENV = "GATERUSH_ANON_KEY"
 
 
@@ -483,7 +604,12 @@ class Anonymizer:
         while True:
             left, right = x >> half, x & mask
             for rnd in range(4):
-                f = int.from_bytes(hmac.digest(self._key, f"perm\x00{eid}\x00{rnd}\x00{right}".encode(), "sha256")[:8], "big")
+                f = int.from_bytes(
+                    hmac.digest(self._key, f"perm\x00{eid}\x00{rnd}\x00{right}".encode(), "sha256")[
+                        :8
+                    ],
+                    "big",
+                )
                 left, right = right, (left ^ f) & mask
             x = (left << half) | right
             if x < size:
@@ -550,7 +676,9 @@ class Anonymizer:
 
     def event(self, e: Event) -> Event:
         """One event with its actor and payload anonymized."""
-        payload = pack_payload(self.value(None, unpack_payload(e.payload))) if e.payload else e.payload
+        payload = (
+            pack_payload(self.value(None, unpack_payload(e.payload))) if e.payload else e.payload
+        )
         return e._replace(actor=self.actor(e.actor), payload=payload)
 
 

@@ -44,8 +44,21 @@ def stripe_event(i: int, pi: str) -> dict:
         "type": "payment_intent.succeeded",
         "created": 1_700_000_000,
         "livemode": False,
-        "data": {"object": {"id": pi, "object": "payment_intent", "amount": 5000, "currency": "usd", "status": "succeeded",
-                            "metadata": {"event_id": "1", "quantity": "2", "buyer": "a@example.com", "order_ref": f"o{i}"}}},
+        "data": {
+            "object": {
+                "id": pi,
+                "object": "payment_intent",
+                "amount": 5000,
+                "currency": "usd",
+                "status": "succeeded",
+                "metadata": {
+                    "event_id": "1",
+                    "quantity": "2",
+                    "buyer": "a@example.com",
+                    "order_ref": f"o{i}",
+                },
+            }
+        },
     }
 
 
@@ -55,20 +68,54 @@ def test_record_writes_each_target_request_and_never_a_secret(standin, tmp_path:
     with recorder_in_thread(standin.url, out) as rec, requests.Session() as http:
         url = rec.url
         scan = {"p_ticket_code": "T1-0000003", "p_event_id": 1, "p_gate": "A", "p_lane": "1"}
-        r1 = http.post(f"{url}/rest/v1/rpc/scan_ticket_atomic", json=scan, headers={**supa(standin), ACTOR_HEADER: "attendee:1"})
-        r2 = http.post(f"{url}/rest/v1/rpc/scan_ticket_atomic", json=scan, headers={**supa(standin), ACTOR_HEADER: "attendee:2"})
+        r1 = http.post(
+            f"{url}/rest/v1/rpc/scan_ticket_atomic",
+            json=scan,
+            headers={**supa(standin), ACTOR_HEADER: "attendee:1"},
+        )
+        r2 = http.post(
+            f"{url}/rest/v1/rpc/scan_ticket_atomic",
+            json=scan,
+            headers={**supa(standin), ACTOR_HEADER: "attendee:2"},
+        )
         assert r1.json()["outcome"] == "valid" and r2.json()["outcome"] == "already_scanned"
-        r3 = http.get(f"{url}/rest/v1/events", params={"select": "id,name", "id": "eq.1"}, headers=supa(standin))
+        r3 = http.get(
+            f"{url}/rest/v1/events",
+            params={"select": "id,name", "id": "eq.1"},
+            headers=supa(standin),
+        )
         assert r3.status_code == 200 and r3.json()[0]["name"] == "Final"
-        assert http.get(f"{url}/admin/v1/health").status_code in (200, 401)  # forwarded, not a target
+        assert http.get(f"{url}/admin/v1/health").status_code in (
+            200,
+            401,
+        )  # forwarded, not a target
         skey = {"Authorization": f"Bearer {standin.stripe_key}"}
-        pi = http.post(f"{url}/v1/payment_intents", data={"amount": "5000", "currency": "usd", "metadata[event_id]": "1", "metadata[quantity]": "2", "metadata[buyer]": "a@example.com", "metadata[order_ref]": "o9"}, headers=skey).json()
-        confirmed = http.post(f"{url}/v1/payment_intents/{pi['id']}/confirm", data={"payment_method": "pm_card_visa"}, headers=skey)
+        pi = http.post(
+            f"{url}/v1/payment_intents",
+            data={
+                "amount": "5000",
+                "currency": "usd",
+                "metadata[event_id]": "1",
+                "metadata[quantity]": "2",
+                "metadata[buyer]": "a@example.com",
+                "metadata[order_ref]": "o9",
+            },
+            headers=skey,
+        ).json()
+        confirmed = http.post(
+            f"{url}/v1/payment_intents/{pi['id']}/confirm",
+            data={"payment_method": "pm_card_visa"},
+            headers=skey,
+        )
         assert confirmed.status_code == 200
         body = json.dumps(stripe_event(1, "pi_rec_1"))
         sig = stripe.WebhookSignature.generate_signature_header(body, standin.webhook_secret)
         for _ in range(2):  # Stripe delivers at least once: the second copy is a duplicate
-            hook = http.post(f"{url}/functions/v1/stripe-webhook", data=body, headers={"Stripe-Signature": sig, "Content-Type": "application/json"})
+            hook = http.post(
+                f"{url}/functions/v1/stripe-webhook",
+                data=body,
+                headers={"Stripe-Signature": sig, "Content-Type": "application/json"},
+            )
             assert hook.status_code == 200
         assert rec.stats.not_targets == 1
     with open_reader(out) as r:
@@ -85,14 +132,31 @@ def test_record_writes_each_target_request_and_never_a_secret(standin, tmp_path:
     assert [e.seq for e in events] == list(range(7))
     assert all(b.t_us >= a.t_us for a, b in zip(events, events[1:], strict=False))
     assert [e.actor for e in events[:2]] == ["attendee:1", "attendee:2"]
-    assert events[0].data() == {"ticket_code": "T1-0000003", "event_id": 1, "gate": "A", "lane": "1"}
+    assert events[0].data() == {
+        "ticket_code": "T1-0000003",
+        "event_id": 1,
+        "gate": "A",
+        "lane": "1",
+    }
     assert events[2].data() == {"query": {"select": "id,name", "id": "eq.1"}}
-    assert events[3].data() == {"amount": 5000, "currency": "usd", "quantity": 2, "event_id": 1, "buyer": "a@example.com", "order_ref": "o9"}
+    assert events[3].data() == {
+        "amount": 5000,
+        "currency": "usd",
+        "quantity": 2,
+        "event_id": 1,
+        "buyer": "a@example.com",
+        "order_ref": "o9",
+    }
     assert events[4].after == events[3].seq  # the confirm waits for its checkout
     assert events[5].data() == json.loads(body)  # stored unsigned: the event object itself
     assert header.source == "record" and header.expected["webhooks_duplicate"] == 1
     raw = out.read_bytes()
-    for secret in (standin.anon_key, standin.stripe_key, standin.webhook_secret, sig.split("v1=")[1]):
+    for secret in (
+        standin.anon_key,
+        standin.stripe_key,
+        standin.webhook_secret,
+        sig.split("v1=")[1],
+    ):
         assert secret.encode() not in raw
 
 
@@ -101,13 +165,39 @@ def test_record_realtime_subscription(standin, tmp_path: Path) -> None:
     out = tmp_path / "rt.grt"
 
     async def viewer(url: str) -> dict:
-        async with aiohttp.ClientSession() as s, s.ws_connect(f"{url}/realtime/v1/websocket?apikey={standin.anon_key}&vsn=1.0.0", headers={ACTOR_HEADER: "viewer:7"}) as ws:
-            join = {"topic": "realtime:dash", "event": "phx_join", "ref": "1", "join_ref": "1", "payload": {
-                "config": {"postgres_changes": [{"event": "*", "schema": "public", "table": "tickets", "filter": "event_id=eq.1"}]},
-                "access_token": standin.anon_key}}
+        async with (
+            aiohttp.ClientSession() as s,
+            s.ws_connect(
+                f"{url}/realtime/v1/websocket?apikey={standin.anon_key}&vsn=1.0.0",
+                headers={ACTOR_HEADER: "viewer:7"},
+            ) as ws,
+        ):
+            join = {
+                "topic": "realtime:dash",
+                "event": "phx_join",
+                "ref": "1",
+                "join_ref": "1",
+                "payload": {
+                    "config": {
+                        "postgres_changes": [
+                            {
+                                "event": "*",
+                                "schema": "public",
+                                "table": "tickets",
+                                "filter": "event_id=eq.1",
+                            }
+                        ]
+                    },
+                    "access_token": standin.anon_key,
+                },
+            }
             await ws.send_str(json.dumps(join))
             reply = await asyncio.wait_for(ws.receive_json(), 10)
-            await ws.send_str(json.dumps({"topic": "realtime:dash", "event": "phx_leave", "ref": "2", "payload": {}}))
+            await ws.send_str(
+                json.dumps(
+                    {"topic": "realtime:dash", "event": "phx_leave", "ref": "2", "payload": {}}
+                )
+            )
             return reply
 
     with recorder_in_thread(standin.url, out) as rec:
@@ -119,8 +209,18 @@ def test_record_realtime_subscription(standin, tmp_path: Path) -> None:
     with open_reader(out) as r:
         events = list(r)
     assert [(e.kind, e.actor, e.target, e.data()) for e in events] == [
-        (ev.SUBSCRIBE, "viewer:7", ev.TARGET_REALTIME_TICKETS, {"table": "tickets", "filter": "event_id=eq.1"}),
-        (ev.UNSUBSCRIBE, "viewer:7", ev.TARGET_REALTIME_TICKETS, {"table": "tickets", "filter": "event_id=eq.1"}),
+        (
+            ev.SUBSCRIBE,
+            "viewer:7",
+            ev.TARGET_REALTIME_TICKETS,
+            {"table": "tickets", "filter": "event_id=eq.1"},
+        ),
+        (
+            ev.UNSUBSCRIBE,
+            "viewer:7",
+            ev.TARGET_REALTIME_TICKETS,
+            {"table": "tickets", "filter": "event_id=eq.1"},
+        ),
     ]
     assert standin.anon_key.encode() not in out.read_bytes()
 
@@ -148,8 +248,22 @@ def test_record_killed_keeps_every_answered_request(standin, tmp_path: Path) -> 
     out = tmp_path / "killed.grt"
     code = "import click, sys; from replay.cli_record import register; g = click.Group('g'); register(g); g(sys.argv[1:])"
     proc = subprocess.Popen(
-        [sys.executable, "-c", code, "record", "--listen", "127.0.0.1:0", "--upstream", standin.url, "-o", str(out)],
-        cwd=ROOT, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        [
+            sys.executable,
+            "-c",
+            code,
+            "record",
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream",
+            standin.url,
+            "-o",
+            str(out),
+        ],
+        cwd=ROOT,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     try:
         line = proc.stderr.readline()
@@ -158,7 +272,15 @@ def test_record_killed_keeps_every_answered_request(standin, tmp_path: Path) -> 
         with requests.Session() as http:
             for i in range(25):
                 scan = {"p_ticket_code": f"T1-{i % 10:07d}", "p_event_id": 1}
-                assert http.post(f"{url}/rest/v1/rpc/scan_ticket_atomic", json=scan, headers=supa(standin), timeout=10).status_code == 200
+                assert (
+                    http.post(
+                        f"{url}/rest/v1/rpc/scan_ticket_atomic",
+                        json=scan,
+                        headers=supa(standin),
+                        timeout=10,
+                    ).status_code
+                    == 200
+                )
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
     finally:
@@ -180,11 +302,27 @@ def test_record_command_stops_cleanly_on_sigint(standin, tmp_path: Path) -> None
     out = tmp_path / "int.grt"
     code = "import click, sys; from replay.cli_record import register; g = click.Group('g'); register(g); g(sys.argv[1:])"
     proc = subprocess.Popen(
-        [sys.executable, "-c", code, "record", "--listen", "127.0.0.1:0", "--upstream", standin.url, "-o", str(out)],
-        cwd=ROOT, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        [
+            sys.executable,
+            "-c",
+            code,
+            "record",
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream",
+            standin.url,
+            "-o",
+            str(out),
+        ],
+        cwd=ROOT,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     url = proc.stderr.readline().split()[1]
-    requests.get(f"{url}/rest/v1/events", params={"select": "id"}, headers=supa(standin), timeout=10)
+    requests.get(
+        f"{url}/rest/v1/events", params={"select": "id"}, headers=supa(standin), timeout=10
+    )
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0 and "wrote" in err and "1 events" in err

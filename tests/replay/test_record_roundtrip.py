@@ -49,11 +49,16 @@ def keyed(events: list[Event]) -> list[tuple[tuple, Event]]:
 @pytest.mark.parametrize(
     ("scenario", "sets"),
     [
-        ("purchase-load", ["sales.buyers=12", "sales.window_s=5", "sales.delivery.duplicate_prob=0.3"]),
+        (
+            "purchase-load",
+            ["sales.buyers=12", "sales.window_s=5", "sales.delivery.duplicate_prob=0.3"],
+        ),
         ("scanner-burst", []),
     ],
 )
-def test_recorded_trace_matches_the_simulated_one(tmp_path: Path, scenario: str, sets: list[str]) -> None:
+def test_recorded_trace_matches_the_simulated_one(
+    tmp_path: Path, scenario: str, sets: list[str]
+) -> None:
     sim_path, rec_path, res_path = tmp_path / "sim.grt", tmp_path / "rec.grt", tmp_path / "res.grr"
     simulate(load(scenario, sets), 7, sim_path)
     with open_reader(sim_path) as r:
@@ -61,9 +66,19 @@ def test_recorded_trace_matches_the_simulated_one(tmp_path: Path, scenario: str,
         simulated = [e for e in r if e.target is not None]
     assert simulated
 
-    with standin_in_thread(inventory=header.inventory, deliver_webhooks=False) as standin, recorder_in_thread(standin.url, rec_path) as rec:
+    with (
+        standin_in_thread(inventory=header.inventory, deliver_webhooks=False) as standin,
+        recorder_in_thread(standin.url, rec_path) as rec,
+    ):
         env = {**standin.env(), "SUPABASE_URL": rec.url, "STRIPE_API_BASE": rec.url}
-        cfg = ReplayConfig(trace=str(sim_path), out=str(res_path), target=rec.url, stripe=rec.url, speed=SPEED, progress=False)
+        cfg = ReplayConfig(
+            trace=str(sim_path),
+            out=str(res_path),
+            target=rec.url,
+            stripe=rec.url,
+            speed=SPEED,
+            progress=False,
+        )
         result = run_replay(cfg, env=env, progress=None)
         assert result is not None and result.errors == 0
     with open_reader(rec_path) as r:
@@ -73,7 +88,9 @@ def test_recorded_trace_matches_the_simulated_one(tmp_path: Path, scenario: str,
     sim_keyed, rec_keyed = keyed(simulated), keyed(recorded)
     assert sorted(k for k, _ in rec_keyed) == sorted(k for k, _ in sim_keyed)
     # ... with the outcomes the model expected
-    assert sorted((k, e.expect) for k, e in rec_keyed) == sorted((k, e.expect) for k, e in sim_keyed)
+    assert sorted((k, e.expect) for k, e in rec_keyed) == sorted(
+        (k, e.expect) for k, e in sim_keyed
+    )
 
     # in the same order per actor: pair each recorded request with the simulated one it is
     queues: dict[tuple, deque[Event]] = defaultdict(deque)
@@ -98,4 +115,7 @@ def test_recorded_trace_matches_the_simulated_one(tmp_path: Path, scenario: str,
     for s, e in pairs:
         replay_t = sent[s.seq] - sent[s0.seq]
         recorded_t = e.t_us - r0.t_us
-        assert abs(recorded_t - replay_t) < 250_000, (s, e)  # the proxy's own delay, on a shared machine
+        assert abs(recorded_t - replay_t) < 250_000, (
+            s,
+            e,
+        )  # the proxy's own delay, on a shared machine

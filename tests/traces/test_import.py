@@ -31,10 +31,19 @@ def all_text(events) -> str:
 def test_common_log_format_doc_example_and_our_endpoints() -> None:
     header, events, report = import_file("clf", DATA / "common.log")
     # Apache's documentation line (GET /apache_pb.gif) is a valid line but no gaterush target
-    assert report.skipped["not a gaterush target"] == 1 and report.lines["not a gaterush target"] == [1]
-    assert report.skipped["not a common/combined log line"] == 1 and report.lines["not a common/combined log line"] == [5]
+    assert report.skipped["not a gaterush target"] == 1 and report.lines[
+        "not a gaterush target"
+    ] == [1]
+    assert report.skipped["not a common/combined log line"] == 1 and report.lines[
+        "not a common/combined log line"
+    ] == [5]
     assert report.skipped["bad time"] == 1 and report.lines["bad time"] == [7]
-    assert [e.target for e in events] == [ev.TARGET_SCAN, ev.TARGET_REST_EVENTS, ev.TARGET_SCAN, ev.TARGET_REST_TICKETS]
+    assert [e.target for e in events] == [
+        ev.TARGET_SCAN,
+        ev.TARGET_REST_EVENTS,
+        ev.TARGET_SCAN,
+        ev.TARGET_REST_TICKETS,
+    ]
     assert [e.t_us for e in events] == [0, 1_000_000, 2_000_000, 3_000_000]
     assert [e.seq for e in events] == [0, 1, 2, 3]
     assert header.origin_unix_us == 971_211_337_000_000  # 10/Oct/2000:13:55:37 -0700
@@ -58,11 +67,19 @@ def test_combined_log_format_doc_example() -> None:
 
 def test_stripe_events_list_from_the_api_reference() -> None:
     header, events, report = import_file("stripe-events", DATA / "stripe_events.json")
-    assert report.skipped == {"event without an integer 'created' time": 1} and report.lines == {"event without an integer 'created' time": [3]}
+    assert report.skipped == {"event without an integer 'created' time": 1} and report.lines == {
+        "event without an integer 'created' time": [3]
+    }
     # Stripe lists newest first; the trace is oldest first, and the repeated id is a duplicate
-    assert [e.data()["id"] for e in events] == ["evt_1NG8Du2eZvKYlo2CUI79vXWy", "evt_1NG8Du2eZvKYlo2CUI79vXWy", "evt_3NSn9mGFzsjrzPXD1ItGjCDj"]
+    assert [e.data()["id"] for e in events] == [
+        "evt_1NG8Du2eZvKYlo2CUI79vXWy",
+        "evt_1NG8Du2eZvKYlo2CUI79vXWy",
+        "evt_3NSn9mGFzsjrzPXD1ItGjCDj",
+    ]
     assert [e.expect for e in events] == [ev.PROCESSED, ev.DUPLICATE, ev.PROCESSED]
-    assert {(e.kind, e.actor, e.target) for e in events} == {(ev.WEBHOOK, "stripe", ev.TARGET_WEBHOOK)}
+    assert {(e.kind, e.actor, e.target) for e in events} == {
+        (ev.WEBHOOK, "stripe", ev.TARGET_WEBHOOK)
+    }
     assert events[-1].t_us == (1689795487 - 1686089970) * 1_000_000
     assert header.origin_unix_us == 1686089970 * 1_000_000
     assert "_secret_" not in all_text(events)  # client_secret fields are not kept
@@ -78,19 +95,35 @@ def test_supabase_export_json_and_csv_agree() -> None:
         (ev.TARGET_REST_EVENTS, "ip:198.51.100.23"),
         (ev.TARGET_WEBHOOK, "ip:54.187.174.169"),
     ]
-    assert rj.lines == {"missing or bad timestamp": [3], "no method and URL (event_message or request fields)": [4]}
-    assert [(e.t_us, e.target, e.actor, e.payload) for e in from_csv] == [(e.t_us, e.target, e.actor, e.payload) for e in from_json[:2]]
-    assert rc.lines == {"missing or bad timestamp": [4], "no method and URL (event_message or request fields)": [5]}
+    assert rj.lines == {
+        "missing or bad timestamp": [3],
+        "no method and URL (event_message or request fields)": [4],
+    }
+    assert [(e.t_us, e.target, e.actor, e.payload) for e in from_csv] == [
+        (e.t_us, e.target, e.actor, e.payload) for e in from_json[:2]
+    ]
+    assert rc.lines == {
+        "missing or bad timestamp": [4],
+        "no method and URL (event_message or request fields)": [5],
+    }
     assert from_json[1].t_us == 1_285_000  # ISO time read as UTC: 13:50:37.5 after 13:50:36.215
 
 
 @pytest.mark.parametrize("fmt", ["har", "clf", "supabase", "stripe-events"])
 @pytest.mark.parametrize(
     "content",
-    [b"", b"\x00\x01\x02binary\xff\xfejunk" * 10, b"\xff\xfe\xfd not utf8", b'{"log": {"entries": [{"request"', b"just some words\nand more\n"],
+    [
+        b"",
+        b"\x00\x01\x02binary\xff\xfejunk" * 10,
+        b"\xff\xfe\xfd not utf8",
+        b'{"log": {"entries": [{"request"',
+        b"just some words\nand more\n",
+    ],
     ids=["empty", "binary", "not-utf8", "truncated-json", "prose"],
 )
-def test_bad_files_are_clear_errors_or_counted_skips(tmp_path: Path, fmt: str, content: bytes) -> None:
+def test_bad_files_are_clear_errors_or_counted_skips(
+    tmp_path: Path, fmt: str, content: bytes
+) -> None:
     path = tmp_path / "input.txt"
     path.write_bytes(content)
     try:
@@ -109,8 +142,20 @@ def test_truncated_stripe_list_is_an_error_naming_the_file(tmp_path: Path) -> No
         import_file("stripe-events", path)
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
-@given(lines=st.lists(st.text(alphabet=st.characters(exclude_characters="\x00", exclude_categories=("Cs",)), max_size=80), max_size=20))
+@settings(
+    max_examples=80,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(
+    lines=st.lists(
+        st.text(
+            alphabet=st.characters(exclude_characters="\x00", exclude_categories=("Cs",)),
+            max_size=80,
+        ),
+        max_size=20,
+    )
+)
 def test_clf_never_crashes_on_arbitrary_lines(tmp_path: Path, lines: list[str]) -> None:
     path = tmp_path / "fuzz.log"
     good = '1.2.3.4 - - [10/Oct/2000:13:55:36 -0700] "GET /rest/v1/events HTTP/1.1" 200 5'
@@ -153,14 +198,27 @@ def test_scrub_drops_secret_fields_and_values() -> None:
         "list": ["whsec_abc", "sb_secret_xyz", "eyJa.eyJb.c", "plain"],
         "client_secret": "pi_1_secret_2",
     }
-    assert scrub(body) == {"nested": {"ok": "fine"}, "list": ["[redacted]", "[redacted]", "[redacted]", "plain"]}
+    assert scrub(body) == {
+        "nested": {"ok": "fine"},
+        "list": ["[redacted]", "[redacted]", "[redacted]", "plain"],
+    }
 
 
 def test_rpc_arguments_lose_the_profile_prefix_and_outcomes_follow_the_body() -> None:
     ep = endpoint("POST", "/rest/v1/rpc/scan_ticket_atomic")
-    args = {"p_ticket_code": "T1-0000001", "p_event_id": 1, "p_gate": "A", "p_lane": "2", "p_direction": "in"}
+    args = {
+        "p_ticket_code": "T1-0000001",
+        "p_event_id": 1,
+        "p_gate": "A",
+        "p_lane": "2",
+        "p_direction": "in",
+    }
     assert payload_for(ep, "POST", "/rest/v1/rpc/scan_ticket_atomic", {}, args) == {
-        "ticket_code": "T1-0000001", "event_id": 1, "gate": "A", "lane": "2", "direction": "in"
+        "ticket_code": "T1-0000001",
+        "event_id": 1,
+        "gate": "A",
+        "lane": "2",
+        "direction": "in",
     }
     assert outcome(ep, 200, {"outcome": "already_scanned", "ticket": {}}) == ev.ALREADY_SCANNED
     hook = endpoint("POST", "/functions/v1/stripe-webhook")
@@ -184,7 +242,9 @@ def cli() -> click.Group:
 
 def test_cli_import_writes_a_trace_and_reports(cli: click.Group, tmp_path: Path) -> None:
     out = tmp_path / "hooks.grt"
-    res = CliRunner().invoke(cli, ["trace", "import", "stripe-events", str(DATA / "stripe_events.json"), "-o", str(out)])
+    res = CliRunner().invoke(
+        cli, ["trace", "import", "stripe-events", str(DATA / "stripe_events.json"), "-o", str(out)]
+    )
     assert res.exit_code == 0, res.output
     assert "imported 3 events" in res.output and "line 3" in res.output
     with open_reader(out) as r:
@@ -192,7 +252,18 @@ def test_cli_import_writes_a_trace_and_reports(cli: click.Group, tmp_path: Path)
         assert r.header.expected["webhooks_duplicate"] == 1
         assert r.header.expected["revenue_cents"] == 5000
         assert len(list(r)) == 3
-    res = CliRunner().invoke(cli, ["trace", "import", "clf", str(DATA / "common.log"), "-o", str(tmp_path / "x.parquet"), "--json"])
+    res = CliRunner().invoke(
+        cli,
+        [
+            "trace",
+            "import",
+            "clf",
+            str(DATA / "common.log"),
+            "-o",
+            str(tmp_path / "x.parquet"),
+            "--json",
+        ],
+    )
     assert res.exit_code == 0
     report = json.loads(res.output.rsplit("\n", 2)[0])
     assert report["skipped"]["bad time"] == {"count": 1, "lines": [7]}
@@ -201,10 +272,16 @@ def test_cli_import_writes_a_trace_and_reports(cli: click.Group, tmp_path: Path)
 def test_cli_import_bad_input_exits_104_without_traceback(cli: click.Group, tmp_path: Path) -> None:
     junk = tmp_path / "junk.har"
     junk.write_bytes(b"\x00\x00\x00 binary")
-    res = CliRunner().invoke(cli, ["trace", "import", "har", str(junk), "-o", str(tmp_path / "o.grt")])
+    res = CliRunner().invoke(
+        cli, ["trace", "import", "har", str(junk), "-o", str(tmp_path / "o.grt")]
+    )
     assert res.exit_code == 104 and "junk.har" in res.output and "Traceback" not in res.output
     assert not (tmp_path / "o.grt").exists()
-    res = CliRunner().invoke(cli, ["trace", "import", "har", str(junk), "-o", str(tmp_path / "o.txt")])
+    res = CliRunner().invoke(
+        cli, ["trace", "import", "har", str(junk), "-o", str(tmp_path / "o.txt")]
+    )
     assert res.exit_code == 104 and ".parquet or .grt" in res.output
-    res = CliRunner().invoke(cli, ["trace", "import", "nope", str(junk), "-o", str(tmp_path / "o.grt")])
+    res = CliRunner().invoke(
+        cli, ["trace", "import", "nope", str(junk), "-o", str(tmp_path / "o.grt")]
+    )
     assert res.exit_code == 2

@@ -15,11 +15,15 @@ from traces.header import Inventory, VenueEvent
 from traces.importers import import_file
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-playwright = pytest.importorskip("playwright.async_api", reason="playwright is not installed (pip install playwright)")
+playwright = pytest.importorskip(
+    "playwright.async_api", reason="playwright is not installed (pip install playwright)"
+)
 
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium (/usr/bin/chromium) is not installed"),
+    pytest.mark.skipif(
+        CHROMIUM is None, reason="headless Chromium (/usr/bin/chromium) is not installed"
+    ),
 ]
 
 BROWSER_ARGS = [
@@ -37,7 +41,11 @@ async def capture_har(url: str, anon_key: str, har: Path, user_data: Path) -> No
     """Open the stand-in's events table in Chromium, then scan two tickets from that page."""
     async with playwright.async_playwright() as p:
         ctx = await p.chromium.launch_persistent_context(
-            str(user_data), executable_path=CHROMIUM, args=BROWSER_ARGS, record_har_path=str(har), record_har_content="embed"
+            str(user_data),
+            executable_path=CHROMIUM,
+            args=BROWSER_ARGS,
+            record_har_path=str(har),
+            record_har_content="embed",
         )
         try:
             page = await ctx.new_page()
@@ -54,7 +62,9 @@ async def capture_har(url: str, anon_key: str, har: Path, user_data: Path) -> No
                 }
                 return out;
             }"""
-            outcomes = await page.evaluate(script, [anon_key, ["T1-0000001", "T1-0000001", "NOPE-1"]])
+            outcomes = await page.evaluate(
+                script, [anon_key, ["T1-0000001", "T1-0000001", "NOPE-1"]]
+            )
             assert outcomes == ["valid", "already_scanned", "invalid"]
         finally:
             await ctx.close()  # writes the HAR
@@ -67,10 +77,17 @@ def test_chromium_har_of_the_stand_in_imports(tmp_path: Path) -> None:
     inventory = Inventory(events=(VenueEvent(1, "Final", 100, 10, 2500),))
     har = tmp_path / "session.har"
     with standin_in_thread(inventory=inventory) as standin:
-        asyncio.run(asyncio.wait_for(capture_har(standin.url, standin.anon_key, har, tmp_path / "profile"), 90))
+        asyncio.run(
+            asyncio.wait_for(
+                capture_har(standin.url, standin.anon_key, har, tmp_path / "profile"), 90
+            )
+        )
         anon_key = standin.anon_key
     doc = json.loads(har.read_text())
-    assert doc["log"]["creator"]["name"] == "Playwright" and doc["log"]["browser"]["name"] == "chromium"
+    assert (
+        doc["log"]["creator"]["name"] == "Playwright"
+        and doc["log"]["browser"]["name"] == "chromium"
+    )
 
     header, events, report = import_file("har", har)
     assert [(e.kind, e.target, e.expect) for e in events] == [
@@ -81,7 +98,12 @@ def test_chromium_har_of_the_stand_in_imports(tmp_path: Path) -> None:
     ]
     assert events[0].data() == {"query": {"select": "id,name"}}
     assert anon_key in har.read_text()  # the browser's HAR holds the key in its headers...
-    assert events[1].data() == {"ticket_code": "T1-0000001", "event_id": 1, "gate": "A", "lane": "1"}
+    assert events[1].data() == {
+        "ticket_code": "T1-0000001",
+        "event_id": 1,
+        "gate": "A",
+        "lane": "1",
+    }
     assert {e.actor for e in events} == {"browser:session"}
     assert [e.seq for e in events] == [0, 1, 2, 3] and events[0].t_us == 0
     assert all(b.t_us >= a.t_us for a, b in zip(events, events[1:], strict=False))

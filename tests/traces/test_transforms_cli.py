@@ -32,8 +32,26 @@ def cli() -> click.Group:
 def day(tmp_path: Path) -> Path:
     events = []
     for i in range(40):
-        scan = {"ticket_code": ev.ticket_code(1, i % 20), "event_id": 1, "gate": "A", "lane": i % 3, "direction": "in", "email": f"fan{i}@example.com"}
-        events.append(Event(i * 10_000_000, i, ev.SCAN, f"attendee:{i % 20}", ev.TARGET_SCAN, pack_payload(scan), None, ev.VALID if i < 20 else ev.ALREADY_SCANNED))
+        scan = {
+            "ticket_code": ev.ticket_code(1, i % 20),
+            "event_id": 1,
+            "gate": "A",
+            "lane": i % 3,
+            "direction": "in",
+            "email": f"fan{i}@example.com",
+        }
+        events.append(
+            Event(
+                i * 10_000_000,
+                i,
+                ev.SCAN,
+                f"attendee:{i % 20}",
+                ev.TARGET_SCAN,
+                pack_payload(scan),
+                None,
+                ev.VALID if i < 20 else ev.ALREADY_SCANNED,
+            )
+        )
     path = tmp_path / "day.parquet"
     with open_writer(path, TraceHeader(inventory=INV, origin_unix_us=10**15)) as w:
         w.write_many(events)
@@ -70,9 +88,18 @@ def test_speed_amplify_filter_anonymize(cli, day: Path, tmp_path: Path) -> None:
     h0, e0 = read(day)
     assert hb.counts == {"scan": 120} and hb.inventory.events[0].presold == 60
     assert hb.expected["admitted"] == 3 * h0.expected["admitted"] and hb.expected == {**project(eb)}
-    assert invoke(cli, "filter", day, "--actor", "attendee:1", "--actor", "attendee:2", "-o", only).exit_code == 0
+    assert (
+        invoke(
+            cli, "filter", day, "--actor", "attendee:1", "--actor", "attendee:2", "-o", only
+        ).exit_code
+        == 0
+    )
     assert {e.actor for e in read(only)[1]} == {"attendee:1", "attendee:2"}
-    res = CliRunner().invoke(cli, ["trace", "anonymize", str(day), "-o", str(anon)], env={"GATERUSH_ANON_KEY": "s3cret-key"})
+    res = CliRunner().invoke(
+        cli,
+        ["trace", "anonymize", str(day), "-o", str(anon)],
+        env={"GATERUSH_ANON_KEY": "s3cret-key"},
+    )
     assert res.exit_code == 0, res.output
     raw = anon.read_bytes()
     assert b"fan1@example.com" not in raw and b"s3cret-key" not in raw and b"attendee:1" not in raw
@@ -87,7 +114,11 @@ def test_bad_input_and_usage(cli, day: Path, tmp_path: Path) -> None:
     assert res.exit_code == 104 and "missing.grt" in res.output and "Traceback" not in res.output
     res = invoke(cli, "slice", day, "-o", day)
     assert res.exit_code == 104 and "also an input" in res.output
-    res = CliRunner().invoke(cli, ["trace", "anonymize", str(day), "-o", str(tmp_path / "x.grt")], env={"GATERUSH_ANON_KEY": ""})
+    res = CliRunner().invoke(
+        cli,
+        ["trace", "anonymize", str(day), "-o", str(tmp_path / "x.grt")],
+        env={"GATERUSH_ANON_KEY": ""},
+    )
     assert res.exit_code == 104 and "key" in res.output
     res = invoke(cli, "filter", day, "-o", tmp_path / "x.grt")
     assert res.exit_code == 2

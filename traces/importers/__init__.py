@@ -79,11 +79,15 @@ class ImportReport:
             "format": self.format,
             "source": self.source,
             "mapped": dict(self.mapped),
-            "skipped": {r: {"count": n, "lines": self.lines.get(r, [])} for r, n in self.skipped.items()},
+            "skipped": {
+                r: {"count": n, "lines": self.lines.get(r, [])} for r, n in self.skipped.items()
+            },
         }
 
 
-def build(records: Iterable[Record], fmt: str, report: ImportReport) -> tuple[TraceHeader, list[Event]]:
+def build(
+    records: Iterable[Record], fmt: str, report: ImportReport
+) -> tuple[TraceHeader, list[Event]]:
     """Sort records by time (file order on ties) into events with seq, `after` links and origin."""
     recs = sorted(records, key=lambda r: (r.t_unix_us, r.order))
     origin = recs[0].t_unix_us if recs else 0
@@ -94,7 +98,16 @@ def build(records: Iterable[Record], fmt: str, report: ImportReport) -> tuple[Tr
         if r.provides:
             created[r.provides] = seq
         events.append(
-            Event(r.t_unix_us - origin, seq, r.kind, r.actor, r.target, pack_payload(r.payload), after, r.expect)
+            Event(
+                r.t_unix_us - origin,
+                seq,
+                r.kind,
+                r.actor,
+                r.target,
+                pack_payload(r.payload),
+                after,
+                r.expect,
+            )
         )
         report.mapped[r.target or f"({r.kind})"] += 1
     header = TraceHeader(origin_unix_us=origin, source=f"import:{fmt}", scenario={})

@@ -61,7 +61,9 @@ def import_clf(path: Path) -> tuple[TraceHeader, list[Event], ImportReport]:
         if rec:
             records.append(rec)
     if parsed == 0 and report.total_skipped:
-        raise TraceError(f"{path}: not a common/combined log file: no line parses (first bad line {_first(report)})")
+        raise TraceError(
+            f"{path}: not a common/combined log file: no line parses (first bad line {_first(report)})"
+        )
     header, events = build(records, "clf", report)
     return header, events, report
 
@@ -70,7 +72,9 @@ def _first(report: ImportReport) -> int:
     return min(min(v) for v in report.lines.values() if v)
 
 
-def _record(method: str, url: str, status: int | None, actor: str, t_us: int, n: int, report: ImportReport) -> Record | None:
+def _record(
+    method: str, url: str, status: int | None, actor: str, t_us: int, n: int, report: ImportReport
+) -> Record | None:
     parts = urlsplit(url)
     ep = endpoint(method, parts.path)
     if ep is None:
@@ -83,7 +87,9 @@ def _record(method: str, url: str, status: int | None, actor: str, t_us: int, n:
 
 # --- Supabase API logs (edge_logs) exported from the Logs Explorer as JSON or CSV -------------
 
-_MESSAGE = re.compile(r"^(?P<method>[A-Z]+) \| (?P<status>\d{3}) \| (?P<ip>[^|]*) \| [^|]* \| (?P<url>\S+)")
+_MESSAGE = re.compile(
+    r"^(?P<method>[A-Z]+) \| (?P<status>\d{3}) \| (?P<ip>[^|]*) \| [^|]* \| (?P<url>\S+)"
+)
 
 
 def import_supabase(path: Path) -> tuple[TraceHeader, list[Event], ImportReport]:
@@ -120,7 +126,12 @@ def import_supabase(path: Path) -> tuple[TraceHeader, list[Event], ImportReport]
         if flat.get("path"):
             search = flat.get("search") or ""
             url = flat["path"] + (search if not search or search.startswith("?") else "?" + search)
-        ip = flat.get("cf_connecting_ip") or flat.get("x_real_ip") or _first_ip(flat.get("x_forwarded_for")) or ip
+        ip = (
+            flat.get("cf_connecting_ip")
+            or flat.get("x_real_ip")
+            or _first_ip(flat.get("x_forwarded_for"))
+            or ip
+        )
         if not method or not url:
             report.skip("no method and URL (event_message or request fields)", n)
             continue
@@ -130,11 +141,15 @@ def import_supabase(path: Path) -> tuple[TraceHeader, list[Event], ImportReport]
             report.skip("bad status code", n)
             continue
         parsed += 1
-        rec = _record(str(method), str(url), status_i, f"ip:{ip}" if ip else "client:unknown", t_us, n, report)
+        rec = _record(
+            str(method), str(url), status_i, f"ip:{ip}" if ip else "client:unknown", t_us, n, report
+        )
         if rec:
             records.append(rec)
     if parsed == 0 and report.total_skipped:
-        raise TraceError(f"{path}: not a Supabase API log export: no row has a time, method and URL")
+        raise TraceError(
+            f"{path}: not a Supabase API log export: no row has a time, method and URL"
+        )
     header, events = build(records, "supabase", report)
     return header, events, report
 
@@ -156,11 +171,15 @@ def _rows(path: Path, text: str) -> list[tuple[int, Any]]:
             else:
                 doc = [doc]
         if not isinstance(doc, list):
-            raise TraceError(f"{path}: not a Supabase log export: JSON is neither rows nor an object of rows")
+            raise TraceError(
+                f"{path}: not a Supabase log export: JSON is neither rows nor an object of rows"
+            )
         return list(enumerate(doc, start=1))
     reader = csv.DictReader(io.StringIO(text))
     if not reader.fieldnames or "timestamp" not in reader.fieldnames:
-        raise TraceError(f"{path}: not a Supabase log export: neither JSON nor CSV with a 'timestamp' column")
+        raise TraceError(
+            f"{path}: not a Supabase log export: neither JSON nor CSV with a 'timestamp' column"
+        )
     rows = []
     try:
         for row in reader:

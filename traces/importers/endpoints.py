@@ -47,7 +47,9 @@ RPC_ARG_PREFIX = "p_"  # replay's default profile: payload key k is sent as RPC 
 SCAN_OUTCOMES = frozenset({ev.VALID, ev.ALREADY_SCANNED, ev.INVALID, ev.WRONG_EVENT, ev.EXITED})
 WEBHOOK_OUTCOMES = frozenset({ev.PROCESSED, ev.DUPLICATE})
 _PI_PATH = re.compile(r"^/v1/payment_intents(?:/(?P<id>[^/]+)(?:/(?P<action>[a-z_]+))?)?/?$")
-_STRIPE_PATH = re.compile(r"^/v1/(?P<resource>[a-z_]+)(?:/(?P<id>[^/]+)(?:/(?P<action>[a-z_]+))?)?/?$")
+_STRIPE_PATH = re.compile(
+    r"^/v1/(?P<resource>[a-z_]+)(?:/(?P<id>[^/]+)(?:/(?P<action>[a-z_]+))?)?/?$"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +75,9 @@ def endpoint(method: str, path: str) -> Endpoint | None:
         fn = parts[3]
         if fn == ev.TARGET_SCAN.partition(":")[2]:
             return Endpoint(ev.SCAN, f"rpc:{fn}")
-        return Endpoint(ev.VIEW if method == "GET" or fn == "event_revenue" else "call", f"rpc:{fn}")
+        return Endpoint(
+            ev.VIEW if method == "GET" or fn == "event_revenue" else "call", f"rpc:{fn}"
+        )
     if len(parts) >= 3 and parts[:2] == ["rest", "v1"]:
         return Endpoint(ev.VIEW if method in ("GET", "HEAD") else "write", f"rest:{parts[2]}")
     if len(parts) >= 3 and parts[:2] == ["functions", "v1"]:
@@ -84,8 +88,10 @@ def endpoint(method: str, path: str) -> Endpoint | None:
     m = _PI_PATH.match(path)
     if m:
         if m["id"] is None:
-            return Endpoint(ev.CHECKOUT, ev.TARGET_PI_CREATE) if method == "POST" else Endpoint(
-                "stripe", "stripe:payment_intents.list"
+            return (
+                Endpoint(ev.CHECKOUT, ev.TARGET_PI_CREATE)
+                if method == "POST"
+                else Endpoint("stripe", "stripe:payment_intents.list")
             )
         action = m["action"] or ("retrieve" if method == "GET" else "update")
         kind = ev.CONFIRM if action == "confirm" else "stripe"
@@ -99,14 +105,20 @@ def endpoint(method: str, path: str) -> Endpoint | None:
 
 def _strip_prefix(path: str) -> str:
     """Drop anything before the first known API root (a proxy or gateway prefix)."""
-    found = [i for root in ("/rest/v1/", "/functions/v1/", "/realtime/v1/") if (i := path.find(root)) >= 0]
-    return path[min(found):] if found else path  # Stripe's /v1/ only counts at the start
+    found = [
+        i
+        for root in ("/rest/v1/", "/functions/v1/", "/realtime/v1/")
+        if (i := path.find(root)) >= 0
+    ]
+    return path[min(found) :] if found else path  # Stripe's /v1/ only counts at the start
 
 
 def parse_query(query: str | Iterable[tuple[str, str]] | Mapping[str, str]) -> dict[str, Any]:
     """Query parameters as a dict (a repeated name keeps every value in a list), secrets dropped."""
-    pairs = parse_qsl(query, keep_blank_values=True) if isinstance(query, str) else (
-        query.items() if isinstance(query, Mapping) else query
+    pairs = (
+        parse_qsl(query, keep_blank_values=True)
+        if isinstance(query, str)
+        else (query.items() if isinstance(query, Mapping) else query)
     )
     out: dict[str, Any] = {}
     for name, value in pairs:
@@ -124,7 +136,11 @@ def parse_query(query: str | Iterable[tuple[str, str]] | Mapping[str, str]) -> d
 def scrub(obj: Any) -> Any:
     """A copy of a decoded body with secret fields dropped and secret-looking values redacted."""
     if isinstance(obj, dict):
-        return {k: scrub(v) for k, v in obj.items() if not (isinstance(k, str) and k.lower() in SECRET_KEYS)}
+        return {
+            k: scrub(v)
+            for k, v in obj.items()
+            if not (isinstance(k, str) and k.lower() in SECRET_KEYS)
+        }
     if isinstance(obj, list):
         return [scrub(v) for v in obj]
     if isinstance(obj, str) and _SECRET_VALUE.search(obj):
@@ -143,7 +159,9 @@ def decode_body(body: bytes | str | None, content_type: str | None) -> Any:
             return json.loads(text)
         except ValueError:
             return {"body": text}
-    if ctype == "application/x-www-form-urlencoded" or (not ctype and "=" in text and " " not in text):
+    if ctype == "application/x-www-form-urlencoded" or (
+        not ctype and "=" in text and " " not in text
+    ):
         return _nest_form(parse_qsl(text, keep_blank_values=True))
     return {"body": text}
 
@@ -176,7 +194,10 @@ def payload_for(
     body = scrub(body)
     if ep.kind == ev.CHECKOUT and isinstance(body, dict):
         meta = body.get("metadata") if isinstance(body.get("metadata"), dict) else {}
-        out: dict[str, Any] = {"amount": _int_or(body.get("amount")), "currency": body.get("currency")}
+        out: dict[str, Any] = {
+            "amount": _int_or(body.get("amount")),
+            "currency": body.get("currency"),
+        }
         for key in ("quantity", "event_id"):
             if key in meta:
                 out[key] = _int_or(meta[key])
@@ -186,7 +207,9 @@ def payload_for(
         return out
     if ep.kind == ev.CONFIRM:
         m = _PI_PATH.match(_strip_prefix(path.split("?", 1)[0]))
-        out = {"payment_method": (body or {}).get("payment_method") if isinstance(body, dict) else None}
+        out = {
+            "payment_method": (body or {}).get("payment_method") if isinstance(body, dict) else None
+        }
         if m and m["id"]:
             out["payment_intent"] = m["id"]
         return out
@@ -198,7 +221,10 @@ def payload_for(
             return {"query": args if isinstance(args, dict) else {}}
         if isinstance(args, dict):
             # the default target profile sends payload key k as argument p_k: undo it
-            return {k.removeprefix(RPC_ARG_PREFIX) if isinstance(k, str) else k: v for k, v in args.items()}
+            return {
+                k.removeprefix(RPC_ARG_PREFIX) if isinstance(k, str) else k: v
+                for k, v in args.items()
+            }
     if isinstance(body, dict):
         if query and ep.kind != ev.WEBHOOK:
             return {**body, "query": query} if "query" not in body else body
@@ -222,7 +248,9 @@ def outcome(ep: Endpoint, status: int | None, response: Any) -> str | None:
     if ep.kind == ev.SCAN and named in SCAN_OUTCOMES:
         return named
     if ep.kind == ev.WEBHOOK and 200 <= status < 300:
-        if named == ev.DUPLICATE or (isinstance(response, dict) and response.get("duplicate") is True):
+        if named == ev.DUPLICATE or (
+            isinstance(response, dict) and response.get("duplicate") is True
+        ):
             return ev.DUPLICATE
         return ev.PROCESSED
     if ep.kind == ev.CONFIRM:
@@ -233,7 +261,10 @@ def outcome(ep: Endpoint, status: int | None, response: Any) -> str | None:
             if pi_status in ("requires_payment_method", "canceled"):
                 return ev.DECLINED
             err = response.get("error")
-            if isinstance(err, dict) and err.get("code") in ("card_declined", "payment_intent_payment_attempt_failed"):
+            if isinstance(err, dict) and err.get("code") in (
+                "card_declined",
+                "payment_intent_payment_attempt_failed",
+            ):
                 return ev.DECLINED
         if status == 402:
             return ev.DECLINED
@@ -257,7 +288,11 @@ def _named_outcome(response: Any) -> str | None:
 
 def created_id(ep: Endpoint, response: Any) -> str | None:
     """The PaymentIntent id a create answered with, to link the confirm that follows (`after`)."""
-    if ep.kind == ev.CHECKOUT and isinstance(response, dict) and isinstance(response.get("id"), str):
+    if (
+        ep.kind == ev.CHECKOUT
+        and isinstance(response, dict)
+        and isinstance(response.get("id"), str)
+    ):
         return response["id"]
     return None
 
@@ -283,7 +318,9 @@ def realtime_joins(messages: Iterable[Any]) -> list[dict[str, Any]]:
                 msg = json.loads(raw)
             except ValueError:
                 continue
-        if isinstance(msg, list) and len(msg) == 5:  # vsn 2.0.0: [join_ref, ref, topic, event, payload]
+        if (
+            isinstance(msg, list) and len(msg) == 5
+        ):  # vsn 2.0.0: [join_ref, ref, topic, event, payload]
             msg = {"topic": msg[2], "event": msg[3], "payload": msg[4]}
         if not isinstance(msg, dict) or msg.get("event") != "phx_join":
             continue

@@ -118,7 +118,15 @@ def _websocket_records(
             if "filter" in join:
                 payload["filter"] = join["filter"]
             out.append(
-                Record(t, ev.SUBSCRIBE, actor, f"realtime:{join['table']}", payload, ev.OK, order=n * 1000 + i)
+                Record(
+                    t,
+                    ev.SUBSCRIBE,
+                    actor,
+                    f"realtime:{join['table']}",
+                    payload,
+                    ev.OK,
+                    order=n * 1000 + i,
+                )
             )
     if not out:
         report.skip("websocket without a Realtime join", n)

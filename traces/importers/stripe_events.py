@@ -44,7 +44,15 @@ def import_stripe_events(path: Path) -> tuple[TraceHeader, list[Event], ImportRe
         expect = ev.DUPLICATE if obj["id"] in seen else ev.PROCESSED
         seen.add(obj["id"])
         records.append(
-            Record(int(obj["created"]) * 1_000_000, ev.WEBHOOK, STRIPE_ACTOR, ev.TARGET_WEBHOOK, scrub(obj), expect, order=i)
+            Record(
+                int(obj["created"]) * 1_000_000,
+                ev.WEBHOOK,
+                STRIPE_ACTOR,
+                ev.TARGET_WEBHOOK,
+                scrub(obj),
+                expect,
+                order=i,
+            )
         )
     header, events = build(records, "stripe-events", report)
     return header, events, report
@@ -70,7 +78,9 @@ def _items(path: Path, text: str) -> list[tuple[int, Any]]:
         return [(1, doc)]
     if isinstance(doc, list):
         return list(enumerate(doc, start=1))
-    raise TraceError(f"{path}: not a Stripe events list: expected a list object with 'data', an array, or JSON lines")
+    raise TraceError(
+        f"{path}: not a Stripe events list: expected a list object with 'data', an array, or JSON lines"
+    )
 
 
 def _problem(obj: Any) -> str | None:
