@@ -361,7 +361,8 @@ def run_replay(cfg: ReplayConfig, env: Mapping[str, str] | None = None, start_lo
             supabase_url = standin.url
             keys = Keys(
                 anon_key=standin.anon_key,
-                stripe_key=standin.stripe_key,
+                # real Stripe test mode keeps the user's key; the stand-in's Stripe subset takes its own
+                stripe_key=keys.stripe_key if stripe_mode == "real" else standin.stripe_key,
                 webhook_secret=standin.webhook_secret,
             )
             stripe_url = (
