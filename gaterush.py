@@ -12,12 +12,14 @@ import functools
 import click
 
 import replay.cli
+import replay.cli_record
 import replay.cli_report
 import sim.cli
 import sim.scenario
 import staging.cli
 import staging.server
 import traces.cli
+import traces.cli_recorded
 
 # Trace webhooks are replayed by gaterush itself (signed at send time), so the stand-in's own
 # Stripe delivery stays off during a replay: the trace, not the stand-in, decides Stripe's timing.
@@ -37,10 +39,12 @@ def main() -> None:
 
 
 traces.cli.register(main)
+traces.cli_recorded.register(main)  # adds to the `trace` group: must come after it
 sim.cli.register(main)
 staging.cli.register(main, inventory_for=sim.scenario.inventory_for)
 replay.cli.register(main, start_local=start_local_standin)
 replay.cli_report.register(main)
+replay.cli_record.register(main)
 
 
 if __name__ == "__main__":
