@@ -8,6 +8,7 @@ Models emit only at env.now, so events leave a sink already sorted by (t_us, seq
 from __future__ import annotations
 
 from collections.abc import Callable
+from itertools import repeat
 from typing import Any, Protocol
 
 import msgpack
@@ -98,4 +99,6 @@ def to_events(rows: list[tuple], first_seq: int) -> list[Event]:
     packer = msgpack.Packer(use_bin_type=True)
     packed = list(map(packer.pack, payloads))
     seqs = range(first_seq, first_seq + len(rows))
-    return list(map(Event, t_us, seqs, kinds, actors, targets, packed, afters, expects))
+    # tuple.__new__ over zip builds the NamedTuples in C (Event's own __new__ is Python code)
+    return list(map(tuple.__new__, repeat(Event, len(rows)),
+                    zip(t_us, seqs, kinds, actors, targets, packed, afters, expects, strict=True)))
