@@ -24,7 +24,7 @@ import simpy
 from sim import runner, scenario
 
 FLOOR = 100_000
-DAY = ["arrivals.attendees=100000", "event.presold=102000"]  # event-day as built in, 100,000 attendees
+DAY: list[str] = []  # event-day as built in: 100,000 attendees
 
 
 def bare_simpy(n: int = 1_000_000) -> tuple[float, float]:

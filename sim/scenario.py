@@ -8,6 +8,7 @@ key (`gate.lanes: expected an integer >= 1, got 0`).
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 import tomllib
@@ -16,12 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from models import profiles
+from models.capacity import Backend, CapacityParams
 from models.distributions import Dist
 from sim.validate import ScenarioError, build, spec, to_plain
 from traces.header import Inventory, VenueEvent
 
 __all__ = ["ScenarioError", "Scenario", "load", "parse", "builtin_names", "builtin_text", "inventory",
-           "inventory_for", "apply_overrides"]
+           "inventory_for", "apply_overrides", "capacity_params"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,6 +214,11 @@ _METRIC = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\{[^{}]+\})?$")
 def _check(sc: Scenario) -> None:
     """Checks across fields, after each field is valid on its own."""
     a, g = sc.arrivals, sc.gate
+    try:
+        dt.datetime.fromisoformat(sc.scenario.origin)
+    except ValueError:
+        raise ScenarioError("scenario.origin", f"expected an RFC 3339 time like 2026-06-13T12:00:00+00:00, "
+                                               f"got {sc.scenario.origin!r}") from None
     if sc.event.other_event_id == sc.event.id:
         raise ScenarioError("event.other_event_id", f"expected an id other than event.id ({sc.event.id})")
     if a is not None and g is None:
@@ -265,6 +272,17 @@ def arrival_profile(sc: Scenario) -> profiles.RateProfile | None:
     if a.profile == "constant":
         return profiles.constant(a.attendees / a.duration_s, a.start_s, a.duration_s)
     return profiles.RateProfile(tuple(r[0] for r in a.table), tuple(r[1] for r in a.table), a.interpolate)
+
+
+def capacity_params(sc: Scenario) -> CapacityParams:
+    """The backend capacity model of the scenario's [capacity] table (defaults when absent)."""
+    cap = sc.capacity or CapacityConfig()
+
+    def backend(b: BackendConfig) -> Backend:
+        return Backend(b.workers, b.service, b.timeout_s)
+
+    return CapacityParams(targets=tuple((name, backend(b)) for name, b in sorted(cap.targets.items())),
+                          default=backend(cap.default))
 
 
 def parse(data: dict[str, Any]) -> Scenario:

@@ -46,6 +46,8 @@ def test_to_dict_parses_back_to_the_same_scenario():
     ("sales.delivery.fail_window=[10, 5]", "sales.delivery.fail_window: expected [start, end] with end > start"),
     ("dashboard=3", "dashboard: expected a table, got 3"),
     ("bogus.x=1", "bogus: unknown key"),
+    ("scenario.origin=yesterday", "scenario.origin: expected an RFC 3339 time"),
+    ("capacity.default.workers=0", "capacity.default.workers: expected an integer >= 1, got 0"),
     ('thresholds.http_req_failed=["rate=0"]', 'thresholds."http_req_failed": expected k6 threshold expressions'),
 ])
 def test_errors_name_the_key(override, message):
@@ -92,6 +94,16 @@ def test_inventory_holds_the_events_to_seed():
     inv = scenario.inventory(scenario.load("event-day"))
     assert isinstance(inv, Inventory) and inv.allow_reentry
     main, other = inv.events
-    assert (main.id, main.presold, main.capacity) == (1, 92_000, 100_000)
+    assert (main.id, main.presold, main.capacity) == (1, 102_000, 110_000)
     assert other.id == 2 and other.presold > 0
     assert scenario.inventory_for("scanner-burst").events[0].presold == 100
+
+
+def test_capacity_params_from_the_scenario():
+    sc = scenario.load("event-day", ["capacity.default.workers=4",
+                                     'capacity.targets."rpc:scan_ticket_atomic".workers=16',
+                                     'capacity.targets."rpc:scan_ticket_atomic".timeout_s=2.5'])
+    p = scenario.capacity_params(sc)
+    assert p.backend("rpc:scan_ticket_atomic").workers == 16
+    assert p.backend("rpc:scan_ticket_atomic").timeout_s == 2.5
+    assert p.backend("rest:events").workers == 4
