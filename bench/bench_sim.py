@@ -61,8 +61,13 @@ print(json.dumps({"events": n, "maxrss_kb": resource.getrusage(resource.RUSAGE_S
 def peak_rss(sets: list[str], out: Path) -> tuple[int, float]:
     """(events, peak RSS MB) of a fresh process simulating event-day with `sets` into `out`."""
     root = Path(__file__).resolve().parent.parent
-    r = subprocess.run([sys.executable, "-c", _CHILD, json.dumps(sets), str(out)], capture_output=True,
-                       text=True, check=True, cwd=root)
+    r = subprocess.run(
+        [sys.executable, "-c", _CHILD, json.dumps(sets), str(out)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=root,
+    )
     d = json.loads(r.stdout.strip().splitlines()[-1])
     return d["events"], d["maxrss_kb"] / 1024
 
@@ -72,7 +77,9 @@ def main() -> None:
     print("command: python -m bench sim")
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "day.parquet"
-        end_to_end(["arrivals.attendees=5000", "event.presold=6000"], out)  # warm up imports, caches
+        end_to_end(
+            ["arrivals.attendees=5000", "event.presold=6000"], out
+        )  # warm up imports, caches
         bw, bc = bare_simpy()
         n, wall, cpu = end_to_end(DAY, out)
         bw2, bc2 = bare_simpy()
@@ -80,10 +87,14 @@ def main() -> None:
         size = os.path.getsize(out)
         ew, ec = n / wall, n / cpu
         print(f"event-day, 100,000 attendees: {n:,} trace events, {size / 1e6:.1f} MB Parquet")
-        print(f"  end to end (simulate + write Parquet): {ew:,.0f} events/s wall ({wall:.2f} s), "
-              f"{ec:,.0f} events/s CPU ({cpu:.2f} s)   floor {FLOOR:,}: "
-              f"{'ok' if max(ew, ec) >= FLOOR else 'BELOW'}{'' if ew >= FLOOR else ' (wall below: machine busy?)'}")
-        print(f"  bare SimPy timeout loop:               {bw:,.0f} events/s wall, {bc:,.0f} events/s CPU")
+        print(
+            f"  end to end (simulate + write Parquet): {ew:,.0f} events/s wall ({wall:.2f} s), "
+            f"{ec:,.0f} events/s CPU ({cpu:.2f} s)   floor {FLOOR:,}: "
+            f"{'ok' if max(ew, ec) >= FLOOR else 'BELOW'}{'' if ew >= FLOOR else ' (wall below: machine busy?)'}"
+        )
+        print(
+            f"  bare SimPy timeout loop:               {bw:,.0f} events/s wall, {bc:,.0f} events/s CPU"
+        )
         print(f"  ratio trace events / bare SimPy events: {ew / bw:.2f} wall, {ec / bc:.2f} CPU")
         for attendees in (50_000, 200_000):
             sets = [f"arrivals.attendees={attendees}", f"event.presold={attendees + 2000}"]

@@ -66,7 +66,9 @@ class _Server:
         self.timeout_us = None if b.timeout_s is None else b.timeout_s * 1e6
 
 
-def predict(events: Iterable[Event], params: CapacityParams, rng: np.random.Generator) -> Iterator[Prediction]:
+def predict(
+    events: Iterable[Event], params: CapacityParams, rng: np.random.Generator
+) -> Iterator[Prediction]:
     """Predictions for every event with a target that a backend serves, in the order they are sent."""
     base = int(rng.integers(0, 2**63 - 1))
     servers: dict[str, _Server | None] = {}
@@ -132,4 +134,3 @@ def predict(events: Iterable[Event], params: CapacityParams, rng: np.random.Gene
                 continue
         yield serve(e.t_us, e)
     yield from release(float("inf"))
-

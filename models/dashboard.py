@@ -39,8 +39,15 @@ def load_queries(event_id: int) -> list[tuple[str, dict]]:
     eq = f"eq.{event_id}"
     return [
         (TARGET_REST_EVENTS, {"select": "id,name,capacity,starts_at", "id": eq}),
-        (TARGET_REST_TICKETS, {"select": "id,code,status,first_scanned_at", "event_id": eq,
-                               "order": "updated_at.desc", "limit": "50"}),
+        (
+            TARGET_REST_TICKETS,
+            {
+                "select": "id,code,status,first_scanned_at",
+                "event_id": eq,
+                "order": "updated_at.desc",
+                "limit": "50",
+            },
+        ),
         (TARGET_REVENUE, {"p_event_id": event_id}),
     ]
 

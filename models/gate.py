@@ -51,7 +51,9 @@ class GateParams:
     service: Dist = Dist("lognormal", 3.5, 1.5)
     # weights of valid / screenshot copy / invalid (forged) / wrong-event tickets
     mix: tuple[float, float, float, float] = (0.95, 0.02, 0.02, 0.01)
-    screenshot_gap_s: float = 60.0  # a screenshot copies a ticket whose holder came at least this earlier
+    screenshot_gap_s: float = (
+        60.0  # a screenshot copies a ticket whose holder came at least this earlier
+    )
     wrong_event_id: int = 2
     wrong_presold: int = 1
     rescan_prob: float = 0.0  # a scanner error: the scan is repeated after rescan_delay
@@ -69,7 +71,9 @@ class GateParams:
 class Gate:
     """A gate whose lanes are SimPy processes; arrivals hand it groups through `join`."""
 
-    def __init__(self, env: simpy.Environment, params: GateParams, rng: np.random.Generator, emit: Emit):
+    def __init__(
+        self, env: simpy.Environment, params: GateParams, rng: np.random.Generator, emit: Emit
+    ):
         self.env, self.p, self.emit = env, params, emit
         mix_rng, svc_rng, u_rng, rescan_rng, out_rng, away_rng, leave_rng = rng.spawn(7)
         self._offset = float(mix_rng.random())
@@ -190,8 +194,13 @@ class Gate:
                 yield ev
                 continue
             actor, idx, code = q.popleft()
-            payload = {"ticket_code": code, "event_id": p.event_id, "gate": p.gate, "lane": lane_name,
-                       "direction": "in"}
+            payload = {
+                "ticket_code": code,
+                "event_id": p.event_id,
+                "gate": p.gate,
+                "lane": lane_name,
+                "direction": "in",
+            }
             outcome = self._outcome_in(idx)
             emit(SCAN, actor, TARGET_SCAN, payload, None, outcome)
             if p.rescan_prob and next(u) < p.rescan_prob:
@@ -222,8 +231,13 @@ class Gate:
         if self._state[idx] != INSIDE:
             return
         self._state[idx] = OUTSIDE
-        payload = {"ticket_code": ticket_code(p.event_id, idx), "event_id": p.event_id, "gate": p.gate,
-                   "lane": lane, "direction": "out"}
+        payload = {
+            "ticket_code": ticket_code(p.event_id, idx),
+            "event_id": p.event_id,
+            "gate": p.gate,
+            "lane": lane,
+            "direction": "out",
+        }
         self.emit(SCAN, actor, TARGET_SCAN, payload, None, EXITED)
         yield env.timeout(away)
         self.emit(ARRIVE, actor, None, {"gate": p.gate, "reentry": True})

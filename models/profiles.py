@@ -115,7 +115,9 @@ def stadium(
     if pre_share < 0:
         raise ValueError("late_share + after_share must be <= 1")
     if first >= hour:
-        raise ValueError("gates_open_min + early_min must exceed 60 (the last hour is the late window)")
+        raise ValueError(
+            "gates_open_min + early_min must exceed 60 (the last hour is the late window)"
+        )
     # pre window: linear from a/2 to a  ->  integral = T * 0.75 a
     a = pre_share * attendees / ((hour - first) * 0.75)
     q = 2 * after_share * attendees / (end - start_s) if after_min > 0 else 0.0
@@ -123,7 +125,9 @@ def stadium(
     # late window integral: t1 (a + p) / 2 + t2 (p + q) / 2 = late_share * N
     p = (late_share * attendees - t1 * a / 2 - t2 * q / 2) / ((t1 + t2) / 2)
     if p < 0:
-        raise ValueError("late_share is too small for the other shares (the peak rate would be negative)")
+        raise ValueError(
+            "late_share is too small for the other shares (the peak rate would be negative)"
+        )
     times = [first, hour, peak_t, start_s]
     rates = [a / 2, a, p, q]
     if after_min > 0:

@@ -70,45 +70,119 @@ def sales(
         if t > env.now:
             yield env.timeout(t - env.now)
         quantity = next(quantities) + 1
-        env.process(_buyer(env, params, emit, deliver, b, tag, quantity, next(think), next(u), next(u),
-                           next(u), next(refund_after)))
+        env.process(
+            _buyer(
+                env,
+                params,
+                emit,
+                deliver,
+                b,
+                tag,
+                quantity,
+                next(think),
+                next(u),
+                next(u),
+                next(u),
+                next(refund_after),
+            )
+        )
 
 
-def _buyer(env, p: SalesParams, emit: Emit, deliver: Deliverer, b: int, tag: str, quantity: int,
-           think: float, u_abandon: float, u_decline: float, u_refund: float, refund_after: float):
+def _buyer(
+    env,
+    p: SalesParams,
+    emit: Emit,
+    deliver: Deliverer,
+    b: int,
+    tag: str,
+    quantity: int,
+    think: float,
+    u_abandon: float,
+    u_decline: float,
+    u_refund: float,
+    refund_after: float,
+):
     actor = f"buyer:{b}"
     pi_id = f"pi_{tag}_{b:06d}"
     amount = p.price_cents * quantity
-    meta = {"event_id": str(p.event_id), "quantity": str(quantity), "buyer": f"buyer{b}@example.com",
-            "order_ref": f"ord_{tag}_{b:06d}"}
-    checkout = emit(CHECKOUT, actor, TARGET_PI_CREATE,
-                    {"amount": amount, "currency": p.currency, "quantity": quantity,
-                     "event_id": p.event_id, "buyer": meta["buyer"], "order_ref": meta["order_ref"]},
-                    None, OK)
+    meta = {
+        "event_id": str(p.event_id),
+        "quantity": str(quantity),
+        "buyer": f"buyer{b}@example.com",
+        "order_ref": f"ord_{tag}_{b:06d}",
+    }
+    checkout = emit(
+        CHECKOUT,
+        actor,
+        TARGET_PI_CREATE,
+        {
+            "amount": amount,
+            "currency": p.currency,
+            "quantity": quantity,
+            "event_id": p.event_id,
+            "buyer": meta["buyer"],
+            "order_ref": meta["order_ref"],
+        },
+        None,
+        OK,
+    )
     if p.send_created:
-        deliver.send(event(f"evt_{tag}_{b:06d}_c", "payment_intent.created",
-                           payment_intent(pi_id, amount, p.currency, "requires_payment_method", meta),
-                           deliver.created()))
+        deliver.send(
+            event(
+                f"evt_{tag}_{b:06d}_c",
+                "payment_intent.created",
+                payment_intent(pi_id, amount, p.currency, "requires_payment_method", meta),
+                deliver.created(),
+            )
+        )
     yield env.timeout(think)
     if u_abandon < p.abandon_prob:
         emit(ABANDON, actor, None, {"order_ref": meta["order_ref"]})
         return
     if u_decline < p.decline_prob:
-        emit(CONFIRM, actor, TARGET_PI_CONFIRM, {"payment_method": "pm_card_chargeDeclined"}, checkout,
-             DECLINED)
-        deliver.send(event(f"evt_{tag}_{b:06d}_f", "payment_intent.payment_failed",
-                           payment_intent(pi_id, amount, p.currency, "requires_payment_method", meta),
-                           deliver.created()))
+        emit(
+            CONFIRM,
+            actor,
+            TARGET_PI_CONFIRM,
+            {"payment_method": "pm_card_chargeDeclined"},
+            checkout,
+            DECLINED,
+        )
+        deliver.send(
+            event(
+                f"evt_{tag}_{b:06d}_f",
+                "payment_intent.payment_failed",
+                payment_intent(pi_id, amount, p.currency, "requires_payment_method", meta),
+                deliver.created(),
+            )
+        )
         return
     emit(CONFIRM, actor, TARGET_PI_CONFIRM, {"payment_method": "pm_card_visa"}, checkout, SUCCEEDED)
     created = deliver.created()
     # two events of one payment, delivered independently: their order is not guaranteed
-    deliver.send(event(f"evt_{tag}_{b:06d}_s", "payment_intent.succeeded",
-                       payment_intent(pi_id, amount, p.currency, "succeeded", meta), created))
-    deliver.send(event(f"evt_{tag}_{b:06d}_h", "charge.succeeded",
-                       charge(f"ch_{tag}_{b:06d}", pi_id, amount, p.currency, meta), created))
+    deliver.send(
+        event(
+            f"evt_{tag}_{b:06d}_s",
+            "payment_intent.succeeded",
+            payment_intent(pi_id, amount, p.currency, "succeeded", meta),
+            created,
+        )
+    )
+    deliver.send(
+        event(
+            f"evt_{tag}_{b:06d}_h",
+            "charge.succeeded",
+            charge(f"ch_{tag}_{b:06d}", pi_id, amount, p.currency, meta),
+            created,
+        )
+    )
     if u_refund < p.refund_prob:
         yield env.timeout(refund_after)
-        deliver.send(event(f"evt_{tag}_{b:06d}_r", "charge.refunded",
-                           charge(f"ch_{tag}_{b:06d}", pi_id, amount, p.currency, meta, refunded=True),
-                           deliver.created()))
+        deliver.send(
+            event(
+                f"evt_{tag}_{b:06d}_r",
+                "charge.refunded",
+                charge(f"ch_{tag}_{b:06d}", pi_id, amount, p.currency, meta, refunded=True),
+                deliver.created(),
+            )
+        )

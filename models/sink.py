@@ -42,7 +42,9 @@ class Clock(Protocol):
 class StreamSink:
     """Buffers emitted events and hands them, packed, as lists of Event to `consumer` every `batch`."""
 
-    def __init__(self, clock: Clock, consumer: Callable[[list[Event]], None], batch: int = BATCH) -> None:
+    def __init__(
+        self, clock: Clock, consumer: Callable[[list[Event]], None], batch: int = BATCH
+    ) -> None:
         self._clock = clock
         self._consumer = consumer
         self._batch = batch
@@ -100,5 +102,10 @@ def to_events(rows: list[tuple], first_seq: int) -> list[Event]:
     packed = list(map(packer.pack, payloads))
     seqs = range(first_seq, first_seq + len(rows))
     # tuple.__new__ over zip builds the NamedTuples in C (Event's own __new__ is Python code)
-    return list(map(tuple.__new__, repeat(Event, len(rows)),
-                    zip(t_us, seqs, kinds, actors, targets, packed, afters, expects, strict=True)))
+    return list(
+        map(
+            tuple.__new__,
+            repeat(Event, len(rows)),
+            zip(t_us, seqs, kinds, actors, targets, packed, afters, expects, strict=True),
+        )
+    )

@@ -20,26 +20,59 @@ from traces.event import DUPLICATE, PROCESSED, TARGET_WEBHOOK, WEBHOOK
 API_VERSION = "2024-06-20"
 
 
-def payment_intent(pi_id: str, amount: int, currency: str, status: str, metadata: dict[str, str]) -> dict:
+def payment_intent(
+    pi_id: str, amount: int, currency: str, status: str, metadata: dict[str, str]
+) -> dict:
     """A PaymentIntent object as Stripe puts it in an event's data.object."""
-    return {"id": pi_id, "object": "payment_intent", "amount": amount, "amount_received":
-            amount if status == "succeeded" else 0, "currency": currency, "livemode": False,
-            "metadata": metadata, "status": status}
+    return {
+        "id": pi_id,
+        "object": "payment_intent",
+        "amount": amount,
+        "amount_received": amount if status == "succeeded" else 0,
+        "currency": currency,
+        "livemode": False,
+        "metadata": metadata,
+        "status": status,
+    }
 
 
-def charge(ch_id: str, pi_id: str, amount: int, currency: str, metadata: dict[str, str],
-           refunded: bool = False) -> dict:
+def charge(
+    ch_id: str,
+    pi_id: str,
+    amount: int,
+    currency: str,
+    metadata: dict[str, str],
+    refunded: bool = False,
+) -> dict:
     """A Charge object for charge.succeeded / charge.refunded."""
-    return {"id": ch_id, "object": "charge", "amount": amount, "amount_refunded": amount if refunded else 0,
-            "currency": currency, "livemode": False, "metadata": metadata, "paid": True,
-            "payment_intent": pi_id, "refunded": refunded, "status": "succeeded"}
+    return {
+        "id": ch_id,
+        "object": "charge",
+        "amount": amount,
+        "amount_refunded": amount if refunded else 0,
+        "currency": currency,
+        "livemode": False,
+        "metadata": metadata,
+        "paid": True,
+        "payment_intent": pi_id,
+        "refunded": refunded,
+        "status": "succeeded",
+    }
 
 
 def event(evt_id: str, etype: str, obj: dict, created: int) -> dict[str, Any]:
     """A Stripe event object (the body of a webhook delivery)."""
-    return {"id": evt_id, "object": "event", "api_version": API_VERSION, "created": created,
-            "data": {"object": obj}, "livemode": False, "pending_webhooks": 1,
-            "request": {"id": None, "idempotency_key": None}, "type": etype}
+    return {
+        "id": evt_id,
+        "object": "event",
+        "api_version": API_VERSION,
+        "created": created,
+        "data": {"object": obj},
+        "livemode": False,
+        "pending_webhooks": 1,
+        "request": {"id": None, "idempotency_key": None},
+        "type": etype,
+    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +97,9 @@ class Deliverer:
     timeout), then retried with exponential backoff: retries are duplicates by construction.
     """
 
-    def __init__(self, env: simpy.Environment, params: DeliveryParams, rng: np.random.Generator, emit: Emit):
+    def __init__(
+        self, env: simpy.Environment, params: DeliveryParams, rng: np.random.Generator, emit: Emit
+    ):
         self.env, self.p, self.emit = env, params, emit
         d_rng, u_rng = rng.spawn(2)
         self._delay = params.delay.stream(d_rng)

@@ -25,7 +25,8 @@ class BurstParams:
     currency: str = "usd"
     quantity_weights: tuple[float, ...] = (0.7, 0.2, 0.1)
     # in the burst Stripe delivers at once: no extra delay unless asked
-    delivery: DeliveryParams = field(default_factory=lambda: DeliveryParams(Dist("fixed", 0.0), duplicate_prob=0.0)
+    delivery: DeliveryParams = field(
+        default_factory=lambda: DeliveryParams(Dist("fixed", 0.0), duplicate_prob=0.0)
     )
 
 
@@ -43,8 +44,15 @@ def webhook_burst(
         if t > env.now:
             yield env.timeout(t - env.now)
         quantity = next(quantities) + 1
-        meta = {"event_id": str(params.event_id), "quantity": str(quantity),
-                "buyer": f"late{n}@example.com", "order_ref": f"ord_{tag}_b{n:06d}"}
-        pi = payment_intent(f"pi_{tag}_b{n:06d}", params.price_cents * quantity, params.currency,
-                            "succeeded", meta)
-        deliver.send(event(f"evt_{tag}_b{n:06d}", "payment_intent.succeeded", pi, deliver.created()))
+        meta = {
+            "event_id": str(params.event_id),
+            "quantity": str(quantity),
+            "buyer": f"late{n}@example.com",
+            "order_ref": f"ord_{tag}_b{n:06d}",
+        }
+        pi = payment_intent(
+            f"pi_{tag}_b{n:06d}", params.price_cents * quantity, params.currency, "succeeded", meta
+        )
+        deliver.send(
+            event(f"evt_{tag}_b{n:06d}", "payment_intent.succeeded", pi, deliver.created())
+        )

@@ -52,7 +52,9 @@ def _size(sc: scenario.Scenario) -> int:
     """A rough count of the events a scenario makes (to decide on a progress bar)."""
     n = 0
     if sc.arrivals is not None:
-        n += 3 * sc.arrivals.attendees * (sc.arrivals.waves if sc.arrivals.profile == "burst" else 1)
+        n += (
+            3 * sc.arrivals.attendees * (sc.arrivals.waves if sc.arrivals.profile == "burst" else 1)
+        )
     if sc.sales is not None:
         n += 5 * sc.sales.buyers
     if sc.webhook_burst is not None:
@@ -64,13 +66,30 @@ def _size(sc: scenario.Scenario) -> int:
 
 @click.command("simulate")
 @click.argument("scenario_name", metavar="SCENARIO|FILE.toml")
-@click.option("-o", "--output", "out", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="Trace file to write: .parquet or .grt.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Random seed (same seed, same bytes).")
-@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
-              help="Override a scenario value (TOML syntax), e.g. --set gate.lanes=12. Repeatable.")
-@click.option("--progress/--no-progress", default=None, help="Progress bar on stderr (default: on long runs).")
-def simulate_cmd(scenario_name: str, out: Path, seed: int, sets: tuple[str, ...], progress: bool | None) -> None:
+@click.option(
+    "-o",
+    "--output",
+    "out",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Trace file to write: .parquet or .grt.",
+)
+@click.option(
+    "--seed", type=int, default=0, show_default=True, help="Random seed (same seed, same bytes)."
+)
+@click.option(
+    "--set",
+    "sets",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a scenario value (TOML syntax), e.g. --set gate.lanes=12. Repeatable.",
+)
+@click.option(
+    "--progress/--no-progress", default=None, help="Progress bar on stderr (default: on long runs)."
+)
+def simulate_cmd(
+    scenario_name: str, out: Path, seed: int, sets: tuple[str, ...], progress: bool | None
+) -> None:
     """Simulate a scenario (a built-in name or a TOML file) into a trace file.
 
     \b
@@ -87,11 +106,14 @@ def simulate_cmd(scenario_name: str, out: Path, seed: int, sets: tuple[str, ...]
         raise InvalidInput(f"{out}: directory {str(out.parent)!r} does not exist")
     if seed < 0:
         raise InvalidInput(f"--seed: expected an integer >= 0, got {seed}")
-    show = progress if progress is not None else (_size(sc) >= LONG_RUN_EVENTS and sys.stderr.isatty())
+    show = (
+        progress if progress is not None else (_size(sc) >= LONG_RUN_EVENTS and sys.stderr.isatty())
+    )
     try:
         if show:
-            with click.progressbar(length=1000, label=f"simulating {sc.name}", file=sys.stderr,
-                                   show_eta=True) as bar:
+            with click.progressbar(
+                length=1000, label=f"simulating {sc.name}", file=sys.stderr, show_eta=True
+            ) as bar:
                 done = [0]
 
                 def tick(f: float) -> None:

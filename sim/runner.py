@@ -35,7 +35,9 @@ Progress = Callable[[float], None]  # called with the fraction of simulated time
 def model_rng(seed: int, name: str) -> np.random.Generator:
     """The random stream of one model: a child of SeedSequence(seed) keyed by the model's name."""
     root = np.random.SeedSequence(seed)
-    child = np.random.SeedSequence(root.entropy, spawn_key=(*root.spawn_key, zlib.crc32(name.encode())))
+    child = np.random.SeedSequence(
+        root.entropy, spawn_key=(*root.spawn_key, zlib.crc32(name.encode()))
+    )
     return np.random.default_rng(child)
 
 
@@ -49,13 +51,26 @@ def origin_unix_us(sc: Scenario) -> int:
 
 def header(sc: Scenario, seed: int) -> TraceHeader:
     """The header a simulated trace starts with (writers fill in counts and the expected end state)."""
-    return TraceHeader(scenario=sc.to_dict(), seed=seed, origin_unix_us=origin_unix_us(sc),
-                       inventory=inventory(sc), source="simulate")
+    return TraceHeader(
+        scenario=sc.to_dict(),
+        seed=seed,
+        origin_unix_us=origin_unix_us(sc),
+        inventory=inventory(sc),
+        source="simulate",
+    )
 
 
 def _delivery(d: DeliveryConfig, origin_s: int) -> DeliveryParams:
-    return DeliveryParams(d.delay, d.duplicate_prob, d.fail_prob, d.fail_window, d.retry_base_s,
-                          d.retry_factor, d.max_retries, origin_s)
+    return DeliveryParams(
+        d.delay,
+        d.duplicate_prob,
+        d.fail_prob,
+        d.fail_window,
+        d.retry_base_s,
+        d.retry_factor,
+        d.max_retries,
+        origin_s,
+    )
 
 
 def horizon(sc: Scenario) -> float:
@@ -87,36 +102,79 @@ def build(env: simpy.Environment, sc: Scenario, seed: int, emit) -> None:
         a, g = sc.arrivals, sc.gate
         m = g.tickets
         gp = GateParams(
-            event_id=e.id, presold=e.presold, gate=g.name, lanes=g.lanes, queue=g.queue, service=g.service,
-            mix=(m.valid, m.screenshot, m.invalid, m.wrong_event), screenshot_gap_s=g.screenshot_gap_s,
-            wrong_event_id=e.other_event_id, wrong_presold=e.other_presold, rescan_prob=g.rescan_prob,
-            rescan_delay=g.rescan_delay, allow_reentry=e.allow_reentry, reentry_prob=g.reentry_prob,
-            passout_after=g.passout_after, away=g.away,
+            event_id=e.id,
+            presold=e.presold,
+            gate=g.name,
+            lanes=g.lanes,
+            queue=g.queue,
+            service=g.service,
+            mix=(m.valid, m.screenshot, m.invalid, m.wrong_event),
+            screenshot_gap_s=g.screenshot_gap_s,
+            wrong_event_id=e.other_event_id,
+            wrong_presold=e.other_presold,
+            rescan_prob=g.rescan_prob,
+            rescan_delay=g.rescan_delay,
+            allow_reentry=e.allow_reentry,
+            reentry_prob=g.reentry_prob,
+            passout_after=g.passout_after,
+            away=g.away,
             open_s=max(0.0, e.start_s - a.gates_open_min * 60) if a.profile == "stadium" else 0.0,
-            end_s=(e.start_s + e.length_s) if g.departures else None, leave_after=g.leave_after)
+            end_s=(e.start_s + e.length_s) if g.departures else None,
+            leave_after=g.leave_after,
+        )
         gate = Gate(env, gp, model_rng(seed, "gate"), emit)
         prof = arrival_profile(sc)
-        ap = ArrivalParams(profile=prof, group_weights=a.group_sizes, burst=a.attendees,
-                           burst_at=tuple(a.start_s + w * a.wave_gap_s for w in range(a.waves)), gate=g.name)
+        ap = ArrivalParams(
+            profile=prof,
+            group_weights=a.group_sizes,
+            burst=a.attendees,
+            burst_at=tuple(a.start_s + w * a.wave_gap_s for w in range(a.waves)),
+            gate=g.name,
+        )
         env.process(arrivals(env, ap, model_rng(seed, "arrivals"), emit, gate.join))
     if sc.sales is not None:
         s = sc.sales
-        sp = SalesParams(event_id=e.id, price_cents=e.price_cents, currency=e.currency, buyers=s.buyers,
-                         start_s=s.start_s, window_s=s.window_s, tau_s=s.tau_s, quantity_weights=s.quantities,
-                         think=s.think, abandon_prob=s.abandon_prob, decline_prob=s.decline_prob,
-                         refund_prob=s.refund_prob, refund_after=s.refund_after, send_created=s.send_created,
-                         delivery=_delivery(s.delivery, origin_s))
+        sp = SalesParams(
+            event_id=e.id,
+            price_cents=e.price_cents,
+            currency=e.currency,
+            buyers=s.buyers,
+            start_s=s.start_s,
+            window_s=s.window_s,
+            tau_s=s.tau_s,
+            quantity_weights=s.quantities,
+            think=s.think,
+            abandon_prob=s.abandon_prob,
+            decline_prob=s.decline_prob,
+            refund_prob=s.refund_prob,
+            refund_after=s.refund_after,
+            send_created=s.send_created,
+            delivery=_delivery(s.delivery, origin_s),
+        )
         env.process(sales(env, sp, model_rng(seed, "sales"), emit))
     if sc.webhook_burst is not None:
         b = sc.webhook_burst
-        bp = BurstParams(event_id=e.id, events=b.events, start_s=b.start_s, window_s=b.window_s,
-                         price_cents=b.price_cents, currency=e.currency, quantity_weights=b.quantities,
-                         delivery=_delivery(b.delivery, origin_s))
+        bp = BurstParams(
+            event_id=e.id,
+            events=b.events,
+            start_s=b.start_s,
+            window_s=b.window_s,
+            price_cents=b.price_cents,
+            currency=e.currency,
+            quantity_weights=b.quantities,
+            delivery=_delivery(b.delivery, origin_s),
+        )
         env.process(webhook_burst(env, bp, model_rng(seed, "webhook_burst"), emit))
     if sc.dashboard is not None:
         d = sc.dashboard
-        dp = DashboardParams(event_id=e.id, viewers=d.viewers, start_s=d.start_s, window_s=d.window_s,
-                             stay=d.stay, reload=d.reload)
+        dp = DashboardParams(
+            event_id=e.id,
+            viewers=d.viewers,
+            start_s=d.start_s,
+            window_s=d.window_s,
+            stay=d.stay,
+            reload=d.reload,
+        )
         env.process(dashboard(env, dp, model_rng(seed, "dashboard"), emit))
 
 
@@ -132,8 +190,13 @@ def _fewer_collections() -> Iterator[None]:
         gc.set_threshold(*old)
 
 
-def run(sc: Scenario, seed: int, consumer: Callable[[list[Event]], None], progress: Progress | None = None,
-        batch: int = BATCH) -> int:
+def run(
+    sc: Scenario,
+    seed: int,
+    consumer: Callable[[list[Event]], None],
+    progress: Progress | None = None,
+    batch: int = BATCH,
+) -> int:
     """Simulate the scenario, handing events in batches (sorted by t_us, seq) to consumer; returns the count."""
     env = simpy.Environment()
     sink = StreamSink(env, consumer, batch)
@@ -151,7 +214,9 @@ def run(sc: Scenario, seed: int, consumer: Callable[[list[Event]], None], progre
     return sink.count
 
 
-def simulate(sc: Scenario, seed: int, out: str | os.PathLike, progress: Progress | None = None) -> int:
+def simulate(
+    sc: Scenario, seed: int, out: str | os.PathLike, progress: Progress | None = None
+) -> int:
     """Simulate the scenario into a trace file (format from the suffix); returns the event count.
 
     The file appears only when complete: events go to a temporary file next to it, renamed at the end.

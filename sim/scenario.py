@@ -22,8 +22,18 @@ from models.distributions import Dist
 from sim.validate import ScenarioError, build, spec, to_plain
 from traces.header import Inventory, VenueEvent
 
-__all__ = ["ScenarioError", "Scenario", "load", "parse", "builtin_names", "builtin_text", "inventory",
-           "inventory_for", "apply_overrides", "capacity_params"]
+__all__ = [
+    "ScenarioError",
+    "Scenario",
+    "load",
+    "parse",
+    "builtin_names",
+    "builtin_text",
+    "inventory",
+    "inventory_for",
+    "apply_overrides",
+    "capacity_params",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +52,9 @@ class EventConfig:
     id: int = spec(1, ge=1)
     name: str = spec("Stadium match")
     capacity: int = spec(1000, ge=0)
-    presold: int = spec(1000, ge=0, doc="tickets sold before t = 0: codes ticket_code(id, 0..presold-1)")
+    presold: int = spec(
+        1000, ge=0, doc="tickets sold before t = 0: codes ticket_code(id, 0..presold-1)"
+    )
     price_cents: int = spec(8500, ge=0)
     currency: str = spec("usd")
     start_s: float = spec(0.0, ge=0, doc="when the event starts, seconds after the origin")
@@ -57,11 +69,19 @@ class ArrivalsConfig:
     """How the crowd comes: profile stadium | constant | table | burst, in groups."""
 
     profile: str = spec("constant", choices=("stadium", "constant", "table", "burst"))
-    attendees: int = spec(1000, ge=0, doc="expected attendees (stadium, constant, and per wave for burst; a table gives its own rates)")
+    attendees: int = spec(
+        1000,
+        ge=0,
+        doc="expected attendees (stadium, constant, and per wave for burst; a table gives its own rates)",
+    )
     group_sizes: tuple[float, ...] = spec((1.0,), ge=0, doc="weights of groups of 1, 2, 3, ...")
     # stadium
-    gates_open_min: float = spec(90.0, gt=0, doc="the lanes start scanning this long before the start")
-    early_min: float = spec(30.0, ge=0, doc="the first arrivals come this long before the gates open, and queue")
+    gates_open_min: float = spec(
+        90.0, gt=0, doc="the lanes start scanning this long before the start"
+    )
+    early_min: float = spec(
+        30.0, ge=0, doc="the first arrivals come this long before the gates open, and queue"
+    )
     late_share: float = spec(0.6, ge=0, le=1)
     after_share: float = spec(0.03, ge=0, le=1)
     after_min: float = spec(30.0, ge=0)
@@ -127,7 +147,9 @@ class SalesConfig:
     start_s: float = spec(0.0, ge=0)
     window_s: float = spec(600.0, gt=0)
     tau_s: float = spec(120.0, ge=0)
-    quantities: tuple[float, ...] = spec((0.4, 0.35, 0.15, 0.1), ge=0, doc="weights of 1, 2, ... tickets")
+    quantities: tuple[float, ...] = spec(
+        (0.4, 0.35, 0.15, 0.1), ge=0, doc="weights of 1, 2, ... tickets"
+    )
     think: Dist = spec(Dist("lognormal", 20.0, 10.0))
     abandon_prob: float = spec(0.0, ge=0, le=1)
     decline_prob: float = spec(0.0, ge=0, le=1)
@@ -146,7 +168,9 @@ class BurstConfig:
     window_s: float = spec(10.0, ge=0)
     price_cents: int = spec(2500, ge=0)
     quantities: tuple[float, ...] = spec((0.7, 0.2, 0.1), ge=0)
-    delivery: DeliveryConfig = spec(factory=lambda: DeliveryConfig(delay=Dist("fixed", 0.0), duplicate_prob=0.0))
+    delivery: DeliveryConfig = spec(
+        factory=lambda: DeliveryConfig(delay=Dist("fixed", 0.0), duplicate_prob=0.0)
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,10 +241,14 @@ def _check(sc: Scenario) -> None:
     try:
         dt.datetime.fromisoformat(sc.scenario.origin)
     except ValueError:
-        raise ScenarioError("scenario.origin", f"expected an RFC 3339 time like 2026-06-13T12:00:00+00:00, "
-                                               f"got {sc.scenario.origin!r}") from None
+        raise ScenarioError(
+            "scenario.origin",
+            f"expected an RFC 3339 time like 2026-06-13T12:00:00+00:00, got {sc.scenario.origin!r}",
+        ) from None
     if sc.event.other_event_id == sc.event.id:
-        raise ScenarioError("event.other_event_id", f"expected an id other than event.id ({sc.event.id})")
+        raise ScenarioError(
+            "event.other_event_id", f"expected an id other than event.id ({sc.event.id})"
+        )
     if a is not None and g is None:
         raise ScenarioError("gate", "missing: [arrivals] needs a [gate] to arrive at")
     if g is not None and a is None:
@@ -237,28 +265,43 @@ def _check(sc: Scenario) -> None:
         try:
             arrival_profile(sc)
         except ValueError as e:
-            raise ScenarioError("arrivals.late_share" if a.profile == "stadium" else "arrivals", str(e)) from e
+            raise ScenarioError(
+                "arrivals.late_share" if a.profile == "stadium" else "arrivals", str(e)
+            ) from e
     if g is not None:
         m = g.tickets
         if m.valid + m.screenshot + m.invalid + m.wrong_event <= 0:
             raise ScenarioError("gate.tickets", "expected at least one positive weight")
-    for name, d in (("sales.delivery", sc.sales and sc.sales.delivery),
-                    ("webhook_burst.delivery", sc.webhook_burst and sc.webhook_burst.delivery)):
+    for name, d in (
+        ("sales.delivery", sc.sales and sc.sales.delivery),
+        ("webhook_burst.delivery", sc.webhook_burst and sc.webhook_burst.delivery),
+    ):
         if d and d.fail_window is not None and d.fail_window[1] <= d.fail_window[0]:
-            raise ScenarioError(f"{name}.fail_window", f"expected [start, end] with end > start, got {list(d.fail_window)}")
-    for name, q in (("sales.quantities", sc.sales and sc.sales.quantities),
-                    ("webhook_burst.quantities", sc.webhook_burst and sc.webhook_burst.quantities)):
+            raise ScenarioError(
+                f"{name}.fail_window",
+                f"expected [start, end] with end > start, got {list(d.fail_window)}",
+            )
+    for name, q in (
+        ("sales.quantities", sc.sales and sc.sales.quantities),
+        ("webhook_burst.quantities", sc.webhook_burst and sc.webhook_burst.quantities),
+    ):
         if q is not None and (not q or sum(q) <= 0):
             raise ScenarioError(name, "expected at least one positive weight")
     if not any((a, sc.sales, sc.webhook_burst, sc.dashboard)):
-        raise ScenarioError("", "the scenario runs no model: add [arrivals]+[gate], [sales], [webhook_burst] or [dashboard]")
+        raise ScenarioError(
+            "",
+            "the scenario runs no model: add [arrivals]+[gate], [sales], [webhook_burst] or [dashboard]",
+        )
     for metric, exprs in sc.thresholds.items():
         key = f'thresholds."{metric}"'
         if not _METRIC.match(metric):
             raise ScenarioError(key, "expected a metric name with optional {tag:value} filters")
         for e in exprs:
             if not _THRESHOLD.match(e):
-                raise ScenarioError(key, f"expected k6 threshold expressions like \"p(95)<500\" or \"rate==0\", got {e!r}")
+                raise ScenarioError(
+                    key,
+                    f'expected k6 threshold expressions like "p(95)<500" or "rate==0", got {e!r}',
+                )
 
 
 def arrival_profile(sc: Scenario) -> profiles.RateProfile | None:
@@ -267,11 +310,21 @@ def arrival_profile(sc: Scenario) -> profiles.RateProfile | None:
     if a is None or a.profile == "burst":
         return None
     if a.profile == "stadium":
-        return profiles.stadium(a.attendees, sc.event.start_s, a.gates_open_min, a.early_min, a.late_share,
-                                a.after_share, a.after_min, a.peak_min)
+        return profiles.stadium(
+            a.attendees,
+            sc.event.start_s,
+            a.gates_open_min,
+            a.early_min,
+            a.late_share,
+            a.after_share,
+            a.after_min,
+            a.peak_min,
+        )
     if a.profile == "constant":
         return profiles.constant(a.attendees / a.duration_s, a.start_s, a.duration_s)
-    return profiles.RateProfile(tuple(r[0] for r in a.table), tuple(r[1] for r in a.table), a.interpolate)
+    return profiles.RateProfile(
+        tuple(r[0] for r in a.table), tuple(r[1] for r in a.table), a.interpolate
+    )
 
 
 def capacity_params(sc: Scenario) -> CapacityParams:
@@ -281,8 +334,10 @@ def capacity_params(sc: Scenario) -> CapacityParams:
     def backend(b: BackendConfig) -> Backend:
         return Backend(b.workers, b.service, b.timeout_s)
 
-    return CapacityParams(targets=tuple((name, backend(b)) for name, b in sorted(cap.targets.items())),
-                          default=backend(cap.default))
+    return CapacityParams(
+        targets=tuple((name, backend(b)) for name, b in sorted(cap.targets.items())),
+        default=backend(cap.default),
+    )
 
 
 def parse(data: dict[str, Any]) -> Scenario:
@@ -307,7 +362,9 @@ def builtin_names() -> list[str]:
 def builtin_text(name: str) -> str:
     """The TOML text of a built-in scenario."""
     if name not in builtin_names():
-        raise ScenarioError("", f"unknown scenario {name!r}; built-ins: {', '.join(builtin_names())}")
+        raise ScenarioError(
+            "", f"unknown scenario {name!r}; built-ins: {', '.join(builtin_names())}"
+        )
     return (SCENARIOS_DIR / f"{name}.toml").read_text(encoding="utf-8")
 
 
@@ -321,8 +378,11 @@ def source_text(name_or_path: str) -> tuple[str, str]:
             return p.read_text(encoding="utf-8"), str(p)
         except (OSError, UnicodeDecodeError) as e:
             raise ScenarioError("", f"{p}: cannot read: {e}") from e
-    raise ScenarioError("", f"unknown scenario {name_or_path!r}: not a built-in ({', '.join(builtin_names())})"
-                            " and not a .toml file")
+    raise ScenarioError(
+        "",
+        f"unknown scenario {name_or_path!r}: not a built-in ({', '.join(builtin_names())})"
+        " and not a .toml file",
+    )
 
 
 def _set_line(assignment: str) -> dict[str, Any]:
@@ -366,10 +426,22 @@ def load(name_or_path: str, sets: list[str] | tuple[str, ...] = ()) -> Scenario:
 def inventory(sc: Scenario) -> Inventory:
     """The events and pre-sold tickets a target must hold before replay (the stand-in seeds this)."""
     e = sc.event
-    main = VenueEvent(id=e.id, name=e.name, capacity=e.capacity, presold=e.presold,
-                      price_cents=e.price_cents, currency=e.currency)
-    other = VenueEvent(id=e.other_event_id, name=f"Another event (not {e.name})", capacity=e.other_presold,
-                       presold=e.other_presold, price_cents=e.price_cents, currency=e.currency)
+    main = VenueEvent(
+        id=e.id,
+        name=e.name,
+        capacity=e.capacity,
+        presold=e.presold,
+        price_cents=e.price_cents,
+        currency=e.currency,
+    )
+    other = VenueEvent(
+        id=e.other_event_id,
+        name=f"Another event (not {e.name})",
+        capacity=e.other_presold,
+        presold=e.other_presold,
+        price_cents=e.price_cents,
+        currency=e.currency,
+    )
     return Inventory(events=(main, other), allow_reentry=e.allow_reentry)
 
 

@@ -25,8 +25,17 @@ class ScenarioError(ValueError):
         self.key = key
 
 
-def spec(default: Any = dataclasses.MISSING, *, ge=None, gt=None, le=None, lt=None, choices=None,
-         factory: Any = dataclasses.MISSING, doc: str = "") -> Any:
+def spec(
+    default: Any = dataclasses.MISSING,
+    *,
+    ge=None,
+    gt=None,
+    le=None,
+    lt=None,
+    choices=None,
+    factory: Any = dataclasses.MISSING,
+    doc: str = "",
+) -> Any:
     """A dataclass field with validation bounds (ge/gt/le/lt), allowed choices and a one-line doc."""
     meta = {"ge": ge, "gt": gt, "le": le, "lt": lt, "choices": choices, "doc": doc}
     if factory is not dataclasses.MISSING:
@@ -52,15 +61,22 @@ def _bounds_text(meta: dict) -> str:
 
 def _check_bounds(key: str, v: float, meta: dict, what: str) -> None:
     ge, gt, le, lt = meta.get("ge"), meta.get("gt"), meta.get("le"), meta.get("lt")
-    if (ge is not None and v < ge) or (gt is not None and v <= gt) or (le is not None and v > le) or (
-        lt is not None and v >= lt
+    if (
+        (ge is not None and v < ge)
+        or (gt is not None and v <= gt)
+        or (le is not None and v > le)
+        or (lt is not None and v >= lt)
     ):
         raise ScenarioError(key, f"expected {what}{_bounds_text(meta)}, got {v!r}")
 
 
 def _number(key: str, v: Any, meta: dict, integer: bool) -> int | float:
     what = "an integer" if integer else "a number"
-    if isinstance(v, bool) or not isinstance(v, int | float) or (integer and not isinstance(v, int)):
+    if (
+        isinstance(v, bool)
+        or not isinstance(v, int | float)
+        or (integer and not isinstance(v, int))
+    ):
         raise ScenarioError(key, f"expected {what}{_bounds_text(meta)}, got {_describe(v)}")
     if not integer and v != v:  # NaN
         raise ScenarioError(key, f"expected {what}, got nan")
@@ -73,23 +89,43 @@ def build_dist(key: str, v: Any) -> Dist:
     if isinstance(v, int | float) and not isinstance(v, bool):
         return Dist("fixed", float(_number(key, v, {"ge": 0}, False)))
     if not isinstance(v, dict):
-        raise ScenarioError(key, f"expected a distribution table like {{dist = \"exponential\", mean = 3.0}}"
-                                 f" or a number of seconds, got {_describe(v)}")
+        raise ScenarioError(
+            key,
+            f'expected a distribution table like {{dist = "exponential", mean = 3.0}}'
+            f" or a number of seconds, got {_describe(v)}",
+        )
     kind = v.get("dist")
     if kind not in KINDS:
-        raise ScenarioError(f"{key}.dist", f"expected one of {', '.join(KINDS)}, got {_describe(kind)}")
-    allowed = {"exponential": ("mean",), "fixed": ("mean",), "lognormal": ("mean", "sd"),
-               "uniform": ("low", "high")}[kind]
+        raise ScenarioError(
+            f"{key}.dist", f"expected one of {', '.join(KINDS)}, got {_describe(kind)}"
+        )
+    allowed = {
+        "exponential": ("mean",),
+        "fixed": ("mean",),
+        "lognormal": ("mean", "sd"),
+        "uniform": ("low", "high"),
+    }[kind]
     for k in v:
         if k != "dist" and k not in allowed:
-            raise ScenarioError(f"{key}.{k}", f"unknown key for a {kind} distribution (it takes {', '.join(allowed)})")
+            raise ScenarioError(
+                f"{key}.{k}",
+                f"unknown key for a {kind} distribution (it takes {', '.join(allowed)})",
+            )
     for k in allowed:
         if k not in v:
-            raise ScenarioError(f"{key}.{k}", f"missing (a {kind} distribution needs {', '.join(allowed)})")
-    nums = {k: _number(f"{key}.{k}", v[k], {"gt" if (k == "mean" and kind == "lognormal") else "ge": 0}, False)
-            for k in allowed}
+            raise ScenarioError(
+                f"{key}.{k}", f"missing (a {kind} distribution needs {', '.join(allowed)})"
+            )
+    nums = {
+        k: _number(
+            f"{key}.{k}", v[k], {"gt" if (k == "mean" and kind == "lognormal") else "ge": 0}, False
+        )
+        for k in allowed
+    }
     if kind == "uniform" and nums["high"] < nums["low"]:
-        raise ScenarioError(f"{key}.high", f"expected a number >= low ({nums['low']:g}), got {nums['high']!r}")
+        raise ScenarioError(
+            f"{key}.high", f"expected a number >= low ({nums['low']:g}), got {nums['high']!r}"
+        )
     return Dist(kind, **nums)
 
 
@@ -102,7 +138,9 @@ def build(cls: type, data: Any, key: str = "") -> Any:
     for k in data:
         if k not in fields:
             near = difflib.get_close_matches(k, list(fields), n=1)
-            hint = f" (did you mean {near[0]!r}?)" if near else f" (known keys: {', '.join(fields)})"
+            hint = (
+                f" (did you mean {near[0]!r}?)" if near else f" (known keys: {', '.join(fields)})"
+            )
             raise ScenarioError(f"{key}.{k}" if key else k, f"unknown key{hint}")
     kwargs = {}
     for name, f in fields.items():
@@ -112,10 +150,17 @@ def build(cls: type, data: Any, key: str = "") -> Any:
     try:
         return cls(**kwargs)
     except TypeError as e:  # a required field missing
-        missing = [n for n, f in fields.items() if n not in kwargs and f.default is dataclasses.MISSING
-                   and f.default_factory is dataclasses.MISSING]
+        missing = [
+            n
+            for n, f in fields.items()
+            if n not in kwargs
+            and f.default is dataclasses.MISSING
+            and f.default_factory is dataclasses.MISSING
+        ]
         if missing:
-            raise ScenarioError(f"{key}.{missing[0]}" if key else missing[0], "missing (required)") from e
+            raise ScenarioError(
+                f"{key}.{missing[0]}" if key else missing[0], "missing (required)"
+            ) from e
         raise
 
 
@@ -152,7 +197,9 @@ def _value(key: str, v: Any, tp: Any, meta: dict) -> Any:
             return tuple(_value(f"{key}[{i}]", x, args[0], meta) for i, x in enumerate(v))
         if len(v) != len(args):
             raise ScenarioError(key, f"expected an array of {len(args)} values, got {len(v)}")
-        return tuple(_value(f"{key}[{i}]", x, a, meta) for i, (x, a) in enumerate(zip(v, args, strict=True)))
+        return tuple(
+            _value(f"{key}[{i}]", x, a, meta) for i, (x, a) in enumerate(zip(v, args, strict=True))
+        )
     if origin is dict:
         if not isinstance(v, dict):
             raise ScenarioError(key, f"expected a table, got {_describe(v)}")
@@ -166,8 +213,11 @@ def to_plain(obj: Any) -> Any:
         keys = {"uniform": ("low", "high"), "lognormal": ("mean", "sd")}.get(obj.dist, ("mean",))
         return {"dist": obj.dist, **{k: getattr(obj, k) for k in keys}}
     if dataclasses.is_dataclass(obj):
-        return {f.name: to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)
-                if getattr(obj, f.name) is not None}
+        return {
+            f.name: to_plain(getattr(obj, f.name))
+            for f in dataclasses.fields(obj)
+            if getattr(obj, f.name) is not None
+        }
     if isinstance(obj, tuple | list):
         return [to_plain(x) for x in obj]
     if isinstance(obj, dict):

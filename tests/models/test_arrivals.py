@@ -15,7 +15,9 @@ from traces.event import ARRIVE
 def chi_square_p(times: np.ndarray, profile: RateProfile, bins: int) -> float:
     edges = np.linspace(profile.start, profile.end, bins + 1)
     observed, _ = np.histogram(times, edges)
-    expected = np.array([profile.integral(a, b) for a, b in zip(edges[:-1], edges[1:], strict=True)])
+    expected = np.array(
+        [profile.integral(a, b) for a, b in zip(edges[:-1], edges[1:], strict=True)]
+    )
     keep = expected > 5
     # Poisson counts: sum (O - E)^2 / E is chi-square with (bins) degrees of freedom
     chi2 = float((((observed - expected) ** 2) / expected)[keep].sum())
@@ -45,11 +47,14 @@ def test_integral_of_linear_and_step_profiles():
     assert step.integral(5, 15) == pytest.approx(5 + 15)
 
 
-@pytest.mark.parametrize("profile", [
-    stadium(40_000, start_s=9000),
-    constant(5.0, 100.0, 3600.0),
-    RateProfile((0.0, 600.0, 1200.0, 1800.0), (2.0, 10.0, 1.0, 0.0), "step"),
-])
+@pytest.mark.parametrize(
+    "profile",
+    [
+        stadium(40_000, start_s=9000),
+        constant(5.0, 100.0, 3600.0),
+        RateProfile((0.0, 600.0, 1200.0, 1800.0), (2.0, 10.0, 1.0, 0.0), "step"),
+    ],
+)
 def test_thinning_counts_per_interval_match_the_rate(profile):
     t = np.fromiter(thinned(profile, np.random.default_rng(11)), float)
     assert np.all(np.diff(t) >= 0)

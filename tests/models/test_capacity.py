@@ -10,15 +10,21 @@ from traces.event import Event
 
 
 def requests(times_s, target="rpc:scan_ticket_atomic", after=None):
-    return [Event(int(round(t * 1e6)), i, "scan", f"a:{i}", target, b"", after[i] if after else None, None)
-            for i, t in enumerate(times_s)]
+    return [
+        Event(
+            int(round(t * 1e6)), i, "scan", f"a:{i}", target, b"", after[i] if after else None, None
+        )
+        for i, t in enumerate(times_s)
+    ]
 
 
 def test_mmc_mean_wait_matches_erlang_c():
     c, mu, lam, n = 8, 50.0, 320.0, 200_000  # 20 ms service, rho 0.8
     rng = np.random.default_rng(5)
     times = np.cumsum(rng.exponential(1 / lam, n))
-    params = CapacityParams(targets=(("rpc:scan_ticket_atomic", Backend(c, Dist("exponential", 1 / mu))),))
+    params = CapacityParams(
+        targets=(("rpc:scan_ticket_atomic", Backend(c, Dist("exponential", 1 / mu))),)
+    )
     preds = list(predict(requests(times), params, np.random.default_rng(6)))
     assert len(preds) == n and all(p.ok for p in preds)
     waits = np.array([p.start_us - p.scheduled_us for p in preds[5000:]]) / 1e6
@@ -49,5 +55,8 @@ def test_after_is_sent_when_the_earlier_request_completes():
 
 def test_unserved_targets_are_skipped():
     params = CapacityParams(targets=(("rpc:a", Backend()),), default=None)
-    evs = requests([0.0]) + [Event(1, 1, "view", "v", "rpc:a", b""), Event(2, 2, "arrive", "x", None, b"")]
+    evs = requests([0.0]) + [
+        Event(1, 1, "view", "v", "rpc:a", b""),
+        Event(2, 2, "arrive", "x", None, b""),
+    ]
     assert [p.seq for p in predict(evs, params, np.random.default_rng(0))] == [1]

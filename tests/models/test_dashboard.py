@@ -21,7 +21,9 @@ from traces.event import (
 def test_viewers_load_subscribe_reload_and_leave():
     env = simpy.Environment()
     sink = ListSink(env)
-    p = DashboardParams(viewers=20, window_s=10.0, stay=Dist("fixed", 300.0), reload=Dist("exponential", 60.0))
+    p = DashboardParams(
+        viewers=20, window_s=10.0, stay=Dist("fixed", 300.0), reload=Dist("exponential", 60.0)
+    )
     env.process(dashboard(env, p, np.random.default_rng(2), sink.emit))
     env.run()
     sink.flush()
@@ -34,7 +36,9 @@ def test_viewers_load_subscribe_reload_and_leave():
         elif e.kind in (SUBSCRIBE, UNSUBSCRIBE):
             subs[e.actor].append(e)
     for views in loads.values():
-        assert sorted(v.target for v in views) == sorted([TARGET_REST_EVENTS, TARGET_REST_TICKETS, TARGET_REVENUE])
+        assert sorted(v.target for v in views) == sorted(
+            [TARGET_REST_EVENTS, TARGET_REST_TICKETS, TARGET_REVENUE]
+        )
         assert len({(v.actor, v.t_us) for v in views}) == 1  # one viewer, one instant
     assert len(subs) == 20
     for _actor, (sub, unsub) in subs.items():

@@ -19,8 +19,15 @@ def run_gate(n=2000, seconds=2000.0, seed=1, **kw):
     sink = ListSink(env)
     a_rng, g_rng = np.random.default_rng(seed).spawn(2)
     gate = Gate(env, GateParams(**kw), g_rng, sink.emit)
-    env.process(arrivals(env, ArrivalParams(profile=constant(n / seconds, 0.0, seconds)), a_rng, sink.emit,
-                         gate.join))
+    env.process(
+        arrivals(
+            env,
+            ArrivalParams(profile=constant(n / seconds, 0.0, seconds)),
+            a_rng,
+            sink.emit,
+            gate.join,
+        )
+    )
     env.run()
     sink.flush()
     return sink.events
@@ -38,8 +45,13 @@ def test_ticket_mix_follows_the_weights():
 
 
 def test_screenshots_are_rejected_after_the_first_copy():
-    events = run_gate(presold=5000, lanes=4, service=Dist("fixed", 0.5), mix=(0.8, 0.2, 0.0, 0.0),
-                      screenshot_gap_s=10.0)
+    events = run_gate(
+        presold=5000,
+        lanes=4,
+        service=Dist("fixed", 0.5),
+        mix=(0.8, 0.2, 0.0, 0.0),
+        screenshot_gap_s=10.0,
+    )
     c = Counter(e.expect for e in events if e.kind == SCAN)
     assert c[ALREADY_SCANNED] / sum(c.values()) == pytest.approx(0.2, abs=0.02)
     valid_codes = [e.data()["ticket_code"] for e in events if e.kind == SCAN and e.expect == VALID]
@@ -47,7 +59,9 @@ def test_screenshots_are_rejected_after_the_first_copy():
 
 
 def test_nobody_is_scanned_before_the_gates_open():
-    events = run_gate(n=500, seconds=1000.0, presold=1000, lanes=4, service=Dist("fixed", 1.0), open_s=600.0)
+    events = run_gate(
+        n=500, seconds=1000.0, presold=1000, lanes=4, service=Dist("fixed", 1.0), open_s=600.0
+    )
     scans = [e.t_us for e in events if e.kind == SCAN]
     assert min(scans) == 600_000_000
     assert min(e.t_us for e in events if e.kind == ARRIVE) < 600_000_000
@@ -56,8 +70,14 @@ def test_nobody_is_scanned_before_the_gates_open():
 
 
 def test_rescans_after_scanner_errors():
-    events = run_gate(presold=5000, lanes=4, service=Dist("fixed", 0.5), mix=(1.0, 0.0, 0.0, 0.0),
-                      rescan_prob=0.1, rescan_delay=Dist("fixed", 3.0))
+    events = run_gate(
+        presold=5000,
+        lanes=4,
+        service=Dist("fixed", 0.5),
+        mix=(1.0, 0.0, 0.0, 0.0),
+        rescan_prob=0.1,
+        rescan_delay=Dist("fixed", 3.0),
+    )
     per_actor = Counter(e.actor for e in events if e.kind == SCAN)
     rescanned = [a for a, k in per_actor.items() if k == 2]
     assert len(rescanned) / len(per_actor) == pytest.approx(0.1, abs=0.025)
@@ -73,25 +93,52 @@ def test_rescans_after_scanner_errors():
 
 
 def test_reentry_pass_out_then_back_in():
-    events = run_gate(n=1000, seconds=500.0, presold=2000, lanes=8, service=Dist("fixed", 0.5),
-                      mix=(1.0, 0.0, 0.0, 0.0), allow_reentry=True, reentry_prob=0.2,
-                      passout_after=Dist("fixed", 100.0), away=Dist("fixed", 50.0))
+    events = run_gate(
+        n=1000,
+        seconds=500.0,
+        presold=2000,
+        lanes=8,
+        service=Dist("fixed", 0.5),
+        mix=(1.0, 0.0, 0.0, 0.0),
+        allow_reentry=True,
+        reentry_prob=0.2,
+        passout_after=Dist("fixed", 100.0),
+        away=Dist("fixed", 50.0),
+    )
     outs = [e for e in events if e.kind == SCAN and e.expect == EXITED]
-    assert len(outs) == pytest.approx(0.2 * 1000 / (1 - 0.2), rel=0.25)  # re-entered ones may go out again
+    assert len(outs) == pytest.approx(
+        0.2 * 1000 / (1 - 0.2), rel=0.25
+    )  # re-entered ones may go out again
     for out in outs:
         code = out.data()["ticket_code"]
         assert out.data()["direction"] == "out"
-        back = [e for e in events if e.kind == SCAN and e.t_us > out.t_us and e.data()["ticket_code"] == code
-                and e.data()["direction"] == "in"]
+        back = [
+            e
+            for e in events
+            if e.kind == SCAN
+            and e.t_us > out.t_us
+            and e.data()["ticket_code"] == code
+            and e.data()["direction"] == "in"
+        ]
         assert back and back[0].expect == VALID and back[0].t_us >= out.t_us + 50_000_000
 
 
 def test_everyone_inside_leaves_after_the_end():
-    events = run_gate(n=500, seconds=500.0, presold=1000, lanes=8, service=Dist("fixed", 0.5),
-                      mix=(0.9, 0.0, 0.1, 0.0), end_s=1000.0, leave_after=Dist("exponential", 300.0))
+    events = run_gate(
+        n=500,
+        seconds=500.0,
+        presold=1000,
+        lanes=8,
+        service=Dist("fixed", 0.5),
+        mix=(0.9, 0.0, 0.1, 0.0),
+        end_s=1000.0,
+        leave_after=Dist("exponential", 300.0),
+    )
     admitted = {e.actor for e in events if e.kind == SCAN and e.expect == VALID}
     left = [e for e in events if e.kind == LEAVE and e.data()["reason"] == "event_end"]
     assert {e.actor for e in left} == admitted and len(left) == len(admitted)
     assert min(e.t_us for e in left) >= 1_000_000_000
-    turned_away = {e.actor for e in events if e.kind == LEAVE and e.data()["reason"] == "turned_away"}
+    turned_away = {
+        e.actor for e in events if e.kind == LEAVE and e.data()["reason"] == "turned_away"
+    }
     assert turned_away == {e.actor for e in events if e.kind == SCAN and e.expect == INVALID}

@@ -26,8 +26,13 @@ def gate_waits(queue: str, seed: int = 7) -> np.ndarray:
     env = simpy.Environment()
     sink = ListSink(env)
     a_rng, g_rng = np.random.default_rng(seed).spawn(2)
-    gp = GateParams(presold=CUSTOMERS * 2, lanes=C, queue=queue, service=Dist("exponential", MEAN_SCAN),
-                    mix=(1.0, 0.0, 0.0, 0.0))
+    gp = GateParams(
+        presold=CUSTOMERS * 2,
+        lanes=C,
+        queue=queue,
+        service=Dist("exponential", MEAN_SCAN),
+        mix=(1.0, 0.0, 0.0, 0.0),
+    )
     gate = Gate(env, gp, g_rng, sink.emit)
     prof = constant(LAM, 0.0, CUSTOMERS / LAM)
     env.process(arrivals(env, ArrivalParams(profile=prof), a_rng, sink.emit, gate.join))

@@ -63,16 +63,28 @@ def deliveries(params: DeliveryParams, n: int = 1, seed: int = 0):
     sink = ListSink(env)
     d = Deliverer(env, params, np.random.default_rng(seed), sink.emit)
     for i in range(n):
-        d.send(event(f"evt_{i}", "payment_intent.succeeded",
-                     payment_intent(f"pi_{i}", 100, "usd", "succeeded", {}), d.created()))
+        d.send(
+            event(
+                f"evt_{i}",
+                "payment_intent.succeeded",
+                payment_intent(f"pi_{i}", 100, "usd", "succeeded", {}),
+                d.created(),
+            )
+        )
     env.run()
     sink.flush()
     return sink.events
 
 
 def test_retries_back_off_exponentially_after_failures():
-    p = DeliveryParams(delay=Dist("fixed", 1.0), duplicate_prob=0.0, fail_prob=1.0, retry_base_s=60.0,
-                       retry_factor=2.0, max_retries=3)
+    p = DeliveryParams(
+        delay=Dist("fixed", 1.0),
+        duplicate_prob=0.0,
+        fail_prob=1.0,
+        retry_base_s=60.0,
+        retry_factor=2.0,
+        max_retries=3,
+    )
     events = deliveries(p)
     assert [e.expect for e in events] == [PROCESSED, DUPLICATE, DUPLICATE, DUPLICATE]
     gaps = np.diff([e.t_us / 1e6 for e in events])
@@ -81,13 +93,20 @@ def test_retries_back_off_exponentially_after_failures():
 
 
 def test_failure_window_delays_and_duplicates():
-    p = DeliveryParams(delay=Dist("fixed", 0.5), duplicate_prob=0.0, fail_window=(0.0, 100.0),
-                       retry_base_s=30.0, max_retries=5)
+    p = DeliveryParams(
+        delay=Dist("fixed", 0.5),
+        duplicate_prob=0.0,
+        fail_window=(0.0, 100.0),
+        retry_base_s=30.0,
+        max_retries=5,
+    )
     events = deliveries(p, n=20)
     last = {}
     for e in events:
         last[e.data()["id"]] = e.t_us
-    assert all(t >= 100_000_000 for t in last.values())  # the final attempt of each lands after the outage
+    assert all(
+        t >= 100_000_000 for t in last.values()
+    )  # the final attempt of each lands after the outage
 
 
 def test_duplicates_and_no_order_guarantee():

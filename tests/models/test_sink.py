@@ -19,14 +19,30 @@ def test_stamps_seq_and_payloads(times, batch):
     seqs = []
     for i, t in enumerate(sorted(times)):
         clock.now = t
-        seqs.append(sink.emit("k", f"a:{i}", None if i % 2 else "rpc:x", {"i": i, "t": t}, i - 1 if i else None,
-                              "ok" if i % 3 else None))
+        seqs.append(
+            sink.emit(
+                "k",
+                f"a:{i}",
+                None if i % 2 else "rpc:x",
+                {"i": i, "t": t},
+                i - 1 if i else None,
+                "ok" if i % 3 else None,
+            )
+        )
     sink.flush()
     assert seqs == list(range(len(times)))
     for i, (e, t) in enumerate(zip(sink.events, sorted(times), strict=True)):
         assert type(e) is Event
-        assert e == Event(round(t * 1e6), i, "k", f"a:{i}", None if i % 2 else "rpc:x",
-                          pack_payload({"i": i, "t": t}), i - 1 if i else None, "ok" if i % 3 else None)
+        assert e == Event(
+            round(t * 1e6),
+            i,
+            "k",
+            f"a:{i}",
+            None if i % 2 else "rpc:x",
+            pack_payload({"i": i, "t": t}),
+            i - 1 if i else None,
+            "ok" if i % 3 else None,
+        )
 
 
 def test_streams_in_bounded_batches():

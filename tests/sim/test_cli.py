@@ -26,8 +26,13 @@ def test_scenarios_lists_one_line_each(cli):
     r = run(cli, "scenarios")
     assert r.exit_code == 0
     lines = r.output.strip().splitlines()
-    assert [ln.split()[0] for ln in lines] == ["dashboard-load", "event-day", "purchase-load", "scanner-burst",
-                                               "webhook-burst"]
+    assert [ln.split()[0] for ln in lines] == [
+        "dashboard-load",
+        "event-day",
+        "purchase-load",
+        "scanner-burst",
+        "webhook-burst",
+    ]
 
 
 def test_scenarios_show_prints_the_toml(cli):
@@ -39,7 +44,9 @@ def test_scenarios_show_prints_the_toml(cli):
 
 def test_simulate_writes_a_trace(cli, tmp_path):
     out = tmp_path / "burst.grt"
-    r = run(cli, "simulate", "scanner-burst", "-o", str(out), "--seed", "3", "--set", "gate.lanes=5")
+    r = run(
+        cli, "simulate", "scanner-burst", "-o", str(out), "--seed", "3", "--set", "gate.lanes=5"
+    )
     assert r.exit_code == 0, r.output
     with open_reader(out) as t:
         assert t.header.seed == 3 and t.header.scenario["gate"]["lanes"] == 5
@@ -47,19 +54,24 @@ def test_simulate_writes_a_trace(cli, tmp_path):
 
 def test_simulate_a_scenario_file(cli, tmp_path):
     toml = tmp_path / "mine.toml"
-    toml.write_text(run(cli, "scenarios", "show", "webhook-burst").output.replace("events = 50", "events = 7"))
+    toml.write_text(
+        run(cli, "scenarios", "show", "webhook-burst").output.replace("events = 50", "events = 7")
+    )
     out = tmp_path / "mine.parquet"
     assert run(cli, "simulate", str(toml), "-o", str(out)).exit_code == 0
     with open_reader(out) as t:
         assert sum(1 for _ in t) == 7
 
 
-@pytest.mark.parametrize("args, message", [
-    (["event-day", "--set", "gate.lanes=0"], "gate.lanes: expected an integer >= 1, got 0"),
-    (["event-day", "--set", "gate.lanez=3"], "gate.lanez: unknown key"),
-    (["no-such-scenario"], "unknown scenario 'no-such-scenario'"),
-    (["event-day", "--seed", "-1"], "--seed"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["event-day", "--set", "gate.lanes=0"], "gate.lanes: expected an integer >= 1, got 0"),
+        (["event-day", "--set", "gate.lanez=3"], "gate.lanez: unknown key"),
+        (["no-such-scenario"], "unknown scenario 'no-such-scenario'"),
+        (["event-day", "--seed", "-1"], "--seed"),
+    ],
+)
 def test_bad_config_exits_104_and_writes_nothing(cli, tmp_path, args, message):
     out = tmp_path / "x.parquet"
     r = run(cli, "simulate", *args, "-o", str(out))
@@ -81,5 +93,7 @@ def test_usage_errors_exit_2(cli):
 
 
 def test_progress_bar_on_request(cli, tmp_path):
-    r = CliRunner().invoke(cli, ["simulate", "scanner-burst", "-o", str(tmp_path / "b.grt"), "--progress"])
+    r = CliRunner().invoke(
+        cli, ["simulate", "scanner-burst", "-o", str(tmp_path / "b.grt"), "--progress"]
+    )
     assert r.exit_code == 0 and "simulating scanner-burst" in r.output

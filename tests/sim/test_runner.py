@@ -8,8 +8,14 @@ from traces.event import SCAN
 from traces.io import open_reader
 from traces.projection import project
 
-SMALL_DAY = ["arrivals.attendees=3000", "event.presold=3000", "gate.lanes=8", "sales.buyers=60",
-             "webhook_burst.events=20", "dashboard.viewers=3"]
+SMALL_DAY = [
+    "arrivals.attendees=3000",
+    "event.presold=3000",
+    "gate.lanes=8",
+    "sales.buyers=60",
+    "webhook_burst.events=20",
+    "dashboard.viewers=3",
+]
 
 
 def events_of(sc, seed):
@@ -54,8 +60,10 @@ def test_adding_a_model_leaves_the_others_streams_alone():
     data = base.to_dict()
     del data["dashboard"], data["sales"]
     fewer = scenario.parse(data)
-    scans = [[(e.t_us, e.actor, e.payload, e.expect) for e in events_of(sc, 9) if e.kind == SCAN]
-             for sc in (base, fewer)]
+    scans = [
+        [(e.t_us, e.actor, e.payload, e.expect) for e in events_of(sc, 9) if e.kind == SCAN]
+        for sc in (base, fewer)
+    ]
     assert scans[0] == scans[1] and scans[0]
 
 
@@ -84,7 +92,9 @@ def test_the_builtins_simulate(tmp_path):
         assert events, name
     burst = events_of(scenario.load("scanner-burst"), 0)
     scans = [e for e in burst if e.kind == SCAN]
-    assert len(scans) == 20 and len({e.t_us for e in scans}) == 2  # two waves of 10 simultaneous scans
+    assert (
+        len(scans) == 20 and len({e.t_us for e in scans}) == 2
+    )  # two waves of 10 simultaneous scans
     assert {e.expect for e in scans} >= {"valid", "already_scanned", "invalid"}
     webhooks = [e for e in events_of(scenario.load("webhook-burst"), 0) if e.kind == "webhook"]
     assert len(webhooks) == 50 and webhooks[-1].t_us - webhooks[0].t_us <= 10_000_000

@@ -19,8 +19,10 @@ def test_the_five_builtins():
 
 def test_builtin_thresholds_are_k6_grammar():
     sc = scenario.load("scanner-burst")
-    assert sc.thresholds == {"http_req_failed": ("rate==0",),
-                             "http_req_duration{target:rpc:scan_ticket_atomic}": ("p(95)<200",)}
+    assert sc.thresholds == {
+        "http_req_failed": ("rate==0",),
+        "http_req_duration{target:rpc:scan_ticket_atomic}": ("p(95)<200",),
+    }
 
 
 def test_to_dict_parses_back_to_the_same_scenario():
@@ -29,27 +31,42 @@ def test_to_dict_parses_back_to_the_same_scenario():
         assert scenario.parse(sc.to_dict()) == sc
 
 
-@pytest.mark.parametrize("override, message", [
-    ("gate.lanes=0", "gate.lanes: expected an integer >= 1, got 0"),
-    ("gate.lanes=2.5", "gate.lanes: expected an integer >= 1, got 2.5"),
-    ("gate.lanes='many'", "gate.lanes: expected an integer >= 1, got 'many'"),
-    ("gate.lanez=3", "gate.lanez: unknown key (did you mean 'lanes'?)"),
-    ("gate.queue=fifo", "gate.queue: expected one of shortest, shared, got 'fifo'"),
-    ("gate.service.dist=gauss", "gate.service.dist: expected one of exponential, lognormal, fixed, uniform"),
-    ("gate.service.low=1", "gate.service.low: unknown key for a lognormal distribution"),
-    ("gate.rescan_prob=1.5", "gate.rescan_prob: expected a number >= 0 and <= 1, got 1.5"),
-    ("gate.tickets.valid=-1", "gate.tickets.valid: expected a number >= 0, got -1"),
-    ("event.allow_reentry=1", "event.allow_reentry: expected true or false, got 1"),
-    ("event.other_event_id=1", "event.other_event_id: expected an id other than event.id"),
-    ("arrivals.late_share=0.99", "arrivals.late_share: late_share + after_share must be <= 1"),
-    ("arrivals.group_sizes=[0, 0]", "arrivals.group_sizes: expected at least one positive weight"),
-    ("sales.delivery.fail_window=[10, 5]", "sales.delivery.fail_window: expected [start, end] with end > start"),
-    ("dashboard=3", "dashboard: expected a table, got 3"),
-    ("bogus.x=1", "bogus: unknown key"),
-    ("scenario.origin=yesterday", "scenario.origin: expected an RFC 3339 time"),
-    ("capacity.default.workers=0", "capacity.default.workers: expected an integer >= 1, got 0"),
-    ('thresholds.http_req_failed=["rate=0"]', 'thresholds."http_req_failed": expected k6 threshold expressions'),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("gate.lanes=0", "gate.lanes: expected an integer >= 1, got 0"),
+        ("gate.lanes=2.5", "gate.lanes: expected an integer >= 1, got 2.5"),
+        ("gate.lanes='many'", "gate.lanes: expected an integer >= 1, got 'many'"),
+        ("gate.lanez=3", "gate.lanez: unknown key (did you mean 'lanes'?)"),
+        ("gate.queue=fifo", "gate.queue: expected one of shortest, shared, got 'fifo'"),
+        (
+            "gate.service.dist=gauss",
+            "gate.service.dist: expected one of exponential, lognormal, fixed, uniform",
+        ),
+        ("gate.service.low=1", "gate.service.low: unknown key for a lognormal distribution"),
+        ("gate.rescan_prob=1.5", "gate.rescan_prob: expected a number >= 0 and <= 1, got 1.5"),
+        ("gate.tickets.valid=-1", "gate.tickets.valid: expected a number >= 0, got -1"),
+        ("event.allow_reentry=1", "event.allow_reentry: expected true or false, got 1"),
+        ("event.other_event_id=1", "event.other_event_id: expected an id other than event.id"),
+        ("arrivals.late_share=0.99", "arrivals.late_share: late_share + after_share must be <= 1"),
+        (
+            "arrivals.group_sizes=[0, 0]",
+            "arrivals.group_sizes: expected at least one positive weight",
+        ),
+        (
+            "sales.delivery.fail_window=[10, 5]",
+            "sales.delivery.fail_window: expected [start, end] with end > start",
+        ),
+        ("dashboard=3", "dashboard: expected a table, got 3"),
+        ("bogus.x=1", "bogus: unknown key"),
+        ("scenario.origin=yesterday", "scenario.origin: expected an RFC 3339 time"),
+        ("capacity.default.workers=0", "capacity.default.workers: expected an integer >= 1, got 0"),
+        (
+            'thresholds.http_req_failed=["rate=0"]',
+            'thresholds."http_req_failed": expected k6 threshold expressions',
+        ),
+    ],
+)
 def test_errors_name_the_key(override, message):
     with pytest.raises(ScenarioError) as err:
         scenario.load("event-day", [override])
@@ -57,10 +74,19 @@ def test_errors_name_the_key(override, message):
 
 
 def test_set_overrides_use_toml_values_and_bare_words():
-    sc = scenario.load("event-day", ["gate.lanes=12", "gate.queue=shared", "gate.service.mean=4",
-                                     'thresholds."http_req_duration{target:fn:stripe-webhook}"=["p(99)<800"]'])
+    sc = scenario.load(
+        "event-day",
+        [
+            "gate.lanes=12",
+            "gate.queue=shared",
+            "gate.service.mean=4",
+            'thresholds."http_req_duration{target:fn:stripe-webhook}"=["p(99)<800"]',
+        ],
+    )
     assert sc.gate.lanes == 12 and sc.gate.queue == "shared"
-    assert sc.gate.service.mean == 4.0 and sc.gate.service.dist == "lognormal"  # merged into the table
+    assert (
+        sc.gate.service.mean == 4.0 and sc.gate.service.dist == "lognormal"
+    )  # merged into the table
     assert sc.thresholds["http_req_duration{target:fn:stripe-webhook}"] == ("p(99)<800",)
     assert sc.thresholds["http_req_failed"] == ("rate==0",)  # the others kept
 
@@ -100,9 +126,14 @@ def test_inventory_holds_the_events_to_seed():
 
 
 def test_capacity_params_from_the_scenario():
-    sc = scenario.load("event-day", ["capacity.default.workers=4",
-                                     'capacity.targets."rpc:scan_ticket_atomic".workers=16',
-                                     'capacity.targets."rpc:scan_ticket_atomic".timeout_s=2.5'])
+    sc = scenario.load(
+        "event-day",
+        [
+            "capacity.default.workers=4",
+            'capacity.targets."rpc:scan_ticket_atomic".workers=16',
+            'capacity.targets."rpc:scan_ticket_atomic".timeout_s=2.5',
+        ],
+    )
     p = scenario.capacity_params(sc)
     assert p.backend("rpc:scan_ticket_atomic").workers == 16
     assert p.backend("rpc:scan_ticket_atomic").timeout_s == 2.5

@@ -31,7 +31,8 @@ def dist(mean_max: float):
         st.floats(0.01, mean_max).map(lambda m: {"dist": "exponential", "mean": m}),
         st.floats(0.0, mean_max).map(lambda m: {"dist": "fixed", "mean": m}),
         st.tuples(st.floats(0.0, mean_max), st.floats(0.0, mean_max)).map(
-            lambda lh: {"dist": "uniform", "low": min(lh), "high": max(lh)}),
+            lambda lh: {"dist": "uniform", "low": min(lh), "high": max(lh)}
+        ),
     )
 
 
@@ -40,32 +41,62 @@ def scenarios(draw) -> dict:
     """Small scenario tables with every model switched on or off."""
     w = draw(weights)
     data = {
-        "event": {"presold": draw(st.integers(0, 200)), "allow_reentry": draw(st.booleans()),
-                  "start_s": 60.0, "length_s": draw(st.floats(60, 600)), "other_presold": 5},
+        "event": {
+            "presold": draw(st.integers(0, 200)),
+            "allow_reentry": draw(st.booleans()),
+            "start_s": 60.0,
+            "length_s": draw(st.floats(60, 600)),
+            "other_presold": 5,
+        },
     }
     if draw(st.booleans()):
-        data["arrivals"] = {"profile": draw(st.sampled_from(["constant", "burst"])),
-                            "attendees": draw(st.integers(0, 250)), "duration_s": draw(st.floats(10, 300)),
-                            "group_sizes": draw(st.sampled_from([[1.0], [0.5, 0.3, 0.2]])),
-                            "waves": draw(st.integers(1, 3))}
-        data["gate"] = {"lanes": draw(st.integers(1, 6)), "queue": draw(st.sampled_from(["shortest", "shared"])),
-                        "service": draw(dist(5.0)),
-                        "tickets": {"valid": w[0], "screenshot": w[1], "invalid": w[2], "wrong_event": w[3]},
-                        "screenshot_gap_s": draw(st.floats(0, 30)), "rescan_prob": draw(probs),
-                        "reentry_prob": draw(probs), "passout_after": {"dist": "exponential", "mean": 20.0},
-                        "away": {"dist": "exponential", "mean": 20.0}, "departures": draw(st.booleans()),
-                        "leave_after": draw(dist(100.0))}
+        data["arrivals"] = {
+            "profile": draw(st.sampled_from(["constant", "burst"])),
+            "attendees": draw(st.integers(0, 250)),
+            "duration_s": draw(st.floats(10, 300)),
+            "group_sizes": draw(st.sampled_from([[1.0], [0.5, 0.3, 0.2]])),
+            "waves": draw(st.integers(1, 3)),
+        }
+        data["gate"] = {
+            "lanes": draw(st.integers(1, 6)),
+            "queue": draw(st.sampled_from(["shortest", "shared"])),
+            "service": draw(dist(5.0)),
+            "tickets": {"valid": w[0], "screenshot": w[1], "invalid": w[2], "wrong_event": w[3]},
+            "screenshot_gap_s": draw(st.floats(0, 30)),
+            "rescan_prob": draw(probs),
+            "reentry_prob": draw(probs),
+            "passout_after": {"dist": "exponential", "mean": 20.0},
+            "away": {"dist": "exponential", "mean": 20.0},
+            "departures": draw(st.booleans()),
+            "leave_after": draw(dist(100.0)),
+        }
     if draw(st.booleans()):
-        data["sales"] = {"buyers": draw(st.integers(0, 30)), "window_s": 60.0, "abandon_prob": draw(probs),
-                         "decline_prob": draw(probs), "refund_prob": draw(probs),
-                         "refund_after": {"dist": "exponential", "mean": 30.0},
-                         "delivery": {"duplicate_prob": draw(probs), "fail_prob": draw(probs),
-                                      "retry_base_s": 5.0, "max_retries": draw(st.integers(0, 3))}}
+        data["sales"] = {
+            "buyers": draw(st.integers(0, 30)),
+            "window_s": 60.0,
+            "abandon_prob": draw(probs),
+            "decline_prob": draw(probs),
+            "refund_prob": draw(probs),
+            "refund_after": {"dist": "exponential", "mean": 30.0},
+            "delivery": {
+                "duplicate_prob": draw(probs),
+                "fail_prob": draw(probs),
+                "retry_base_s": 5.0,
+                "max_retries": draw(st.integers(0, 3)),
+            },
+        }
     if draw(st.booleans()):
-        data["webhook_burst"] = {"events": draw(st.integers(0, 30)), "start_s": 100.0, "window_s": 10.0}
+        data["webhook_burst"] = {
+            "events": draw(st.integers(0, 30)),
+            "start_s": 100.0,
+            "window_s": 10.0,
+        }
     if draw(st.booleans()) or len(data) == 1:
-        data["dashboard"] = {"viewers": draw(st.integers(0, 4)), "stay": {"dist": "fixed", "mean": 120.0},
-                             "reload": {"dist": "exponential", "mean": 30.0}}
+        data["dashboard"] = {
+            "viewers": draw(st.integers(0, 4)),
+            "stay": {"dist": "fixed", "mean": 120.0},
+            "reload": {"dist": "exponential", "mean": 30.0},
+        }
     return data
 
 
