@@ -63,6 +63,9 @@ class GateParams:
     passout_after: Dist = Dist("exponential", 1800.0)
     away: Dist = Dist("exponential", 600.0)
     open_s: float = 0.0  # when the lanes start scanning (attendees who come earlier queue)
+    open_spread_s: float = (
+        0.0  # lanes open one by one, uniformly over this many seconds after open_s
+    )
     end_s: float | None = None  # when the event ends and the crowd leaves (None: nobody leaves)
     leave_after: Dist = Dist("exponential", 900.0)
     leave_resolution_s: float = 1.0  # departure times are rounded up to this (0: exact)
@@ -75,7 +78,10 @@ class Gate:
         self, env: simpy.Environment, params: GateParams, rng: np.random.Generator, emit: Emit
     ):
         self.env, self.p, self.emit = env, params, emit
-        mix_rng, svc_rng, u_rng, rescan_rng, out_rng, away_rng, leave_rng = rng.spawn(7)
+        mix_rng, svc_rng, u_rng, rescan_rng, out_rng, away_rng, leave_rng, open_rng = rng.spawn(8)
+        self._opens = (
+            params.open_s + open_rng.uniform(0, params.open_spread_s, params.lanes)
+        ).tolist()
         self._offset = float(mix_rng.random())
         self._cdf = np.cumsum(np.asarray(params.mix, dtype=float) / sum(params.mix)).tolist()
         self._service = params.service.stream(svc_rng)
@@ -184,8 +190,8 @@ class Gate:
         q = self.queues[lane if p.queue == "shortest" else 0]
         lane_name = str(lane + 1)
         service, u = self._service, self._u
-        if p.open_s > env.now:
-            yield env.timeout(p.open_s - env.now)
+        if self._opens[lane] > env.now:
+            yield env.timeout(self._opens[lane] - env.now)
         while True:
             if not q:
                 self._wake[lane] = ev = env.event()

@@ -119,6 +119,7 @@ def build(env: simpy.Environment, sc: Scenario, seed: int, emit) -> None:
             passout_after=g.passout_after,
             away=g.away,
             open_s=max(0.0, e.start_s - a.gates_open_min * 60) if a.profile == "stadium" else 0.0,
+            open_spread_s=g.open_spread_s,
             end_s=(e.start_s + e.length_s) if g.departures else None,
             leave_after=g.leave_after,
         )

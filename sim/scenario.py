@@ -114,6 +114,7 @@ class GateConfig:
     name: str = spec("main")
     lanes: int = spec(4, ge=1)
     queue: str = spec("shortest", choices=("shortest", "shared"))
+    open_spread_s: float = spec(0.0, ge=0, doc="lanes open one by one over this many seconds")
     service: Dist = spec(Dist("lognormal", 3.5, 1.5))
     tickets: TicketMix = spec(factory=TicketMix)
     screenshot_gap_s: float = spec(60.0, ge=0)

@@ -1,0 +1,342 @@
+"""Predicted results without a network: a scenario's events through the backend capacity model.
+
+The rows have the replay result log's columns (replay/resultlog.py: seq, target, kind, actor,
+scheduled_us, sent_us, done_us, status, error, bytes_sent, bytes_received, outcome, expect, metric),
+so the very threshold set that judges a replay judges a prediction. sim/ may not import replay/, so
+the judging is a callable injected by gaterush.py (`Judge`); this module only builds rows.
+
+A predicted request is sent exactly on time (an ideal open-loop sender: sent = scheduled, or the
+completion of its `after`); it fails when the client's timeout passes first: waiting for a worker
+(the pool is exhausted) or being served too slowly. The gate wait of every attendee (arrive to the
+start of their scan) comes from the same pass over the events.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import tomllib
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import simpy
+
+from models.capacity import Backend, CapacityParams, predict
+from models.sink import StreamSink
+from sim import runner
+from sim.scenario import BackendConfig, Scenario, ScenarioError, apply_overrides, parse
+from traces.event import ARRIVE, DECLINED, SCAN, VIEW, Event
+
+# The replay result log's columns and types (replay.resultlog.SCHEMA; sim/ may not import replay/).
+RESULT_SCHEMA = pa.schema(
+    [
+        ("seq", pa.int64()),
+        ("target", pa.string()),
+        ("kind", pa.string()),
+        ("actor", pa.string()),
+        ("scheduled_us", pa.int64()),
+        ("sent_us", pa.int64()),
+        ("done_us", pa.int64()),
+        ("status", pa.int32()),
+        ("error", pa.string()),
+        ("bytes_sent", pa.int64()),
+        ("bytes_received", pa.int64()),
+        ("outcome", pa.string()),
+        ("expect", pa.string()),
+        ("metric", pa.string()),
+    ]
+)
+DASHBOARD_LOAD = "dashboard_load"  # replay.resultlog.DASHBOARD_LOAD
+DASHBOARD_TARGET = "dashboard"
+CLIENT_TIMEOUT_S = 60.0  # replay's default --timeout: a backend without its own timeout gets it
+UNPREDICTED_KINDS = ("realtime:",)  # websocket subscriptions are not requests a worker serves
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """One threshold's judgement: its name (`metric{tags}: expr`), whether it held, the observed value."""
+
+    name: str
+    ok: bool
+    observed: float
+
+
+@dataclass(frozen=True, slots=True)
+class Judgement:
+    """The verdict on a set of rows: all thresholds held, and each threshold's check."""
+
+    ok: bool
+    checks: tuple[Check, ...] = ()
+
+
+# judge(result table with RESULT_SCHEMA, {"metric{tags}": ["p(95)<200", ...]}) -> Judgement.
+# Raises ValueError (naming the threshold) when a threshold is malformed.
+Judge = Callable[[pa.Table, Mapping[str, Sequence[str]]], Judgement]
+
+
+def events(sc: Scenario, seed: int, step_s: float | None = None) -> Iterator[Event]:
+    """The scenario's events in (t_us, seq) order, streamed from memory (no trace file)."""
+    env = simpy.Environment()
+    out: deque[Event] = deque()
+    sink = StreamSink(env, out.extend, 16384)
+    runner.build(env, sc, seed, sink.emit)
+    step = step_s or max(runner.horizon(sc) / 200, 1.0)
+    t = 0.0
+    while env.peek() != float("inf"):
+        t = max(t + step, env.peek())
+        env.run(until=t)
+        while out:
+            yield out.popleft()
+    sink.flush()
+    while out:
+        yield out.popleft()
+
+
+def capacity_params(sc: Scenario) -> CapacityParams:
+    """The capacity model of a scenario's [capacity] table (the defaults when it has none)."""
+    cap = sc.capacity
+
+    def backend(b: BackendConfig) -> Backend:
+        return Backend(
+            b.workers, b.service, CLIENT_TIMEOUT_S if b.timeout_s is None else b.timeout_s
+        )
+
+    if cap is None:
+        return CapacityParams(default=backend(BackendConfig()))
+    return CapacityParams(
+        targets=tuple((name, backend(b)) for name, b in sorted(cap.targets.items())),
+        default=backend(cap.default),
+    )
+
+
+class _Observer:
+    """Watches the event stream on its way to the capacity model: gate waits, view loads, `after` times."""
+
+    def __init__(self) -> None:
+        self.arrived: dict[str, int] = {}
+        self.waits: list[int] = []
+        self.load_of: dict[int, int] = {}  # view seq -> dashboard load id
+        self.t_of: dict[int, int] = {}  # seq -> t_us of events sent after another one
+        self.events = 0
+
+    def watch(self, evs: Iterable[Event]) -> Iterator[Event]:
+        arrived, waits = self.arrived, self.waits
+        for e in evs:
+            self.events += 1
+            k = e.kind
+            if k == ARRIVE:
+                arrived[e.actor] = e.t_us
+            elif k == SCAN:
+                t0 = arrived.pop(e.actor, None)
+                if t0 is not None:
+                    waits.append(e.t_us - t0)
+            if e.target is None or e.target.startswith(UNPREDICTED_KINDS):
+                continue
+            if k == VIEW:
+                self.load_of[e.seq] = msgpack.unpackb(e.payload, raw=False).get("load", e.seq)
+            if e.after is not None:
+                self.t_of[e.seq] = e.t_us
+            yield e
+
+
+@dataclass(frozen=True, slots=True)
+class Predicted:
+    """A prediction: result rows (RESULT_SCHEMA), each attendee's gate wait (s), the events simulated."""
+
+    table: pa.Table
+    gate_wait_s: np.ndarray
+    events: int
+
+
+def _columns() -> dict[str, list[Any]]:
+    return {f.name: [] for f in RESULT_SCHEMA}
+
+
+def predict_events(
+    evs: Iterable[Event], params: CapacityParams, rng: np.random.Generator
+) -> Predicted:
+    """Predicted result rows for a stream of events (each event's fate under the capacity model)."""
+    obs = _Observer()
+    by_seq: dict[int, Event] = {}
+
+    def keep(stream: Iterable[Event]) -> Iterator[Event]:
+        for e in stream:
+            by_seq[e.seq] = e
+            yield e
+
+    cols = _columns()
+    seq_c, tgt_c, kind_c, actor_c = cols["seq"], cols["target"], cols["kind"], cols["actor"]
+    sch_c, sent_c, done_c, st_c, err_c = (
+        cols[c] for c in ("scheduled_us", "sent_us", "done_us", "status", "error")
+    )
+    out_c, exp_c = cols["outcome"], cols["expect"]
+    loads: dict[int, list] = {}  # load id -> [actor, first seq, scheduled, done, status, error]
+    t_of = obs.t_of
+    for p in predict(keep(obs.watch(evs)), params, rng):
+        e = by_seq.pop(p.seq)
+        sched = t_of.pop(p.seq, p.scheduled_us)
+        if p.ok:
+            status = 402 if e.expect == DECLINED and e.target.startswith("stripe:") else 200
+            error, outcome = None, e.expect
+        else:
+            status, outcome = 0, None
+            waited = p.start_us == p.done_us
+            error = (
+                "timeout: no worker free (pool exhausted)"
+                if waited
+                else "timeout: response too slow"
+            )
+        seq_c.append(p.seq)
+        tgt_c.append(p.target)
+        kind_c.append(e.kind)
+        actor_c.append(e.actor)
+        sch_c.append(sched)
+        sent_c.append(p.scheduled_us)
+        done_c.append(p.done_us)
+        st_c.append(status)
+        err_c.append(error)
+        out_c.append(outcome)
+        exp_c.append(e.expect)
+        lid = obs.load_of.pop(p.seq, None)
+        if lid is not None:
+            cur = loads.get(lid)
+            if cur is None:
+                loads[lid] = [e.actor, p.seq, sched, p.done_us, status, error]
+            else:
+                cur[3] = max(cur[3], p.done_us)
+                cur[4] = max(cur[4], status)  # the worst status, as replay reports a load
+                cur[5] = cur[5] or error
+    n = len(seq_c)
+    for actor, seq, sched, done, status, error in loads.values():
+        seq_c.append(seq)
+        tgt_c.append(DASHBOARD_TARGET)
+        kind_c.append(VIEW)
+        actor_c.append(actor)
+        sch_c.append(sched)
+        sent_c.append(sched)
+        done_c.append(done)
+        st_c.append(status)
+        err_c.append(error)
+        out_c.append(None)
+        exp_c.append(None)
+    m = len(seq_c)
+    cols["bytes_sent"] = cols["bytes_received"] = [0] * m
+    cols["metric"] = [None] * n + [DASHBOARD_LOAD] * (m - n)
+    table = pa.table(
+        {f.name: pa.array(cols[f.name], f.type) for f in RESULT_SCHEMA}, schema=RESULT_SCHEMA
+    )
+    return Predicted(table, np.asarray(obs.waits, dtype=np.float64) / 1e6, obs.events)
+
+
+def predict_scenario(sc: Scenario, seed: int) -> Predicted:
+    """Simulate a scenario in memory and predict its requests through its [capacity] model."""
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(0x5EED,)))
+    return predict_events(events(sc, seed), capacity_params(sc), rng)
+
+
+def gate_waits(sc: Scenario, seed: int) -> np.ndarray:
+    """Each attendee's wait at the gate (s, arrive to scan) of a simulation of the gate alone."""
+    gate_only = dataclasses.replace(sc, sales=None, webhook_burst=None, dashboard=None)
+    obs = _Observer()
+    for _ in obs.watch(events(gate_only, seed)):
+        pass
+    return np.asarray(obs.waits, dtype=np.float64) / 1e6
+
+
+# --- scenarios with values set ------------------------------------------------------------------
+
+
+def key_path(key: str) -> tuple[str, ...]:
+    """The path of a dotted key (TOML syntax: `capacity.targets."rpc:scan_ticket_atomic".workers`)."""
+    try:
+        d: Any = tomllib.loads(f"{key} = 0")
+    except tomllib.TOMLDecodeError as e:
+        raise ScenarioError("", f"{key!r} is not a valid dotted key") from e
+    path = []
+    while isinstance(d, dict):
+        ((k, d),) = d.items()
+        path.append(k)
+    return tuple(path)
+
+
+def lookup(data: Mapping[str, Any], key: str) -> Any:
+    """The value at a dotted key in plain scenario data (None when absent)."""
+    d: Any = data
+    for k in key_path(key):
+        if not isinstance(d, Mapping) or k not in d:
+            return None
+        d = d[k]
+    return d
+
+
+def toml_value(v: Any) -> str:
+    """A number or string as a TOML value (for `--set`-style overrides)."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        return repr(v)
+    return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def with_values(data: Mapping[str, Any], values: Mapping[str, Any]) -> Scenario:
+    """A validated scenario: plain scenario data with values set at dotted keys (ScenarioError names a bad one)."""
+    d = copy.deepcopy(dict(data))
+    apply_overrides(d, [f"{k}={toml_value(v)}" for k, v in values.items()])
+    return parse(d)
+
+
+def with_thresholds(
+    data: Mapping[str, Any], thresholds: Mapping[str, Sequence[str]] | None
+) -> dict[str, Any]:
+    """Plain scenario data whose [thresholds] are replaced (when given)."""
+    d = copy.deepcopy(dict(data))
+    if thresholds:
+        d["thresholds"] = {k: list(v) for k, v in thresholds.items()}
+    return d
+
+
+def percentile(values: np.ndarray, q: float) -> float:
+    """k6's percentile (linear at q*(n-1), the same as numpy's default); 0 for no values."""
+    return float(np.percentile(values, q)) if len(values) else 0.0
+
+
+def summarize(pred: Predicted) -> dict[str, float]:
+    """Headline figures of a prediction: gate wait and request latency percentiles, failures, counts."""
+    w = pred.gate_wait_s
+    t = pred.table
+    req = pc.is_null(t["metric"]).to_numpy(zero_copy_only=False)
+    dur = (t["done_us"].to_numpy() - t["sent_us"].to_numpy())[req] / 1e3
+    failed = t["status"].to_numpy()[req] == 0
+    out = {
+        "attendees_scanned": float(len(w)),
+        "gate_wait_p50_s": percentile(w, 50),
+        "gate_wait_p95_s": percentile(w, 95),
+        "gate_wait_max_s": float(w.max()) if len(w) else 0.0,
+        "requests": float(req.sum()),
+        "http_req_duration_p95_ms": percentile(dur, 95),
+        "http_req_failed_rate": float(failed.mean()) if len(failed) else 0.0,
+    }
+    targets = np.asarray(t["target"].to_pylist(), dtype=object)[req]
+    for name in sorted(set(targets.tolist())):
+        m = targets == name
+        out[f"p95_ms{{{name}}}"] = percentile(dur[m], 95)
+    return out
+
+
+def evaluate(
+    sc: Scenario, seed: int, judge: Judge | None
+) -> tuple[dict[str, float], Judgement | None]:
+    """Predict a scenario and judge it by its own [thresholds]: (headline figures, judgement)."""
+    pred = predict_scenario(sc, seed)
+    figures = summarize(pred)
+    if judge is None:
+        return figures, None
+    return figures, judge(pred.table, {k: list(v) for k, v in sc.thresholds.items()})
