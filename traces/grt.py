@@ -106,9 +106,7 @@ class GrtWriter:
             raise TraceError(f"{self.path}: an event cannot be stored: {err}") from None
         self._file.write(_strip_array_header(packed))
         self._last = last
-        add = self._projection.add
-        for e in events:
-            add(e)
+        self._projection.add_many(events)
 
     def flush(self, fsync: bool = False) -> None:
         """Hand everything written so far to the OS (and to the disk with fsync=True)."""

@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+import msgpack
 import numpy as np
 import pyarrow as pa
 
@@ -45,6 +46,7 @@ from traces.event import (
     Event,
     unpack_payload,
 )
+from traces.schema import no_gc
 
 # Categories of events the projection distinguishes.
 _SCAN, _WEBHOOK, _CHECKOUT, _CONFIRM, _ABANDON, _VIEW, _SUBSCRIBE, _OTHER = range(8)
@@ -78,6 +80,35 @@ def _int(v: Any, default: int = 0) -> int:
         return int(v)
     except (TypeError, ValueError):
         return default
+
+
+_NOT_DECODED = object()
+
+
+def _decode_many(raws: list[bytes]) -> list[Any]:
+    """Decode many msgpack payloads in one call (framed as one array); junk becomes a marker."""
+    n = len(raws)
+    head = (
+        bytes([0x90 | n])
+        if n < 16
+        else b"\xdc" + n.to_bytes(2, "big")
+        if n < 65536
+        else b"\xdd" + n.to_bytes(4, "big")
+    )
+    if all(raws):  # an empty payload would shift every item after it
+        try:
+            out = msgpack.unpackb(head + b"".join(raws), raw=False, strict_map_key=False)
+            if len(out) == n:
+                return out
+        except Exception:  # noqa: S110 - a payload is not msgpack: decode one by one below
+            pass
+    out = []
+    for raw in raws:
+        try:
+            out.append(unpack_payload(raw))
+        except Exception:
+            out.append(_NOT_DECODED)
+    return out
 
 
 class Projection:
@@ -136,8 +167,10 @@ class Projection:
 
     def add_many(self, events: Iterable[Event]) -> None:
         """Fold many events in order."""
-        for e in events:
-            self.add(e)
+        add = self.add
+        with no_gc():  # decoded payloads are trees: no cycles for the GC to find
+            for e in events:
+                add(e)
 
     def add_batch(self, batch: pa.RecordBatch) -> None:
         """Fold a RecordBatch of traces.schema.SCHEMA column-wise; equal to add() on each row."""
@@ -173,12 +206,17 @@ class Projection:
             if _needs_payload(cat, expect):
                 decode_codes.append((u, cat, expect))
         if decode_codes:
-            wanted = {np.searchsorted(uniq, u): (cat, expect) for u, cat, expect in decode_codes}
+            wanted = {
+                int(np.searchsorted(uniq, u)): (cat, expect) for u, cat, expect in decode_codes
+            }
             rows = np.flatnonzero(np.isin(inverse, list(wanted)))
             payloads = batch.column("payload").take(pa.array(rows)).to_pylist()
-            for row, raw in zip(rows.tolist(), payloads, strict=True):
-                cat, expect = wanted[int(inverse[row])]
-                self._effect(cat, expect, raw)
+            effect = self._apply
+            with no_gc():  # decoded payloads are trees: no cycles for the GC to find
+                decoded = _decode_many(payloads)
+                for row, data in zip(inverse[rows].tolist(), decoded, strict=True):
+                    cat, expect = wanted[row]
+                    effect(cat, expect, data)
 
     def _for_event(self, event_id: Any) -> dict[str, int]:
         key = str(event_id)
@@ -197,6 +235,9 @@ class Projection:
             data = unpack_payload(raw)
         except Exception:  # a recorded payload that is not msgpack: counted, but changes nothing
             return
+        self._apply(cat, expect, data)
+
+    def _apply(self, cat: int, expect: str | None, data: Any) -> None:
         if not isinstance(data, dict):
             return
         if cat == _SCAN:
