@@ -31,6 +31,8 @@ def verify_event(payload: bytes, signature: str | None, secret: str, tolerance: 
         raise FunctionError(400, f"Webhook signature verification failed: {exc.user_message or exc}") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise FunctionError(400, f"Webhook payload is not valid JSON: {exc}") from None
+    except (AttributeError, TypeError):  # valid JSON, but not an object: the library cannot build an Event
+        raise FunctionError(400, "Webhook payload must be a JSON object (a Stripe event)") from None
     d = event.to_dict()
     if not isinstance(d.get("id"), str) or not isinstance(d.get("type"), str):
         raise FunctionError(400, "Stripe event must have string 'id' and 'type'")

@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 import stripe
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.staging.conftest import admin_headers, call, headers, scan
 from traces.event import ticket_code
@@ -58,6 +60,8 @@ CASES: list[tuple[str, str, str, Any, int, str]] = [
     ("missing signature", "POST", "/functions/v1/stripe-webhook", lambda s: {"data": b"{}"}, 400, "Stripe-Signature"),
     ("signed but not json", "POST", "/functions/v1/stripe-webhook",
      lambda s: {"data": b"nope", "headers": _signed(s, "nope")}, 400, "JSON"),
+    ("signed json that is not an object", "POST", "/functions/v1/stripe-webhook",
+     lambda s: {"data": b"[1]", "headers": _signed(s, "[1]")}, 400, "JSON object"),
     ("signed event without data.object", "POST", "/functions/v1/stripe-webhook",
      lambda s: {"data": b'{"id":"evt_z","type":"payment_intent.succeeded","data":{}}',
                 "headers": _signed(s, '{"id":"evt_z","type":"payment_intent.succeeded","data":{}}')}, 400, "data.object"),
@@ -102,3 +106,46 @@ def test_bad_input_is_a_clear_json_error_then_service_goes_on(
     n = 1000 + [c[0] for c in CASES].index(name)
     assert scan(standin, ticket_code(1, n % 400))["outcome"] == "valid"
     assert scan(standin, ticket_code(1, n % 400))["outcome"] == "already_scanned"
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=12),
+    lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=10), kids, max_size=4),
+    max_leaves=12,
+)
+scan_like = st.fixed_dictionaries({}, optional={
+    "p_ticket_code": json_values, "p_event_id": json_values, "p_gate": json_values,
+    "p_lane": json_values, "p_direction": json_values})
+event_like = st.fixed_dictionaries({}, optional={
+    "id": st.text(max_size=8) | json_values, "type": st.sampled_from(
+        ["payment_intent.succeeded", "checkout.session.completed", "charge.refunded", "other"]) | json_values,
+    "data": st.fixed_dictionaries({}, optional={"object": st.fixed_dictionaries({}, optional={
+        "id": json_values, "amount": json_values, "amount_total": json_values, "payment_intent": json_values,
+        "payment_status": st.just("paid") | json_values,
+        "metadata": st.fixed_dictionaries({}, optional={"event_id": json_values, "quantity": json_values}) | json_values,
+    }) | json_values}) | json_values})
+
+
+def _fine(status: int, body: Any) -> None:
+    assert status in (200, 400, 401, 404, 405, 413), (status, body)
+    text = json.dumps(body)
+    assert "Traceback" not in text and 'File "' not in text
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(scan_body=scan_like | json_values, revenue_body=json_values, event=event_like | json_values,
+       query=st.lists(st.tuples(st.sampled_from(["select", "order", "limit", "offset", "code", "event_id", "x"]),
+                                st.text(max_size=12)), max_size=4),
+       form=st.dictionaries(st.sampled_from(["amount", "currency", "metadata[event_id]", "confirm", "payment_method",
+                                             "expand[]", "x[y][0]"]), st.text(max_size=8), max_size=5))
+def test_no_input_gets_a_server_error(standin: Any, scan_body: Any, revenue_body: Any, event: Any,
+                                      query: list[tuple[str, str]], form: dict[str, str]) -> None:
+    _fine(*call("POST", f"{standin.url}{SCAN}", headers=headers(standin), json=scan_body)[:2])
+    _fine(*call("POST", f"{standin.url}/rest/v1/rpc/event_revenue", headers=headers(standin), json=revenue_body)[:2])
+    payload = json.dumps(event)
+    _fine(*call("POST", f"{standin.url}/functions/v1/stripe-webhook", data=payload.encode(),
+                headers=_signed(standin, payload))[:2])
+    _fine(*call("GET", f"{standin.url}/rest/v1/tickets", params=query, headers=headers(standin))[:2])
+    status, body, _ = call("POST", f"{standin.url}/v1/payment_intents", data=form,
+                           headers={"Authorization": f"Bearer {standin.stripe_key}"})
+    assert status in (200, 400, 402), body
