@@ -104,8 +104,8 @@ def simulate_cmd(
         raise InvalidInput(f"{out}: a trace file ends in .parquet or .grt")
     if not out.parent.is_dir():
         raise InvalidInput(f"{out}: directory {str(out.parent)!r} does not exist")
-    if seed < 0:
-        raise InvalidInput(f"--seed: expected an integer >= 0, got {seed}")
+    if not 0 <= seed < 2**63:
+        raise InvalidInput(f"--seed: expected an integer from 0 to 2**63 - 1, got {seed}")
     show = (
         progress if progress is not None else (_size(sc) >= LONG_RUN_EVENTS and sys.stderr.isatty())
     )

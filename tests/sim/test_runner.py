@@ -98,3 +98,10 @@ def test_the_builtins_simulate(tmp_path):
     assert {e.expect for e in scans} >= {"valid", "already_scanned", "invalid"}
     webhooks = [e for e in events_of(scenario.load("webhook-burst"), 0) if e.kind == "webhook"]
     assert len(webhooks) == 50 and webhooks[-1].t_us - webhooks[0].t_us <= 10_000_000
+
+
+def test_progress_does_not_change_the_trace(small_day):
+    with_bar, without = [], []
+    runner.run(small_day, 4, with_bar.extend, progress=lambda f: None)
+    runner.run(small_day, 4, without.extend)
+    assert with_bar == without
