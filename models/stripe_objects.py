@@ -104,7 +104,9 @@ class Deliverer:
         d_rng, u_rng = rng.spawn(2)
         self._delay = params.delay.stream(d_rng)
         self._u: Iterator[float] = uniforms(u_rng)
+        # ids delivered at least once, kept while a delivery of them is still to come (bounded memory)
         self._seen: set[str] = set()
+        self._outstanding: dict[str, int] = {}
 
     def created(self) -> int:
         """Stripe's `created` for an event made now."""
@@ -112,9 +114,13 @@ class Deliverer:
 
     def send(self, evt: dict[str, Any]) -> None:
         """Schedule the delivery of one Stripe event (and a duplicate, sometimes)."""
-        self.env.process(self._deliver(evt, next(self._delay)))
+        delays = [next(self._delay)]
         if self.p.duplicate_prob and next(self._u) < self.p.duplicate_prob:
-            self.env.process(self._deliver(evt, next(self._delay) * 2 + next(self._delay)))
+            delays.append(next(self._delay) * 2 + next(self._delay))
+        eid = evt["id"]
+        self._outstanding[eid] = self._outstanding.get(eid, 0) + len(delays)
+        for d in delays:
+            self.env.process(self._deliver(evt, d))
 
     def _failed(self) -> bool:
         p, now = self.p, self.env.now
@@ -124,12 +130,18 @@ class Deliverer:
 
     def _deliver(self, evt: dict[str, Any], delay: float) -> Generator[simpy.Event, None, None]:
         env, p = self.env, self.p
+        eid = evt["id"]
         yield env.timeout(delay)
         for attempt in range(p.max_retries + 1):
-            eid = evt["id"]
             expect = DUPLICATE if eid in self._seen else PROCESSED
             self._seen.add(eid)
             self.emit(WEBHOOK, "stripe", TARGET_WEBHOOK, evt, None, expect)
             if attempt == p.max_retries or not self._failed():
-                return
+                break
             yield env.timeout(p.retry_base_s * p.retry_factor**attempt * (0.5 + next(self._u)))
+        left = self._outstanding[eid] - 1
+        if left:
+            self._outstanding[eid] = left
+        else:  # no delivery of this id is still to come: forget it
+            del self._outstanding[eid]
+            self._seen.discard(eid)

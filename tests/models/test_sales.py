@@ -121,3 +121,16 @@ def test_duplicates_and_no_order_guarantee():
     for e in events:
         first.setdefault(e.data()["id"], e.expect)
     assert set(first.values()) == {PROCESSED}
+
+
+def test_delivered_ids_are_forgotten_once_no_delivery_is_left():
+    env = simpy.Environment()
+    sink = ListSink(env)
+    p = DeliveryParams(
+        delay=Dist("exponential", 5.0), duplicate_prob=0.5, fail_prob=0.3, retry_base_s=5.0
+    )
+    d = Deliverer(env, p, np.random.default_rng(4), sink.emit)
+    for i in range(300):
+        d.send(event(f"evt_{i}", "charge.succeeded", {}, 0))
+    env.run()
+    assert d._seen == set() and d._outstanding == {}  # memory bounded by deliveries in flight
