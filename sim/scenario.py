@@ -263,12 +263,21 @@ def _check(sc: Scenario) -> None:
             ts = [r[0] for r in a.table]
             if any(t2 <= t1 for t1, t2 in zip(ts, ts[1:], strict=False)):
                 raise ScenarioError("arrivals.table", "expected times increasing strictly")
+        lead_s = (a.gates_open_min + a.early_min) * 60
+        if a.profile == "stadium" and sc.event.start_s < lead_s:
+            raise ScenarioError(
+                "event.start_s",
+                f"expected a number >= {lead_s:g} with a stadium crowd (arrivals begin "
+                f"arrivals.gates_open_min + arrivals.early_min before the start), got {sc.event.start_s:g}",
+            )
         try:
             arrival_profile(sc)
         except ValueError as e:
-            raise ScenarioError(
-                "arrivals.late_share" if a.profile == "stadium" else "arrivals", str(e)
-            ) from e
+            field = str(e).split()[0]  # the profile's messages start with the parameter's name
+            key = (
+                f"arrivals.{field}" if field in ArrivalsConfig.__dataclass_fields__ else "arrivals"
+            )
+            raise ScenarioError(key, str(e)) from e
     if g is not None:
         m = g.tickets
         if m.valid + m.screenshot + m.invalid + m.wrong_event <= 0:

@@ -59,6 +59,11 @@ def test_to_dict_parses_back_to_the_same_scenario():
         ),
         ("dashboard=3", "dashboard: expected a table, got 3"),
         ("bogus.x=1", "bogus: unknown key"),
+        ("event.start_s=3600", "event.start_s: expected a number >= 7200 with a stadium crowd"),
+        (
+            "arrivals.gates_open_min=20",
+            "arrivals.gates_open_min: gates_open_min + early_min must exceed 60",
+        ),
         ("scenario.origin=yesterday", "scenario.origin: expected an RFC 3339 time"),
         ("capacity.default.workers=0", "capacity.default.workers: expected an integer >= 1, got 0"),
         (
