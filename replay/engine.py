@@ -1,5 +1,8 @@
 """The replay engine: a trace, a target and options in; a result log and run statistics out.
 
+The local stand-in runs in this process (a thread), so with ``--target local`` even one worker
+is a separate process: the stand-in's work must not hold up the sender (one GIL each).
+
 ``run_replay`` checks the keys (a live Stripe key stops everything before the first request),
 starts the local stand-in if asked, opens the trace and the result log, and runs the scheduler:
 in this process for ``workers == 1``, else in ``workers`` processes that shard the actors
@@ -407,7 +410,7 @@ def run_replay(cfg: ReplayConfig, env: Mapping[str, str] | None = None, start_lo
             else ("standin" if stripe_mode == "standin" else public_url(stripe_mode)),
             trace_duration_us=last_t_us,
         )
-        if cfg.workers == 1:
+        if cfg.workers == 1 and not local:
             writer, stats = _run_here(cfg, ctx, opts, origins, hdr, prog)
             sent, errors, dropped = stats.sent, stats.errors, stats.dropped
         else:
