@@ -80,31 +80,13 @@ class TokenBucket:
 
 @dataclass(slots=True)
 class Stats:
-    """Running counts for the progress line."""
+    """Running counts of one scheduler (the engine's Progress computes the live p95 from rows)."""
 
     scheduled: int = 0
     sent: int = 0
     done: int = 0
     errors: int = 0
     dropped: int = 0
-    hist: list[int] = field(default_factory=lambda: [0] * 256)  # http_req_duration, log buckets
-
-    def add_duration(self, us: int) -> None:
-        """Count one request duration (microseconds)."""
-        self.hist[min(255, int(math.log2(us + 1) * 8))] += 1
-
-    def p95_ms(self) -> float | None:
-        """An approximate p95 of the durations so far (bucket upper bound), in ms."""
-        total = sum(self.hist)
-        if not total:
-            return None
-        want = 0.95 * total
-        acc = 0
-        for i, c in enumerate(self.hist):
-            acc += c
-            if acc >= want:
-                return (2 ** ((i + 1) / 8) - 1) / 1000
-        return None
 
 
 class Scheduler:
@@ -324,7 +306,6 @@ class Scheduler:
                 self._failed(ev)
             elif cap:
                 self.captured[ev.seq] = cap
-            st.add_duration(max(0, round((done_t - sent_t) * 1e6)))
             self.sink(
                 (ev.seq, target, ev.kind, ev.actor, self.us(sched), self.us(sent_t), self.us(done_t),
                  status, error, nsent, nrecv, outcome, ev.expect, None)
