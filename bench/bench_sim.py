@@ -41,6 +41,15 @@ def bare_simpy(n: int = 1_000_000) -> tuple[float, float]:
     return n / (time.perf_counter() - w), n / (time.process_time() - c)
 
 
+def simulate_only(sets: list[str], seed: int = 1) -> tuple[int, float, float]:
+    """(events, wall s, cpu s) to simulate event-day with `sets`, events dropped (no writer)."""
+    sc = scenario.load("event-day", sets)
+    count = [0]
+    w, c = time.perf_counter(), time.process_time()
+    runner.run(sc, seed, lambda evs: count.__setitem__(0, count[0] + len(evs)))
+    return count[0], time.perf_counter() - w, time.process_time() - c
+
+
 def end_to_end(sets: list[str], out: Path, seed: int = 1) -> tuple[int, float, float]:
     """(events, wall s, cpu s) to simulate event-day with `sets` and write it to `out`."""
     sc = scenario.load("event-day", sets)
@@ -82,6 +91,7 @@ def main() -> None:
         )  # warm up imports, caches
         bw, bc = bare_simpy()
         n, wall, cpu = end_to_end(DAY, out)
+        _, swall, scpu = simulate_only(DAY)
         bw2, bc2 = bare_simpy()
         bw, bc = (bw + bw2) / 2, (bc + bc2) / 2  # before and after: the machine may be shared
         size = os.path.getsize(out)
@@ -89,8 +99,12 @@ def main() -> None:
         print(f"event-day, 100,000 attendees: {n:,} trace events, {size / 1e6:.1f} MB Parquet")
         print(
             f"  end to end (simulate + write Parquet): {ew:,.0f} events/s wall ({wall:.2f} s), "
-            f"{ec:,.0f} events/s CPU ({cpu:.2f} s)   floor {FLOOR:,}: "
-            f"{'ok' if max(ew, ec) >= FLOOR else 'BELOW'}{'' if ew >= FLOOR else ' (wall below: machine busy?)'}"
+            f"{ec:,.0f} events/s CPU ({cpu:.2f} s)   floor {FLOOR:,} (wall): "
+            f"{'ok' if ew >= FLOOR else 'BELOW (is the machine busy? compare the CPU rate)'}"
+        )
+        print(
+            f"  simulate only (no writer):             {n / swall:,.0f} events/s wall, "
+            f"{n / scpu:,.0f} events/s CPU"
         )
         print(
             f"  bare SimPy timeout loop:               {bw:,.0f} events/s wall, {bc:,.0f} events/s CPU"
