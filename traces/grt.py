@@ -5,7 +5,8 @@ Layout (every part is one msgpack object, so the whole file is a plain msgpack s
     header map      {"format": "gaterush-trace", "version": 1, "scenario": ..., ...}
                     (counts, targets and expected are empty here: they are not known yet)
     event arrays    [t_us, seq, kind, actor, target, payload, after, expect], one per event
-    trailer map     {"trailer": {"events": N, "counts": ..., "targets": ..., "expected": ...}}
+    trailer map     {"trailer": {"events": N, "crc32": C, "counts": ..., "targets": ..., "expected": ...}}
+                    (C is the CRC-32 of every byte before the trailer, so damage is noticed)
     trailer offset  uint64 in its fixed 9-byte form (0xcf + 8 bytes big-endian): where the
                     trailer map starts, so a reader finds the header stats without a scan
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 import itertools
 import os
 import struct
+import zlib
 from collections.abc import Iterable, Iterator
 from itertools import chain
 from pathlib import Path
@@ -60,12 +62,15 @@ class GrtWriter:
         self._projection = Projection()
         self._last: tuple[int, int] | None = None
         self._closed = False
+        self._crc = 0
         if append and self.path.exists() and self.path.stat().st_size > 0:
             self.header = self._resume()
         else:
             self.header = header
             self._file = open(self.path, "wb")  # noqa: SIM115 - closed in close()
-            self._file.write(self._packer.pack(header_to_obj(cleared(header))))
+            head = self._packer.pack(header_to_obj(cleared(header)))
+            self._file.write(head)
+            self._crc = zlib.crc32(head)
 
     def _resume(self) -> TraceHeader:
         """Reopen an existing file to add events: fold what it holds, cut any trailer or torn tail."""
@@ -79,6 +84,9 @@ class GrtWriter:
                 self._last = (events[-1].t_us, events[-1].seq)
         self._file = open(self.path, "r+b")  # noqa: SIM115 - closed in close()
         self._file.truncate(end)
+        self._file.seek(0)
+        while data := self._file.read(min(CHUNK_BYTES, end - self._file.tell())):
+            self._crc = zlib.crc32(data, self._crc)
         self._file.seek(end)
         return cleared(header)
 
@@ -104,7 +112,9 @@ class GrtWriter:
             for e in events:
                 check_event(e)
             raise TraceError(f"{self.path}: an event cannot be stored: {err}") from None
-        self._file.write(_strip_array_header(packed))
+        data = _strip_array_header(packed)
+        self._file.write(data)
+        self._crc = zlib.crc32(data, self._crc)
         self._last = last
         self._projection.add_many(events)
 
@@ -123,6 +133,7 @@ class GrtWriter:
         trailer = {
             "trailer": {
                 "events": self._projection.events,
+                "crc32": self._crc,
                 "counts": self.header.counts,
                 "targets": self.header.targets,
                 "expected": self.header.expected,
@@ -172,8 +183,10 @@ class GrtReader:
         header = header_from_obj(start, str(self.path))
         self.complete = trailer is not None
         self.num_events: int | None = None
+        self.crc32: int | None = None
         if trailer is not None:
             self.num_events = trailer.get("events")
+            self.crc32 = trailer.get("crc32")
             header = TraceHeader.from_dict(
                 {
                     **header.to_dict(),
@@ -237,7 +250,7 @@ class GrtReader:
         good = 0  # bytes of the event stream consumed up to the end of the last good event
         problem = None
         with open(self.path, "rb") as f:
-            f.seek(base)
+            crc = zlib.crc32(f.read(base))
             unpacker = msgpack.Unpacker(
                 use_list=False, raw=False, strict_map_key=False, max_buffer_size=1 << 30
             )
@@ -248,6 +261,7 @@ class GrtReader:
                 if not data:
                     break
                 remaining -= len(data)
+                crc = zlib.crc32(data, crc)
                 unpacker.feed(data)
                 out: list[Event] = []
                 with no_gc():
@@ -273,6 +287,11 @@ class GrtReader:
                 )
             if problem is None and self.num_events is not None and self.num_events != count:
                 problem = f"the trailer says {self.num_events} events but the file holds {count}"
+            if problem is None and self.crc32 is not None and self.crc32 != crc:
+                problem = (
+                    f"checksum mismatch in bytes 0-{end}: the file was damaged or edited "
+                    "after it was written"
+                )
         if problem is not None and not stop_at_cut:
             raise TraceError(f"{self.path}: {problem}")
 

@@ -64,6 +64,7 @@ class ParquetTraceWriter:
                 compression=compression,
                 use_dictionary=_DICT_COLUMNS,
                 write_statistics=["t_us", "seq"],
+                write_page_checksum=True,  # so a damaged page is an error, not silently wrong events
             )
         except (OSError, pa.ArrowException) as err:
             raise TraceError(f"{self.path}: cannot write: {err}") from None
@@ -141,7 +142,7 @@ class ParquetTraceReader:
         where = str(self.path)
         try:
             size = self.path.stat().st_size
-            self._file = pq.ParquetFile(self.path)
+            self._file = pq.ParquetFile(self.path, page_checksum_verification=True)
         except OSError as err:
             if isinstance(err, FileNotFoundError):
                 raise TraceError(f"{where}: no such file") from None
@@ -185,7 +186,7 @@ class ParquetTraceReader:
                 return
             except (OSError, pa.ArrowException) as err:
                 raise TraceError(f"{self.path}: corrupt data after row {done}: {err}") from None
-            batch = conform(batch, f"{self.path} (rows from {done})")
+            batch = conform(batch, f"{self.path}: rows from {done}")
             done += batch.num_rows
             yield batch
 

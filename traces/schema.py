@@ -195,28 +195,36 @@ def batch_to_events(batch: pa.RecordBatch) -> list[Event]:
 
 
 def conform(batch: pa.RecordBatch, where: str) -> pa.RecordBatch:
-    """Cast a batch read from a file to SCHEMA, or raise TraceError naming `where` and the column.
+    """Check a batch read from a file and cast it to SCHEMA, or raise TraceError naming `where`.
 
-    Accepts plain strings for the dictionary columns and large types (files written by other tools).
+    Accepts plain strings for the dictionary columns and large types (files written by other
+    tools). Validates fully (dictionary indices, UTF-8, nulls): a damaged file must be an error,
+    not events that are silently wrong.
     """
-    if batch.schema.equals(SCHEMA):
-        return batch
-    arrays = []
-    for field in SCHEMA:
-        i = batch.schema.get_field_index(field.name)
-        if i < 0:
-            raise TraceError(f"{where}: missing column {field.name!r}")
-        col = batch.column(i)
-        try:
-            if not col.type.equals(field.type):
-                if field.name in _STRING_COLUMNS and pa.types.is_dictionary(col.type):
-                    col = col.dictionary_decode()
-                col = col.cast(field.type)
-        except pa.ArrowException as err:
-            raise TraceError(
-                f"{where}: column {field.name!r} has type {col.type}, expected {field.type}: {err}"
-            ) from None
-        if field.name in _NOT_NULL and col.null_count:
-            raise TraceError(f"{where}: column {field.name!r} has {col.null_count} null value(s)")
-        arrays.append(col)
-    return pa.RecordBatch.from_arrays(arrays, schema=SCHEMA)
+    if not batch.schema.equals(SCHEMA):
+        arrays = []
+        for field in SCHEMA:
+            i = batch.schema.get_field_index(field.name)
+            if i < 0:
+                raise TraceError(f"{where}: missing column {field.name!r}")
+            col = batch.column(i)
+            try:
+                if not col.type.equals(field.type):
+                    if field.name in _STRING_COLUMNS and pa.types.is_dictionary(col.type):
+                        col = col.dictionary_decode()
+                    col = col.cast(field.type)
+            except pa.ArrowException as err:
+                raise TraceError(
+                    f"{where}: column {field.name!r} has type {col.type}, expected {field.type}: {err}"
+                ) from None
+            arrays.append(col)
+        batch = pa.RecordBatch.from_arrays(arrays, schema=SCHEMA)
+    try:
+        batch.validate(full=True)
+    except pa.ArrowException as err:
+        raise TraceError(f"{where}: corrupt data: {err}") from None
+    for name in _NOT_NULL:
+        col = batch.column(name)
+        if col.null_count:
+            raise TraceError(f"{where}: column {name!r} has {col.null_count} null value(s)")
+    return batch

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 from pathlib import Path
@@ -250,3 +251,50 @@ def test_header_metadata_is_canonical_json(tmp_path) -> None:
 def test_parquet_rejects_append(tmp_path) -> None:
     with pytest.raises(TraceError, match="cannot be appended"):
         open_writer(tmp_path / "x.parquet", TraceHeader(), append=True)
+
+
+@settings(SETTINGS, max_examples=60)
+@given(
+    events=traces(min_size=1, max_size=25, day=True),
+    fmt=st.sampled_from(FORMATS),
+    flips=st.lists(
+        st.tuples(st.floats(0, 1, exclude_max=True), st.integers(1, 255)), min_size=1, max_size=3
+    ),
+)
+def test_damaged_files_read_fine_or_raise_trace_error_never_anything_else(
+    tmp_path, events, fmt, flips
+) -> None:
+    from traces.convert import convert
+    from traces.info import summarize
+
+    path = tmp_path / f"x.{fmt}"
+    write(path, TraceHeader(), events, **({"row_group_rows": 5} if fmt == "parquet" else {}))
+    data = bytearray(path.read_bytes())
+    for where, xor in flips:
+        data[int(where * len(data))] ^= xor
+    path.write_bytes(bytes(data))
+    for action in (
+        lambda: read(path),
+        lambda: summarize(path),
+        lambda: convert(path, tmp_path / "o.grt"),
+    ):
+        with contextlib.suppress(TraceError):
+            action()
+
+
+@settings(SETTINGS, max_examples=60)
+@given(
+    events=traces(min_size=1, max_size=25, day=True),
+    where=st.floats(0, 1, exclude_max=True),
+    bit=st.integers(0, 7),
+)
+def test_any_bit_flip_before_the_grt_trailer_is_an_error(tmp_path, events, where, bit) -> None:
+    path = tmp_path / "x.grt"
+    write(path, TraceHeader(), events)
+    with open_reader(path) as r:
+        end = r.trailer_at
+    data = bytearray(path.read_bytes())
+    data[int(where * end)] ^= 1 << bit
+    path.write_bytes(bytes(data))
+    with pytest.raises(TraceError, match=str(path)):
+        read(path)
