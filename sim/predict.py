@@ -80,19 +80,18 @@ class Judgement:
 Judge = Callable[[pa.Table, Mapping[str, Sequence[str]]], Judgement]
 
 
-def events(sc: Scenario, seed: int, step_s: float | None = None) -> Iterator[Event]:
+def events(sc: Scenario, seed: int, steps: int = 200) -> Iterator[Event]:
     """The scenario's events in (t_us, seq) order, streamed from memory (no trace file)."""
     env = simpy.Environment()
     out: deque[Event] = deque()
     sink = StreamSink(env, out.extend, 16384)
     runner.build(env, sc, seed, sink.emit)
-    step = step_s or max(runner.horizon(sc) / 200, 1.0)
-    t = 0.0
-    while env.peek() != float("inf"):
-        t = max(t + step, env.peek())
-        env.run(until=t)
+    end = runner.horizon(sc)
+    for i in range(1, steps):  # in steps, so memory holds a step's events, not the day's
+        env.run(until=end * i / steps)
         while out:
             yield out.popleft()
+    env.run()  # what is left after the horizon
     sink.flush()
     while out:
         yield out.popleft()

@@ -1,0 +1,210 @@
+"""What-if search: hypothesis drives a scenario's parameters to the smallest case that breaks its thresholds.
+
+Each case is a prediction (sim.predict: the scenario simulated in memory, its requests through the
+backend capacity model) judged by the scenario's thresholds. Hypothesis generates the cases, and when
+one fails it shrinks the parameters to a minimal failing configuration; its example database (a
+directory) stores that case, so the next search over the same study tries it first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+from hypothesis import HealthCheck, Phase, Verbosity, given, reject, settings
+from hypothesis import seed as hypothesis_seed
+from hypothesis import strategies as st
+from hypothesis.database import DirectoryBasedExampleDatabase
+from hypothesis.errors import Unsatisfiable
+
+from sim.predict import Judge, Judgement, evaluate, lookup, with_values
+from sim.scenario import Scenario, ScenarioError
+
+DEFAULT_CACHE = Path(".gaterush")  # hypothesis's example database lives in DEFAULT_CACHE / "whatif"
+
+_RANGE = re.compile(r"^\s*(?P<lo>[-+]?[0-9][0-9_.eE+-]*)\s*\.\.\s*(?P<hi>[-+]?[0-9][0-9_.eE+-]*)\s*$")
+_INT = re.compile(r"^[-+]?[0-9_]+$")
+
+
+@dataclass(frozen=True, slots=True)
+class Vary:
+    """One parameter the search varies: a dotted scenario key over [low, high], integers or floats."""
+
+    key: str
+    low: float
+    high: float
+    integer: bool
+
+    def strategy(self) -> st.SearchStrategy:
+        """The hypothesis strategy drawing this parameter (shrinks toward `low`)."""
+        if self.integer:
+            return st.integers(int(self.low), int(self.high))
+        return st.floats(self.low, self.high, allow_nan=False, allow_infinity=False)
+
+    def __str__(self) -> str:
+        kind = "integers" if self.integer else "numbers"
+        lo, hi = (int(self.low), int(self.high)) if self.integer else (self.low, self.high)
+        return f"{self.key} in {lo}..{hi} ({kind})"
+
+
+def _number(text: str, what: str) -> int | float:
+    t = text.replace("_", "")
+    try:
+        return int(t) if _INT.match(t) else float(t)
+    except ValueError:
+        raise ScenarioError("", f"{what}: {text!r} is not a number") from None
+
+
+def parse_range(option: str, spec: str) -> tuple[str, int | float, int | float]:
+    """(key, low, high) from `KEY=LOW..HIGH`; ScenarioError naming the option when malformed or empty."""
+    key, sep, rng = spec.partition("=")
+    key = key.strip()
+    m = _RANGE.match(rng)
+    if not sep or not key or not m:
+        raise ScenarioError("", f"{option} {spec!r}: expected KEY=LOW..HIGH, e.g. gate.lanes=4..24")
+    lo = _number(m["lo"], f"{option} {spec!r}")
+    hi = _number(m["hi"], f"{option} {spec!r}")
+    if lo > hi:
+        raise ScenarioError(key, f"{option} {spec!r}: empty range (LOW {lo} > HIGH {hi})")
+    return key, lo, hi
+
+
+def plain_type(data: Mapping[str, Any], key: str, value: int | float, option: str) -> type:
+    """int or float: the type a scenario key holds, checked by setting `value` (ScenarioError names the key)."""
+    sc = with_values(data, {key: value})
+    v = lookup(sc.to_dict(), key)
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        raise ScenarioError(key, f"{option}: only numbers can vary, and this key holds {type(v).__name__}")
+    return type(v)
+
+
+def parse_varies(data: Mapping[str, Any], specs: Sequence[str], option: str = "--vary") -> tuple[Vary, ...]:
+    """Validated parameters from `KEY=LOW..HIGH` texts (unknown key, wrong type, empty range: ScenarioError)."""
+    out: list[Vary] = []
+    for spec in specs:
+        key, lo, hi = parse_range(option, spec)
+        if any(v.key == key for v in out):
+            raise ScenarioError(key, f"{option} given twice for this key")
+        kinds = {plain_type(data, key, lo, option), plain_type(data, key, hi, option)}
+        integer = kinds == {int}
+        if integer and not (isinstance(lo, int) and isinstance(hi, int)):
+            raise ScenarioError(key, f"{option} {spec!r}: expected integers, this key holds an integer")
+        out.append(Vary(key, lo, hi, integer))
+    if not out:
+        raise ScenarioError("", f"give at least one {option} KEY=LOW..HIGH")
+    return tuple(out)
+
+
+@dataclass(frozen=True, slots=True)
+class Case:
+    """One evaluated case: the values set, its headline figures and its judgement."""
+
+    values: dict[str, Any]
+    figures: dict[str, float]
+    judgement: Judgement
+
+
+@dataclass(frozen=True, slots=True)
+class SearchResult:
+    """What a search found: the smallest failing case (None: none within the budget) and its effort."""
+
+    failing: Case | None
+    scenario: Scenario | None  # the failing case as a full scenario
+    tried: int  # cases evaluated, shrinking included
+    shrinking: int  # of which while shrinking a failure
+    seconds: float
+    cases: tuple[Case, ...] = field(default=(), repr=False)
+
+
+Evaluator = Callable[[Mapping[str, Any], Mapping[str, Any], int, Judge], tuple[dict[str, float], Judgement]]
+
+
+def evaluate_case(data: Mapping[str, Any], values: Mapping[str, Any], seed: int, judge: Judge) -> tuple[dict[str, float], Judgement]:
+    """Predict and judge the scenario `data` with `values` set (a top-level function: it pickles)."""
+    figures, j = evaluate(with_values(data, values), seed, judge)
+    assert j is not None
+    return figures, j
+
+
+def study_key(data: Mapping[str, Any], varies: Sequence[Vary], seed: int) -> bytes:
+    """The example database key of a study: the scenario, the parameters and the seed."""
+    text = json.dumps([data, [str(v) for v in varies], seed], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).digest()
+
+
+def search(
+    data: Mapping[str, Any],
+    varies: Sequence[Vary],
+    judge: Judge,
+    *,
+    seed: int = 0,
+    max_examples: int = 50,
+    cache: Path | None = DEFAULT_CACHE,
+    evaluator: Evaluator = evaluate_case,
+    progress: Callable[[Case, bool], None] | None = None,
+) -> SearchResult:
+    """Search for the smallest case breaking the thresholds of `data` (plain scenario data).
+
+    `seed` seeds both the simulations (every case uses it: common random numbers) and hypothesis.
+    `cache` holds hypothesis's example database (None: no database). `progress(case, shrinking)`
+    is called after each case.
+    """
+    cases: list[Case] = []
+    first_fail: list[int] = []
+    last_fail: list[Case] = []
+
+    def one_case(values: dict[str, Any]) -> None:
+        try:
+            figures, j = evaluator(data, values, seed, judge)
+        except ScenarioError:
+            reject()  # values that make no valid scenario (a cross-field check): not a case
+        case = Case(dict(values), figures, j)
+        cases.append(case)
+        if not j.ok:
+            last_fail[:] = [case]
+            if not first_fail:
+                first_fail.append(len(cases))
+        if progress is not None:
+            progress(case, bool(first_fail))
+        assert j.ok, "thresholds failed"
+
+    one_case._hypothesis_internal_add_digest = study_key(data, varies, seed)  # type: ignore[attr-defined]
+    db = DirectoryBasedExampleDatabase(str(cache / "whatif")) if cache is not None else None
+    test = settings(
+        max_examples=max_examples,
+        deadline=None,
+        database=db,
+        phases=(Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink),
+        suppress_health_check=list(HealthCheck),
+        report_multiple_bugs=False,
+        verbosity=Verbosity.quiet,
+        print_blob=False,
+    )(given(st.fixed_dictionaries({v.key: v.strategy() for v in varies}))(one_case))
+    test = hypothesis_seed(seed)(test)
+    t0 = time.perf_counter()
+    failed = False
+    try:
+        test()
+    except AssertionError:
+        failed = True
+    except Unsatisfiable as e:
+        raise ScenarioError("", f"no valid scenario among the cases tried: {e}") from None
+    seconds = time.perf_counter() - t0
+    if not failed or not last_fail:
+        return SearchResult(None, None, len(cases), 0, seconds, tuple(cases))
+    case = last_fail[0]  # hypothesis replays the minimal failing example last
+    sc = with_values(data, case.values)
+    return SearchResult(case, sc, len(cases), len(cases) - first_fail[0], seconds, tuple(cases))
+
+
+def scenario_toml(sc: Scenario, comments: Sequence[str] = ()) -> str:
+    """A full scenario as TOML (what `gaterush simulate` and `whatif` read back), with leading comments."""
+    head = "".join(f"# {c}\n" for c in comments)
+    return head + tomli_w.dumps(sc.to_dict())
