@@ -178,7 +178,7 @@ class ParquetTraceReader:
     def batches(self, rows: int = ROW_GROUP_ROWS) -> Iterator[pa.RecordBatch]:
         """The events as RecordBatches of traces.schema.SCHEMA, at most `rows` each."""
         done = 0
-        it = self._file.iter_batches(batch_size=rows, columns=list(COLUMNS), use_threads=False)
+        it = self._file.iter_batches(batch_size=rows, columns=list(COLUMNS))
         while True:
             try:
                 batch = next(it)
