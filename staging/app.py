@@ -424,7 +424,8 @@ class StandInApp:
             "realtime_messages": self.hub.messages_sent,
             "injected_errors": self.throttle.injected_errors,
             "stalls": self.throttle.stalls,
-            "webhook_delivery": dict(self.deliverer.stats) if self.deliverer else None,
+            "webhook_delivery": ({**self.deliverer.stats, "pending": self.deliverer.pending}
+                                 if self.deliverer else None),
         }
 
     async def admin_knobs_get(self, request: web.Request) -> web.Response:

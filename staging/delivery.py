@@ -83,6 +83,11 @@ class Deliverer:
                 return
             await asyncio.sleep(k.retry_base * 2 ** (attempt - 1) * (0.5 + self.rng.random()))
 
+    @property
+    def pending(self) -> int:
+        """Deliveries scheduled and not finished."""
+        return len(self._tasks)
+
     async def idle(self, timeout: float | None = None) -> bool:
         """Wait until no delivery is pending; False on timeout."""
         try:

@@ -20,7 +20,8 @@ CREATE TABLE IF NOT EXISTS events (
     presold INTEGER NOT NULL,
     price_cents INTEGER NOT NULL,
     currency TEXT NOT NULL,
-    allow_reentry BOOLEAN NOT NULL DEFAULT 0
+    allow_reentry BOOLEAN NOT NULL DEFAULT 0,
+    starts_at TEXT
 );
 CREATE TABLE IF NOT EXISTS orders (
     id INTEGER PRIMARY KEY,
@@ -110,6 +111,9 @@ def now_iso(ts: float | None = None) -> str:
 def create_schema(conn: sqlite3.Connection) -> None:
     """Create every table and view if missing (idempotent: a restart keeps the data)."""
     conn.executescript(SCHEMA)
+    have = {r[1] for r in conn.execute("PRAGMA table_info(events)")}
+    if "starts_at" not in have:  # a database made before the column existed
+        conn.execute("ALTER TABLE events ADD COLUMN starts_at TEXT")
 
 
 def table_columns(conn: sqlite3.Connection) -> dict[str, tuple[str, ...]]:
