@@ -56,7 +56,7 @@ def register(group: click.Group, start_local: StartLocal | None = None) -> None:
         "--target",
         default="local",
         show_default=True,
-        help="'local' starts the stand-in; or a Supabase project URL (keys from SUPABASE_ANON_KEY, ...).",
+        help="'local' starts the stand-in; 'env' is $SUPABASE_URL; or a Supabase project URL (keys from SUPABASE_ANON_KEY, ...).",
     )
     @click.option(
         "--speed",
@@ -151,7 +151,7 @@ def register(group: click.Group, start_local: StartLocal | None = None) -> None:
         \b
         Example:
           gaterush replay day.parquet --target local -o results.parquet
-          SUPABASE_URL=... SUPABASE_ANON_KEY=... gaterush replay day.parquet --target "$SUPABASE_URL" --speed 2
+          SUPABASE_URL=... SUPABASE_ANON_KEY=... gaterush replay day.parquet --target env --speed 2
         """
         from replay import report as rep
         from replay import summary as summ

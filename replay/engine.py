@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import gc
 import math
 import multiprocessing
@@ -69,7 +70,7 @@ class ReplayConfig:
 
     trace: str
     out: str
-    target: str = "local"  # local | http(s)://... (a Supabase project URL)
+    target: str = "local"  # local | env ($SUPABASE_URL) | http(s)://... (a Supabase project URL)
     speed: float = 1.0
     max_in_flight: int = 10_000
     workers: int = 1
@@ -319,8 +320,14 @@ def run_replay(cfg: ReplayConfig, env: Mapping[str, str] | None = None, start_lo
         raise ValueError(
             f"--stripe: expected standin, real or an http(s):// URL, got {cfg.stripe!r}"
         )
+    if cfg.target == "env":
+        if not env.get("SUPABASE_URL"):
+            raise ValueError("--target env: SUPABASE_URL is not set")
+        cfg = dataclasses.replace(cfg, target=env["SUPABASE_URL"])
     if cfg.target != "local" and not cfg.target.startswith(("http://", "https://")):
-        raise ValueError(f"--target: expected local or an http(s):// URL, got {cfg.target!r}")
+        raise ValueError(
+            f"--target: expected local, env ($SUPABASE_URL) or an http(s):// URL, got {cfg.target!r}"
+        )
     profile = load_profile(cfg.profile)
     with open_reader(cfg.trace) as r:
         theader = r.header

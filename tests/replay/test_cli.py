@@ -167,6 +167,7 @@ def test_dry_run_prints_the_plan_and_sends_nothing(
     (["--stripe", "real"], "STRIPE_TEST_SK"),
     (["--stripe", "elsewhere"], "--stripe"),
     (["--target", "ftp://x"], "--target"),
+    (["--target", "env"], "SUPABASE_URL is not set"),
     (["--speed", "0"], "speed"),
     (["--threshold", "http_req_duration=p(95)<<"], "p(95)"),
 ])  # fmt: skip
@@ -255,3 +256,12 @@ def test_realtime_update_latency_for_every_write_and_viewer(tmp_path: Path, work
     assert all(
         x["sent_us"] == scans[x["seq"]]["done_us"] for x in lat
     )  # timed from the write's completion
+
+
+def test_target_env_reads_supabase_url(trace: Path, loop_server: LoopbackServer) -> None:
+    r = CliRunner().invoke(
+        cli(),
+        ["replay", str(trace), "--target", "env", "--dry-run"],
+        env={"SUPABASE_URL": loop_server.url},
+    )
+    assert r.exit_code == 0 and f"target {loop_server.url}" in r.output, r.output
