@@ -45,7 +45,7 @@ from replay.safety import (
 )
 from replay.scheduler import ScheduleOptions, Scheduler, shard_of
 from replay.transport import make_transport
-from traces.event import Event
+from traces.event import TARGET_WEBHOOK, Event
 from traces.io import open_reader
 
 now = time.monotonic
@@ -352,6 +352,16 @@ def run_replay(cfg: ReplayConfig, env: Mapping[str, str] | None = None, start_lo
             + "\n"
         )
         return None
+    if not local:
+        if not keys.anon_key:
+            raise ValueError(
+                "--target URL: set SUPABASE_ANON_KEY (the project's anon or publishable key)"
+            )
+        if TARGET_WEBHOOK in targets and not keys.webhook_secret:
+            raise ValueError(
+                f"the trace sends Stripe webhooks ({TARGET_WEBHOOK}): set STRIPE_WEBHOOK_SECRET, "
+                "the endpoint's whsec_ secret, so they are signed at send time"
+            )
     if not local and stripe_mode == "standin" and any(t.startswith("stripe:") for t in targets):
         base = env.get("STRIPE_API_BASE")
         if not base:

@@ -265,3 +265,20 @@ def test_target_env_reads_supabase_url(trace: Path, loop_server: LoopbackServer)
         env={"SUPABASE_URL": loop_server.url},
     )
     assert r.exit_code == 0 and f"target {loop_server.url}" in r.output, r.output
+
+
+@pytest.mark.parametrize("env,match", [
+    ({"SUPABASE_ANON_KEY": "", "STRIPE_WEBHOOK_SECRET": "whsec_x"}, "SUPABASE_ANON_KEY"),
+    ({"SUPABASE_ANON_KEY": "sb_publishable_x", "STRIPE_WEBHOOK_SECRET": ""}, "STRIPE_WEBHOOK_SECRET"),
+])  # fmt: skip
+def test_missing_keys_for_a_url_target(
+    trace: Path, tmp_path: Path, loop_server: LoopbackServer, env: dict, match: str
+) -> None:
+    before = len(loop_server.stamps())
+    r = CliRunner().invoke(
+        cli(),
+        ["replay", str(trace), "--target", loop_server.url, "-o", str(tmp_path / "k.grr")],
+        env=env,
+    )
+    assert r.exit_code == 104 and match in r.output, r.output
+    assert len(loop_server.stamps()) == before
