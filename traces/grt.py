@@ -73,7 +73,11 @@ class GrtWriter:
             self._crc = zlib.crc32(head)
 
     def _resume(self) -> TraceHeader:
-        """Reopen an existing file to add events: fold what it holds, cut any trailer or torn tail."""
+        """Reopen an existing file to add events: fold what it holds, cut any trailer or torn tail.
+
+        A damaged file is refused (TraceError) rather than cut at the damage, which would lose
+        the events after it; `gaterush trace convert --salvage` keeps what can be kept.
+        """
         reader = GrtReader(self.path)
         header = reader.header
         end = reader.events_start
@@ -241,7 +245,8 @@ class GrtReader:
         """Chunks of events with the byte offset just after each chunk's last complete event.
 
         Raises TraceError naming the file and the byte offset of the first incomplete or corrupt
-        object after yielding every event before it (unless stop_at_cut, for resuming a file).
+        object after yielding every event before it. With stop_at_cut (resuming a file), a file
+        that is only cut short (a torn last event, no trailer) ends quietly; damage still raises.
         """
         end = self.trailer_at if self.trailer_at is not None else self.size
         base = self.events_start
@@ -249,6 +254,7 @@ class GrtReader:
         count = 0
         good = 0  # bytes of the event stream consumed up to the end of the last good event
         problem = None
+        cut = False  # the problem is only that the file ends early
         with open(self.path, "rb") as f:
             crc = zlib.crc32(f.read(base))
             unpacker = msgpack.Unpacker(
@@ -271,6 +277,7 @@ class GrtReader:
                                 out.append(tn(ev, obj))
                             else:
                                 problem = self._odd_object(obj, base + good)
+                                cut = isinstance(obj, dict) and "trailer" in obj
                                 break
                             good = tell()
                     except _UNPACK_ERRORS as err:
@@ -279,8 +286,10 @@ class GrtReader:
                 yield out, base + good
             at = base + good
             if problem is None and at < end:
+                cut = True
                 problem = f"truncated at byte {at} of {self.size}: an incomplete record after {count} complete events"
             if problem is None and self.trailer_at is None:
+                cut = True
                 problem = (
                     f"ends at byte {at} without a trailer: the writer did not finish "
                     f"(a crash or a recording in progress); {count} complete events were read"
@@ -292,7 +301,7 @@ class GrtReader:
                     f"checksum mismatch in bytes 0-{end}: the file was damaged or edited "
                     "after it was written"
                 )
-        if problem is not None and not stop_at_cut:
+        if problem is not None and not (stop_at_cut and cut):
             raise TraceError(f"{self.path}: {problem}")
 
     def _odd_object(self, obj: Any, at: int) -> str:

@@ -170,3 +170,26 @@ def test_batches_of_a_cut_file_hold_every_complete_event_then_raise(
             assert b.num_rows <= rows
             got.extend(batch_to_events(b))
     assert got == by_row == events[: len(got)]
+
+
+@pytest.mark.parametrize("damage", ["flip", "junk-object"])
+def test_append_refuses_a_damaged_file_instead_of_cutting_events_away(
+    tmp_path: Path, damage
+) -> None:
+    path = tmp_path / "x.grt"
+    events = [Event(i, i, "scan", "a", None, b"payload", None, None) for i in range(10)]
+    with open_writer(path, TraceHeader()) as w:
+        w.write_many(events[:3])
+        w.flush()
+        at = path.stat().st_size
+        w.write_many(events[3:])
+    data = bytearray(path.read_bytes())
+    if damage == "flip":
+        data[at + 3] ^= 0x01  # inside the 4th event: only the checksum can tell
+    else:
+        data[at] = 0x07  # a bare int where an event array should be
+    path.write_bytes(bytes(data))
+    before = path.read_bytes()
+    with pytest.raises(TraceError, match=str(path)):
+        open_writer(path, TraceHeader(), append=True)
+    assert path.read_bytes() == before
