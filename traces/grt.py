@@ -67,8 +67,10 @@ class GrtWriter:
             self.header = self._resume()
         else:
             self.header = header
+            head = self._packer.pack(
+                header_to_obj(cleared(header))
+            )  # refused before the file exists
             self._file = open(self.path, "wb")  # noqa: SIM115 - closed in close()
-            head = self._packer.pack(header_to_obj(cleared(header)))
             self._file.write(head)
             self._crc = zlib.crc32(head)
 

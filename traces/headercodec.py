@@ -29,6 +29,8 @@ def _first_bad(obj: Any, path: str = "header") -> str | None:
             bad = _first_bad(v, f"{path}[{i}]")
             if bad:
                 return bad
+    elif isinstance(obj, int) and not isinstance(obj, bool) and not -(2**63) <= obj < 2**64:
+        return f"{path}: {obj} is too big for a trace header (64-bit integers only)"
     elif not (obj is None or isinstance(obj, bool | int | float | str)):
         return f"{path}: a {type(obj).__name__} cannot be stored in a trace header"
     return None

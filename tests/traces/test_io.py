@@ -152,14 +152,23 @@ def test_a_writer_failing_inside_with_leaves_no_parquet_and_an_unfinished_grt(tm
         list(r)
 
 
-def test_an_unstorable_header_is_refused_naming_the_key(tmp_path) -> None:
-    import datetime
-
-    h = TraceHeader(scenario={"gate": {"opens": datetime.time(10, 30)}})
+@pytest.mark.parametrize(
+    "scenario, where",
+    [
+        (
+            {"gate": {"opens": __import__("datetime").time(10, 30)}},
+            r"header\.scenario\.gate\.opens: a time",
+        ),
+        ({"lanes": [1, 2**64]}, r"header\.scenario\.lanes\[1\]: .* too big"),
+        ({1: "x"}, r"header\.scenario: key 1 is not a string"),
+    ],
+)
+def test_an_unstorable_header_is_refused_naming_the_key(tmp_path, scenario, where) -> None:
+    h = TraceHeader(scenario=scenario)
     for fmt in FORMATS:
-        with pytest.raises(TraceError, match=r"header\.scenario\.gate\.opens"):
+        with pytest.raises(TraceError, match=where):
             open_writer(tmp_path / f"x.{fmt}", h)
-    assert not (tmp_path / "x.parquet").exists()
+    assert not list(tmp_path.iterdir())
 
 
 @pytest.mark.parametrize("name", ["trace.csv", "trace", "trace.parquet.gz"])
