@@ -189,6 +189,41 @@ def read_rss_mb(path: Path) -> tuple[float, float]:
     return int(out[1]) / 1024, int(out[2]) / 1024
 
 
+_WRITE_CHILD = """
+import sys
+from bench.bench_traces import synthetic
+from traces.header import TraceHeader
+from traces.io import open_writer
+
+def hwm():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+
+chunks = synthetic(int(sys.argv[2]))
+first = next(chunks)
+before = hwm()
+with open_writer(sys.argv[1], TraceHeader()) as w:
+    w.write_many(first)
+    for chunk in chunks:
+        w.write_many(chunk)
+print(before, hwm())
+"""
+
+
+def write_rss_mb(path: Path, n: int) -> tuple[float, float]:
+    """(peak RSS before writing, peak RSS after writing n streamed events) of a fresh process, MB."""
+    root = Path(__file__).resolve().parent.parent
+    out = subprocess.run(
+        [sys.executable, "-c", _WRITE_CHILD, str(path), str(n)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=root,
+    ).stdout.split()
+    return int(out[0]) / 1024, int(out[1]) / 1024
+
+
 def main() -> None:
     """Print write/read rates for both formats, memory while reading, and the floors."""
     n = int(os.environ.get("BENCH_TRACE_EVENTS", "1500000"))
@@ -235,6 +270,13 @@ def main() -> None:
             base, peak = read_rss_mb(p)
             print(
                 f"memory   read all of {fmt:<8} peak RSS {peak:6.0f} MB (after imports {base:.0f} MB)"
+            )
+        for fmt, p in paths.items():
+            small = write_rss_mb(p, n // 4)[1]
+            base, peak = write_rss_mb(p, n)
+            print(
+                f"memory   write {fmt:<8}       peak RSS {peak:6.0f} MB for {n:,} events,"
+                f" {small:.0f} MB for {n // 4:,} (before writing {base:.0f} MB)"
             )
 
 
