@@ -19,7 +19,6 @@ from typing import Any
 
 import tomli_w
 from hypothesis import HealthCheck, Phase, Verbosity, given, reject, settings
-from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 from hypothesis.database import DirectoryBasedExampleDatabase
 from hypothesis.errors import Unsatisfiable
@@ -152,9 +151,10 @@ def search(
 ) -> SearchResult:
     """Search for the smallest case breaking the thresholds of `data` (plain scenario data).
 
-    `seed` seeds both the simulations (every case uses it: common random numbers) and hypothesis.
-    `cache` holds hypothesis's example database (None: no database). `progress(case, shrinking)`
-    is called after each case.
+    `seed` seeds the simulations (every case uses it: common random numbers). `cache` holds
+    hypothesis's example database, whose failures are tried first; None: no database, and a
+    derandomized search (the same cases every time for a study and seed). `progress(case,
+    shrinking)` is called after each case.
     """
     cases: list[Case] = []
     first_fail: list[int] = []
@@ -186,8 +186,8 @@ def search(
         report_multiple_bugs=False,
         verbosity=Verbosity.quiet,
         print_blob=False,
+        derandomize=db is None,
     )(given(st.fixed_dictionaries({v.key: v.strategy() for v in varies}))(one_case))
-    test = hypothesis_seed(seed)(test)
     t0 = time.perf_counter()
     failed = False
     try:

@@ -1,0 +1,330 @@
+"""Study commands: `whatif`, `sweep`, `calibrate`, `capacity` (predictions, no network).
+
+sim/ may not import replay/, so gaterush.py injects what joins them: `judge` (result rows +
+thresholds -> sim.predict.Judgement, from replay.metrics/replay.thresholds), `read_results`
+(replay.resultlog.read_results) and `plot` (an inline SVG line chart, from replay.report).
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+import pyarrow as pa
+
+from sim import calibrate as cal
+from sim import capacity as capq
+from sim import scenario
+from sim import sweep as sw
+from sim import whatif as wi
+from sim.predict import RESULT_SCHEMA, Judge, Judgement, with_thresholds, with_values
+from sim.scenario import ScenarioError
+from traces.exitcodes import THRESHOLDS_FAILED, InvalidInput
+
+ReadResults = Callable[[str], tuple[Any, pa.Table]]  # path -> (header, result table)
+
+_CLI_THRESHOLD = re.compile(r"^\s*(?P<sel>[A-Za-z_][A-Za-z0-9_]*(\{[^}]*\})?)\s*(=(?![=])|\s)\s*(?P<expr>.+)$")
+
+
+def threshold_mapping(specs: Sequence[str]) -> dict[str, list[str]]:
+    """`--threshold METRIC[{tags}]=EXPR` texts as a k6 mapping (judged, hence fully checked, by the judge)."""
+    out: dict[str, list[str]] = {}
+    for s in specs:
+        m = _CLI_THRESHOLD.match(s)
+        if not m:
+            raise InvalidInput(f"--threshold {s!r}: expected METRIC[{{tag:value}}]=EXPRESSION, like 'http_req_duration=p(95)<500'")
+        out.setdefault(m["sel"], []).append(m["expr"].strip())
+    return out
+
+
+def _need_judge(judge: Judge | None) -> Judge:
+    if judge is None:
+        raise click.ClickException("this build has no threshold judge (gaterush.py passes replay's to sim.cli_study.register)")
+    return judge
+
+
+def _check_thresholds(judge: Judge, thresholds: Mapping[str, Sequence[str]]) -> None:
+    if not thresholds:
+        raise InvalidInput("no thresholds to judge by: give --threshold METRIC=EXPR or a [thresholds] table in the scenario")
+    try:
+        judge(RESULT_SCHEMA.empty_table(), thresholds)
+    except ValueError as e:
+        raise InvalidInput(str(e)) from None
+
+
+def _study_data(name: str, sets: Sequence[str], backend: Path | None, thresholds: Sequence[str]) -> dict[str, Any]:
+    """The scenario (with --set, --backend, --threshold applied) as validated plain data."""
+    try:
+        sc = scenario.load(name, list(sets))
+        data = sc.to_dict()
+        if backend is not None:
+            data = cal.with_backend(data, cal.load_backend(backend))
+        data = with_thresholds(data, threshold_mapping(thresholds) if thresholds else None)
+        with_values(data, {})  # validates the whole result
+    except ScenarioError as e:
+        raise InvalidInput(str(e)) from None
+    return data
+
+
+def _seed(seed: int) -> int:
+    if not 0 <= seed < 2**63:
+        raise InvalidInput(f"--seed: expected an integer from 0 to 2**63 - 1, got {seed}")
+    return seed
+
+
+def _checks_text(j: Judgement) -> list[str]:
+    return [f"  {'✓' if c.ok else '✗'} {c.name}  (observed {c.observed:.6g})" for c in j.checks]
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.6g}" if isinstance(v, float) else str(v)
+
+
+_common = [
+    click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a scenario value first (TOML syntax). Repeatable."),
+    click.option("--threshold", "thresholds", multiple=True, metavar="METRIC=EXPR",
+                 help="Judge by this threshold instead of the scenario's, e.g. 'http_req_duration{target:rpc:scan_ticket_atomic}=p(95)<200'. Repeatable."),
+    click.option("--backend", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
+                 help="A [capacity] TOML (as `calibrate` writes) laid over the scenario's backend."),
+    click.option("--seed", type=int, default=0, show_default=True, help="Simulation seed (every case uses it)."),
+]
+
+
+def _with_common(f: Callable) -> Callable:
+    for opt in reversed(_common):
+        f = opt(f)
+    return f
+
+
+def register(group: click.Group, judge: Judge | None = None, read_results: ReadResults | None = None,
+             plot: sw.Plot | None = None) -> None:
+    """Add `whatif`, `sweep`, `calibrate` and `capacity` to the gaterush group."""
+
+    @group.command("whatif")
+    @click.argument("scenario_name", metavar="SCENARIO|FILE.toml")
+    @click.option("--vary", "varies", multiple=True, required=True, metavar="KEY=LOW..HIGH",
+                  help="A parameter to search over, e.g. arrivals.attendees=10000..200000. Repeatable.")
+    @_with_common
+    @click.option("--max-examples", type=click.IntRange(1, 100_000), default=50, show_default=True,
+                  help="Cases hypothesis generates before giving up (shrinking a failure comes on top).")
+    @click.option("-o", "--output", "out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                  help="Write the failing case's full scenario TOML here (else it is printed).")
+    @click.option("--cache", type=click.Path(file_okay=False, path_type=Path), default=wi.DEFAULT_CACHE, show_default=True,
+                  help="Directory of hypothesis's example database (a found failure comes back first).")
+    def whatif_cmd(scenario_name: str, varies: tuple[str, ...], sets: tuple[str, ...], thresholds: tuple[str, ...],
+                   backend: Path | None, seed: int, max_examples: int, out: Path | None, cache: Path) -> None:
+        """Search the parameters for the smallest case that breaks the thresholds (exit 99 if one does).
+
+        \b
+        Example:
+          gaterush whatif event-day --vary arrivals.attendees=50000..300000 --vary gate.lanes=40..120 \\
+            --threshold 'http_req_duration{target:rpc:scan_ticket_atomic}=p(95)<200' -o worst.toml
+        """
+        j = _need_judge(judge)
+        data = _study_data(scenario_name, sets, backend, thresholds)
+        _check_thresholds(j, data.get("thresholds") or {})
+        try:
+            vs = wi.parse_varies(data, varies)
+        except ScenarioError as e:
+            raise InvalidInput(str(e)) from None
+        if out is not None and not out.parent.is_dir():
+            raise InvalidInput(f"{out}: directory {str(out.parent)!r} does not exist")
+        name = data["scenario"]["name"]
+        click.echo(f"whatif {name}: {'; '.join(map(str, vs))}; seed {_seed(seed)}; up to {max_examples} cases", err=True)
+        tty = sys.stderr.isatty()
+
+        def progress(case: wi.Case, shrinking: bool) -> None:
+            if tty:
+                vals = " ".join(f"{k}={_fmt(v)}" for k, v in case.values.items())
+                state = "shrinking" if shrinking else "searching"
+                click.echo(f"\r\033[K{state}: {vals} {'held' if case.judgement.ok else 'FAILED'}", err=True, nl=False)
+
+        try:
+            res = wi.search(data, vs, j, seed=seed, max_examples=max_examples, cache=cache, progress=progress)
+        except ScenarioError as e:
+            raise InvalidInput(str(e)) from None
+        if tty:
+            click.echo("\r\033[K", err=True, nl=False)
+        effort = f"{res.tried} cases tried in {res.seconds:.1f} s"
+        if res.failing is None:
+            click.echo(f"no failing case: every threshold held in all {effort} (budget --max-examples {max_examples})")
+            return
+        vals = ", ".join(f"{k}={_fmt(v)}" for k, v in res.failing.values.items())
+        click.echo(f"FAILED: smallest failing case {vals}")
+        click.echo(f"({effort}, {res.shrinking} of them shrinking it)")
+        for line in _checks_text(res.failing.judgement):
+            click.echo(line)
+        text = wi.scenario_toml(res.scenario, [
+            f"whatif: the smallest case of {name!r} that breaks its thresholds: {vals}",
+            f"simulate and replay it: gaterush simulate {out or 'case.toml'} -o case.parquet --seed {seed}"
+            " && gaterush replay case.parquet --target local",
+        ])
+        if out is not None:
+            out.write_text(text, encoding="utf-8")
+            click.echo(f"scenario written to {out}: gaterush simulate {out} -o case.parquet --seed {seed}"
+                       " && gaterush replay case.parquet --target local")
+        else:
+            click.echo("")
+            click.echo(text, nl=False)
+        sys.exit(THRESHOLDS_FAILED)
+
+    @group.command("sweep")
+    @click.argument("scenario_name", metavar="SCENARIO|FILE.toml")
+    @click.option("--grid", "grids", multiple=True, required=True, metavar="KEY=v1,v2,...",
+                  help="A parameter and its values (or LOW..HIGH:STEP), e.g. gate.lanes=48,64,80. Repeatable: the grid is the product.")
+    @_with_common
+    @click.option("-o", "--output", "out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+                  help="Parquet table to write: one row per point, parameters -> metrics.")
+    @click.option("--html", "html_out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                  help="Also write an HTML page with the plots (each metric against the first numeric --grid key).")
+    @click.option("--x", "x_key", default=None, metavar="KEY", help="The --grid key on the plots' x axis.")
+    @click.option("--processes", type=click.IntRange(1, 1024), default=1, show_default=True, help="Local worker processes.")
+    @click.option("--scheduler", default=None, metavar="dask://HOST:PORT", help="Run the points on a Dask distributed cluster.")
+    def sweep_cmd(scenario_name: str, grids: tuple[str, ...], sets: tuple[str, ...], thresholds: tuple[str, ...],
+                  backend: Path | None, seed: int, out: Path, html_out: Path | None, x_key: str | None,
+                  processes: int, scheduler: str | None) -> None:
+        """Predict every point of a parameter grid: a Parquet table and an HTML page of plots.
+
+        \b
+        Example:
+          gaterush sweep event-day --grid gate.lanes=48,64,80,96 --grid arrivals.peak_min=5,15,25 \\
+            -o lanes.parquet --html lanes.html --processes 2
+        """
+        data = _study_data(scenario_name, sets, backend, thresholds)
+        if data.get("thresholds") and judge is not None:
+            _check_thresholds(judge, data["thresholds"])
+        try:
+            axes = sw.parse_grid(data, grids)
+            if scheduler is not None:
+                sw._scheduler_address(scheduler)
+        except ScenarioError as e:
+            raise InvalidInput(str(e)) from None
+        if x_key is not None and x_key not in [a.key for a in axes]:
+            raise InvalidInput(f"--x {x_key!r}: not a --grid key ({', '.join(a.key for a in axes)})")
+        for p in (out, html_out):
+            if p is not None and not p.parent.is_dir():
+                raise InvalidInput(f"{p}: directory {str(p.parent)!r} does not exist")
+        n = len(sw.points(axes))
+        where = scheduler or f"{processes} process{'es' if processes > 1 else ''}"
+        click.echo(f"sweep {data['scenario']['name']}: {n} points on {where}", err=True)
+        tty = sys.stderr.isatty()
+
+        def progress(done: int, total: int) -> None:
+            if tty:
+                click.echo(f"\r\033[K{done}/{total} points", err=True, nl=False)
+
+        try:
+            table, seconds = sw.sweep(data, axes, judge if data.get("thresholds") else None, seed=_seed(seed),
+                                      processes=processes, scheduler=scheduler, progress=progress)
+        except ScenarioError as e:
+            raise InvalidInput(str(e)) from None
+        if tty:
+            click.echo("\r\033[K", err=True, nl=False)
+        sw.write_parquet(table, out)
+        msg = f"{n} points in {seconds:.1f} s -> {out}"
+        if "ok" in table.column_names:
+            held = sum(table["ok"].to_pylist())
+            msg += f" ({held} of {n} hold every threshold)"
+        if html_out is not None:
+            html_out.write_text(sw.render_html(table, axes, plot, title=f"gaterush sweep: {data['scenario']['name']}",
+                                               x_key=x_key), encoding="utf-8")
+            msg += f", {html_out}"
+        click.echo(msg)
+
+    @group.command("calibrate")
+    @click.argument("results", type=click.Path(exists=True, dir_okay=False))
+    @click.option("-o", "--output", "out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+                  help="Backend TOML to write: a [capacity] table scenarios and --backend accept.")
+    @click.option("--target", "targets", multiple=True, metavar="TARGET", help="Fit only these targets. Repeatable.")
+    @click.option("--check", "checks", multiple=True, type=click.Path(exists=True, dir_okay=False),
+                  help="Another run's results: print the fitted model's prediction against its measurement. Repeatable.")
+    def calibrate_cmd(results: str, out: Path, targets: tuple[str, ...], checks: tuple[str, ...]) -> None:
+        """Fit the backend capacity model (workers, service time per endpoint) to a replay's results.
+
+        \b
+        Example:
+          gaterush calibrate run.parquet -o backend.toml --check other-load.parquet
+          gaterush whatif event-day --backend backend.toml --vary arrivals.attendees=50000..300000
+        """
+        if read_results is None:
+            raise click.ClickException("this build cannot read result files (gaterush.py passes replay's reader)")
+        if not out.parent.is_dir():
+            raise InvalidInput(f"{out}: directory {str(out.parent)!r} does not exist")
+
+        def read(path: str) -> pa.Table:
+            try:
+                return read_results(path)[1]
+            except (ValueError, OSError, Exception) as e:  # the reader's own error names the file
+                raise InvalidInput(f"{path}: {e}") from None
+
+        try:
+            fits = cal.calibrate(read(results), targets)
+        except ScenarioError as e:
+            raise InvalidInput(f"{results}: {e}") from None
+        out.write_text(cal.backend_toml(fits, results), encoding="utf-8")
+        for f in fits:
+            click.echo(cal.describe(f))
+        click.echo(f"-> {out}")
+        for path in checks:
+            for target, meas, pred in cal.compare(read(path), fits):
+                err = (pred["p95"] - meas["p95"]) / meas["p95"] * 100 if meas["p95"] else float("nan")
+                click.echo(f"{path}: {target}: measured p50 {meas['p50']:.3g} ms p95 {meas['p95']:.3g} ms; "
+                           f"predicted p50 {pred['p50']:.3g} ms p95 {pred['p95']:.3g} ms ({err:+.1f}% at p95)")
+
+    @group.command("capacity")
+    @click.argument("scenario_name", metavar="SCENARIO|FILE.toml")
+    @_with_common
+    @click.option("--max-wait", type=float, default=600.0, show_default=True, metavar="SECONDS",
+                  help="The gate wait target for the lanes answer.")
+    @click.option("--quantile", type=float, default=95.0, show_default=True, help="Which gate wait percentile must stay under --max-wait.")
+    @click.option("--tolerance", type=click.FloatRange(0.001, 1.0), default=0.02, show_default=True,
+                  help="Relative precision of the crowd multiplier.")
+    def capacity_cmd(scenario_name: str, sets: tuple[str, ...], thresholds: tuple[str, ...], backend: Path | None,
+                     seed: int, max_wait: float, quantile: float, tolerance: float) -> None:
+        """Answer: the fewest lanes keeping the gate wait under a target, and the largest crowd the backend holds.
+
+        Exit 99 when the scenario as given needs more lanes or breaks its thresholds.
+
+        \b
+        Example:
+          gaterush capacity event-day --max-wait 300 --threshold 'http_req_duration{target:rpc:scan_ticket_atomic}=p(95)<200'
+        """
+        data = _study_data(scenario_name, sets, backend, thresholds)
+        sc = with_values(data, {})
+        _seed(seed)
+        short = False
+        if sc.gate is not None:
+            try:
+                la = capq.fewest_lanes(sc, seed, max_wait, quantile)
+            except ScenarioError as e:
+                raise InvalidInput(str(e)) from None
+            tried = ", ".join(f"{n}: {w:.0f} s" for n, w in sorted(la.tried))
+            if la.lanes is None:
+                click.echo(f"lanes: no lane count up to {capq.MAX_LANES} keeps p({quantile:g}) gate wait <= {max_wait:g} s")
+                short = True
+            else:
+                click.echo(f"lanes: {la.lanes} lanes keep the p({quantile:g}) gate wait at {la.wait_s:.0f} s <= {max_wait:g} s"
+                           f" (the scenario has {sc.gate.lanes})")
+                short = la.lanes > sc.gate.lanes
+            click.echo(f"  tried (lanes: p({quantile:g}) wait): {tried}")
+        if sc.thresholds and judge is not None:
+            _check_thresholds(judge, data["thresholds"])
+            ma = capq.largest_multiplier(sc, seed, judge, tolerance=tolerance)
+            if ma.multiplier is None:
+                click.echo(f"crowd: the thresholds fail even at {ma.failing_at:g}x the crowd")
+                short = True
+            elif ma.failing_at is None:
+                click.echo(f"crowd: every threshold held up to {ma.multiplier:g}x the crowd (the search's cap)")
+            else:
+                click.echo(f"crowd: the backend holds {ma.multiplier:.3g}x the crowd; at {ma.failing_at:.3g}x:")
+                for line in _checks_text(ma.failing):
+                    click.echo(line)
+                short = short or ma.multiplier < 1
+        elif sc.gate is None:
+            raise InvalidInput("nothing to answer: the scenario has no [gate] and no thresholds")
+        if short:
+            sys.exit(THRESHOLDS_FAILED)
