@@ -75,14 +75,15 @@ def test_header_stats_equal_a_fold_over_the_events(tmp_path: Path, header, event
 @given(header=headers(), events=traces(max_size=25))
 def test_writers_are_byte_deterministic(tmp_path: Path, header, events) -> None:
     for fmt in FORMATS:
-        write(tmp_path / f"1.{fmt}", header, events)
-        # a second writer fed one event at a time still writes the same bytes (grt) / same rows
-        with open_writer(tmp_path / f"2.{fmt}", header) as w:
+        kw = {"row_group_rows": 3} if fmt == "parquet" else {}
+        write(tmp_path / f"1.{fmt}", header, events, **kw)
+        # a second writer fed one event at a time writes the same bytes: row groups are formed
+        # by count, not by how the events were handed over
+        with open_writer(tmp_path / f"2.{fmt}", header, **kw) as w:
             for e in events:
                 w.write(e)
-        if fmt == "grt":
-            assert (tmp_path / "1.grt").read_bytes() == (tmp_path / "2.grt").read_bytes()
-        write(tmp_path / f"3.{fmt}", header, list(events))
+        assert (tmp_path / f"1.{fmt}").read_bytes() == (tmp_path / f"2.{fmt}").read_bytes()
+        write(tmp_path / f"3.{fmt}", header, list(events), **kw)
         assert (tmp_path / f"1.{fmt}").read_bytes() == (tmp_path / f"3.{fmt}").read_bytes()
 
 
