@@ -35,7 +35,9 @@ from traces.event import Event
 
 QUANTILES = (50.0, 75.0, 90.0, 95.0, 99.0)
 MIN_REQUESTS = 20
-FIT_TOLERANCE = 0.02  # a worker count within this (mean |log ratio| of quantiles) of the best is as good
+FIT_TOLERANCE = (
+    0.02  # a worker count within this (mean |log ratio| of quantiles) of the best is as good
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,9 +98,14 @@ def fit_service(durations_s: np.ndarray, seed: int = 0) -> Dist:
     return min(cands, key=lambda d: _qloss(_quantiles(d.sample(rng, 20000)), observed))
 
 
-def predicted_durations(sent_us: np.ndarray, backend: Backend, seed: int = 0, target: str = "t") -> np.ndarray:
+def predicted_durations(
+    sent_us: np.ndarray, backend: Backend, seed: int = 0, target: str = "t"
+) -> np.ndarray:
     """Durations (s) the capacity model predicts for requests sent at `sent_us` to one backend."""
-    evs = (Event(int(t), i, "request", "a", target, b"", None, None) for i, t in enumerate(sent_us.tolist()))
+    evs = (
+        Event(int(t), i, "request", "a", target, b"", None, None)
+        for i, t in enumerate(sent_us.tolist())
+    )
     params = CapacityParams(targets=((target, backend),), default=None)
     out = np.empty(len(sent_us))
     for p in predict(evs, params, np.random.default_rng(seed)):
@@ -119,7 +126,9 @@ def fit_target(target: str, sent: np.ndarray, done: np.ndarray, seed: int = 0) -
     """Fit one target's service time and workers from its requests' send and completion times (µs)."""
     n = len(sent)
     if n < MIN_REQUESTS:
-        raise ScenarioError("", f"{target}: {n} answered requests, too few to fit (at least {MIN_REQUESTS})")
+        raise ScenarioError(
+            "", f"{target}: {n} answered requests, too few to fit (at least {MIN_REQUESTS})"
+        )
     dur = (done - sent) / 1e6
     flight = in_flight_at_send(sent, done)
     level = 0
@@ -133,7 +142,9 @@ def fit_target(target: str, sent: np.ndarray, done: np.ndarray, seed: int = 0) -
 
     def loss(c: int) -> float:
         if c not in losses:
-            losses[c] = _qloss(_quantiles(predicted_durations(sent, Backend(c, service, None), seed)), measured)
+            losses[c] = _qloss(
+                _quantiles(predicted_durations(sent, Backend(c, service, None), seed)), measured
+            )
         return losses[c]
 
     grid = _candidates(hi)
@@ -145,14 +156,30 @@ def fit_target(target: str, sent: np.ndarray, done: np.ndarray, seed: int = 0) -
     workers = min(c for c, v in losses.items() if v <= floor + FIT_TOLERANCE)
     saturated = loss(hi) > floor + FIT_TOLERANCE
     pred = predicted_durations(sent, Backend(workers, service, None), seed)
-    ms = lambda x: {"p50": float(np.percentile(x, 50)) * 1e3, "p95": float(np.percentile(x, 95)) * 1e3}  # noqa: E731
-    return Fit(target, n, len(quiet), service, workers, saturated, int(flight.max()), ms(dur), ms(pred), losses[workers])
+    ms = lambda x: {
+        "p50": float(np.percentile(x, 50)) * 1e3,
+        "p95": float(np.percentile(x, 95)) * 1e3,
+    }  # noqa: E731
+    return Fit(
+        target,
+        n,
+        len(quiet),
+        service,
+        workers,
+        saturated,
+        int(flight.max()),
+        ms(dur),
+        ms(pred),
+        losses[workers],
+    )
 
 
 def request_targets(table: pa.Table) -> list[str]:
     """The targets of a result table's request rows (not measurements such as dashboard loads)."""
     t = table.filter(pc.is_null(table["metric"])) if "metric" in table.column_names else table
-    return sorted(v for v in pc.unique(t["target"]).to_pylist() if v and not v.startswith("realtime:"))
+    return sorted(
+        v for v in pc.unique(t["target"]).to_pylist() if v and not v.startswith("realtime:")
+    )
 
 
 def calibrate(table: pa.Table, targets: Sequence[str] | None = None, seed: int = 0) -> list[Fit]:
@@ -175,18 +202,32 @@ def _dist_plain(d: Dist) -> dict[str, Any]:
 
 def describe(f: Fit) -> str:
     """One line about a fit, for the terminal and the TOML comments."""
-    svc = ", ".join(f"{k} {v * 1e3:.3g} ms" for k, v in _dist_plain(f.service).items() if k != "dist")
-    sat = "saturated" if f.saturated else f"a lower bound: never saturated (at most {f.max_in_flight} in flight)"
-    return (f"{f.target}: {f.requests} requests ({f.unqueued} unqueued); service {f.service.dist} {svc}; "
-            f"{f.workers} workers ({sat}); measured p50 {f.measured_ms['p50']:.3g} ms p95 {f.measured_ms['p95']:.3g} ms, "
-            f"model p50 {f.predicted_ms['p50']:.3g} ms p95 {f.predicted_ms['p95']:.3g} ms")
+    svc = ", ".join(
+        f"{k} {v * 1e3:.3g} ms" for k, v in _dist_plain(f.service).items() if k != "dist"
+    )
+    sat = (
+        "saturated"
+        if f.saturated
+        else f"a lower bound: never saturated (at most {f.max_in_flight} in flight)"
+    )
+    return (
+        f"{f.target}: {f.requests} requests ({f.unqueued} unqueued); service {f.service.dist} {svc}; "
+        f"{f.workers} workers ({sat}); measured p50 {f.measured_ms['p50']:.3g} ms p95 {f.measured_ms['p95']:.3g} ms, "
+        f"model p50 {f.predicted_ms['p50']:.3g} ms p95 {f.predicted_ms['p95']:.3g} ms"
+    )
 
 
 def backend_toml(fits: Sequence[Fit], source: str = "") -> str:
     """The fits as a scenario `[capacity]` table (TOML), each explained in a comment."""
     head = [f"# gaterush calibrate{': fitted from ' + source if source else ''}"]
     head += [f"# {describe(f)}" for f in fits]
-    body = {"capacity": {"targets": {f.target: {"workers": f.workers, "service": _dist_plain(f.service)} for f in fits}}}
+    body = {
+        "capacity": {
+            "targets": {
+                f.target: {"workers": f.workers, "service": _dist_plain(f.service)} for f in fits
+            }
+        }
+    }
     return "\n".join(head) + "\n" + tomli_w.dumps(body)
 
 
@@ -201,7 +242,9 @@ def load_backend(path: str | Path) -> dict[str, Any]:
         raise ScenarioError("", f"--backend {p}: not valid TOML: {e}") from None
     cap = data.get("capacity")
     if not isinstance(cap, dict):
-        raise ScenarioError("capacity", f"--backend {p}: missing (expected a [capacity] table, as calibrate writes)")
+        raise ScenarioError(
+            "capacity", f"--backend {p}: missing (expected a [capacity] table, as calibrate writes)"
+        )
     return cap
 
 
@@ -217,7 +260,9 @@ def with_backend(data: Mapping[str, Any], capacity: Mapping[str, Any]) -> dict[s
     return d
 
 
-def compare(table: pa.Table, fits: Sequence[Fit], seed: int = 0) -> list[tuple[str, dict[str, float], dict[str, float]]]:
+def compare(
+    table: pa.Table, fits: Sequence[Fit], seed: int = 0
+) -> list[tuple[str, dict[str, float], dict[str, float]]]:
     """(target, measured p50/p95 ms, predicted p50/p95 ms) for another run's results under the fitted model."""
     out = []
     for f in fits:
@@ -226,6 +271,9 @@ def compare(table: pa.Table, fits: Sequence[Fit], seed: int = 0) -> list[tuple[s
             continue
         pred = predicted_durations(sent, Backend(f.workers, f.service, None), seed)
         dur = (done - sent) / 1e6
-        ms = lambda x: {"p50": float(np.percentile(x, 50)) * 1e3, "p95": float(np.percentile(x, 95)) * 1e3}  # noqa: E731
+        ms = lambda x: {
+            "p50": float(np.percentile(x, 50)) * 1e3,
+            "p95": float(np.percentile(x, 95)) * 1e3,
+        }  # noqa: E731
         out.append((f.target, ms(dur), ms(pred)))
     return out

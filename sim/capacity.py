@@ -35,7 +35,11 @@ class LanesAnswer:
 
 
 def fewest_lanes(
-    sc: Scenario, seed: int, target_s: float, quantile: float = 95.0, max_lanes: int = MAX_LANES,
+    sc: Scenario,
+    seed: int,
+    target_s: float,
+    quantile: float = 95.0,
+    max_lanes: int = MAX_LANES,
     progress: Callable[[int, float], None] | None = None,
 ) -> LanesAnswer:
     """The fewest gate lanes whose `quantile` (0-100) gate wait is <= target_s, by doubling then bisection."""
@@ -104,19 +108,30 @@ class MultiplierAnswer:
     """The largest crowd multiplier under which every threshold held (None: not even the smallest tried)."""
 
     multiplier: float | None
-    failing_at: float | None  # the smallest multiplier seen failing (None: none failed up to the cap)
+    failing_at: (
+        float | None
+    )  # the smallest multiplier seen failing (None: none failed up to the cap)
     judgement: Judgement | None  # at `multiplier`
     failing: Judgement | None  # at `failing_at`
     tried: tuple[tuple[float, bool], ...]
 
 
 def largest_multiplier(
-    sc: Scenario, seed: int, judge: Judge, *, tolerance: float = 0.02, low: float = 1 / 64,
-    high: float = MAX_MULTIPLIER, progress: Callable[[float, Judgement], None] | None = None,
+    sc: Scenario,
+    seed: int,
+    judge: Judge,
+    *,
+    tolerance: float = 0.02,
+    low: float = 1 / 64,
+    high: float = MAX_MULTIPLIER,
+    progress: Callable[[float, Judgement], None] | None = None,
 ) -> MultiplierAnswer:
     """The largest crowd multiplier the backend holds under the scenario's thresholds, to `tolerance` (relative)."""
     if not sc.thresholds:
-        raise ScenarioError("thresholds", "missing: give --threshold or a [thresholds] table to judge the backend by")
+        raise ScenarioError(
+            "thresholds",
+            "missing: give --threshold or a [thresholds] table to judge the backend by",
+        )
     results: dict[float, Judgement] = {}
 
     def holds(m: float) -> bool:
@@ -154,5 +169,10 @@ def largest_multiplier(
             else:
                 bad_m = mid
     tried = tuple((k, v.ok) for k, v in results.items())
-    return MultiplierAnswer(ok_m, bad_m, results.get(ok_m) if ok_m else None,
-                            results.get(bad_m) if bad_m else None, tried)
+    return MultiplierAnswer(
+        ok_m,
+        bad_m,
+        results.get(ok_m) if ok_m else None,
+        results.get(bad_m) if bad_m else None,
+        tried,
+    )

@@ -27,7 +27,9 @@ from traces.exitcodes import THRESHOLDS_FAILED, InvalidInput
 
 ReadResults = Callable[[str], tuple[Any, pa.Table]]  # path -> (header, result table)
 
-_CLI_THRESHOLD = re.compile(r"^\s*(?P<sel>[A-Za-z_][A-Za-z0-9_]*(\{[^}]*\})?)\s*(=(?![=])|\s)\s*(?P<expr>.+)$")
+_CLI_THRESHOLD = re.compile(
+    r"^\s*(?P<sel>[A-Za-z_][A-Za-z0-9_]*(\{[^}]*\})?)\s*(=(?![=])|\s)\s*(?P<expr>.+)$"
+)
 
 
 def threshold_mapping(specs: Sequence[str]) -> dict[str, list[str]]:
@@ -36,27 +38,35 @@ def threshold_mapping(specs: Sequence[str]) -> dict[str, list[str]]:
     for s in specs:
         m = _CLI_THRESHOLD.match(s)
         if not m:
-            raise InvalidInput(f"--threshold {s!r}: expected METRIC[{{tag:value}}]=EXPRESSION, like 'http_req_duration=p(95)<500'")
+            raise InvalidInput(
+                f"--threshold {s!r}: expected METRIC[{{tag:value}}]=EXPRESSION, like 'http_req_duration=p(95)<500'"
+            )
         out.setdefault(m["sel"], []).append(m["expr"].strip())
     return out
 
 
 def _need_judge(judge: Judge | None) -> Judge:
     if judge is None:
-        raise click.ClickException("this build has no threshold judge (gaterush.py passes replay's to sim.cli_study.register)")
+        raise click.ClickException(
+            "this build has no threshold judge (gaterush.py passes replay's to sim.cli_study.register)"
+        )
     return judge
 
 
 def _check_thresholds(judge: Judge, thresholds: Mapping[str, Sequence[str]]) -> None:
     if not thresholds:
-        raise InvalidInput("no thresholds to judge by: give --threshold METRIC=EXPR or a [thresholds] table in the scenario")
+        raise InvalidInput(
+            "no thresholds to judge by: give --threshold METRIC=EXPR or a [thresholds] table in the scenario"
+        )
     try:
         judge(RESULT_SCHEMA.empty_table(), thresholds)
     except ValueError as e:
         raise InvalidInput(str(e)) from None
 
 
-def _study_data(name: str, sets: Sequence[str], backend: Path | None, thresholds: Sequence[str]) -> dict[str, Any]:
+def _study_data(
+    name: str, sets: Sequence[str], backend: Path | None, thresholds: Sequence[str]
+) -> dict[str, Any]:
     """The scenario (with --set, --backend, --threshold applied) as validated plain data."""
     try:
         sc = scenario.load(name, list(sets))
@@ -85,12 +95,33 @@ def _fmt(v: Any) -> str:
 
 
 _common = [
-    click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a scenario value first (TOML syntax). Repeatable."),
-    click.option("--threshold", "thresholds", multiple=True, metavar="METRIC=EXPR",
-                 help="Judge by this threshold instead of the scenario's, e.g. 'http_req_duration{target:rpc:scan_ticket_atomic}=p(95)<200'. Repeatable."),
-    click.option("--backend", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
-                 help="A [capacity] TOML (as `calibrate` writes) laid over the scenario's backend."),
-    click.option("--seed", type=int, default=0, show_default=True, help="Simulation seed (every case uses it)."),
+    click.option(
+        "--set",
+        "sets",
+        multiple=True,
+        metavar="KEY=VALUE",
+        help="Override a scenario value first (TOML syntax). Repeatable.",
+    ),
+    click.option(
+        "--threshold",
+        "thresholds",
+        multiple=True,
+        metavar="METRIC=EXPR",
+        help="Judge by this threshold instead of the scenario's, e.g. 'http_req_duration{target:rpc:scan_ticket_atomic}=p(95)<200'. Repeatable.",
+    ),
+    click.option(
+        "--backend",
+        type=click.Path(dir_okay=False, exists=True, path_type=Path),
+        default=None,
+        help="A [capacity] TOML (as `calibrate` writes) laid over the scenario's backend.",
+    ),
+    click.option(
+        "--seed",
+        type=int,
+        default=0,
+        show_default=True,
+        help="Simulation seed (every case uses it).",
+    ),
 ]
 
 
@@ -100,23 +131,58 @@ def _with_common(f: Callable) -> Callable:
     return f
 
 
-def register(group: click.Group, judge: Judge | None = None, read_results: ReadResults | None = None,
-             plot: sw.Plot | None = None) -> None:
+def register(
+    group: click.Group,
+    judge: Judge | None = None,
+    read_results: ReadResults | None = None,
+    plot: sw.Plot | None = None,
+) -> None:
     """Add `whatif`, `sweep`, `calibrate` and `capacity` to the gaterush group."""
 
     @group.command("whatif")
     @click.argument("scenario_name", metavar="SCENARIO|FILE.toml")
-    @click.option("--vary", "varies", multiple=True, required=True, metavar="KEY=LOW..HIGH",
-                  help="A parameter to search over, e.g. arrivals.attendees=10000..200000. Repeatable.")
+    @click.option(
+        "--vary",
+        "varies",
+        multiple=True,
+        required=True,
+        metavar="KEY=LOW..HIGH",
+        help="A parameter to search over, e.g. arrivals.attendees=10000..200000. Repeatable.",
+    )
     @_with_common
-    @click.option("--max-examples", type=click.IntRange(1, 100_000), default=50, show_default=True,
-                  help="Cases hypothesis generates before giving up (shrinking a failure comes on top).")
-    @click.option("-o", "--output", "out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-                  help="Write the failing case's full scenario TOML here (else it is printed).")
-    @click.option("--cache", type=click.Path(file_okay=False, path_type=Path), default=wi.DEFAULT_CACHE, show_default=True,
-                  help="Directory of hypothesis's example database (a found failure comes back first).")
-    def whatif_cmd(scenario_name: str, varies: tuple[str, ...], sets: tuple[str, ...], thresholds: tuple[str, ...],
-                   backend: Path | None, seed: int, max_examples: int, out: Path | None, cache: Path) -> None:
+    @click.option(
+        "--max-examples",
+        type=click.IntRange(1, 100_000),
+        default=50,
+        show_default=True,
+        help="Cases hypothesis generates before giving up (shrinking a failure comes on top).",
+    )
+    @click.option(
+        "-o",
+        "--output",
+        "out",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=None,
+        help="Write the failing case's full scenario TOML here (else it is printed).",
+    )
+    @click.option(
+        "--cache",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=wi.DEFAULT_CACHE,
+        show_default=True,
+        help="Directory of hypothesis's example database (a found failure comes back first).",
+    )
+    def whatif_cmd(
+        scenario_name: str,
+        varies: tuple[str, ...],
+        sets: tuple[str, ...],
+        thresholds: tuple[str, ...],
+        backend: Path | None,
+        seed: int,
+        max_examples: int,
+        out: Path | None,
+        cache: Path,
+    ) -> None:
         """Search the parameters for the smallest case that breaks the thresholds (exit 99 if one does).
 
         \b
@@ -134,39 +200,55 @@ def register(group: click.Group, judge: Judge | None = None, read_results: ReadR
         if out is not None and not out.parent.is_dir():
             raise InvalidInput(f"{out}: directory {str(out.parent)!r} does not exist")
         name = data["scenario"]["name"]
-        click.echo(f"whatif {name}: {'; '.join(map(str, vs))}; seed {_seed(seed)}; up to {max_examples} cases", err=True)
+        click.echo(
+            f"whatif {name}: {'; '.join(map(str, vs))}; seed {_seed(seed)}; up to {max_examples} cases",
+            err=True,
+        )
         tty = sys.stderr.isatty()
 
         def progress(case: wi.Case, shrinking: bool) -> None:
             if tty:
                 vals = " ".join(f"{k}={_fmt(v)}" for k, v in case.values.items())
                 state = "shrinking" if shrinking else "searching"
-                click.echo(f"\r\033[K{state}: {vals} {'held' if case.judgement.ok else 'FAILED'}", err=True, nl=False)
+                click.echo(
+                    f"\r\033[K{state}: {vals} {'held' if case.judgement.ok else 'FAILED'}",
+                    err=True,
+                    nl=False,
+                )
 
         try:
-            res = wi.search(data, vs, j, seed=seed, max_examples=max_examples, cache=cache, progress=progress)
+            res = wi.search(
+                data, vs, j, seed=seed, max_examples=max_examples, cache=cache, progress=progress
+            )
         except ScenarioError as e:
             raise InvalidInput(str(e)) from None
         if tty:
             click.echo("\r\033[K", err=True, nl=False)
         effort = f"{res.tried} cases tried in {res.seconds:.1f} s"
         if res.failing is None:
-            click.echo(f"no failing case: every threshold held in all {effort} (budget --max-examples {max_examples})")
+            click.echo(
+                f"no failing case: every threshold held in all {effort} (budget --max-examples {max_examples})"
+            )
             return
         vals = ", ".join(f"{k}={_fmt(v)}" for k, v in res.failing.values.items())
         click.echo(f"FAILED: smallest failing case {vals}")
         click.echo(f"({effort}, {res.shrinking} of them shrinking it)")
         for line in _checks_text(res.failing.judgement):
             click.echo(line)
-        text = wi.scenario_toml(res.scenario, [
-            f"whatif: the smallest case of {name!r} that breaks its thresholds: {vals}",
-            f"simulate and replay it: gaterush simulate {out or 'case.toml'} -o case.parquet --seed {seed}"
-            " && gaterush replay case.parquet --target local",
-        ])
+        text = wi.scenario_toml(
+            res.scenario,
+            [
+                f"whatif: the smallest case of {name!r} that breaks its thresholds: {vals}",
+                f"simulate and replay it: gaterush simulate {out or 'case.toml'} -o case.parquet --seed {seed}"
+                " && gaterush replay case.parquet --target local",
+            ],
+        )
         if out is not None:
             out.write_text(text, encoding="utf-8")
-            click.echo(f"scenario written to {out}: gaterush simulate {out} -o case.parquet --seed {seed}"
-                       " && gaterush replay case.parquet --target local")
+            click.echo(
+                f"scenario written to {out}: gaterush simulate {out} -o case.parquet --seed {seed}"
+                " && gaterush replay case.parquet --target local"
+            )
         else:
             click.echo("")
             click.echo(text, nl=False)
@@ -174,19 +256,59 @@ def register(group: click.Group, judge: Judge | None = None, read_results: ReadR
 
     @group.command("sweep")
     @click.argument("scenario_name", metavar="SCENARIO|FILE.toml")
-    @click.option("--grid", "grids", multiple=True, required=True, metavar="KEY=v1,v2,...",
-                  help="A parameter and its values (or LOW..HIGH:STEP), e.g. gate.lanes=48,64,80. Repeatable: the grid is the product.")
+    @click.option(
+        "--grid",
+        "grids",
+        multiple=True,
+        required=True,
+        metavar="KEY=v1,v2,...",
+        help="A parameter and its values (or LOW..HIGH:STEP), e.g. gate.lanes=48,64,80. Repeatable: the grid is the product.",
+    )
     @_with_common
-    @click.option("-o", "--output", "out", required=True, type=click.Path(dir_okay=False, path_type=Path),
-                  help="Parquet table to write: one row per point, parameters -> metrics.")
-    @click.option("--html", "html_out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-                  help="Also write an HTML page with the plots (each metric against the first numeric --grid key).")
-    @click.option("--x", "x_key", default=None, metavar="KEY", help="The --grid key on the plots' x axis.")
-    @click.option("--processes", type=click.IntRange(1, 1024), default=1, show_default=True, help="Local worker processes.")
-    @click.option("--scheduler", default=None, metavar="dask://HOST:PORT", help="Run the points on a Dask distributed cluster.")
-    def sweep_cmd(scenario_name: str, grids: tuple[str, ...], sets: tuple[str, ...], thresholds: tuple[str, ...],
-                  backend: Path | None, seed: int, out: Path, html_out: Path | None, x_key: str | None,
-                  processes: int, scheduler: str | None) -> None:
+    @click.option(
+        "-o",
+        "--output",
+        "out",
+        required=True,
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="Parquet table to write: one row per point, parameters -> metrics.",
+    )
+    @click.option(
+        "--html",
+        "html_out",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=None,
+        help="Also write an HTML page with the plots (each metric against the first numeric --grid key).",
+    )
+    @click.option(
+        "--x", "x_key", default=None, metavar="KEY", help="The --grid key on the plots' x axis."
+    )
+    @click.option(
+        "--processes",
+        type=click.IntRange(1, 1024),
+        default=1,
+        show_default=True,
+        help="Local worker processes.",
+    )
+    @click.option(
+        "--scheduler",
+        default=None,
+        metavar="dask://HOST:PORT",
+        help="Run the points on a Dask distributed cluster.",
+    )
+    def sweep_cmd(
+        scenario_name: str,
+        grids: tuple[str, ...],
+        sets: tuple[str, ...],
+        thresholds: tuple[str, ...],
+        backend: Path | None,
+        seed: int,
+        out: Path,
+        html_out: Path | None,
+        x_key: str | None,
+        processes: int,
+        scheduler: str | None,
+    ) -> None:
         """Predict every point of a parameter grid: a Parquet table and an HTML page of plots.
 
         \b
@@ -204,7 +326,9 @@ def register(group: click.Group, judge: Judge | None = None, read_results: ReadR
         except ScenarioError as e:
             raise InvalidInput(str(e)) from None
         if x_key is not None and x_key not in [a.key for a in axes]:
-            raise InvalidInput(f"--x {x_key!r}: not a --grid key ({', '.join(a.key for a in axes)})")
+            raise InvalidInput(
+                f"--x {x_key!r}: not a --grid key ({', '.join(a.key for a in axes)})"
+            )
         for p in (out, html_out):
             if p is not None and not p.parent.is_dir():
                 raise InvalidInput(f"{p}: directory {str(p.parent)!r} does not exist")
@@ -218,8 +342,15 @@ def register(group: click.Group, judge: Judge | None = None, read_results: ReadR
                 click.echo(f"\r\033[K{done}/{total} points", err=True, nl=False)
 
         try:
-            table, seconds = sw.sweep(data, axes, judge if data.get("thresholds") else None, seed=_seed(seed),
-                                      processes=processes, scheduler=scheduler, progress=progress)
+            table, seconds = sw.sweep(
+                data,
+                axes,
+                judge if data.get("thresholds") else None,
+                seed=_seed(seed),
+                processes=processes,
+                scheduler=scheduler,
+                progress=progress,
+            )
         except ScenarioError as e:
             raise InvalidInput(str(e)) from None
         if tty:
@@ -230,19 +361,46 @@ def register(group: click.Group, judge: Judge | None = None, read_results: ReadR
             held = sum(table["ok"].to_pylist())
             msg += f" ({held} of {n} hold every threshold)"
         if html_out is not None:
-            html_out.write_text(sw.render_html(table, axes, plot, title=f"gaterush sweep: {data['scenario']['name']}",
-                                               x_key=x_key), encoding="utf-8")
+            html_out.write_text(
+                sw.render_html(
+                    table,
+                    axes,
+                    plot,
+                    title=f"gaterush sweep: {data['scenario']['name']}",
+                    x_key=x_key,
+                ),
+                encoding="utf-8",
+            )
             msg += f", {html_out}"
         click.echo(msg)
 
     @group.command("calibrate")
     @click.argument("results", type=click.Path(exists=True, dir_okay=False))
-    @click.option("-o", "--output", "out", required=True, type=click.Path(dir_okay=False, path_type=Path),
-                  help="Backend TOML to write: a [capacity] table scenarios and --backend accept.")
-    @click.option("--target", "targets", multiple=True, metavar="TARGET", help="Fit only these targets. Repeatable.")
-    @click.option("--check", "checks", multiple=True, type=click.Path(exists=True, dir_okay=False),
-                  help="Another run's results: print the fitted model's prediction against its measurement. Repeatable.")
-    def calibrate_cmd(results: str, out: Path, targets: tuple[str, ...], checks: tuple[str, ...]) -> None:
+    @click.option(
+        "-o",
+        "--output",
+        "out",
+        required=True,
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="Backend TOML to write: a [capacity] table scenarios and --backend accept.",
+    )
+    @click.option(
+        "--target",
+        "targets",
+        multiple=True,
+        metavar="TARGET",
+        help="Fit only these targets. Repeatable.",
+    )
+    @click.option(
+        "--check",
+        "checks",
+        multiple=True,
+        type=click.Path(exists=True, dir_okay=False),
+        help="Another run's results: print the fitted model's prediction against its measurement. Repeatable.",
+    )
+    def calibrate_cmd(
+        results: str, out: Path, targets: tuple[str, ...], checks: tuple[str, ...]
+    ) -> None:
         """Fit the backend capacity model (workers, service time per endpoint) to a replay's results.
 
         \b
@@ -251,7 +409,9 @@ def register(group: click.Group, judge: Judge | None = None, read_results: ReadR
           gaterush whatif event-day --backend backend.toml --vary arrivals.attendees=50000..300000
         """
         if read_results is None:
-            raise click.ClickException("this build cannot read result files (gaterush.py passes replay's reader)")
+            raise click.ClickException(
+                "this build cannot read result files (gaterush.py passes replay's reader)"
+            )
         if not out.parent.is_dir():
             raise InvalidInput(f"{out}: directory {str(out.parent)!r} does not exist")
 
@@ -271,20 +431,49 @@ def register(group: click.Group, judge: Judge | None = None, read_results: ReadR
         click.echo(f"-> {out}")
         for path in checks:
             for target, meas, pred in cal.compare(read(path), fits):
-                err = (pred["p95"] - meas["p95"]) / meas["p95"] * 100 if meas["p95"] else float("nan")
-                click.echo(f"{path}: {target}: measured p50 {meas['p50']:.3g} ms p95 {meas['p95']:.3g} ms; "
-                           f"predicted p50 {pred['p50']:.3g} ms p95 {pred['p95']:.3g} ms ({err:+.1f}% at p95)")
+                err = (
+                    (pred["p95"] - meas["p95"]) / meas["p95"] * 100 if meas["p95"] else float("nan")
+                )
+                click.echo(
+                    f"{path}: {target}: measured p50 {meas['p50']:.3g} ms p95 {meas['p95']:.3g} ms; "
+                    f"predicted p50 {pred['p50']:.3g} ms p95 {pred['p95']:.3g} ms ({err:+.1f}% at p95)"
+                )
 
     @group.command("capacity")
     @click.argument("scenario_name", metavar="SCENARIO|FILE.toml")
     @_with_common
-    @click.option("--max-wait", type=float, default=600.0, show_default=True, metavar="SECONDS",
-                  help="The gate wait target for the lanes answer.")
-    @click.option("--quantile", type=float, default=95.0, show_default=True, help="Which gate wait percentile must stay under --max-wait.")
-    @click.option("--tolerance", type=click.FloatRange(0.001, 1.0), default=0.02, show_default=True,
-                  help="Relative precision of the crowd multiplier.")
-    def capacity_cmd(scenario_name: str, sets: tuple[str, ...], thresholds: tuple[str, ...], backend: Path | None,
-                     seed: int, max_wait: float, quantile: float, tolerance: float) -> None:
+    @click.option(
+        "--max-wait",
+        type=float,
+        default=600.0,
+        show_default=True,
+        metavar="SECONDS",
+        help="The gate wait target for the lanes answer.",
+    )
+    @click.option(
+        "--quantile",
+        type=float,
+        default=95.0,
+        show_default=True,
+        help="Which gate wait percentile must stay under --max-wait.",
+    )
+    @click.option(
+        "--tolerance",
+        type=click.FloatRange(0.001, 1.0),
+        default=0.02,
+        show_default=True,
+        help="Relative precision of the crowd multiplier.",
+    )
+    def capacity_cmd(
+        scenario_name: str,
+        sets: tuple[str, ...],
+        thresholds: tuple[str, ...],
+        backend: Path | None,
+        seed: int,
+        max_wait: float,
+        quantile: float,
+        tolerance: float,
+    ) -> None:
         """Answer: the fewest lanes keeping the gate wait under a target, and the largest crowd the backend holds.
 
         Exit 99 when the scenario as given needs more lanes or breaks its thresholds.
@@ -304,11 +493,15 @@ def register(group: click.Group, judge: Judge | None = None, read_results: ReadR
                 raise InvalidInput(str(e)) from None
             tried = ", ".join(f"{n}: {w:.0f} s" for n, w in sorted(la.tried))
             if la.lanes is None:
-                click.echo(f"lanes: no lane count up to {capq.MAX_LANES} keeps p({quantile:g}) gate wait <= {max_wait:g} s")
+                click.echo(
+                    f"lanes: no lane count up to {capq.MAX_LANES} keeps p({quantile:g}) gate wait <= {max_wait:g} s"
+                )
                 short = True
             else:
-                click.echo(f"lanes: {la.lanes} lanes keep the p({quantile:g}) gate wait at {la.wait_s:.0f} s <= {max_wait:g} s"
-                           f" (the scenario has {sc.gate.lanes})")
+                click.echo(
+                    f"lanes: {la.lanes} lanes keep the p({quantile:g}) gate wait at {la.wait_s:.0f} s <= {max_wait:g} s"
+                    f" (the scenario has {sc.gate.lanes})"
+                )
                 short = la.lanes > sc.gate.lanes
             click.echo(f"  tried (lanes: p({quantile:g}) wait): {tried}")
         if sc.thresholds and judge is not None:
@@ -318,9 +511,13 @@ def register(group: click.Group, judge: Judge | None = None, read_results: ReadR
                 click.echo(f"crowd: the thresholds fail even at {ma.failing_at:g}x the crowd")
                 short = True
             elif ma.failing_at is None:
-                click.echo(f"crowd: every threshold held up to {ma.multiplier:g}x the crowd (the search's cap)")
+                click.echo(
+                    f"crowd: every threshold held up to {ma.multiplier:g}x the crowd (the search's cap)"
+                )
             else:
-                click.echo(f"crowd: the backend holds {ma.multiplier:.3g}x the crowd; at {ma.failing_at:.3g}x:")
+                click.echo(
+                    f"crowd: the backend holds {ma.multiplier:.3g}x the crowd; at {ma.failing_at:.3g}x:"
+                )
                 for line in _checks_text(ma.failing):
                     click.echo(line)
                 short = short or ma.multiplier < 1

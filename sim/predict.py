@@ -8,7 +8,8 @@ the judging is a callable injected by gaterush.py (`Judge`); this module only bu
 A predicted request is sent exactly on time (an ideal open-loop sender: sent = scheduled, or the
 completion of its `after`); it fails when the client's timeout passes first: waiting for a worker
 (the pool is exhausted) or being served too slowly. The gate wait of every attendee (arrive to the
-start of their scan) comes from the same pass over the events.
+start of their scan; from the gate opening for those who came before it) comes from the same pass
+over the events.
 """
 
 from __future__ import annotations
@@ -117,7 +118,8 @@ def capacity_params(sc: Scenario) -> CapacityParams:
 class _Observer:
     """Watches the event stream on its way to the capacity model: gate waits, view loads, `after` times."""
 
-    def __init__(self) -> None:
+    def __init__(self, open_us: int = 0) -> None:
+        self.open_us = open_us
         self.arrived: dict[str, int] = {}
         self.waits: list[int] = []
         self.load_of: dict[int, int] = {}  # view seq -> dashboard load id
@@ -130,7 +132,7 @@ class _Observer:
             self.events += 1
             k = e.kind
             if k == ARRIVE:
-                arrived[e.actor] = e.t_us
+                arrived[e.actor] = max(e.t_us, self.open_us)
             elif k == SCAN:
                 t0 = arrived.pop(e.actor, None)
                 if t0 is not None:
@@ -158,10 +160,13 @@ def _columns() -> dict[str, list[Any]]:
 
 
 def predict_events(
-    evs: Iterable[Event], params: CapacityParams, rng: np.random.Generator
+    evs: Iterable[Event], params: CapacityParams, rng: np.random.Generator, open_us: int = 0
 ) -> Predicted:
-    """Predicted result rows for a stream of events (each event's fate under the capacity model)."""
-    obs = _Observer()
+    """Predicted result rows for a stream of events (each event's fate under the capacity model).
+
+    Gate waits count from the later of an attendee's arrival and `open_us`, when the gate opens.
+    """
+    obs = _Observer(open_us)
     by_seq: dict[int, Event] = {}
 
     def keep(stream: Iterable[Event]) -> Iterator[Event]:
@@ -236,13 +241,24 @@ def predict_events(
 def predict_scenario(sc: Scenario, seed: int) -> Predicted:
     """Simulate a scenario in memory and predict its requests through its [capacity] model."""
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(0x5EED,)))
-    return predict_events(events(sc, seed), capacity_params(sc), rng)
+    return predict_events(events(sc, seed), capacity_params(sc), rng, gate_open_us(sc))
+
+
+def gate_open_us(sc: Scenario) -> int:
+    """When the gate opens (µs): a stadium day's gates open `gates_open_min` before the start (as sim.runner)."""
+    a = sc.arrivals
+    if a is None or a.profile != "stadium":
+        return 0
+    return int(round(max(0.0, sc.event.start_s - a.gates_open_min * 60) * 1e6))
 
 
 def gate_waits(sc: Scenario, seed: int) -> np.ndarray:
-    """Each attendee's wait at the gate (s, arrive to scan) of a simulation of the gate alone."""
+    """Each attendee's wait in a lane queue (s: from arrival, or the gate opening if later, to the scan).
+
+    Only the gate is simulated (the other models do not change it: each has its own random stream).
+    """
     gate_only = dataclasses.replace(sc, sales=None, webhook_burst=None, dashboard=None)
-    obs = _Observer()
+    obs = _Observer(gate_open_us(sc))
     for _ in obs.watch(events(gate_only, seed)):
         pass
     return np.asarray(obs.waits, dtype=np.float64) / 1e6

@@ -64,11 +64,15 @@ def _expand(spec: str, option: str) -> list[Any]:
         n = int(math.floor((hi - lo) / st + 1e-9)) + 1
         if n > MAX_POINTS:
             raise ScenarioError("", f"{option}: {n} values is too many (at most {MAX_POINTS})")
-        return [lo + i * st if isinstance(lo + st, int) else round(lo + i * st, 12) for i in range(n)]
+        return [
+            lo + i * st if isinstance(lo + st, int) else round(lo + i * st, 12) for i in range(n)
+        ]
     return [_value(v, option) for v in spec.split(",")]
 
 
-def parse_grid(data: Mapping[str, Any], specs: Sequence[str], option: str = "--grid") -> tuple[Axis, ...]:
+def parse_grid(
+    data: Mapping[str, Any], specs: Sequence[str], option: str = "--grid"
+) -> tuple[Axis, ...]:
     """Validated axes from `KEY=v1,v2,...` or `KEY=LOW..HIGH:STEP` texts; ScenarioError names a bad key or value."""
     axes: list[Axis] = []
     for spec in specs:
@@ -76,16 +80,23 @@ def parse_grid(data: Mapping[str, Any], specs: Sequence[str], option: str = "--g
         key = key.strip()
         where = f"{option} {spec!r}"
         if not sep or not key or not rest.strip():
-            raise ScenarioError("", f"{where}: expected KEY=v1,v2,... or KEY=LOW..HIGH:STEP, e.g. gate.lanes=8,12,16")
+            raise ScenarioError(
+                "",
+                f"{where}: expected KEY=v1,v2,... or KEY=LOW..HIGH:STEP, e.g. gate.lanes=8,12,16",
+            )
         if any(a.key == key for a in axes):
             raise ScenarioError(key, f"{option} given twice for this key")
         values = _expand(rest, where)
         typed = []
         for v in values:
-            sc = with_values(data, {key: v})  # ScenarioError names the key: unknown, wrong type, out of bounds
+            sc = with_values(
+                data, {key: v}
+            )  # ScenarioError names the key: unknown, wrong type, out of bounds
             got = lookup(sc.to_dict(), key)
             if isinstance(got, dict | list):
-                raise ScenarioError(key, f"{where}: this key holds a table or an array; sweep one of its values")
+                raise ScenarioError(
+                    key, f"{where}: this key holds a table or an array; sweep one of its values"
+                )
             typed.append(got)
         if len(set(map(repr, typed))) != len(typed):
             raise ScenarioError(key, f"{where}: a value is repeated")
@@ -100,10 +111,15 @@ def parse_grid(data: Mapping[str, Any], specs: Sequence[str], option: str = "--g
 
 def points(axes: Sequence[Axis]) -> list[dict[str, Any]]:
     """Every combination of the axes' values (the last axis varies fastest)."""
-    return [dict(zip((a.key for a in axes), combo, strict=True)) for combo in itertools.product(*(a.values for a in axes))]
+    return [
+        dict(zip((a.key for a in axes), combo, strict=True))
+        for combo in itertools.product(*(a.values for a in axes))
+    ]
 
 
-def evaluate_point(data: Mapping[str, Any], values: Mapping[str, Any], seed: int, judge: Judge | None) -> dict[str, Any]:
+def evaluate_point(
+    data: Mapping[str, Any], values: Mapping[str, Any], seed: int, judge: Judge | None
+) -> dict[str, Any]:
     """One grid point as a table row: its parameters, headline figures, and each threshold (observed, held)."""
     figures, j = evaluate(with_values(data, values), seed, judge)
     row: dict[str, Any] = dict(values)
@@ -128,11 +144,15 @@ def dask_client(scheduler: str) -> Any:
     try:
         from distributed import Client  # noqa: PLC0415 - optional: only --scheduler needs it
     except ImportError:
-        raise ScenarioError("", "--scheduler needs the Dask `distributed` package: pip install distributed") from None
+        raise ScenarioError(
+            "", "--scheduler needs the Dask `distributed` package: pip install distributed"
+        ) from None
     try:
         return Client(address, timeout="10s")
     except (OSError, TimeoutError) as e:
-        raise ScenarioError("", f"--scheduler {scheduler!r}: cannot reach the scheduler: {e}") from None
+        raise ScenarioError(
+            "", f"--scheduler {scheduler!r}: cannot reach the scheduler: {e}"
+        ) from None
 
 
 def run_points(
@@ -152,7 +172,9 @@ def run_points(
     if scheduler is not None:
         client = dask_client(scheduler)
         try:
-            futures = client.map(evaluate_point, [data] * n, list(pts), [seed] * n, [judge] * n, pure=False)
+            futures = client.map(
+                evaluate_point, [data] * n, list(pts), [seed] * n, [judge] * n, pure=False
+            )
             index = {f.key: i for i, f in enumerate(futures)}
             from distributed import as_completed as dask_completed  # noqa: PLC0415
 
@@ -174,14 +196,18 @@ def run_points(
     return [r for r in rows if r is not None]
 
 
-def to_table(rows: Sequence[Mapping[str, Any]], axes: Sequence[Axis], meta: Mapping[str, str] | None = None) -> pa.Table:
+def to_table(
+    rows: Sequence[Mapping[str, Any]], axes: Sequence[Axis], meta: Mapping[str, str] | None = None
+) -> pa.Table:
     """One Arrow table: a column per parameter (in grid order), then the figures and thresholds."""
     names: list[str] = [a.key for a in axes]
     for r in rows:
         names.extend(k for k in r if k not in names)
     table = pa.table({k: pa.array([r.get(k) for r in rows]) for k in names})
     if meta:
-        table = table.replace_schema_metadata({f"gaterush.{k}".encode(): v.encode() for k, v in meta.items()})
+        table = table.replace_schema_metadata(
+            {f"gaterush.{k}".encode(): v.encode() for k, v in meta.items()}
+        )
     return table
 
 
@@ -197,10 +223,21 @@ def sweep(
 ) -> tuple[pa.Table, float]:
     """Run the whole grid: (table of parameters -> metrics, wall seconds)."""
     t0 = time.perf_counter()
-    rows = run_points(data, points(axes), judge, seed=seed, processes=processes, scheduler=scheduler, progress=progress)
+    rows = run_points(
+        data,
+        points(axes),
+        judge,
+        seed=seed,
+        processes=processes,
+        scheduler=scheduler,
+        progress=progress,
+    )
     seconds = time.perf_counter() - t0
-    meta = {"scenario": str(lookup(data, "scenario.name")), "seed": str(seed),
-            "grid": " ".join(f"{a.key}={','.join(map(str, a.values))}" for a in axes)}
+    meta = {
+        "scenario": str(lookup(data, "scenario.name")),
+        "seed": str(seed),
+        "grid": " ".join(f"{a.key}={','.join(map(str, a.values))}" for a in axes),
+    }
     return to_table(rows, axes, meta), seconds
 
 
@@ -234,29 +271,48 @@ def _plots(table: pa.Table, axes: Sequence[Axis], plot: Plot, x_key: str) -> lis
     for r in rows:
         label = ", ".join(f"{k}={r[k]}" for k in others) or "all"
         groups.setdefault(label, {})[r[x_key]] = r
-    wanted = [("gate_wait_p95_s", "p95 gate wait", "s"), ("http_req_duration_p95_ms", "p95 request duration", "ms")]
+    wanted = [
+        ("gate_wait_p95_s", "p95 gate wait", "s"),
+        ("http_req_duration_p95_ms", "p95 request duration", "ms"),
+    ]
     wanted += [(c, c, "") for c in cols if f"{c} held" in cols]
     out = []
     for col, title, unit in wanted:
         if col not in cols:
             continue
-        series = {label: [float("nan") if (g.get(x) or {}).get(col) is None else float(g[x][col]) for x in xs]
-                  for label, g in groups.items()}
+        series = {
+            label: [
+                float("nan") if (g.get(x) or {}).get(col) is None else float(g[x][col]) for x in xs
+            ]
+            for label, g in groups.items()
+        }
         out.append(plot(f"{title} against {x_key}", [float(x) for x in xs], series, x_key, unit))
     return out
 
 
-def render_html(table: pa.Table, axes: Sequence[Axis], plot: Plot | None, *, title: str = "gaterush sweep",
-                x_key: str | None = None) -> str:
+def render_html(
+    table: pa.Table,
+    axes: Sequence[Axis],
+    plot: Plot | None,
+    *,
+    title: str = "gaterush sweep",
+    x_key: str | None = None,
+) -> str:
     """A self-contained page: plots of each metric against one parameter (a line per other combination) and the table."""
     numeric = [a.key for a in axes if all(isinstance(v, int | float) for v in a.values)]
     x = x_key or (numeric[0] if numeric else None)
-    parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-             f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>", f"<h1>{html.escape(title)}</h1>"]
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+    ]
     rows = table.to_pylist()
     if "ok" in table.column_names:
         bad = sum(not r["ok"] for r in rows)
-        parts.append(f'<p class="{"fail" if bad else "ok"}">{len(rows) - bad} of {len(rows)} points hold every threshold</p>')
+        parts.append(
+            f'<p class="{"fail" if bad else "ok"}">{len(rows) - bad} of {len(rows)} points hold every threshold</p>'
+        )
     if plot is not None and x is not None:
         parts.append("<h2>Plots</h2>")
         parts.extend(_plots(table, axes, plot, x))

@@ -28,7 +28,9 @@ from sim.scenario import Scenario, ScenarioError
 
 DEFAULT_CACHE = Path(".gaterush")  # hypothesis's example database lives in DEFAULT_CACHE / "whatif"
 
-_RANGE = re.compile(r"^\s*(?P<lo>[-+]?[0-9][0-9_.eE+-]*)\s*\.\.\s*(?P<hi>[-+]?[0-9][0-9_.eE+-]*)\s*$")
+_RANGE = re.compile(
+    r"^\s*(?P<lo>[-+]?[0-9][0-9_.eE+-]*)\s*\.\.\s*(?P<hi>[-+]?[0-9][0-9_.eE+-]*)\s*$"
+)
 _INT = re.compile(r"^[-+]?[0-9_]+$")
 
 
@@ -80,11 +82,15 @@ def plain_type(data: Mapping[str, Any], key: str, value: int | float, option: st
     sc = with_values(data, {key: value})
     v = lookup(sc.to_dict(), key)
     if isinstance(v, bool) or not isinstance(v, int | float):
-        raise ScenarioError(key, f"{option}: only numbers can vary, and this key holds {type(v).__name__}")
+        raise ScenarioError(
+            key, f"{option}: only numbers can vary, and this key holds {type(v).__name__}"
+        )
     return type(v)
 
 
-def parse_varies(data: Mapping[str, Any], specs: Sequence[str], option: str = "--vary") -> tuple[Vary, ...]:
+def parse_varies(
+    data: Mapping[str, Any], specs: Sequence[str], option: str = "--vary"
+) -> tuple[Vary, ...]:
     """Validated parameters from `KEY=LOW..HIGH` texts (unknown key, wrong type, empty range: ScenarioError)."""
     out: list[Vary] = []
     for spec in specs:
@@ -94,7 +100,9 @@ def parse_varies(data: Mapping[str, Any], specs: Sequence[str], option: str = "-
         kinds = {plain_type(data, key, lo, option), plain_type(data, key, hi, option)}
         integer = kinds == {int}
         if integer and not (isinstance(lo, int) and isinstance(hi, int)):
-            raise ScenarioError(key, f"{option} {spec!r}: expected integers, this key holds an integer")
+            raise ScenarioError(
+                key, f"{option} {spec!r}: expected integers, this key holds an integer"
+            )
         out.append(Vary(key, lo, hi, integer))
     if not out:
         raise ScenarioError("", f"give at least one {option} KEY=LOW..HIGH")
@@ -122,10 +130,14 @@ class SearchResult:
     cases: tuple[Case, ...] = field(default=(), repr=False)
 
 
-Evaluator = Callable[[Mapping[str, Any], Mapping[str, Any], int, Judge], tuple[dict[str, float], Judgement]]
+Evaluator = Callable[
+    [Mapping[str, Any], Mapping[str, Any], int, Judge], tuple[dict[str, float], Judgement]
+]
 
 
-def evaluate_case(data: Mapping[str, Any], values: Mapping[str, Any], seed: int, judge: Judge) -> tuple[dict[str, float], Judgement]:
+def evaluate_case(
+    data: Mapping[str, Any], values: Mapping[str, Any], seed: int, judge: Judge
+) -> tuple[dict[str, float], Judgement]:
     """Predict and judge the scenario `data` with `values` set (a top-level function: it pickles)."""
     figures, j = evaluate(with_values(data, values), seed, judge)
     assert j is not None

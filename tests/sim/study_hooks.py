@@ -17,13 +17,20 @@ from sim.predict import Check, Judgement
 def judge(table: pa.Table, mapping: Mapping[str, Sequence[str]]) -> Judgement:
     """Predicted rows judged by replay's metrics and thresholds (what gaterush.py wires)."""
     verdicts = thresholds.evaluate(metrics.from_table(table), thresholds.parse_mapping(mapping))
-    return Judgement(thresholds.passed(verdicts), tuple(Check(v.threshold.name, v.ok, v.observed) for v in verdicts))
+    return Judgement(
+        thresholds.passed(verdicts),
+        tuple(Check(v.threshold.name, v.ok, v.observed) for v in verdicts),
+    )
 
 
-def plot(title: str, x: Sequence[float], series: Mapping[str, Sequence[float]], x_label: str, unit: str) -> str:
+def plot(
+    title: str, x: Sequence[float], series: Mapping[str, Sequence[float]], x_label: str, unit: str
+) -> str:
     """replay.report's SVG line chart, one line per series."""
-    lines = [report.Line(label, np.asarray(y, float), report.PALETTE[i % len(report.PALETTE)])
-             for i, (label, y) in enumerate(series.items())]
+    lines = [
+        report.Line(label, np.asarray(y, float), report.PALETTE[i % len(report.PALETTE)])
+        for i, (label, y) in enumerate(series.items())
+    ]
     return report.line_chart(title, np.asarray(x, float), lines, unit)
 
 
