@@ -7,19 +7,34 @@ so the hooks that join them (the local stand-in for `--target local`, scenario i
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import json
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import click
 
 import replay.cli
 import replay.cli_record
 import replay.cli_report
+import replay.engine
+import replay.report
+import replay.summary
+import replay.thresholds
+import replay.verify
 import sim.cli
+import sim.runner
 import sim.scenario
 import staging.cli
 import staging.server
 import traces.cli
 import traces.cli_recorded
+import traces.io
+from traces.exitcodes import THRESHOLDS_FAILED
 
 # Trace webhooks are replayed by gaterush itself (signed at send time), so the stand-in's own
 # Stripe delivery stays off during a replay: the trace, not the stand-in, decides Stripe's timing.
@@ -45,6 +60,121 @@ staging.cli.register(main, inventory_for=sim.scenario.inventory_for)
 replay.cli.register(main, start_local=start_local_standin)
 replay.cli_report.register(main)
 replay.cli_record.register(main)
+
+
+@dataclass(frozen=True, slots=True)
+class DemoStep:
+    """One scenario of the demo: the built-in, the overrides that keep it short, the replay speed."""
+
+    scenario: str
+    sets: tuple[str, ...] = ()
+    speed: float = 1.0
+
+
+# The load-test plan's four scenarios at their own size, and a small event day played fast, so the
+# whole loop (simulate, replay, judge, verify, report) fits in about a minute and a half.
+DEMO_STEPS = (
+    DemoStep("scanner-burst"),
+    DemoStep("webhook-burst"),
+    DemoStep("purchase-load", speed=6.0),
+    DemoStep(
+        "dashboard-load",
+        sets=(
+            'dashboard.stay={dist="fixed",mean=40.0}',
+            "arrivals.duration_s=35",
+            "arrivals.attendees=150",
+            "sales.window_s=35",
+            "sales.buyers=10",
+        ),
+        speed=2.0,
+    ),
+    DemoStep(
+        "event-day",
+        sets=(
+            "event.capacity=3000",
+            "event.presold=2800",
+            "event.other_presold=100",
+            "arrivals.attendees=2500",
+            "gate.lanes=8",
+            "sales.buyers=150",
+            "webhook_burst.events=50",
+            "dashboard.viewers=4",
+        ),
+        speed=1800.0,
+    ),
+)
+
+
+@contextlib.contextmanager
+def _standin_keeping_state(states: dict[str, Any], **kwargs: Any) -> Iterator[Any]:
+    """The local stand-in for one replay; its end state is kept in `states` before it stops."""
+    with start_local_standin(**kwargs) as standin:
+        yield standin
+        states["end_state"] = standin.end_state()
+
+
+def _demo_step(step: DemoStep, out_dir: Path, seed: int) -> tuple[bool, bool, str]:
+    """Simulate, replay, judge, verify and report one scenario: (thresholds held, end state ok, html)."""
+    sc = sim.scenario.load(step.scenario, step.sets)
+    trace = out_dir / f"{step.scenario}.parquet"
+    results = out_dir / f"{step.scenario}.results.parquet"
+    html = out_dir / f"{step.scenario}.html"
+    sim.runner.simulate(sc, seed, trace)
+    with traces.io.open_reader(trace) as reader:
+        expected = reader.header.expected
+    click.secho(f"\n━━ {step.scenario}  (replay at {step.speed:g}x) ━━", bold=True)
+    states: dict[str, Any] = {}
+    cfg = replay.engine.ReplayConfig(trace=str(trace), out=str(results), speed=step.speed)
+    replay.engine.run_replay(
+        cfg,
+        env={},
+        start_local=functools.partial(_standin_keeping_state, states),
+        progress=sys.stderr,
+    )
+    loaded = replay.report.load([str(results)])
+    metrics, verdicts = replay.report.judge_results(loaded)
+    click.echo(replay.summary.render(metrics, verdicts), nl=False)
+    replay.report.write_html(
+        html,
+        replay.report.render_html(
+            metrics, verdicts, results=loaded, title=f"gaterush demo: {step.scenario}"
+        ),
+    )
+    verification = replay.verify.compare(expected, states.get("end_state", {}))
+    click.echo(verification.render())
+    return replay.thresholds.passed(verdicts), verification.ok, str(html)
+
+
+@main.command("demo")
+@click.option("--out", "out_dir", default="gaterush-demo", show_default=True, type=click.Path(file_okay=False),
+              help="Folder for the traces, result logs and HTML reports.")  # fmt: skip
+@click.option("--seed", default=0, show_default=True, help="Simulation seed.")
+def demo_cmd(out_dir: str, seed: int) -> None:
+    """Run the whole loop on the embedded stand-in: simulate, replay, judge, verify, report.
+
+    Simulates the load-test plan's four scenarios and a short event day, replays each against a
+    fresh in-process stand-in, prints k6-style summaries with the plan's thresholds, checks the
+    stand-in's end state against each trace's expected one, writes an HTML report per scenario,
+    and exits 99 if a threshold failed or an end state differs (0 otherwise).
+
+    \b
+    Example:
+      gaterush demo --out /tmp/demo && xdg-open /tmp/demo/event-day.html
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = [(step.scenario, *_demo_step(step, out, seed)) for step in DEMO_STEPS]
+    click.secho("\n━━ verdict ━━", bold=True)
+    for name, held, verified, html in rows:
+        mark = "✓" if held and verified else "✗"
+        click.echo(f"  {mark} {name:<15} thresholds {'held' if held else 'FAILED':<7} "
+                   f"end state {'matches' if verified else 'DIFFERS':<8} {html}")  # fmt: skip
+    summary = {
+        name: {"thresholds_held": held, "end_state_ok": ok, "html": h} for name, held, ok, h in rows
+    }
+    (out / "demo.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    if not all(held and ok for _, held, ok, _ in rows):
+        raise SystemExit(THRESHOLDS_FAILED)
 
 
 if __name__ == "__main__":
