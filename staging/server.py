@@ -156,7 +156,7 @@ async def start_standin(
     app = StandInApp(database, the_keys, knobs or Knobs(), columns, deliver_webhooks=deliver_webhooks)
     runner = web.AppRunner(app.build(), access_log=None, handle_signals=False, shutdown_timeout=5.0)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, backlog=1024)
+    site = web.TCPSite(runner, host, port, backlog=4096)  # replay may open thousands of connections at once
     try:
         await site.start()
     except BaseException:
