@@ -1,0 +1,66 @@
+"""The top-level CLI: wiring of the packages, and `gaterush demo` end to end on the stand-in."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+import gaterush
+from gaterush import DemoStep
+
+SHORT_WEBHOOK_BURST = DemoStep(
+    "webhook-burst", sets=("webhook_burst.events=12", "webhook_burst.window_s=2")
+)
+
+
+def test_every_package_contributes_its_commands() -> None:
+    names = set(gaterush.main.commands)
+    assert {
+        "simulate",
+        "scenarios",
+        "trace",
+        "staging",
+        "replay",
+        "report",
+        "verify",
+        "record",
+        "demo",
+    } <= names
+    assert {"info", "head", "convert", "import", "slice", "amplify"} <= set(
+        gaterush.main.commands["trace"].commands
+    )
+
+
+def test_demo_runs_the_loop_and_exits_0_when_thresholds_hold(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(gaterush, "DEMO_STEPS", (DemoStep("scanner-burst"), SHORT_WEBHOOK_BURST))
+    result = CliRunner().invoke(gaterush.main, ["demo", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "demo.json").read_text())
+    assert set(summary) == {"scanner-burst", "webhook-burst"}
+    for name, row in summary.items():
+        assert row["thresholds_held"] and row["end_state_ok"], name
+        page = Path(row["html"]).read_text()
+        assert "<svg" in page and "thresholds held" in page
+    assert "end state matches the trace" in result.output
+    assert (tmp_path / "scanner-burst.results.parquet").stat().st_size > 0
+
+
+def test_demo_exits_99_when_a_threshold_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    impossible = DemoStep(
+        "webhook-burst",
+        sets=(*SHORT_WEBHOOK_BURST.sets, 'thresholds.http_req_duration=["p(95)<0.001"]'),
+    )
+    monkeypatch.setattr(gaterush, "DEMO_STEPS", (impossible,))
+    result = CliRunner().invoke(gaterush.main, ["demo", "--out", str(tmp_path)])
+    assert result.exit_code == 99, result.output
+    assert (
+        json.loads((tmp_path / "demo.json").read_text())["webhook-burst"]["thresholds_held"]
+        is False
+    )
