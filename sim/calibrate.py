@@ -74,6 +74,14 @@ def in_flight_at_send(sent: np.ndarray, done: np.ndarray) -> np.ndarray:
     return np.arange(len(sent)) - finished
 
 
+def p50_p95_ms(durations_s: np.ndarray) -> dict[str, float]:
+    """The median and 95th percentile of durations in seconds, as milliseconds."""
+    return {
+        "p50": float(np.percentile(durations_s, 50)) * 1e3,
+        "p95": float(np.percentile(durations_s, 95)) * 1e3,
+    }
+
+
 def _quantiles(x: np.ndarray) -> np.ndarray:
     return np.percentile(x, QUANTILES)
 
@@ -156,10 +164,6 @@ def fit_target(target: str, sent: np.ndarray, done: np.ndarray, seed: int = 0) -
     workers = min(c for c, v in losses.items() if v <= floor + FIT_TOLERANCE)
     saturated = loss(hi) > floor + FIT_TOLERANCE
     pred = predicted_durations(sent, Backend(workers, service, None), seed)
-    ms = lambda x: {
-        "p50": float(np.percentile(x, 50)) * 1e3,
-        "p95": float(np.percentile(x, 95)) * 1e3,
-    }  # noqa: E731
     return Fit(
         target,
         n,
@@ -168,8 +172,8 @@ def fit_target(target: str, sent: np.ndarray, done: np.ndarray, seed: int = 0) -
         workers,
         saturated,
         int(flight.max()),
-        ms(dur),
-        ms(pred),
+        p50_p95_ms(dur),
+        p50_p95_ms(pred),
         losses[workers],
     )
 
@@ -271,9 +275,5 @@ def compare(
             continue
         pred = predicted_durations(sent, Backend(f.workers, f.service, None), seed)
         dur = (done - sent) / 1e6
-        ms = lambda x: {
-            "p50": float(np.percentile(x, 50)) * 1e3,
-            "p95": float(np.percentile(x, 95)) * 1e3,
-        }  # noqa: E731
-        out.append((f.target, ms(dur), ms(pred)))
+        out.append((f.target, p50_p95_ms(dur), p50_p95_ms(pred)))
     return out

@@ -464,6 +464,13 @@ def register(
         show_default=True,
         help="Relative precision of the crowd multiplier.",
     )
+    @click.option(
+        "--max-multiplier",
+        type=click.FloatRange(1.0, capq.MAX_MULTIPLIER),
+        default=10.0,
+        show_default=True,
+        help="The largest crowd multiplier tried.",
+    )
     def capacity_cmd(
         scenario_name: str,
         sets: tuple[str, ...],
@@ -473,6 +480,7 @@ def register(
         max_wait: float,
         quantile: float,
         tolerance: float,
+        max_multiplier: float,
     ) -> None:
         """Answer: the fewest lanes keeping the gate wait under a target, and the largest crowd the backend holds.
 
@@ -485,10 +493,27 @@ def register(
         data = _study_data(scenario_name, sets, backend, thresholds)
         sc = with_values(data, {})
         _seed(seed)
+        judged = bool(sc.thresholds) and judge is not None
+        if judged:
+            _check_thresholds(judge, data["thresholds"])
+        elif sc.gate is None:
+            raise InvalidInput("nothing to answer: the scenario has no [gate] and no thresholds")
+        tty = sys.stderr.isatty()
+
+        def note(text: str) -> None:
+            if tty:
+                click.echo(f"\r\033[K{text}", err=True, nl=False)
+
         short = False
         if sc.gate is not None:
             try:
-                la = capq.fewest_lanes(sc, seed, max_wait, quantile)
+                la = capq.fewest_lanes(
+                    sc,
+                    seed,
+                    max_wait,
+                    quantile,
+                    progress=lambda n, w: note(f"{n} lanes: p({quantile:g}) gate wait {w:.0f} s"),
+                )
             except ScenarioError as e:
                 raise InvalidInput(str(e)) from None
             tried = ", ".join(f"{n}: {w:.0f} s" for n, w in sorted(la.tried))
@@ -504,15 +529,23 @@ def register(
                 )
                 short = la.lanes > sc.gate.lanes
             click.echo(f"  tried (lanes: p({quantile:g}) wait): {tried}")
-        if sc.thresholds and judge is not None:
-            _check_thresholds(judge, data["thresholds"])
-            ma = capq.largest_multiplier(sc, seed, judge, tolerance=tolerance)
+            note("")
+        if judged:
+            ma = capq.largest_multiplier(
+                sc,
+                seed,
+                judge,
+                tolerance=tolerance,
+                high=max_multiplier,
+                progress=lambda m, j: note(f"{m:.3g}x the crowd: {'held' if j.ok else 'FAILED'}"),
+            )
+            note("")
             if ma.multiplier is None:
                 click.echo(f"crowd: the thresholds fail even at {ma.failing_at:g}x the crowd")
                 short = True
             elif ma.failing_at is None:
                 click.echo(
-                    f"crowd: every threshold held up to {ma.multiplier:g}x the crowd (the search's cap)"
+                    f"crowd: every threshold held up to {ma.multiplier:g}x the crowd (--max-multiplier)"
                 )
             else:
                 click.echo(
@@ -521,7 +554,9 @@ def register(
                 for line in _checks_text(ma.failing):
                     click.echo(line)
                 short = short or ma.multiplier < 1
-        elif sc.gate is None:
-            raise InvalidInput("nothing to answer: the scenario has no [gate] and no thresholds")
+            tried = ", ".join(
+                f"{m:.3g}x {'held' if ok else 'failed'}" for m, ok in sorted(ma.tried)
+            )
+            click.echo(f"  tried: {tried}")
         if short:
             sys.exit(THRESHOLDS_FAILED)
