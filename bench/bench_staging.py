@@ -97,10 +97,28 @@ def _start_server(tmp: Path) -> tuple[subprocess.Popen[str], dict[str, str]]:
     inv = Inventory(events=(VenueEvent(1, "Bench", TICKETS, TICKETS, 2500),), allow_reentry=False)
     with open_writer(seed, TraceHeader(inventory=inv)):
         pass
-    cmd = [sys.executable, "-m", "gaterush", "staging", "serve", "--port", "0", "--db", str(tmp / "bench.sqlite"),
-           "--seed-data", str(seed), "--no-deliver-webhooks"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    cmd = [
+        sys.executable,
+        "-m",
+        "gaterush",
+        "staging",
+        "serve",
+        "--port",
+        "0",
+        "--db",
+        str(tmp / "bench.sqlite"),
+        "--seed-data",
+        str(seed),
+        "--no-deliver-webhooks",
+    ]
+    proc = subprocess.Popen(
+        cmd,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     env: dict[str, str] = {}
     assert proc.stdout is not None
     for line in proc.stdout:
@@ -121,7 +139,18 @@ def _ms(text: str) -> float:
 
 
 def _wrk(url: str, script: Path, seconds: int) -> dict[str, float]:
-    cmd = ["wrk", "-t2", f"-c{CONNECTIONS}", f"-d{seconds}s", "--latency", "-s", str(script), url, "--", "2"]
+    cmd = [
+        "wrk",
+        "-t2",
+        f"-c{CONNECTIONS}",
+        f"-d{seconds}s",
+        "--latency",
+        "-s",
+        str(script),
+        url,
+        "--",
+        "2",
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     res = {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))}  # type: ignore[union-attr]
     for pct in ("50", "99"):
@@ -133,7 +162,19 @@ def _wrk(url: str, script: Path, seconds: int) -> dict[str, float]:
 
 
 def _hey(url: str, body: Path, headers: dict[str, str], seconds: int) -> dict[str, float]:
-    cmd = ["hey", "-z", f"{seconds}s", "-c", str(CONNECTIONS), "-m", "POST", "-T", "application/json", "-D", str(body)]
+    cmd = [
+        "hey",
+        "-z",
+        f"{seconds}s",
+        "-c",
+        str(CONNECTIONS),
+        "-m",
+        "POST",
+        "-T",
+        "application/json",
+        "-D",
+        str(body),
+    ]
     for k, v in headers.items():
         cmd += ["-H", f"{k}: {v}"]
     out = subprocess.run([*cmd, url], capture_output=True, text=True, check=True).stdout
@@ -151,25 +192,42 @@ def _signed_events(path: Path, secret: str, n: int) -> None:
     with path.open("w") as fh:
         for i in range(n):
             pi = f"pi_bench{i:07d}"
-            ev = {"id": f"evt_bench{i:07d}", "object": "event", "type": "payment_intent.succeeded", "created": now,
-                  "livemode": False, "data": {"object": {
-                      "id": pi, "object": "payment_intent", "amount": 5000, "currency": "usd", "status": "succeeded",
-                      "metadata": {"event_id": "1", "quantity": "2", "buyer": f"buyer:{i}"}}}}
+            ev = {
+                "id": f"evt_bench{i:07d}",
+                "object": "event",
+                "type": "payment_intent.succeeded",
+                "created": now,
+                "livemode": False,
+                "data": {
+                    "object": {
+                        "id": pi,
+                        "object": "payment_intent",
+                        "amount": 5000,
+                        "currency": "usd",
+                        "status": "succeeded",
+                        "metadata": {"event_id": "1", "quantity": "2", "buyer": f"buyer:{i}"},
+                    }
+                },
+            }
             body = json.dumps(ev, separators=(",", ":"))
             sig = stripe.WebhookSignature.generate_signature_header(body, secret, now)
             fh.write(f"{sig}\t{body}\n")
 
 
 def _line(name: str, r: dict[str, float]) -> str:
-    return (f"  {name:<44} {r['rps']:>9,.0f} req/s   p50 {r['p50_ms']:6.2f} ms   p99 {r['p99_ms']:7.2f} ms"
-            f"   ({r['requests']:,.0f} requests, {r['non_2xx']:,.0f} non-2xx)")
+    return (
+        f"  {name:<44} {r['rps']:>9,.0f} req/s   p50 {r['p50_ms']:6.2f} ms   p99 {r['p99_ms']:7.2f} ms"
+        f"   ({r['requests']:,.0f} requests, {r['non_2xx']:,.0f} non-2xx)"
+    )
 
 
 def main() -> None:
     """Print the stand-in's scan and webhook throughput at 64 connections, p50/p99, and the floor verdict."""
     missing = [t for t in ("wrk", "hey") if shutil.which(t) is None]
     if missing:
-        print(f"bench_staging: {' and '.join(missing)} not installed (bash bench/install-tools.sh); skipped")
+        print(
+            f"bench_staging: {' and '.join(missing)} not installed (bash bench/install-tools.sh); skipped"
+        )
         return
     seconds = _seconds()
     with tempfile.TemporaryDirectory(prefix="gaterush-bench-staging-") as d:
@@ -180,14 +238,24 @@ def main() -> None:
             key = env["SUPABASE_ANON_KEY"]
             scan_url = f"{url}/rest/v1/rpc/scan_ticket_atomic"
             hook_url = f"{url}/functions/v1/stripe-webhook"
-            print(f"stand-in: {url} (own process, uvloop if installed), {TICKETS:,} seeded tickets, "
-                  f"{CONNECTIONS} connections, {seconds} s per case, {os.cpu_count()} cores shared with the load tool")
+            print(
+                f"stand-in: {url} (own process, uvloop if installed), {TICKETS:,} seeded tickets, "
+                f"{CONNECTIONS} connections, {seconds} s per case, {os.cpu_count()} cores shared with the load tool"
+            )
             scan_lua = tmp / "scan.lua"
-            scan_lua.write_text(SCAN_LUA.replace("__KEY__", key).replace("__TICKETS__", str(TICKETS)))
+            scan_lua.write_text(
+                SCAN_LUA.replace("__KEY__", key).replace("__TICKETS__", str(TICKETS))
+            )
             results = {"scan_distinct": _wrk(scan_url, scan_lua, seconds)}
             body = tmp / "scan.json"
-            body.write_text(json.dumps({"p_ticket_code": "T1-0000000", "p_event_id": 1, "p_gate": "A", "p_lane": "1"}))
-            results["scan_same"] = _hey(scan_url, body, {"apikey": key, "Authorization": f"Bearer {key}"}, seconds)
+            body.write_text(
+                json.dumps(
+                    {"p_ticket_code": "T1-0000000", "p_event_id": 1, "p_gate": "A", "p_lane": "1"}
+                )
+            )
+            results["scan_same"] = _hey(
+                scan_url, body, {"apikey": key, "Authorization": f"Bearer {key}"}, seconds
+            )
             events = tmp / "events.tsv"
             _signed_events(events, env["STRIPE_WEBHOOK_SECRET"], 80_000)
             hook_lua = tmp / "hook.lua"
@@ -210,7 +278,9 @@ def main() -> None:
     print(_line("stripe-webhook, one event duplicated (hey)", results["webhook_duplicate"]))
     scans = min(results["scan_distinct"]["rps"], results["scan_same"]["rps"])
     verdict = "held" if scans >= FLOOR_SCANS_PER_S else "NOT HELD"
-    print(f"floor: >= {FLOOR_SCANS_PER_S:,.0f} scans/s at {CONNECTIONS} connections: {verdict} (slowest scan case {scans:,.0f}/s)")
+    print(
+        f"floor: >= {FLOOR_SCANS_PER_S:,.0f} scans/s at {CONNECTIONS} connections: {verdict} (slowest scan case {scans:,.0f}/s)"
+    )
     print("command: python -m bench staging")
 
 

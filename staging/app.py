@@ -47,9 +47,13 @@ JSON_TYPE = "application/json"
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
-def json_response(obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+def json_response(
+    obj: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
     """A JSON response (compact, UTF-8)."""
-    return web.Response(body=_dumps(obj).encode(), status=status, content_type=JSON_TYPE, headers=headers)
+    return web.Response(
+        body=_dumps(obj).encode(), status=status, content_type=JSON_TYPE, headers=headers
+    )
 
 
 def _error_body(path: str, status: int, message: str) -> dict[str, Any]:
@@ -85,7 +89,9 @@ async def errors_as_json(request: web.Request, handler: Any) -> web.StreamRespon
         raise
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
-        return json_response(_error_body(request.path, 500, "internal error in the stand-in (see its log)"), 500)
+        return json_response(
+            _error_body(request.path, 500, "internal error in the stand-in (see its log)"), 500
+        )
 
 
 def _run_id(request: web.Request) -> str | None:
@@ -100,8 +106,15 @@ def _run_id(request: web.Request) -> str | None:
 class StandInApp:
     """The stand-in's state (database, keys, knobs, realtime hub, webhook deliverer) and its handlers."""
 
-    def __init__(self, db: Database, keys: Keys, knobs: Knobs, columns: dict[str, tuple[str, ...]],
-                 *, deliver_webhooks: bool = True) -> None:
+    def __init__(
+        self,
+        db: Database,
+        keys: Keys,
+        knobs: Knobs,
+        columns: dict[str, tuple[str, ...]],
+        *,
+        deliver_webhooks: bool = True,
+    ) -> None:
         self.db = db
         self.keys = keys
         self.knobs = knobs
@@ -121,7 +134,9 @@ class StandInApp:
     def attach_deliverer(self, url: str) -> None:
         """Start delivering the Stripe subset's webhooks to `url` (the stand-in's own edge function)."""
         if self.deliver_webhooks:
-            self.deliverer = Deliverer(url, self.keys.webhook_secret, lambda: self.knobs.delivery, self.rng)
+            self.deliverer = Deliverer(
+                url, self.keys.webhook_secret, lambda: self.knobs.delivery, self.rng
+            )
 
     def build(self) -> web.Application:
         """The aiohttp application with every route."""
@@ -149,11 +164,15 @@ class StandInApp:
 
     def _auth(self, request: web.Request) -> str:
         h = request.headers
-        return self.gate.check(h.get("apikey") or request.query.get("apikey"), h.get("Authorization"))
+        return self.gate.check(
+            h.get("apikey") or request.query.get("apikey"), h.get("Authorization")
+        )
 
     def _admin(self, request: web.Request) -> None:
         h = request.headers
-        self.gate.check_admin(h.get("apikey") or request.query.get("apikey"), h.get("Authorization"))
+        self.gate.check_admin(
+            h.get("apikey") or request.query.get("apikey"), h.get("Authorization")
+        )
 
     @staticmethod
     async def _json(request: web.Request) -> Any:
@@ -177,7 +196,8 @@ class StandInApp:
                 result = await self.db.write(scan_job, args, run, self.hub.tables)
             else:
                 result = await self.throttle.run(
-                    TARGET_SCAN, lambda: self.db.write(scan_job, args, run, self.hub.tables))
+                    TARGET_SCAN, lambda: self.db.write(scan_job, args, run, self.hub.tables)
+                )
             return json_response(result)
         if fn == "event_revenue":
             return await self._revenue(await self._json(request))
@@ -191,23 +211,40 @@ class StandInApp:
         if fn == "event_revenue":
             return await self._revenue(dict(request.query))
         if fn == "scan_ticket_atomic":
-            raise PostgrestError(405, "PGRST101", "Cannot use the GET method on RPC to call a volatile function",
-                                 None, "use POST for scan_ticket_atomic")
+            raise PostgrestError(
+                405,
+                "PGRST101",
+                "Cannot use the GET method on RPC to call a volatile function",
+                None,
+                "use POST for scan_ticket_atomic",
+            )
         raise _unknown_rpc(fn)
 
     async def _revenue(self, body: Any) -> web.Response:
         if not isinstance(body, dict) or set(body) != {"p_event_id"}:
             given = ", ".join(sorted(body)) if isinstance(body, dict) else ""
-            raise PostgrestError(404, "PGRST202",
-                                 f"Could not find the function public.event_revenue({given}) in the schema cache",
-                                 "expected exactly one argument: p_event_id integer", None)
+            raise PostgrestError(
+                404,
+                "PGRST202",
+                f"Could not find the function public.event_revenue({given}) in the schema cache",
+                "expected exactly one argument: p_event_id integer",
+                None,
+            )
         eid = body["p_event_id"]
-        if isinstance(eid, bool) or not (isinstance(eid, int) or (isinstance(eid, str) and eid.lstrip("-").isdigit())):
-            raise PostgrestError(400, "22P02", f"invalid input syntax for type integer: {eid!r}",
-                                 "argument p_event_id must be an integer")
+        if isinstance(eid, bool) or not (
+            isinstance(eid, int) or (isinstance(eid, str) and eid.lstrip("-").isdigit())
+        ):
+            raise PostgrestError(
+                400,
+                "22P02",
+                f"invalid input syntax for type integer: {eid!r}",
+                "argument p_event_id must be an integer",
+            )
 
         def q(conn: sqlite3.Connection) -> Any:
-            row = conn.execute("SELECT * FROM event_revenue WHERE event_id = ?", (int(eid),)).fetchone()
+            row = conn.execute(
+                "SELECT * FROM event_revenue WHERE event_id = ?", (int(eid),)
+            ).fetchone()
             return dict(row) if row else None
 
         return json_response(await self.throttle.run(TARGET_REVENUE, lambda: self.db.read(q)))
@@ -219,8 +256,13 @@ class StandInApp:
         table = request.match_info["table"]
         cols = self.columns.get(table)
         if cols is None:
-            raise PostgrestError(404, "PGRST205", f"Could not find the table 'public.{table}' in the schema cache",
-                                 None, f"tables: {', '.join(self.columns)}")
+            raise PostgrestError(
+                404,
+                "PGRST205",
+                f"Could not find the table 'public.{table}' in the schema cache",
+                None,
+                f"tables: {', '.join(self.columns)}",
+            )
         q = parse_query(table, request.query.items(), cols)
         want_count = "count=exact" in request.headers.get("Prefer", "")
 
@@ -241,19 +283,25 @@ class StandInApp:
             return rows, total
 
         rows, total = await self.throttle.run(f"rest:{table}", lambda: self.db.read(select))
-        return json_response(rows, headers={"Content-Range": content_range(q.offset, len(rows), total)})
+        return json_response(
+            rows, headers={"Content-Range": content_range(q.offset, len(rows), total)}
+        )
 
     async def function(self, request: web.Request) -> web.Response:
         """POST /functions/v1/{name}: the stripe-webhook edge function (verify_jwt off: Stripe signs instead)."""
         self.requests += 1
         name = request.match_info["name"]
         if name != "stripe-webhook":
-            return json_response({"code": "NOT_FOUND", "message": "Requested function was not found"}, 404)
+            return json_response(
+                {"code": "NOT_FOUND", "message": "Requested function was not found"}, 404
+            )
         return await self.throttle.run(TARGET_WEBHOOK, lambda: self._webhook(request))
 
     async def _webhook(self, request: web.Request) -> web.Response:
         body = await request.read()
-        event = verify_event(body, request.headers.get("Stripe-Signature"), self.keys.webhook_secret)
+        event = verify_event(
+            body, request.headers.get("Stripe-Signature"), self.keys.webhook_secret
+        )
         run = _run_id(request) or event_run_id(event)
         outcome = await self.db.write(webhook_job, event, run, self.hub.tables)
         return web.Response(body=answer(outcome), content_type=JSON_TYPE)
@@ -263,8 +311,13 @@ class StandInApp:
         self.gate.check(request.query.get("apikey") or request.headers.get("apikey"), None)
         vsn = request.query.get("vsn", "1.0.0")
         if vsn != "1.0.0":
-            raise PostgrestError(400, "GR400", f"vsn={vsn} is not supported", None,
-                                 "the stand-in speaks vsn=1.0.0 (JSON objects)")
+            raise PostgrestError(
+                400,
+                "GR400",
+                f"vsn={vsn} is not supported",
+                None,
+                "the stand-in speaks vsn=1.0.0 (JSON objects)",
+            )
         ws = web.WebSocketResponse(max_msg_size=MAX_BODY, autoping=True)
         await ws.prepare(request)
         self.websockets.add(ws)
@@ -286,9 +339,22 @@ class StandInApp:
                     for reply in conn.handle(msg.data):
                         conn.send(reply)
                 elif msg.type == WSMsgType.BINARY:
-                    conn.send(json.dumps({"topic": "phoenix", "event": "phx_reply", "ref": None, "join_ref": None,
-                                          "payload": {"status": "error", "response": {
-                                              "reason": "binary frames are not supported: send vsn 1.0.0 JSON text"}}}))
+                    conn.send(
+                        json.dumps(
+                            {
+                                "topic": "phoenix",
+                                "event": "phx_reply",
+                                "ref": None,
+                                "join_ref": None,
+                                "payload": {
+                                    "status": "error",
+                                    "response": {
+                                        "reason": "binary frames are not supported: send vsn 1.0.0 JSON text"
+                                    },
+                                },
+                            }
+                        )
+                    )
                 elif msg.type == WSMsgType.ERROR:
                     break
         finally:
@@ -301,7 +367,10 @@ class StandInApp:
         return ws
 
     def _token_ok(self, token: str) -> bool:
-        return token in (self.keys.publishable_key, self.keys.secret_key) or self.gate.jwt_role(token) is not None
+        return (
+            token in (self.keys.publishable_key, self.keys.secret_key)
+            or self.gate.jwt_role(token) is not None
+        )
 
     async def _close_websockets(self, app: web.Application) -> None:
         for ws in list(self.websockets):
@@ -345,7 +414,8 @@ class StandInApp:
         req = validate_create(await self._form(request))
         run = _run_id(request)
         pi, events, err = await self.throttle.run(
-            "stripe:payment_intents.create", lambda: self.db.write(create_job, req, run))
+            "stripe:payment_intents.create", lambda: self.db.write(create_job, req, run)
+        )
         self._deliver(events, run)
         status, body = (402, err) if err else (200, public(pi))
         self._idem_put(k, status, body)
@@ -361,13 +431,18 @@ class StandInApp:
         params = await self._form(request)
         unknown = sorted(set(params) - CONFIRM_PARAMS)
         if unknown:
-            raise StripeApiError(400, f"Received unknown parameter: {unknown[0]}", param=unknown[0],
-                                 code="parameter_unknown")
+            raise StripeApiError(
+                400,
+                f"Received unknown parameter: {unknown[0]}",
+                param=unknown[0],
+                code="parameter_unknown",
+            )
         pm = params.get("payment_method")
         run = _run_id(request)
         pi_id = request.match_info["id"]
         pi, events, err = await self.throttle.run(
-            "stripe:payment_intents.confirm", lambda: self.db.write(confirm_job, pi_id, pm, run))
+            "stripe:payment_intents.confirm", lambda: self.db.write(confirm_job, pi_id, pm, run)
+        )
         self._deliver(events, run or pi.get("metadata", {}).get("gaterush_run"))
         status, body = (402, err) if err else (200, public(pi))
         self._idem_put(k, status, body)
@@ -378,7 +453,9 @@ class StandInApp:
         self.requests += 1
         self.gate.stripe_check(request.headers.get("Authorization"))
         pi_id = request.match_info["id"]
-        pi = await self.throttle.run("stripe:payment_intents.retrieve", lambda: self.db.read(retrieve, pi_id))
+        pi = await self.throttle.run(
+            "stripe:payment_intents.retrieve", lambda: self.db.read(retrieve, pi_id)
+        )
         return json_response(public(pi))
 
     async def refund_create(self, request: web.Request) -> web.Response:
@@ -390,8 +467,9 @@ class StandInApp:
             return replay
         params = await self._form(request)
         run = _run_id(request)
-        refund, events = await self.throttle.run("stripe:refunds.create",
-                                                 lambda: self.db.write(refund_job, params, run))
+        refund, events = await self.throttle.run(
+            "stripe:refunds.create", lambda: self.db.write(refund_job, params, run)
+        )
         self._deliver(events, run)
         self._idem_put(k, 200, refund)
         return json_response(refund)
@@ -424,8 +502,11 @@ class StandInApp:
             "realtime_messages": self.hub.messages_sent,
             "injected_errors": self.throttle.injected_errors,
             "stalls": self.throttle.stalls,
-            "webhook_delivery": ({**self.deliverer.stats, "pending": self.deliverer.pending}
-                                 if self.deliverer else None),
+            "webhook_delivery": (
+                {**self.deliverer.stats, "pending": self.deliverer.pending}
+                if self.deliverer
+                else None
+            ),
         }
 
     async def admin_knobs_get(self, request: web.Request) -> web.Response:
@@ -441,8 +522,15 @@ class StandInApp:
         try:
             self.knobs = merge_knobs(base, body)
         except KnobError as exc:
-            raise ApiError(400, {"code": "GR400", "message": f"invalid knobs: {exc}", "details": None,
-                                 "hint": None}) from None
+            raise ApiError(
+                400,
+                {
+                    "code": "GR400",
+                    "message": f"invalid knobs: {exc}",
+                    "details": None,
+                    "hint": None,
+                },
+            ) from None
         return json_response(self.knobs.to_dict())
 
     async def admin_delete_run(self, request: web.Request) -> web.Response:
@@ -453,8 +541,13 @@ class StandInApp:
 
 
 def _unknown_rpc(fn: str) -> PostgrestError:
-    return PostgrestError(404, "PGRST202", f"Could not find the function public.{fn} in the schema cache",
-                          None, "functions: scan_ticket_atomic, event_revenue")
+    return PostgrestError(
+        404,
+        "PGRST202",
+        f"Could not find the function public.{fn} in the schema cache",
+        None,
+        "functions: scan_ticket_atomic, event_revenue",
+    )
 
 
 __all__ = ["StandInApp", "json_response", "FunctionError"]

@@ -61,7 +61,9 @@ def _pairs(values: tuple[str, ...], flag: str) -> list[tuple[str, str]]:
     for v in values:
         name, sep, value = v.partition("=")
         if not sep or not name or not value:
-            raise InvalidInput(f"{flag} {v!r}: expected ENDPOINT=VALUE, e.g. {flag} rpc:scan_ticket_atomic=20ms")
+            raise InvalidInput(
+                f"{flag} {v!r}: expected ENDPOINT=VALUE, e.g. {flag} rpc:scan_ticket_atomic=20ms"
+            )
         out.append((name.strip(), value.strip()))
     return out
 
@@ -73,8 +75,14 @@ def _number(v: str, flag: str) -> float | int:
         raise InvalidInput(f"{flag}: expected a number, got {v!r}") from None
 
 
-def build_knobs(knobs_file: str | None, latency: tuple[str, ...], workers: tuple[str, ...],
-                error_rate: tuple[str, ...], stall: tuple[str, ...], delivery: tuple[str, ...]) -> Knobs:
+def build_knobs(
+    knobs_file: str | None,
+    latency: tuple[str, ...],
+    workers: tuple[str, ...],
+    error_rate: tuple[str, ...],
+    stall: tuple[str, ...],
+    delivery: tuple[str, ...],
+) -> Knobs:
     """Knobs from a TOML file, then the command-line flags on top; InvalidInput naming the bad one."""
     knobs = Knobs()
     try:
@@ -83,7 +91,9 @@ def build_knobs(knobs_file: str | None, latency: tuple[str, ...], workers: tuple
                 with open(knobs_file, "rb") as fh:
                     knobs = merge_knobs(knobs, tomllib.load(fh))
             except OSError as exc:
-                raise InvalidInput(f"--knobs {knobs_file}: cannot read: {exc.strerror or exc}") from None
+                raise InvalidInput(
+                    f"--knobs {knobs_file}: cannot read: {exc.strerror or exc}"
+                ) from None
             except tomllib.TOMLDecodeError as exc:
                 raise InvalidInput(f"--knobs {knobs_file}: not valid TOML: {exc}") from None
         eps: dict[str, dict[str, Any]] = {}
@@ -100,7 +110,9 @@ def build_knobs(knobs_file: str | None, latency: tuple[str, ...], workers: tuple
             eps.setdefault(name, {}).update(stall_rate=_number(rate, "--stall"), stall=dur)
         deliv: dict[str, Any] = {}
         for name, v in _pairs(delivery, "--delivery"):
-            deliv[name] = _number(v, "--delivery") if name in ("duplicate_rate", "max_attempts") else v
+            deliv[name] = (
+                _number(v, "--delivery") if name in ("duplicate_rate", "max_attempts") else v
+            )
         patch: dict[str, Any] = {}
         if eps:
             patch["endpoints"] = eps
@@ -116,8 +128,10 @@ def _announce(standin: Any, seeded: Inventory | None, db: str) -> None:
     lines = [f"gaterush stand-in serving at {standin.url}  (db: {db})"]
     if seeded is not None:
         tickets = sum(e.presold for e in seeded.events)
-        lines.append(f"seeded {len(seeded.events)} event(s), {tickets} pre-sold ticket(s), "
-                     f"re-entry {'allowed' if seeded.allow_reentry else 'not allowed'}")
+        lines.append(
+            f"seeded {len(seeded.events)} event(s), {tickets} pre-sold ticket(s), "
+            f"re-entry {'allowed' if seeded.allow_reentry else 'not allowed'}"
+        )
     lines.append("export these to replay against it (local test keys of this stand-in only):")
     lines += [f"  export {k}={v}" for k, v in env.items()]
     lines.append(f"  publishable key (apikey header alone): {standin.publishable_key}")
@@ -126,13 +140,20 @@ def _announce(standin: Any, seeded: Inventory | None, db: str) -> None:
     sys.stdout.flush()
 
 
-async def _serve(host: str, port: int, db: str, inventory: Inventory | None, knobs: Knobs,
-                 deliver_webhooks: bool) -> None:
+async def _serve(
+    host: str, port: int, db: str, inventory: Inventory | None, knobs: Knobs, deliver_webhooks: bool
+) -> None:
     from staging.server import start_standin
 
     try:
-        standin = await start_standin(host=host, port=port, db=db, inventory=inventory, knobs=knobs,
-                                      deliver_webhooks=deliver_webhooks)
+        standin = await start_standin(
+            host=host,
+            port=port,
+            db=db,
+            inventory=inventory,
+            knobs=knobs,
+            deliver_webhooks=deliver_webhooks,
+        )
     except OSError as exc:
         raise InvalidInput(f"cannot serve on {host}:{port}: {exc.strerror or exc}") from None
     stop = asyncio.Event()
@@ -162,12 +183,17 @@ def _run(coro: Any) -> None:
 def _admin_request(url: str, method: str, path: str) -> Any:
     key = os.environ.get("SUPABASE_SERVICE_ROLE_KEY")
     if not key:
-        raise InvalidInput("set SUPABASE_SERVICE_ROLE_KEY (gaterush staging serve prints it) to use admin endpoints")
+        raise InvalidInput(
+            "set SUPABASE_SERVICE_ROLE_KEY (gaterush staging serve prints it) to use admin endpoints"
+        )
     parsed = urllib.parse.urlparse(url)
     if parsed.scheme not in ("http", "https") or not parsed.netloc:
         raise InvalidInput(f"--url {url!r}: expected http://host:port")
-    req = urllib.request.Request(url.rstrip("/") + path, method=method,
-                                 headers={"apikey": key, "Authorization": f"Bearer {key}"})
+    req = urllib.request.Request(
+        url.rstrip("/") + path,
+        method=method,
+        headers={"apikey": key, "Authorization": f"Bearer {key}"},
+    )
     try:
         with urllib.request.urlopen(req, timeout=30) as resp:
             return json.loads(resp.read())
@@ -195,26 +221,76 @@ def register(group: click.Group, inventory_for: InventoryFor | None = None) -> N
         """The embedded stand-in target: Supabase-shaped endpoints and a Stripe subset on SQLite."""
 
     @staging_group.command("serve")
-    @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (keep it loopback).")
-    @click.option("--port", default=DEFAULT_PORT, show_default=True, type=click.IntRange(0, 65535),
-                  help="Port (0 picks a free one).")
-    @click.option("--db", default=":memory:", show_default=True,
-                  help="SQLite file (kept across restarts) or :memory:.")
-    @click.option("--seed-data", "seed_data", metavar="SCENARIO|TRACE",
-                  help="Seed events and pre-sold tickets: a scenario name or a trace file's header.")
-    @click.option("--knobs", "knobs_file", metavar="FILE.toml", help="Knobs TOML (latency, workers, faults, delivery).")
-    @click.option("--latency", multiple=True, metavar="EP=SPEC",
-                  help="Added latency, e.g. rpc:scan_ticket_atomic=exp:5ms (fixed, uniform, exp, normal, lognormal).")
-    @click.option("--workers", multiple=True, metavar="EP=N", help="Capacity of an endpoint; excess waits.")
-    @click.option("--error-rate", multiple=True, metavar="EP=P", help="Share of requests answered 500.")
-    @click.option("--stall", multiple=True, metavar="EP=P@DUR", help="Share of requests stalled, e.g. fn:*=0.01@2s.")
-    @click.option("--delivery", multiple=True, metavar="KEY=VALUE",
-                  help="Webhook delivery: delay=exp:50ms, duplicate_rate=0.02, max_attempts=5, retry_base=250ms.")
-    @click.option("--no-deliver-webhooks", is_flag=True,
-                  help="The Stripe subset sends no webhooks (replay sends the trace's own).")
-    def serve(host: str, port: int, db: str, seed_data: str | None, knobs_file: str | None,
-              latency: tuple[str, ...], workers: tuple[str, ...], error_rate: tuple[str, ...],
-              stall: tuple[str, ...], delivery: tuple[str, ...], no_deliver_webhooks: bool) -> None:
+    @click.option(
+        "--host", default="127.0.0.1", show_default=True, help="Address to bind (keep it loopback)."
+    )
+    @click.option(
+        "--port",
+        default=DEFAULT_PORT,
+        show_default=True,
+        type=click.IntRange(0, 65535),
+        help="Port (0 picks a free one).",
+    )
+    @click.option(
+        "--db",
+        default=":memory:",
+        show_default=True,
+        help="SQLite file (kept across restarts) or :memory:.",
+    )
+    @click.option(
+        "--seed-data",
+        "seed_data",
+        metavar="SCENARIO|TRACE",
+        help="Seed events and pre-sold tickets: a scenario name or a trace file's header.",
+    )
+    @click.option(
+        "--knobs",
+        "knobs_file",
+        metavar="FILE.toml",
+        help="Knobs TOML (latency, workers, faults, delivery).",
+    )
+    @click.option(
+        "--latency",
+        multiple=True,
+        metavar="EP=SPEC",
+        help="Added latency, e.g. rpc:scan_ticket_atomic=exp:5ms (fixed, uniform, exp, normal, lognormal).",
+    )
+    @click.option(
+        "--workers", multiple=True, metavar="EP=N", help="Capacity of an endpoint; excess waits."
+    )
+    @click.option(
+        "--error-rate", multiple=True, metavar="EP=P", help="Share of requests answered 500."
+    )
+    @click.option(
+        "--stall",
+        multiple=True,
+        metavar="EP=P@DUR",
+        help="Share of requests stalled, e.g. fn:*=0.01@2s.",
+    )
+    @click.option(
+        "--delivery",
+        multiple=True,
+        metavar="KEY=VALUE",
+        help="Webhook delivery: delay=exp:50ms, duplicate_rate=0.02, max_attempts=5, retry_base=250ms.",
+    )
+    @click.option(
+        "--no-deliver-webhooks",
+        is_flag=True,
+        help="The Stripe subset sends no webhooks (replay sends the trace's own).",
+    )
+    def serve(
+        host: str,
+        port: int,
+        db: str,
+        seed_data: str | None,
+        knobs_file: str | None,
+        latency: tuple[str, ...],
+        workers: tuple[str, ...],
+        error_rate: tuple[str, ...],
+        stall: tuple[str, ...],
+        delivery: tuple[str, ...],
+        no_deliver_webhooks: bool,
+    ) -> None:
         """Serve the stand-in until Ctrl-C or SIGTERM.
 
         \b
@@ -228,8 +304,12 @@ def register(group: click.Group, inventory_for: InventoryFor | None = None) -> N
         _run(_serve(host, port, db, inventory, knobs, not no_deliver_webhooks))
 
     @staging_group.command("state")
-    @click.option("--url", default=lambda: os.environ.get("SUPABASE_URL", DEFAULT_URL),
-                  show_default="$SUPABASE_URL or " + DEFAULT_URL, help="The stand-in's URL.")
+    @click.option(
+        "--url",
+        default=lambda: os.environ.get("SUPABASE_URL", DEFAULT_URL),
+        show_default="$SUPABASE_URL or " + DEFAULT_URL,
+        help="The stand-in's URL.",
+    )
     @click.option("--run", "run_id", help="Only rows this run created.")
     def state(url: str, run_id: str | None) -> None:
         """Print a stand-in's end state as JSON (the keys of a trace's expected projection).
@@ -239,15 +319,23 @@ def register(group: click.Group, inventory_for: InventoryFor | None = None) -> N
           SUPABASE_SERVICE_ROLE_KEY=... gaterush staging state --url http://127.0.0.1:54321
         """
         q = f"?run={urllib.parse.quote(run_id)}" if run_id else ""
-        click.echo(json.dumps(_admin_request(url, "GET", "/admin/v1/state" + q), indent=2, sort_keys=True))
+        click.echo(
+            json.dumps(_admin_request(url, "GET", "/admin/v1/state" + q), indent=2, sort_keys=True)
+        )
 
     if "cleanup" in group.commands:  # another package (replay) already offers it
         return
 
     @group.command("cleanup")
     @click.option("--run", "run_id", required=True, help="The run id whose rows to delete.")
-    @click.option("--url", "--target", "url", default=lambda: os.environ.get("SUPABASE_URL", DEFAULT_URL),
-                  show_default="$SUPABASE_URL or " + DEFAULT_URL, help="The target's URL.")
+    @click.option(
+        "--url",
+        "--target",
+        "url",
+        default=lambda: os.environ.get("SUPABASE_URL", DEFAULT_URL),
+        show_default="$SUPABASE_URL or " + DEFAULT_URL,
+        help="The target's URL.",
+    )
     def cleanup(run_id: str, url: str) -> None:
         """Delete every row a run created (scans, orders, tickets, webhook events, payments).
 
@@ -260,5 +348,7 @@ def register(group: click.Group, inventory_for: InventoryFor | None = None) -> N
         out = _admin_request(url, "DELETE", "/admin/v1/runs/" + urllib.parse.quote(run_id, safe=""))
         deleted = out.get("deleted", {})
         total = sum(v for k, v in deleted.items() if k != "tickets_restored")
-        click.echo(f"run {run_id}: deleted {total} row(s): "
-                   + ", ".join(f"{k} {v}" for k, v in deleted.items()))
+        click.echo(
+            f"run {run_id}: deleted {total} row(s): "
+            + ", ".join(f"{k} {v}" for k, v in deleted.items())
+        )

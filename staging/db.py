@@ -49,7 +49,9 @@ class Database:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._writer_conn = connect(path)
-        self._readers = ThreadPoolExecutor(max_workers=readers, thread_name_prefix="gaterush-sqlite-read")
+        self._readers = ThreadPoolExecutor(
+            max_workers=readers, thread_name_prefix="gaterush-sqlite-read"
+        )
         self._reader_conns: list[sqlite3.Connection] = []
         self._local = threading.local()
         self._lock = threading.Lock()
@@ -67,7 +69,9 @@ class Database:
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         """Start the writer thread; results come back on `loop`."""
         self._loop = loop
-        self._thread = threading.Thread(target=self._run_writer, name="gaterush-sqlite-writer", daemon=True)
+        self._thread = threading.Thread(
+            target=self._run_writer, name="gaterush-sqlite-writer", daemon=True
+        )
         self._thread.start()
 
     async def write(self, job: Job, *args: Any) -> Any:
@@ -142,7 +146,11 @@ class Database:
             with contextlib.suppress(RuntimeError):  # loop closed: nobody is waiting any more
                 loop.call_soon_threadsafe(self._deliver, outcomes, changes)
 
-    def _deliver(self, outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]], changes: list[Any]) -> None:
+    def _deliver(
+        self,
+        outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]],
+        changes: list[Any],
+    ) -> None:
         for fut, result, exc in outcomes:
             if fut.cancelled():
                 continue

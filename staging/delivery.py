@@ -21,7 +21,9 @@ log = logging.getLogger("gaterush.staging")
 class Deliverer:
     """Sends Stripe events to a webhook endpoint in the background; `await idle()` waits for all."""
 
-    def __init__(self, url: str, secret: str, knobs: Callable[[], DeliveryKnobs], rng: random.Random) -> None:
+    def __init__(
+        self, url: str, secret: str, knobs: Callable[[], DeliveryKnobs], rng: random.Random
+    ) -> None:
         self.url = url
         self.secret = secret
         self.knobs = knobs
@@ -30,8 +32,14 @@ class Deliverer:
         self._tasks: set[asyncio.Task[None]] = set()
         self._idle = asyncio.Event()
         self._idle.set()
-        self.stats = {"scheduled": 0, "attempts": 0, "delivered": 0, "failed_attempts": 0,
-                      "duplicates_sent": 0, "given_up": 0}
+        self.stats = {
+            "scheduled": 0,
+            "attempts": 0,
+            "delivered": 0,
+            "failed_attempts": 0,
+            "duplicates_sent": 0,
+            "given_up": 0,
+        }
 
     def enqueue(self, events: list[dict[str, Any]], run_id: str | None = None) -> None:
         """Schedule each event's delivery (and, now and then, a duplicate) with independent delays."""
@@ -41,7 +49,9 @@ class Deliverer:
             self.stats["duplicates_sent"] += copies - 1
             for _ in range(copies):
                 self.stats["scheduled"] += 1
-                task = asyncio.get_running_loop().create_task(self._deliver(ev, k.delay.sample(self.rng), run_id))
+                task = asyncio.get_running_loop().create_task(
+                    self._deliver(ev, k.delay.sample(self.rng), run_id)
+                )
                 self._tasks.add(task)
                 self._idle.clear()
                 task.add_done_callback(self._done)
@@ -61,13 +71,19 @@ class Deliverer:
             attempt += 1
             k = self.knobs()
             self.stats["attempts"] += 1
-            headers = {"Content-Type": "application/json",
-                       "Stripe-Signature": stripe.WebhookSignature.generate_signature_header(body, self.secret),
-                       "User-Agent": "Stripe/1.0 (+https://stripe.com/docs/webhooks)"}
+            headers = {
+                "Content-Type": "application/json",
+                "Stripe-Signature": stripe.WebhookSignature.generate_signature_header(
+                    body, self.secret
+                ),
+                "User-Agent": "Stripe/1.0 (+https://stripe.com/docs/webhooks)",
+            }
             if run_id:
                 headers["X-Gaterush-Run"] = run_id
             try:
-                async with self._session.post(self.url, data=body.encode(), headers=headers) as resp:
+                async with self._session.post(
+                    self.url, data=body.encode(), headers=headers
+                ) as resp:
                     await resp.read()
                     ok = 200 <= resp.status < 300
             except (TimeoutError, aiohttp.ClientError) as exc:

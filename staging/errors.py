@@ -17,16 +17,25 @@ class ApiError(Exception):
 class PostgrestError(ApiError):
     """A PostgREST-shaped error: {"code", "message", "details", "hint"}."""
 
-    def __init__(self, status: int, code: str, message: str, details: str | None = None,
-                 hint: str | None = None) -> None:
-        super().__init__(status, {"code": code, "message": message, "details": details, "hint": hint})
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        details: str | None = None,
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(
+            status, {"code": code, "message": message, "details": details, "hint": hint}
+        )
 
 
 class StripeApiError(ApiError):
     """A Stripe-shaped error: {"error": {"type", "message", "code"?, "param"?, ...}}."""
 
-    def __init__(self, status: int, message: str, type_: str = "invalid_request_error",
-                 **extra: Any) -> None:
+    def __init__(
+        self, status: int, message: str, type_: str = "invalid_request_error", **extra: Any
+    ) -> None:
         err = {"type": type_, "message": message}
         err.update({k: v for k, v in extra.items() if v is not None})
         super().__init__(status, {"error": err})

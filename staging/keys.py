@@ -54,7 +54,9 @@ def verify_jwt(token: str, secret: str, now: float | None = None) -> dict[str, A
         raise ValueError("JWT parts are not base64url JSON") from exc
     if not isinstance(header, dict) or header.get("alg") != "HS256" or not isinstance(claims, dict):
         raise ValueError("expected an HS256 JWT")
-    want = hmac.new(secret.encode(), f"{parts[0]}.{parts[1]}".encode("ascii"), hashlib.sha256).digest()
+    want = hmac.new(
+        secret.encode(), f"{parts[0]}.{parts[1]}".encode("ascii"), hashlib.sha256
+    ).digest()
     if not hmac.compare_digest(want, sig):
         raise ValueError("JWT signature does not match")
     exp = claims.get("exp")
@@ -83,9 +85,12 @@ class Keys:
         exp = iat + 10 * 365 * 24 * 3600
         return cls(
             jwt_secret=jwt_secret,
-            anon_key=sign_jwt({"iss": "gaterush-standin", "role": "anon", "iat": iat, "exp": exp}, jwt_secret),
+            anon_key=sign_jwt(
+                {"iss": "gaterush-standin", "role": "anon", "iat": iat, "exp": exp}, jwt_secret
+            ),
             service_key=sign_jwt(
-                {"iss": "gaterush-standin", "role": "service_role", "iat": iat, "exp": exp}, jwt_secret
+                {"iss": "gaterush-standin", "role": "service_role", "iat": iat, "exp": exp},
+                jwt_secret,
             ),
             publishable_key="sb_publishable_" + secrets.token_urlsafe(22),
             secret_key="sb_secret_" + secrets.token_urlsafe(22),
@@ -152,14 +157,27 @@ class Gatekeeper:
         if authorization:
             scheme, _, token = authorization.partition(" ")
             if scheme.lower() != "bearer" or not token:
-                raise AuthError(401, {"code": "PGRST301", "message": "Authorization must be 'Bearer <JWT>'",
-                                      "details": None, "hint": None})
+                raise AuthError(
+                    401,
+                    {
+                        "code": "PGRST301",
+                        "message": "Authorization must be 'Bearer <JWT>'",
+                        "details": None,
+                        "hint": None,
+                    },
+                )
             if token != apikey or token.startswith(("sb_publishable_", "sb_secret_")):
                 jwt_role = self.jwt_role(token.strip())
                 if jwt_role is None:
-                    raise AuthError(401, {"code": "PGRST301", "message": "Invalid JWT in Authorization",
-                                          "details": "expected a JWT signed by this project (the anon or service_role key, or a user session); sb_ keys go in apikey alone",
-                                          "hint": None})
+                    raise AuthError(
+                        401,
+                        {
+                            "code": "PGRST301",
+                            "message": "Invalid JWT in Authorization",
+                            "details": "expected a JWT signed by this project (the anon or service_role key, or a user session); sb_ keys go in apikey alone",
+                            "hint": None,
+                        },
+                    )
                 return jwt_role
         return role
 
@@ -171,7 +189,12 @@ class Gatekeeper:
                 return
         if apikey in (self.keys.service_key, self.keys.secret_key):
             return
-        raise AuthError(401, {"message": "admin endpoints need the service_role key (Bearer) or the sb_secret_ key (apikey)"})
+        raise AuthError(
+            401,
+            {
+                "message": "admin endpoints need the service_role key (Bearer) or the sb_secret_ key (apikey)"
+            },
+        )
 
     def stripe_check(self, authorization: str | None) -> None:
         """AuthError unless the request carries this stand-in's sk_test_ key; live keys are refused by name."""
@@ -186,9 +209,17 @@ class Gatekeeper:
                 except (ValueError, UnicodeDecodeError):
                     token = ""
         if not token:
-            raise AuthError(401, _stripe_error("You did not provide an API key. Provide it as 'Authorization: Bearer sk_test_...'."))
+            raise AuthError(
+                401,
+                _stripe_error(
+                    "You did not provide an API key. Provide it as 'Authorization: Bearer sk_test_...'."
+                ),
+            )
         if token.startswith(("sk_live_", "rk_live_")):
-            raise AuthError(401, _stripe_error("Live keys are refused: the stand-in takes only its sk_test_ key."))
+            raise AuthError(
+                401,
+                _stripe_error("Live keys are refused: the stand-in takes only its sk_test_ key."),
+            )
         if not hmac.compare_digest(token.encode(), self.keys.stripe_key.encode()):
             raise AuthError(401, _stripe_error(f"Invalid API Key provided: {_redact(token)}"))
 

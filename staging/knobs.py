@@ -244,7 +244,9 @@ def _endpoint(base: EndpointKnobs, d: Any, key: str) -> EndpointKnobs:
         elif k == "stall":
             changes["stall"] = parse_duration(v, kk)
         else:
-            raise KnobError(f"{kk}: unknown knob; known: latency, workers, error_rate, stall_rate, stall")
+            raise KnobError(
+                f"{kk}: unknown knob; known: latency, workers, error_rate, stall_rate, stall"
+            )
     return replace(base, **changes)
 
 
@@ -263,7 +265,9 @@ def _delivery(base: DeliveryKnobs, d: Any, key: str) -> DeliveryKnobs:
         elif k == "retry_base":
             changes["retry_base"] = parse_duration(v, kk)
         else:
-            raise KnobError(f"{kk}: unknown knob; known: delay, duplicate_rate, max_attempts, retry_base")
+            raise KnobError(
+                f"{kk}: unknown knob; known: delay, duplicate_rate, max_attempts, retry_base"
+            )
     return replace(base, **changes)
 
 

@@ -13,7 +13,16 @@ from dataclasses import dataclass
 from staging.errors import PostgrestError
 
 MAX_ROWS = 1000  # Supabase's default max_rows
-_OPS = {"eq": "=", "neq": "<>", "gt": ">", "gte": ">=", "lt": "<", "lte": "<=", "like": "LIKE", "ilike": "LIKE"}
+_OPS = {
+    "eq": "=",
+    "neq": "<>",
+    "gt": ">",
+    "gte": ">=",
+    "lt": "<",
+    "lte": "<=",
+    "like": "LIKE",
+    "ilike": "LIKE",
+}
 _RESERVED = {"select", "order", "limit", "offset", "on_conflict", "columns"}
 
 
@@ -41,21 +50,33 @@ class Query:
 
 def _column(table: str, name: str, columns: tuple[str, ...]) -> str:
     if name not in columns:
-        raise PostgrestError(400, "42703", f"column {table}.{name} does not exist",
-                             None, f"columns of {table}: {', '.join(columns)}")
+        raise PostgrestError(
+            400,
+            "42703",
+            f"column {table}.{name} does not exist",
+            None,
+            f"columns of {table}: {', '.join(columns)}",
+        )
     return name
 
 
 def _nonneg_int(name: str, raw: str) -> int:
     if not raw.isdigit():
-        raise PostgrestError(400, "PGRST103", f"'{name}' must be a non-negative integer, got {raw!r}")
+        raise PostgrestError(
+            400, "PGRST103", f"'{name}' must be a non-negative integer, got {raw!r}"
+        )
     return int(raw)
 
 
 def _split_list(raw: str) -> tuple[str, ...]:
     if not (raw.startswith("(") and raw.endswith(")")):
-        raise PostgrestError(400, "PGRST100", f"'in' filter needs a parenthesised list, got {raw!r}",
-                             None, "example: id=in.(1,2,3)")
+        raise PostgrestError(
+            400,
+            "PGRST100",
+            f"'in' filter needs a parenthesised list, got {raw!r}",
+            None,
+            "example: id=in.(1,2,3)",
+        )
     inner = raw[1:-1]
     return tuple(v.strip().strip('"') for v in inner.split(",")) if inner else ()
 
@@ -68,18 +89,33 @@ def parse_filter(table: str, col: str, raw: str, columns: tuple[str, ...]) -> Fi
         raw = raw[4:]
     op, sep, value = raw.partition(".")
     if not sep:
-        raise PostgrestError(400, "PGRST100", f"failed to parse filter ({col}={raw})", None,
-                             "expected <operator>.<value>, e.g. eq.1 or in.(1,2)")
+        raise PostgrestError(
+            400,
+            "PGRST100",
+            f"failed to parse filter ({col}={raw})",
+            None,
+            "expected <operator>.<value>, e.g. eq.1 or in.(1,2)",
+        )
     if op == "in":
         return Filter(col, "in", _split_list(value), negated)
     if op == "is":
         if value.lower() not in ("null", "true", "false"):
-            raise PostgrestError(400, "PGRST100", f"failed to parse filter ({col}=is.{value})", None,
-                                 "'is' takes null, true or false")
+            raise PostgrestError(
+                400,
+                "PGRST100",
+                f"failed to parse filter ({col}=is.{value})",
+                None,
+                "'is' takes null, true or false",
+            )
         return Filter(col, "is", value.lower(), negated)
     if op not in _OPS:
-        raise PostgrestError(400, "PGRST100", f"unknown operator {op!r} in filter ({col}={raw})", None,
-                             f"operators: {', '.join([*_OPS, 'in', 'is'])}")
+        raise PostgrestError(
+            400,
+            "PGRST100",
+            f"unknown operator {op!r} in filter ({col}={raw})",
+            None,
+            f"operators: {', '.join([*_OPS, 'in', 'is'])}",
+        )
     if op in ("like", "ilike"):
         value = value.replace("*", "%")
     return Filter(col, op, value, negated)
@@ -100,9 +136,18 @@ def parse_query(table: str, params: Iterable[tuple[str, str]], columns: tuple[st
             else:
                 for n in names:
                     if "(" in n or ":" in n:
-                        raise PostgrestError(400, "PGRST100", f"select item {n!r} is not supported by the stand-in",
-                                             None, "plain column names only (no embedding, renaming or casts)")
-                select = tuple(c for n in names for c in (columns if n == "*" else (_column(table, n, columns),)))
+                        raise PostgrestError(
+                            400,
+                            "PGRST100",
+                            f"select item {n!r} is not supported by the stand-in",
+                            None,
+                            "plain column names only (no embedding, renaming or casts)",
+                        )
+                select = tuple(
+                    c
+                    for n in names
+                    for c in (columns if n == "*" else (_column(table, n, columns),))
+                )
         elif key == "order":
             for item in raw.split(","):
                 parts = item.strip().split(".")
@@ -114,8 +159,13 @@ def parse_query(table: str, params: Iterable[tuple[str, str]], columns: tuple[st
                     elif p in ("nullsfirst", "nullslast"):
                         nulls = p[5:]
                     else:
-                        raise PostgrestError(400, "PGRST100", f"failed to parse order ({raw})", None,
-                                             "expected col[.asc|.desc][.nullsfirst|.nullslast]")
+                        raise PostgrestError(
+                            400,
+                            "PGRST100",
+                            f"failed to parse order ({raw})",
+                            None,
+                            "expected col[.asc|.desc][.nullsfirst|.nullslast]",
+                        )
                 order.append((col, desc, nulls))
         elif key == "limit":
             limit = _nonneg_int("limit", raw)
@@ -141,7 +191,9 @@ def _where(q: Query) -> tuple[str, list[object]]:
                 cond = f"{col} IN ({','.join('?' * len(f.value))})"
                 args.extend(f.value)
         elif f.op == "is":
-            cond = {"null": f"{col} IS NULL", "true": f"{col} IS 1", "false": f"{col} IS 0"}[str(f.value)]
+            cond = {"null": f"{col} IS NULL", "true": f"{col} IS 1", "false": f"{col} IS 0"}[
+                str(f.value)
+            ]
         elif f.op == "ilike":
             cond = f"{col} LIKE ?"  # SQLite's LIKE is case-insensitive for ASCII
             args.append(f.value)

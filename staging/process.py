@@ -39,7 +39,9 @@ class ProcessStandIn:
         self.keys = keys
 
     anon_key = property(lambda self: self.keys.anon_key, doc="The legacy JWT anon key.")
-    publishable_key = property(lambda self: self.keys.publishable_key, doc="The sb_publishable_ key.")
+    publishable_key = property(
+        lambda self: self.keys.publishable_key, doc="The sb_publishable_ key."
+    )
     service_key = property(lambda self: self.keys.service_key, doc="The service_role JWT (admin).")
     webhook_secret = property(lambda self: self.keys.webhook_secret, doc="The whsec_ secret.")
     stripe_key = property(lambda self: self.keys.stripe_key, doc="The sk_test_ key it accepts.")
@@ -48,16 +50,26 @@ class ProcessStandIn:
     def env(self) -> dict[str, str]:
         """The environment a replay needs to target this stand-in."""
         return {
-            "SUPABASE_URL": self.url, "SUPABASE_ANON_KEY": self.anon_key,
-            "SUPABASE_SERVICE_ROLE_KEY": self.service_key, "STRIPE_TEST_SK": self.stripe_key,
-            "STRIPE_API_BASE": self.url, "STRIPE_WEBHOOK_SECRET": self.webhook_secret,
+            "SUPABASE_URL": self.url,
+            "SUPABASE_ANON_KEY": self.anon_key,
+            "SUPABASE_SERVICE_ROLE_KEY": self.service_key,
+            "STRIPE_TEST_SK": self.stripe_key,
+            "STRIPE_API_BASE": self.url,
+            "STRIPE_WEBHOOK_SECRET": self.webhook_secret,
         }
 
     def _admin(self, method: str, path: str, body: Any = None) -> Any:
         data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(self.url + path, data=data, method=method, headers={
-            "apikey": self.service_key, "Authorization": f"Bearer {self.service_key}",
-            "Content-Type": "application/json"})
+        req = urllib.request.Request(
+            self.url + path,
+            data=data,
+            method=method,
+            headers={
+                "apikey": self.service_key,
+                "Authorization": f"Bearer {self.service_key}",
+                "Content-Type": "application/json",
+            },
+        )
         with urllib.request.urlopen(req, timeout=60) as resp:
             return json.loads(resp.read())
 
@@ -90,18 +102,33 @@ class ProcessStandIn:
 
 @contextlib.contextmanager
 def standin_in_process(
-    *, host: str = "127.0.0.1", port: int = 0, db: str = ":memory:", inventory: Inventory | None = None,
-    knobs: Knobs | None = None, webhook_secret: str | None = None, deliver_webhooks: bool = True,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    db: str = ":memory:",
+    inventory: Inventory | None = None,
+    knobs: Knobs | None = None,
+    webhook_secret: str | None = None,
+    deliver_webhooks: bool = True,
     startup_timeout: float = 60.0,
 ) -> Iterator[ProcessStandIn]:
     """Run a stand-in (start_standin's arguments) in a child process for the `with` block."""
     config = {
-        "host": host, "port": port, "db": db, "deliver_webhooks": deliver_webhooks,
+        "host": host,
+        "port": port,
+        "db": db,
+        "deliver_webhooks": deliver_webhooks,
         "inventory": inventory.to_dict() if inventory is not None else None,
-        "knobs": (knobs or Knobs()).to_dict(), "webhook_secret": webhook_secret,
+        "knobs": (knobs or Knobs()).to_dict(),
+        "webhook_secret": webhook_secret,
     }
-    proc = subprocess.Popen([sys.executable, "-m", "staging.process"], cwd=_ROOT, stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "staging.process"],
+        cwd=_ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     assert proc.stdin is not None and proc.stdout is not None
     try:
         proc.stdin.write(json.dumps(config).encode() + b"\n")
@@ -145,10 +172,14 @@ async def _child(config: dict[str, Any]) -> None:
     loop = asyncio.get_running_loop()
     try:
         standin = await start_standin(
-            host=config["host"], port=config["port"], db=config["db"],
+            host=config["host"],
+            port=config["port"],
+            db=config["db"],
             inventory=Inventory.from_dict(config["inventory"]) if config.get("inventory") else None,
-            knobs=knobs_from_dict(config.get("knobs") or {}), webhook_secret=config.get("webhook_secret"),
-            deliver_webhooks=config.get("deliver_webhooks", True))
+            knobs=knobs_from_dict(config.get("knobs") or {}),
+            webhook_secret=config.get("webhook_secret"),
+            deliver_webhooks=config.get("deliver_webhooks", True),
+        )
     except Exception as exc:  # reported to the parent, which raises it
         sys.stdout.write(json.dumps({"error": f"{type(exc).__name__}: {exc}"}) + "\n")
         sys.stdout.flush()
@@ -156,7 +187,9 @@ async def _child(config: dict[str, Any]) -> None:
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    loop.add_reader(sys.stdin.fileno(), lambda: stop.set() if not sys.stdin.buffer.read1(1 << 16) else None)
+    loop.add_reader(
+        sys.stdin.fileno(), lambda: stop.set() if not sys.stdin.buffer.read1(1 << 16) else None
+    )
     sys.stdout.write(json.dumps({"url": standin.url, "keys": standin.keys.to_dict()}) + "\n")
     sys.stdout.flush()
     try:

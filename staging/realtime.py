@@ -14,11 +14,24 @@ from dataclasses import dataclass
 from typing import Any
 
 COLUMN_TYPES = {
-    "id": "int8", "event_id": "int8", "order_id": "int8", "ticket_id": "int8", "quantity": "int4",
-    "amount_cents": "int8", "admissions": "int4", "capacity": "int4", "presold": "int4",
-    "price_cents": "int8", "inside": "bool", "reentry": "bool", "allow_reentry": "bool",
-    "created_at": "timestamptz", "updated_at": "timestamptz", "first_scanned_at": "timestamptz",
-    "scanned_at": "timestamptz", "refunded_at": "timestamptz",
+    "id": "int8",
+    "event_id": "int8",
+    "order_id": "int8",
+    "ticket_id": "int8",
+    "quantity": "int4",
+    "amount_cents": "int8",
+    "admissions": "int4",
+    "capacity": "int4",
+    "presold": "int4",
+    "price_cents": "int8",
+    "inside": "bool",
+    "reentry": "bool",
+    "allow_reentry": "bool",
+    "created_at": "timestamptz",
+    "updated_at": "timestamptz",
+    "first_scanned_at": "timestamptz",
+    "scanned_at": "timestamptz",
+    "refunded_at": "timestamptz",
 }
 TABLES = ("tickets", "scans", "orders", "events")
 _FILTER_OPS = {"eq", "neq", "lt", "lte", "gt", "gte", "in"}
@@ -66,7 +79,9 @@ def parse_change_filter(text: str) -> tuple[str, str, tuple[str, ...]]:
     col, sep, rest = text.partition("=")
     op, sep2, value = rest.partition(".")
     if not sep or not sep2 or not col or op not in _FILTER_OPS:
-        raise ValueError(f"filter {text!r}: expected column=op.value with op one of {sorted(_FILTER_OPS)}")
+        raise ValueError(
+            f"filter {text!r}: expected column=op.value with op one of {sorted(_FILTER_OPS)}"
+        )
     if op == "in":
         if not (value.startswith("(") and value.endswith(")")):
             raise ValueError(f"filter {text!r}: in needs a parenthesised list")
@@ -74,14 +89,20 @@ def parse_change_filter(text: str) -> tuple[str, str, tuple[str, ...]]:
     return col, op, (value,)
 
 
-def frame(topic: str, event: str, payload: Any, ref: str | None = None, join_ref: str | None = None) -> str:
+def frame(
+    topic: str, event: str, payload: Any, ref: str | None = None, join_ref: str | None = None
+) -> str:
     """A Phoenix message as JSON text."""
-    return json.dumps({"topic": topic, "event": event, "payload": payload, "ref": ref, "join_ref": join_ref},
-                      separators=(",", ":"))
+    return json.dumps(
+        {"topic": topic, "event": event, "payload": payload, "ref": ref, "join_ref": join_ref},
+        separators=(",", ":"),
+    )
 
 
 def _error(topic: str, ref: Any, reason: str, join_ref: Any = None) -> str:
-    return frame(topic, "phx_reply", {"status": "error", "response": {"reason": reason}}, ref, join_ref)
+    return frame(
+        topic, "phx_reply", {"status": "error", "response": {"reason": reason}}, ref, join_ref
+    )
 
 
 class Connection:
@@ -109,11 +130,26 @@ class Connection:
         try:
             msg = json.loads(text)
         except ValueError:
-            return [_error("phoenix", None, "malformed message: expected a JSON object "
-                           "{topic, event, payload, ref} (Phoenix protocol vsn 1.0.0)")]
-        if not isinstance(msg, dict) or not isinstance(msg.get("topic"), str) or not isinstance(msg.get("event"), str):
-            return [_error("phoenix", msg.get("ref") if isinstance(msg, dict) else None,
-                           "malformed message: 'topic' and 'event' must be strings (Phoenix protocol vsn 1.0.0)")]
+            return [
+                _error(
+                    "phoenix",
+                    None,
+                    "malformed message: expected a JSON object "
+                    "{topic, event, payload, ref} (Phoenix protocol vsn 1.0.0)",
+                )
+            ]
+        if (
+            not isinstance(msg, dict)
+            or not isinstance(msg.get("topic"), str)
+            or not isinstance(msg.get("event"), str)
+        ):
+            return [
+                _error(
+                    "phoenix",
+                    msg.get("ref") if isinstance(msg, dict) else None,
+                    "malformed message: 'topic' and 'event' must be strings (Phoenix protocol vsn 1.0.0)",
+                )
+            ]
         topic, event, ref = msg["topic"], msg["event"], msg.get("ref")
         join_ref = msg.get("join_ref")
         payload = msg.get("payload") if isinstance(msg.get("payload"), dict) else {}
@@ -127,10 +163,18 @@ class Connection:
         if event == "access_token":
             tok = payload.get("access_token")
             if isinstance(tok, str) and not self.token_ok(tok):
-                return [_error(topic, ref, "InvalidJWTToken: the access token does not verify", join_ref)]
+                return [
+                    _error(
+                        topic, ref, "InvalidJWTToken: the access token does not verify", join_ref
+                    )
+                ]
             return [frame(topic, "phx_reply", {"status": "ok", "response": {}}, ref, join_ref)]
         if topic not in self.subs:
-            return [_error(topic, ref, f"unmatched topic {topic!r}: join it first with phx_join", join_ref)]
+            return [
+                _error(
+                    topic, ref, f"unmatched topic {topic!r}: join it first with phx_join", join_ref
+                )
+            ]
         if event in ("broadcast", "presence"):
             return [frame(topic, "phx_reply", {"status": "ok", "response": {}}, ref, join_ref)]
         return [_error(topic, ref, f"unknown event {event!r}", join_ref)]
@@ -140,7 +184,9 @@ class Connection:
             return [_error(topic, ref, "topic must be 'realtime:<name>'", join_ref)]
         tok = payload.get("access_token")
         if isinstance(tok, str) and tok and not self.token_ok(tok):
-            return [_error(topic, ref, "InvalidJWTToken: the access token does not verify", join_ref)]
+            return [
+                _error(topic, ref, "InvalidJWTToken: the access token does not verify", join_ref)
+            ]
         config = payload.get("config") if isinstance(payload.get("config"), dict) else {}
         changes = config.get("postgres_changes") or []
         if not isinstance(changes, list):
@@ -153,10 +199,21 @@ class Connection:
             table = c.get("table")
             ev = str(c.get("event", "*")).upper()
             if c.get("schema", "public") != "public" or table not in TABLES:
-                return [_error(topic, ref, f"{where}: unknown table {c.get('schema', 'public')}.{table}; "
-                               f"tables: {', '.join(TABLES)}", join_ref)]
+                return [
+                    _error(
+                        topic,
+                        ref,
+                        f"{where}: unknown table {c.get('schema', 'public')}.{table}; "
+                        f"tables: {', '.join(TABLES)}",
+                        join_ref,
+                    )
+                ]
             if ev not in ("*", "INSERT", "UPDATE", "DELETE"):
-                return [_error(topic, ref, f"{where}: event must be *, INSERT, UPDATE or DELETE", join_ref)]
+                return [
+                    _error(
+                        topic, ref, f"{where}: event must be *, INSERT, UPDATE or DELETE", join_ref
+                    )
+                ]
             flt = None
             if c.get("filter"):
                 try:
@@ -167,16 +224,45 @@ class Connection:
         self._leave(topic)
         self.subs[topic] = subs
         self.hub.add(self, subs)
-        response = {"postgres_changes": [
-            {"id": s.id, "event": s.event, "schema": "public", "table": s.table,
-             **({"filter": f"{s.filter[0]}={s.filter[1]}." + (
-                 f"({','.join(s.filter[2])})" if s.filter[1] == "in" else s.filter[2][0])} if s.filter else {})}
-            for s in subs]}
+        response = {
+            "postgres_changes": [
+                {
+                    "id": s.id,
+                    "event": s.event,
+                    "schema": "public",
+                    "table": s.table,
+                    **(
+                        {
+                            "filter": f"{s.filter[0]}={s.filter[1]}."
+                            + (
+                                f"({','.join(s.filter[2])})"
+                                if s.filter[1] == "in"
+                                else s.filter[2][0]
+                            )
+                        }
+                        if s.filter
+                        else {}
+                    ),
+                }
+                for s in subs
+            ]
+        }
         out = [frame(topic, "phx_reply", {"status": "ok", "response": response}, ref, join_ref)]
         if subs:
-            out.append(frame(topic, "system", {"status": "ok", "message": "Subscribed to PostgreSQL",
-                                               "extension": "postgres_changes", "channel": topic[9:]},
-                             None, join_ref))
+            out.append(
+                frame(
+                    topic,
+                    "system",
+                    {
+                        "status": "ok",
+                        "message": "Subscribed to PostgreSQL",
+                        "extension": "postgres_changes",
+                        "channel": topic[9:],
+                    },
+                    None,
+                    join_ref,
+                )
+            )
         return out
 
     def _leave(self, topic: str) -> None:
@@ -210,7 +296,9 @@ class Hub:
             self.by_table[t] = [(c, s) for c, s in self.by_table.get(t, []) if s.id not in ids]
         self.tables = frozenset(t for t, v in self.by_table.items() if v)
 
-    def publish(self, changes: list[tuple[str, str, dict[str, Any], dict[str, Any] | None, str]]) -> None:
+    def publish(
+        self, changes: list[tuple[str, str, dict[str, Any], dict[str, Any] | None, str]]
+    ) -> None:
         """Send each committed change (table, type, record, old_record, commit_timestamp) to its subscribers."""
         for table, type_, record, old, ts in changes:
             targets = self.by_table.get(table)
@@ -227,10 +315,17 @@ class Hub:
             if not per_topic:
                 continue
             data = {
-                "schema": "public", "table": table, "commit_timestamp": ts, "type": type_,
+                "schema": "public",
+                "table": table,
+                "commit_timestamp": ts,
+                "type": type_,
                 "columns": [{"name": k, "type": COLUMN_TYPES.get(k, "text")} for k in record],
-                "record": record, "old_record": old or {}, "errors": None,
+                "record": record,
+                "old_record": old or {},
+                "errors": None,
             }
             for (_, topic), (conn, ids, join_ref) in per_topic.items():
-                conn.send(frame(topic, "postgres_changes", {"ids": ids, "data": data}, None, join_ref))
+                conn.send(
+                    frame(topic, "postgres_changes", {"ids": ids, "data": data}, None, join_ref)
+                )
                 self.messages_sent += 1

@@ -105,7 +105,9 @@ REST_TABLES = ("events", "tickets", "orders", "scans", "event_revenue", "webhook
 
 def now_iso(ts: float | None = None) -> str:
     """A timestamptz as PostgREST renders it: ISO 8601 with microseconds and +00:00."""
-    return datetime.fromtimestamp(time.time() if ts is None else ts, UTC).isoformat(timespec="microseconds")
+    return datetime.fromtimestamp(time.time() if ts is None else ts, UTC).isoformat(
+        timespec="microseconds"
+    )
 
 
 def create_schema(conn: sqlite3.Connection) -> None:
@@ -136,7 +138,15 @@ def seed_inventory(conn: sqlite3.Connection, inventory: Inventory) -> int:
                 " VALUES (?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET name=excluded.name,"
                 " capacity=excluded.capacity, presold=excluded.presold, price_cents=excluded.price_cents,"
                 " currency=excluded.currency, allow_reentry=excluded.allow_reentry",
-                (ev.id, ev.name, ev.capacity, ev.presold, ev.price_cents, ev.currency, int(inventory.allow_reentry)),
+                (
+                    ev.id,
+                    ev.name,
+                    ev.capacity,
+                    ev.presold,
+                    ev.price_cents,
+                    ev.currency,
+                    int(inventory.allow_reentry),
+                ),
             )
             before = conn.total_changes
             conn.executemany(
@@ -151,7 +161,9 @@ def seed_inventory(conn: sqlite3.Connection, inventory: Inventory) -> int:
     return added
 
 
-def load_or_store_keys(conn: sqlite3.Connection, keys: Keys | None, webhook_secret: str | None) -> Keys:
+def load_or_store_keys(
+    conn: sqlite3.Connection, keys: Keys | None, webhook_secret: str | None
+) -> Keys:
     """The keys kept with this database (so a restart keeps clients' exported keys), made if absent.
 
     `keys` given explicitly replace the stored ones; `webhook_secret` overrides the stored secret.

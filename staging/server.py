@@ -153,10 +153,14 @@ async def start_standin(
         raise
     loop = asyncio.get_running_loop()
     database.start(loop)
-    app = StandInApp(database, the_keys, knobs or Knobs(), columns, deliver_webhooks=deliver_webhooks)
+    app = StandInApp(
+        database, the_keys, knobs or Knobs(), columns, deliver_webhooks=deliver_webhooks
+    )
     runner = web.AppRunner(app.build(), access_log=None, handle_signals=False, shutdown_timeout=5.0)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, backlog=4096)  # replay may open thousands of connections at once
+    site = web.TCPSite(
+        runner, host, port, backlog=4096
+    )  # replay may open thousands of connections at once
     try:
         await site.start()
     except BaseException:
@@ -192,7 +196,9 @@ class ThreadedStandIn:
 
     def webhooks_idle(self, timeout: float | None = 30.0) -> bool:
         """Wait until no webhook delivery is pending (blocking)."""
-        return self._call(self.standin.webhooks_idle(timeout), None if timeout is None else timeout + 5)
+        return self._call(
+            self.standin.webhooks_idle(timeout), None if timeout is None else timeout + 5
+        )
 
     def set_knobs(self, knobs: Knobs) -> None:
         """Replace the knobs at run time."""
@@ -204,8 +210,11 @@ def standin_in_thread(**kwargs: Any) -> Iterator[ThreadedStandIn]:
     """Run a stand-in (start_standin's arguments) on a private loop in a thread for the `with` block."""
     loop = asyncio.new_event_loop()
     ready = threading.Event()
-    thread = threading.Thread(target=lambda: (asyncio.set_event_loop(loop), ready.set(), loop.run_forever()),
-                              name="gaterush-standin", daemon=True)
+    thread = threading.Thread(
+        target=lambda: (asyncio.set_event_loop(loop), ready.set(), loop.run_forever()),
+        name="gaterush-standin",
+        daemon=True,
+    )
     thread.start()
     ready.wait()
     try:

@@ -35,7 +35,9 @@ class Throttle:
 
     def _sem(self, endpoint: str, workers: int) -> asyncio.Semaphore:
         cur = self._sems.get(endpoint)
-        if cur is None or cur[0] != workers:  # a knob change starts a new pool; old holders finish on the old one
+        if (
+            cur is None or cur[0] != workers
+        ):  # a knob change starts a new pool; old holders finish on the old one
             cur = (workers, asyncio.Semaphore(workers))
             self._sems[endpoint] = cur
         return cur[1]
@@ -50,7 +52,9 @@ class Throttle:
                 return await self._serve(endpoint, k, fn)
         return await self._serve(endpoint, k, fn)
 
-    async def _serve(self, endpoint: str, k: EndpointKnobs, fn: Callable[[], Awaitable[Any]]) -> Any:
+    async def _serve(
+        self, endpoint: str, k: EndpointKnobs, fn: Callable[[], Awaitable[Any]]
+    ) -> Any:
         delay = k.latency.sample(self.rng) if k.latency is not None else 0.0
         if k.stall_rate and self.rng.random() < k.stall_rate:
             self.stalls += 1

@@ -12,26 +12,35 @@ from staging.errors import FunctionError
 from staging.schema import now_iso
 from traces.event import DUPLICATE, PROCESSED, order_ticket_code
 
-FULFIL_TYPES = frozenset({
-    "payment_intent.succeeded",
-    "checkout.session.completed",
-    "checkout.session.async_payment_succeeded",
-})
+FULFIL_TYPES = frozenset(
+    {
+        "payment_intent.succeeded",
+        "checkout.session.completed",
+        "checkout.session.async_payment_succeeded",
+    }
+)
 REFUND_TYPES = frozenset({"charge.refunded"})
 RUN_METADATA = "gaterush_run"  # the run id, carried in Stripe metadata
 
 
-def verify_event(payload: bytes, signature: str | None, secret: str, tolerance: int = 300) -> dict[str, Any]:
+def verify_event(
+    payload: bytes, signature: str | None, secret: str, tolerance: int = 300
+) -> dict[str, Any]:
     """The Stripe event of a delivery whose Stripe-Signature verifies; FunctionError 400 otherwise."""
     if not signature:
         raise FunctionError(400, "Missing Stripe-Signature header")
     try:
         event = stripe.Webhook.construct_event(payload, signature, secret, tolerance=tolerance)
     except stripe.SignatureVerificationError as exc:
-        raise FunctionError(400, f"Webhook signature verification failed: {exc.user_message or exc}") from None
+        raise FunctionError(
+            400, f"Webhook signature verification failed: {exc.user_message or exc}"
+        ) from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise FunctionError(400, f"Webhook payload is not valid JSON: {exc}") from None
-    except (AttributeError, TypeError):  # valid JSON, but not an object: the library cannot build an Event
+    except (
+        AttributeError,
+        TypeError,
+    ):  # valid JSON, but not an object: the library cannot build an Event
         raise FunctionError(400, "Webhook payload must be a JSON object (a Stripe event)") from None
     d = event.to_dict()
     if not isinstance(d.get("id"), str) or not isinstance(d.get("type"), str):
@@ -67,21 +76,36 @@ def _payment(event: dict[str, Any]) -> dict[str, Any] | None:
     if not isinstance(pi, str) or not pi:
         raise FunctionError(400, f"{where}: no payment intent id")
     if isinstance(amount, bool) or not isinstance(amount, int) or amount < 0:
-        raise FunctionError(400, f"{where}: amount must be a non-negative integer of cents, got {amount!r}")
+        raise FunctionError(
+            400, f"{where}: amount must be a non-negative integer of cents, got {amount!r}"
+        )
     try:
         event_id = int(md["event_id"])
         quantity = int(md.get("quantity", 1))
     except (KeyError, TypeError, ValueError):
-        raise FunctionError(400, f"{where}: metadata.event_id and metadata.quantity must be integers, got {md!r}") from None
+        raise FunctionError(
+            400, f"{where}: metadata.event_id and metadata.quantity must be integers, got {md!r}"
+        ) from None
     if quantity < 1 or quantity > 1000:
         raise FunctionError(400, f"{where}: metadata.quantity must be 1..1000, got {quantity}")
-    return {"pi": pi, "amount": amount, "currency": str(obj.get("currency") or "usd"),
-            "event_id": event_id, "quantity": quantity,
-            "buyer": md.get("buyer"), "order_ref": md.get("order_ref")}
+    return {
+        "pi": pi,
+        "amount": amount,
+        "currency": str(obj.get("currency") or "usd"),
+        "event_id": event_id,
+        "quantity": quantity,
+        "buyer": md.get("buyer"),
+        "order_ref": md.get("order_ref"),
+    }
 
 
-def webhook_job(conn: sqlite3.Connection, changes: list[Any], event: dict[str, Any], run_id: str | None,
-                publish: frozenset[str]) -> str:
+def webhook_job(
+    conn: sqlite3.Connection,
+    changes: list[Any],
+    event: dict[str, Any],
+    run_id: str | None,
+    publish: frozenset[str],
+) -> str:
     """Apply one verified Stripe event exactly once; 'processed' or 'duplicate'.
 
     The event id row, the order and all its tickets are written in one transaction, so no
@@ -109,17 +133,36 @@ def webhook_job(conn: sqlite3.Connection, changes: list[Any], event: dict[str, A
         if not _refund(conn, changes, pi, now, publish):
             conn.execute(
                 "INSERT OR IGNORE INTO pending_refunds(payment_intent, stripe_event, received_at, run_id)"
-                " VALUES (?,?,?,?)", (pi, eid, now, run_id))
+                " VALUES (?,?,?,?)",
+                (pi, eid, now, run_id),
+            )
     return PROCESSED
 
 
-def _fulfil(conn: sqlite3.Connection, changes: list[Any], pay: dict[str, Any], eid: str,
-            run_id: str | None, now: str, publish: frozenset[str]) -> None:
+def _fulfil(
+    conn: sqlite3.Connection,
+    changes: list[Any],
+    pay: dict[str, Any],
+    eid: str,
+    run_id: str | None,
+    now: str,
+    publish: frozenset[str],
+) -> None:
     cur = conn.execute(
         "INSERT OR IGNORE INTO orders(payment_intent, event_id, buyer, order_ref, quantity, amount_cents,"
         " currency, status, stripe_event, created_at, run_id) VALUES (?,?,?,?,?,?,?,'paid',?,?,?)",
-        (pay["pi"], pay["event_id"], pay["buyer"], pay["order_ref"], pay["quantity"], pay["amount"],
-         pay["currency"], eid, now, run_id),
+        (
+            pay["pi"],
+            pay["event_id"],
+            pay["buyer"],
+            pay["order_ref"],
+            pay["quantity"],
+            pay["amount"],
+            pay["currency"],
+            eid,
+            now,
+            run_id,
+        ),
     )
     if cur.rowcount == 0:  # another event of the same payment made the order already
         return
@@ -138,18 +181,24 @@ def _fulfil(conn: sqlite3.Connection, changes: list[Any], pay: dict[str, Any], e
         _refund(conn, changes, pay["pi"], now, publish)
 
 
-def _refund(conn: sqlite3.Connection, changes: list[Any], pi: str, now: str, publish: frozenset[str]) -> bool:
+def _refund(
+    conn: sqlite3.Connection, changes: list[Any], pi: str, now: str, publish: frozenset[str]
+) -> bool:
     """Mark a payment's order and tickets refunded; False if no order exists yet."""
     row = conn.execute("SELECT id, status FROM orders WHERE payment_intent = ?", (pi,)).fetchone()
     if row is None:
         return False
     if row[1] != "refunded":
         conn.execute("UPDATE orders SET status='refunded', refunded_at=? WHERE id=?", (now, row[0]))
-        conn.execute("UPDATE tickets SET status='refunded', updated_at=? WHERE order_id=?", (now, row[0]))
+        conn.execute(
+            "UPDATE tickets SET status='refunded', updated_at=? WHERE order_id=?", (now, row[0])
+        )
         if "orders" in publish:
             changes.append(("orders", "UPDATE", _row(conn, "orders", row[0]), {"id": row[0]}, now))
         if "tickets" in publish:
-            for r in conn.execute("SELECT * FROM tickets WHERE order_id = ? ORDER BY id", (row[0],)):
+            for r in conn.execute(
+                "SELECT * FROM tickets WHERE order_id = ? ORDER BY id", (row[0],)
+            ):
                 changes.append(("tickets", "UPDATE", _ticket(r), {"id": r["id"]}, now))
     return True
 

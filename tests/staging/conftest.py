@@ -36,7 +36,9 @@ def admin_headers(s: Any) -> dict[str, str]:
     return {"apikey": s.service_key, "Authorization": f"Bearer {s.service_key}"}
 
 
-async def request(session: aiohttp.ClientSession, method: str, url: str, **kw: Any) -> tuple[int, Any, dict[str, str]]:
+async def request(
+    session: aiohttp.ClientSession, method: str, url: str, **kw: Any
+) -> tuple[int, Any, dict[str, str]]:
     """(status, JSON body or text, headers) of one request."""
     async with session.request(method, url, **kw) as resp:
         raw = await resp.read()
@@ -59,7 +61,11 @@ def call(method: str, url: str, **kw: Any) -> tuple[int, Any, dict[str, str]]:
 
 def scan(s: Any, code: str, event_id: int = 1, **extra: Any) -> dict[str, Any]:
     """One scan through the RPC; the JSON answer."""
-    status, body, _ = call("POST", f"{s.url}/rest/v1/rpc/scan_ticket_atomic", headers=headers(s),
-                           json={"p_ticket_code": code, "p_event_id": event_id, **extra})
+    status, body, _ = call(
+        "POST",
+        f"{s.url}/rest/v1/rpc/scan_ticket_atomic",
+        headers=headers(s),
+        json={"p_ticket_code": code, "p_event_id": event_id, **extra},
+    )
     assert status == 200, body
     return body

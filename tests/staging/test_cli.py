@@ -24,9 +24,14 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _start(args: list[str]) -> tuple[subprocess.Popen[str], dict[str, str]]:
-    proc = subprocess.Popen([sys.executable, "-m", "gaterush", "staging", "serve", "--port", "0", *args],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gaterush", "staging", "serve", "--port", "0", *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     env: dict[str, str] = {}
     assert proc.stdout is not None
     for line in proc.stdout:
@@ -49,20 +54,30 @@ def _stop(proc: subprocess.Popen[str], sig: int) -> str:
 
 
 def _h(env: dict[str, str]) -> dict[str, str]:
-    return {"apikey": env["SUPABASE_ANON_KEY"], "Authorization": f"Bearer {env['SUPABASE_ANON_KEY']}"}
+    return {
+        "apikey": env["SUPABASE_ANON_KEY"],
+        "Authorization": f"Bearer {env['SUPABASE_ANON_KEY']}",
+    }
 
 
 def _scan(env: dict[str, str], code: str) -> str:
-    status, body, _ = call("POST", f"{env['SUPABASE_URL']}/rest/v1/rpc/scan_ticket_atomic", headers=_h(env),
-                           json={"p_ticket_code": code, "p_event_id": 4})
+    status, body, _ = call(
+        "POST",
+        f"{env['SUPABASE_URL']}/rest/v1/rpc/scan_ticket_atomic",
+        headers=_h(env),
+        json={"p_ticket_code": code, "p_event_id": 4},
+    )
     assert status == 200, body
     return body["outcome"]
 
 
 def _state(env: dict[str, str]) -> dict[str, Any]:
     key = env["SUPABASE_SERVICE_ROLE_KEY"]
-    status, body, _ = call("GET", f"{env['SUPABASE_URL']}/admin/v1/state",
-                           headers={"apikey": key, "Authorization": f"Bearer {key}"})
+    status, body, _ = call(
+        "GET",
+        f"{env['SUPABASE_URL']}/admin/v1/state",
+        headers={"apikey": key, "Authorization": f"Bearer {key}"},
+    )
     assert status == 200
     return body
 
@@ -77,13 +92,30 @@ def test_sigterm_stops_cleanly_and_restart_keeps_scans_and_orders(tmp_path: Path
     proc, env = _start(["--db", str(db), "--seed-data", str(trace), "--no-deliver-webhooks"])
     try:
         assert _scan(env, "T4-0000003") == "valid"
-        event = {"id": "evt_cli_1", "object": "event", "type": "payment_intent.succeeded",
-                 "data": {"object": {"id": "pi_cli_1", "object": "payment_intent", "amount": 6000, "currency": "usd",
-                                     "metadata": {"event_id": "4", "quantity": "2"}}}}
+        event = {
+            "id": "evt_cli_1",
+            "object": "event",
+            "type": "payment_intent.succeeded",
+            "data": {
+                "object": {
+                    "id": "pi_cli_1",
+                    "object": "payment_intent",
+                    "amount": 6000,
+                    "currency": "usd",
+                    "metadata": {"event_id": "4", "quantity": "2"},
+                }
+            },
+        }
         payload = json.dumps(event)
-        sig = stripe.WebhookSignature.generate_signature_header(payload, env["STRIPE_WEBHOOK_SECRET"])
-        status, body, _ = call("POST", f"{env['SUPABASE_URL']}/functions/v1/stripe-webhook", data=payload.encode(),
-                               headers={"Stripe-Signature": sig})
+        sig = stripe.WebhookSignature.generate_signature_header(
+            payload, env["STRIPE_WEBHOOK_SECRET"]
+        )
+        status, body, _ = call(
+            "POST",
+            f"{env['SUPABASE_URL']}/functions/v1/stripe-webhook",
+            data=payload.encode(),
+            headers={"Stripe-Signature": sig},
+        )
         assert status == 200 and body == {"received": True, "outcome": "processed"}
         before = _state(env)
     finally:
@@ -94,7 +126,9 @@ def test_sigterm_stops_cleanly_and_restart_keeps_scans_and_orders(tmp_path: Path
         assert conn.execute("SELECT COUNT(*) FROM orders").fetchone()[0] == 1
     proc, env2 = _start(["--db", str(db)])
     try:
-        assert env2["SUPABASE_ANON_KEY"] == env["SUPABASE_ANON_KEY"]  # the keys live with the database
+        assert (
+            env2["SUPABASE_ANON_KEY"] == env["SUPABASE_ANON_KEY"]
+        )  # the keys live with the database
         assert _scan(env2, "T4-0000003") == "already_scanned"
         assert _scan(env2, "O" + "pi_cli_1-1") == "valid"
         after = _state(env2)
@@ -104,17 +138,20 @@ def test_sigterm_stops_cleanly_and_restart_keeps_scans_and_orders(tmp_path: Path
         _stop(proc, signal.SIGINT)
 
 
-@pytest.mark.parametrize(("args", "needle"), [
-    (["--latency", "rpc:scan_ticket_atomic=soon"], "rpc:scan_ticket_atomic.latency"),
-    (["--latency", "nothing"], "ENDPOINT=VALUE"),
-    (["--workers", "rpc:scan_ticket_atomic=-2"], "workers"),
-    (["--error-rate", "fn:stripe-webhook=1.5"], "error_rate"),
-    (["--stall", "rpc:*=0.1"], "RATE@DURATION"),
-    (["--delivery", "speed=3"], "delivery.speed"),
-    (["--knobs", "/nonexistent/knobs.toml"], "cannot read"),
-    (["--seed-data", "missing.parquet"], "no such file"),
-    (["--seed-data", "no-such-scenario"], "no-such-scenario"),
-])
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--latency", "rpc:scan_ticket_atomic=soon"], "rpc:scan_ticket_atomic.latency"),
+        (["--latency", "nothing"], "ENDPOINT=VALUE"),
+        (["--workers", "rpc:scan_ticket_atomic=-2"], "workers"),
+        (["--error-rate", "fn:stripe-webhook=1.5"], "error_rate"),
+        (["--stall", "rpc:*=0.1"], "RATE@DURATION"),
+        (["--delivery", "speed=3"], "delivery.speed"),
+        (["--knobs", "/nonexistent/knobs.toml"], "cannot read"),
+        (["--seed-data", "missing.parquet"], "no such file"),
+        (["--seed-data", "no-such-scenario"], "no-such-scenario"),
+    ],
+)
 def test_bad_flags_exit_104_with_a_clear_message(args: list[str], needle: str) -> None:
     result = CliRunner().invoke(gaterush.main, ["staging", "serve", "--port", "0", *args])
     assert result.exit_code == 104, result.output

@@ -33,15 +33,24 @@ def db(allow_reentry: bool = True, presold: int = 5) -> sqlite3.Connection:
     conn = sqlite3.connect(":memory:", isolation_level=None)
     conn.row_factory = sqlite3.Row
     create_schema(conn)
-    seed_inventory(conn, Inventory(events=(VenueEvent(1, "A", 100, presold, 1000), VenueEvent(2, "B", 100, presold, 500)),
-                                   allow_reentry=allow_reentry))
+    seed_inventory(
+        conn,
+        Inventory(
+            events=(VenueEvent(1, "A", 100, presold, 1000), VenueEvent(2, "B", 100, presold, 500)),
+            allow_reentry=allow_reentry,
+        ),
+    )
     return conn
 
 
 # --- scans against a reference model and the projection --------------------------------------
 
-scan_ops = st.lists(st.tuples(st.integers(0, 5), st.sampled_from([1, 1, 1, 2]), st.sampled_from(["in", "in", "out"])),
-                    max_size=60)
+scan_ops = st.lists(
+    st.tuples(
+        st.integers(0, 5), st.sampled_from([1, 1, 1, 2]), st.sampled_from(["in", "in", "out"])
+    ),
+    max_size=60,
+)
 
 
 def reference(ops: list[tuple[int, int, str]], allow: bool) -> list[str]:
@@ -71,7 +80,9 @@ def reference(ops: list[tuple[int, int, str]], allow: bool) -> list[str]:
 
 @settings(max_examples=60, deadline=None)
 @given(ops=scan_ops, allow=st.booleans())
-def test_scans_follow_the_reference_model_and_match_the_projection(ops: list[tuple[int, int, str]], allow: bool) -> None:
+def test_scans_follow_the_reference_model_and_match_the_projection(
+    ops: list[tuple[int, int, str]], allow: bool
+) -> None:
     conn = db(allow)
     got = []
     for n, ev, d in ops:
@@ -80,14 +91,31 @@ def test_scans_follow_the_reference_model_and_match_the_projection(ops: list[tup
         got.append(scan_job(conn, changes, ScanArgs(code, ev, "A", "1", d), "run", ALL)["outcome"])
     want = reference(ops, allow)
     assert got == want
-    events = [Event(i, i, "scan", f"a:{n}", TARGET_SCAN,
-                    pack_payload({"ticket_code": "FORGED" if n == 5 else ticket_code(1, n), "event_id": ev,
-                                  "direction": d}), None, w)
-              for i, ((n, ev, d), w) in enumerate(zip(ops, want, strict=True))]
+    events = [
+        Event(
+            i,
+            i,
+            "scan",
+            f"a:{n}",
+            TARGET_SCAN,
+            pack_payload(
+                {
+                    "ticket_code": "FORGED" if n == 5 else ticket_code(1, n),
+                    "event_id": ev,
+                    "direction": d,
+                }
+            ),
+            None,
+            w,
+        )
+        for i, ((n, ev, d), w) in enumerate(zip(ops, want, strict=True))
+    ]
     expected, actual = project(events), end_state(conn)
     for key in ("admitted", "reentries", "exits", "inside", "scans"):
         assert actual[key] == expected[key], key
-    assert actual["by_event"].get("1", {}).get("admitted", 0) == expected["by_event"].get("1", {}).get("admitted", 0)
+    assert actual["by_event"].get("1", {}).get("admitted", 0) == expected["by_event"].get(
+        "1", {}
+    ).get("admitted", 0)
     assert end_state(conn, "other-run")["admitted"] == 0
 
 
@@ -95,14 +123,23 @@ def test_scan_answer_names_the_first_scan() -> None:
     conn = db()
     first = scan_job(conn, [], ScanArgs(ticket_code(1, 0), 1, None, None, "in"), None, ALL)
     again = scan_job(conn, [], ScanArgs(ticket_code(1, 0), 1, None, None, "in"), None, ALL)
-    assert first["first_scanned_at"] == again["first_scanned_at"] == again["ticket"]["first_scanned_at"]
+    assert (
+        first["first_scanned_at"]
+        == again["first_scanned_at"]
+        == again["ticket"]["first_scanned_at"]
+    )
     assert again["ticket"]["inside"] is True
 
 
-@pytest.mark.parametrize(("body", "needle"), [
-    ({"p_ticket_code": "x"}, "p_event_id"), ({"p_ticket_code": "x", "p_event_id": True}, "p_event_id"),
-    ({"p_ticket_code": "x", "p_event_id": 1, "p_gate": {"a": 1}}, "p_gate"), ("text", "JSON object"),
-])
+@pytest.mark.parametrize(
+    ("body", "needle"),
+    [
+        ({"p_ticket_code": "x"}, "p_event_id"),
+        ({"p_ticket_code": "x", "p_event_id": True}, "p_event_id"),
+        ({"p_ticket_code": "x", "p_event_id": 1, "p_gate": {"a": 1}}, "p_gate"),
+        ("text", "JSON object"),
+    ],
+)
 def test_scan_arguments_are_checked(body: Any, needle: str) -> None:
     with pytest.raises(PostgrestError) as err:
         parse_scan_args(body)
@@ -115,25 +152,63 @@ def test_scan_accepts_numeric_strings_like_postgrest() -> None:
 
 # --- webhooks: any order, any duplicates, same end state, equal to the projection ----------------
 
+
 def _ev(kind: str, pi: str, qty: int) -> dict[str, Any]:
     md = {"event_id": "1", "quantity": str(qty)}
     if kind == "s":
-        return {"id": f"evt_s_{pi}", "type": "payment_intent.succeeded",
-                "data": {"object": {"id": pi, "object": "payment_intent", "amount": 1000 * qty, "metadata": md}}}
+        return {
+            "id": f"evt_s_{pi}",
+            "type": "payment_intent.succeeded",
+            "data": {
+                "object": {
+                    "id": pi,
+                    "object": "payment_intent",
+                    "amount": 1000 * qty,
+                    "metadata": md,
+                }
+            },
+        }
     if kind == "c":
-        return {"id": f"evt_c_{pi}", "type": "checkout.session.completed",
-                "data": {"object": {"id": f"cs_{pi}", "payment_intent": pi, "payment_status": "paid",
-                                    "amount_total": 1000 * qty, "metadata": md}}}
-    return {"id": f"evt_r_{pi}", "type": "charge.refunded",
-            "data": {"object": {"id": f"ch_{pi}", "object": "charge", "payment_intent": pi, "amount": 1000 * qty,
-                                "amount_refunded": 1000 * qty, "metadata": md}}}
+        return {
+            "id": f"evt_c_{pi}",
+            "type": "checkout.session.completed",
+            "data": {
+                "object": {
+                    "id": f"cs_{pi}",
+                    "payment_intent": pi,
+                    "payment_status": "paid",
+                    "amount_total": 1000 * qty,
+                    "metadata": md,
+                }
+            },
+        }
+    return {
+        "id": f"evt_r_{pi}",
+        "type": "charge.refunded",
+        "data": {
+            "object": {
+                "id": f"ch_{pi}",
+                "object": "charge",
+                "payment_intent": pi,
+                "amount": 1000 * qty,
+                "amount_refunded": 1000 * qty,
+                "metadata": md,
+            }
+        },
+    }
 
 
 @settings(max_examples=60, deadline=None)
-@given(plan=st.lists(st.tuples(st.integers(1, 3), st.booleans(), st.booleans()), min_size=1, max_size=8),
-       dups=st.lists(st.integers(0, 100), max_size=10), seed=st.integers(0, 2**32))
+@given(
+    plan=st.lists(
+        st.tuples(st.integers(1, 3), st.booleans(), st.booleans()), min_size=1, max_size=8
+    ),
+    dups=st.lists(st.integers(0, 100), max_size=10),
+    seed=st.integers(0, 2**32),
+)
 def test_webhooks_in_any_order_with_duplicates_reach_the_projected_end_state(
-        plan: list[tuple[int, bool, bool]], dups: list[int], seed: int) -> None:
+    plan: list[tuple[int, bool, bool]], dups: list[int], seed: int
+) -> None:
     events = []
     for i, (qty, session, refund) in enumerate(plan):
         events.append(_ev("s", f"pi_{i}", qty))
@@ -150,20 +225,36 @@ def test_webhooks_in_any_order_with_duplicates_reach_the_projected_end_state(
         outcome = webhook_job(conn, [], ev, "r1", ALL)
         assert outcome == ("duplicate" if ev["id"] in seen else "processed")
         seen.add(ev["id"])
-        trace.append(Event(i, i, "webhook", "stripe", TARGET_WEBHOOK, pack_payload(ev), None, outcome))
+        trace.append(
+            Event(i, i, "webhook", "stripe", TARGET_WEBHOOK, pack_payload(ev), None, outcome)
+        )
     expected, actual = project(trace), end_state(conn)
-    for key in ("orders", "tickets_sold", "revenue_cents", "refunds", "refunded_cents", "webhooks",
-                "webhooks_processed", "webhooks_duplicate"):
+    for key in (
+        "orders",
+        "tickets_sold",
+        "revenue_cents",
+        "refunds",
+        "refunded_cents",
+        "webhooks",
+        "webhooks_processed",
+        "webhooks_duplicate",
+    ):
         assert actual[key] == expected[key], key
     assert actual["by_event"]["1"]["revenue_cents"] == expected["by_event"]["1"]["revenue_cents"]
-    assert conn.execute("SELECT COUNT(*) FROM pending_refunds").fetchone()[0] == 0  # every early refund applied
+    assert (
+        conn.execute("SELECT COUNT(*) FROM pending_refunds").fetchone()[0] == 0
+    )  # every early refund applied
     deleted = delete_run_job(conn, [], "r1")
     assert deleted["orders"] == len(plan) and end_state(conn)["orders"] == 0
 
 
 def test_a_failing_webhook_is_not_recorded_so_its_retry_is_processed() -> None:
     conn = db()
-    bad = {"id": "evt_bad", "type": "payment_intent.succeeded", "data": {"object": {"id": "pi_x", "amount": 5}}}
+    bad = {
+        "id": "evt_bad",
+        "type": "payment_intent.succeeded",
+        "data": {"object": {"id": "pi_x", "amount": 5}},
+    }
     conn.execute("SAVEPOINT job")
     with pytest.raises(FunctionError, match="metadata"):
         webhook_job(conn, [], bad, None, ALL)
@@ -175,40 +266,78 @@ def test_a_failing_webhook_is_not_recorded_so_its_retry_is_processed() -> None:
 
 # --- PostgREST reads against Python ------------------------------------------------------------
 
-rows_st = st.lists(st.tuples(st.integers(0, 9), st.one_of(st.none(), st.integers(-5, 5)), st.booleans()),
-                   min_size=0, max_size=30)
+rows_st = st.lists(
+    st.tuples(st.integers(0, 9), st.one_of(st.none(), st.integers(-5, 5)), st.booleans()),
+    min_size=0,
+    max_size=30,
+)
 
 
 @settings(max_examples=80, deadline=None)
-@given(rows=rows_st, op=st.sampled_from(["eq", "neq", "gt", "gte", "lt", "lte"]), v=st.integers(-5, 5),
-       desc=st.booleans(), limit=st.integers(0, 40), offset=st.integers(0, 10), neg=st.booleans())
-def test_filters_order_limit_offset_match_python(rows: list[tuple[int, int | None, bool]], op: str, v: int,
-                                                   desc: bool, limit: int, offset: int, neg: bool) -> None:
+@given(
+    rows=rows_st,
+    op=st.sampled_from(["eq", "neq", "gt", "gte", "lt", "lte"]),
+    v=st.integers(-5, 5),
+    desc=st.booleans(),
+    limit=st.integers(0, 40),
+    offset=st.integers(0, 10),
+    neg=st.booleans(),
+)
+def test_filters_order_limit_offset_match_python(
+    rows: list[tuple[int, int | None, bool]],
+    op: str,
+    v: int,
+    desc: bool,
+    limit: int,
+    offset: int,
+    neg: bool,
+) -> None:
     conn = sqlite3.connect(":memory:")
     conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, g INTEGER, n INTEGER, b BOOLEAN)")
     conn.executemany("INSERT INTO t(g, n, b) VALUES (?,?,?)", rows)
     cols = ("id", "g", "n", "b")
-    q = parse_query("t", [("select", "id,n"), ("n", f"{'not.' if neg else ''}{op}.{v}"),
-                          ("order", f"g.{'desc' if desc else 'asc'},id"), ("limit", str(limit)),
-                          ("offset", str(offset))], cols)
+    q = parse_query(
+        "t",
+        [
+            ("select", "id,n"),
+            ("n", f"{'not.' if neg else ''}{op}.{v}"),
+            ("order", f"g.{'desc' if desc else 'asc'},id"),
+            ("limit", str(limit)),
+            ("offset", str(offset)),
+        ],
+        cols,
+    )
     got = [r[0] for r in conn.execute(*to_sql(q))]
-    cmp = {"eq": lambda a: a == v, "neq": lambda a: a != v, "gt": lambda a: a > v, "gte": lambda a: a >= v,
-           "lt": lambda a: a < v, "lte": lambda a: a <= v}[op]
+    cmp = {
+        "eq": lambda a: a == v,
+        "neq": lambda a: a != v,
+        "gt": lambda a: a > v,
+        "gte": lambda a: a >= v,
+        "lt": lambda a: a < v,
+        "lte": lambda a: a <= v,
+    }[op]
     # SQL three-valued logic: a NULL never passes a comparison, negated or not
     keep = [(i + 1, g) for i, (g, n, _) in enumerate(rows) if n is not None and (cmp(n) != neg)]
     keep.sort(key=lambda x: x[0])
     keep.sort(key=lambda x: x[1], reverse=desc)
-    assert got == [i for i, _ in keep][offset:offset + limit]
+    assert got == [i for i, _ in keep][offset : offset + limit]
 
 
 def test_in_and_is_filters_and_content_range() -> None:
     cols = ("id", "code", "inside")
-    q = parse_query("tickets", [("id", "in.(1,2,3)"), ("inside", "is.true"), ("code", "like.T1*")], cols)
+    q = parse_query(
+        "tickets", [("id", "in.(1,2,3)"), ("inside", "is.true"), ("code", "like.T1*")], cols
+    )
     sql, args = to_sql(q)
     assert "IN (?,?,?)" in sql and "IS 1" in sql and args[:3] == ["1", "2", "3"]
     assert content_range(0, 20, 3573) == "0-19/3573" and content_range(5, 0, 0) == "*/0"
     assert content_range(10, 5, None) == "10-14/*"
-    for bad in ([("nope", "eq.1")], [("id", "eq")], [("order", "id.sideways")], [("select", "orders(*)")]):
+    for bad in (
+        [("nope", "eq.1")],
+        [("id", "eq")],
+        [("order", "id.sideways")],
+        [("select", "orders(*)")],
+    ):
         with pytest.raises(PostgrestError):
             parse_query("tickets", bad, cols)
 
@@ -216,12 +345,23 @@ def test_in_and_is_filters_and_content_range() -> None:
 def test_rest_columns_cover_the_schema() -> None:
     cols = table_columns(db())
     assert {"code", "first_scanned_at", "run_id"} <= set(cols["tickets"])
-    assert set(cols["event_revenue"]) == {"event_id", "currency", "revenue_cents", "orders", "tickets_sold"}
+    assert set(cols["event_revenue"]) == {
+        "event_id",
+        "currency",
+        "revenue_cents",
+        "orders",
+        "tickets_sold",
+    }
 
 
 # --- keys ---------------------------------------------------------------------------------------
 
-@given(claims=st.dictionaries(st.text(min_size=1, max_size=8), st.one_of(st.integers(), st.text(max_size=8)), max_size=4))
+
+@given(
+    claims=st.dictionaries(
+        st.text(min_size=1, max_size=8), st.one_of(st.integers(), st.text(max_size=8)), max_size=4
+    )
+)
 def test_jwt_round_trip_and_forgery(claims: dict[str, Any]) -> None:
     claims.pop("exp", None)
     token = sign_jwt(claims, "s" * 32)
@@ -240,8 +380,13 @@ def test_gatekeeper_follows_supabase_rules() -> None:
     assert g.check(k.publishable_key, None) == "anon"
     assert g.check(k.publishable_key, f"Bearer {k.service_key}") == "service_role"
     expired = sign_jwt({"role": "authenticated", "exp": 1}, k.jwt_secret)
-    for apikey, auth in [(None, None), ("x", None), (k.publishable_key, f"Bearer {k.publishable_key}"),
-                         (k.anon_key, f"Bearer {expired}"), (k.anon_key, "Basic abc")]:
+    for apikey, auth in [
+        (None, None),
+        ("x", None),
+        (k.publishable_key, f"Bearer {k.publishable_key}"),
+        (k.anon_key, f"Bearer {expired}"),
+        (k.anon_key, "Basic abc"),
+    ]:
         with pytest.raises(AuthError) as err:
             g.check(apikey, auth)
         assert err.value.status == 401
@@ -257,8 +402,13 @@ def test_gatekeeper_follows_supabase_rules() -> None:
 
 # --- knobs and throttle -------------------------------------------------------------------------
 
-@given(spec=st.sampled_from(["20ms", "uniform:10ms..50ms", "exp:5ms", "normal:20ms,5ms", "lognormal:20ms,0.5", "1.5s"]),
-       seed=st.integers(0, 1000))
+
+@given(
+    spec=st.sampled_from(
+        ["20ms", "uniform:10ms..50ms", "exp:5ms", "normal:20ms,5ms", "lognormal:20ms,0.5", "1.5s"]
+    ),
+    seed=st.integers(0, 1000),
+)
 def test_latency_specs_round_trip_and_never_sample_negative(spec: str, seed: int) -> None:
     lat = parse_latency(spec, "k")
     assert parse_latency(lat.spec(), "k") == lat
@@ -267,26 +417,37 @@ def test_latency_specs_round_trip_and_never_sample_negative(spec: str, seed: int
 
 
 def test_knobs_resolve_by_name_kind_then_star_and_errors_name_the_key() -> None:
-    k = knobs_from_dict({"endpoints": {"rpc:scan_ticket_atomic": {"workers": 4}, "rpc:*": {"latency": "5ms"},
-                                       "*": {"error_rate": 0.1}}})
+    k = knobs_from_dict(
+        {
+            "endpoints": {
+                "rpc:scan_ticket_atomic": {"workers": 4},
+                "rpc:*": {"latency": "5ms"},
+                "*": {"error_rate": 0.1},
+            }
+        }
+    )
     assert k.for_endpoint("rpc:scan_ticket_atomic").workers == 4
     assert k.for_endpoint("rpc:event_revenue").latency is not None
     assert k.for_endpoint("rest:tickets").error_rate == 0.1
     k2 = merge_knobs(k, {"endpoints": {"rpc:scan_ticket_atomic": {"workers": 0}}})
     assert "rpc:scan_ticket_atomic" not in k2.endpoints  # back to inert: falls through to rpc:*
     assert knobs_from_dict(k.to_dict()) == k
-    for bad, key in [({"endpoints": {"rpc:x": {"workers": 1.5}}}, "endpoints.rpc:x.workers"),
-                     ({"endpoints": {"rpc:x": {"speed": 1}}}, "endpoints.rpc:x.speed"),
-                     ({"endpoints": {"scan": {}}}, "endpoints.scan"),
-                     ({"delivery": {"duplicate_rate": 2}}, "delivery.duplicate_rate"),
-                     ({"endpoints": {"rpc:x": {"latency": "gamma:3ms"}}}, "endpoints.rpc:x.latency"),
-                     ({"colour": 1}, "colour")]:
+    for bad, key in [
+        ({"endpoints": {"rpc:x": {"workers": 1.5}}}, "endpoints.rpc:x.workers"),
+        ({"endpoints": {"rpc:x": {"speed": 1}}}, "endpoints.rpc:x.speed"),
+        ({"endpoints": {"scan": {}}}, "endpoints.scan"),
+        ({"delivery": {"duplicate_rate": 2}}, "delivery.duplicate_rate"),
+        ({"endpoints": {"rpc:x": {"latency": "gamma:3ms"}}}, "endpoints.rpc:x.latency"),
+        ({"colour": 1}, "colour"),
+    ]:
         with pytest.raises(KnobError, match=key.replace("*", r"\*")):
             knobs_from_dict(bad)
 
 
 def test_throttle_caps_concurrency_at_workers_and_injects_errors() -> None:
-    knobs = knobs_from_dict({"endpoints": {"rpc:a": {"workers": 3, "latency": "1ms"}, "rpc:b": {"error_rate": 1.0}}})
+    knobs = knobs_from_dict(
+        {"endpoints": {"rpc:a": {"workers": 3, "latency": "1ms"}, "rpc:b": {"error_rate": 1.0}}}
+    )
     t = Throttle(lambda: knobs, random.Random(1))
     inside = peak = 0
 

@@ -16,9 +16,22 @@ def _join(topic: str, table: str, flt: str | None = None, ref: str = "1") -> str
     change: dict[str, Any] = {"event": "*", "schema": "public", "table": table}
     if flt:
         change["filter"] = flt
-    return json.dumps({"topic": topic, "event": "phx_join", "ref": ref, "join_ref": ref, "payload": {
-        "config": {"broadcast": {"ack": False, "self": False}, "presence": {"enabled": False, "key": ""},
-                   "postgres_changes": [change], "private": False}}})
+    return json.dumps(
+        {
+            "topic": topic,
+            "event": "phx_join",
+            "ref": ref,
+            "join_ref": ref,
+            "payload": {
+                "config": {
+                    "broadcast": {"ack": False, "self": False},
+                    "presence": {"enabled": False, "key": ""},
+                    "postgres_changes": [change],
+                    "private": False,
+                }
+            },
+        }
+    )
 
 
 async def _recv(ws: aiohttp.ClientWebSocketResponse, event: str) -> dict[str, Any]:
@@ -45,23 +58,41 @@ def test_subscriber_sees_scan_updates_and_protocol_errors_do_not_break_it(standi
                 for junk in ("hello", "[1,2]", '{"topic": 5}'):
                     await ws.send_str(junk)
                     err = await _recv(ws, "phx_reply")
-                    assert err["payload"]["status"] == "error" and "malformed" in err["payload"]["response"]["reason"]
+                    assert (
+                        err["payload"]["status"] == "error"
+                        and "malformed" in err["payload"]["response"]["reason"]
+                    )
                 await ws.send_bytes(b"\x00\x01")
                 assert (await _recv(ws, "phx_reply"))["payload"]["status"] == "error"
-                await ws.send_str(json.dumps({"topic": "phoenix", "event": "heartbeat", "payload": {}, "ref": "9"}))
+                await ws.send_str(
+                    json.dumps(
+                        {"topic": "phoenix", "event": "heartbeat", "payload": {}, "ref": "9"}
+                    )
+                )
                 hb = await _recv(ws, "phx_reply")
                 assert hb["ref"] == "9" and hb["payload"]["status"] == "ok"
-                async with session.post(f"{standin.url}/rest/v1/rpc/scan_ticket_atomic", headers=headers(standin),
-                                        json={"p_ticket_code": "T2-0000007", "p_event_id": 2}) as resp:
+                async with session.post(
+                    f"{standin.url}/rest/v1/rpc/scan_ticket_atomic",
+                    headers=headers(standin),
+                    json={"p_ticket_code": "T2-0000007", "p_event_id": 2},
+                ) as resp:
                     assert (await resp.json())["outcome"] == "valid"
                 change = await _recv(ws, "postgres_changes")
                 data = change["payload"]["data"]
                 assert change["topic"] == "realtime:gate" and change["payload"]["ids"] == [sub_id]
-                assert data["type"] == "UPDATE" and data["table"] == "tickets" and data["commit_timestamp"]
+                assert (
+                    data["type"] == "UPDATE"
+                    and data["table"] == "tickets"
+                    and data["commit_timestamp"]
+                )
                 assert data["record"]["code"] == "T2-0000007" and data["record"]["inside"] is True
                 assert {"name": "inside", "type": "bool"} in data["columns"]
                 # the event-1 subscriber is filtered out: its next message is its own heartbeat reply
-                await other.send_str(json.dumps({"topic": "phoenix", "event": "heartbeat", "payload": {}, "ref": "h"}))
+                await other.send_str(
+                    json.dumps(
+                        {"topic": "phoenix", "event": "heartbeat", "payload": {}, "ref": "h"}
+                    )
+                )
                 assert json.loads((await asyncio.wait_for(other.receive(), 10)).data)["ref"] == "h"
 
     asyncio.run(go())
@@ -91,7 +122,9 @@ def test_join_errors_name_the_problem() -> None:
     assert hub.tables == frozenset()
     ok = conn.handle(_join("realtime:x", "orders"))
     assert json.loads(ok[0])["payload"]["status"] == "ok" and hub.tables == {"orders"}
-    conn.handle(json.dumps({"topic": "realtime:x", "event": "phx_leave", "payload": {}, "ref": "2"}))
+    conn.handle(
+        json.dumps({"topic": "realtime:x", "event": "phx_leave", "payload": {}, "ref": "2"})
+    )
     assert hub.tables == frozenset()
 
 
@@ -105,6 +138,10 @@ def test_change_filters_match_like_supabase() -> None:
     hub.publish([("orders", "INSERT", {"id": 3, "event_id": 1}, None, "t")])
     got_a = [json.loads(a.out.get_nowait()) for _ in range(a.out.qsize())]
     got_b = [json.loads(b.out.get_nowait()) for _ in range(b.out.qsize())]
-    assert [m["payload"]["data"]["record"]["id"] for m in got_a if m["event"] == "postgres_changes"] == [1]
-    assert [m["payload"]["data"]["record"]["id"] for m in got_b if m["event"] == "postgres_changes"] == [2]
+    assert [
+        m["payload"]["data"]["record"]["id"] for m in got_a if m["event"] == "postgres_changes"
+    ] == [1]
+    assert [
+        m["payload"]["data"]["record"]["id"] for m in got_b if m["event"] == "postgres_changes"
+    ] == [2]
     assert parse_change_filter("code=eq.T1-0000001") == ("code", "eq", ("T1-0000001",))
