@@ -138,6 +138,7 @@ class Receiver:
         asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self.loop).result(10)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
+        self.loop.close()
 
 
 def test_delivered_webhooks_verify_with_construct_event_and_are_retried(fresh: Any) -> None:
