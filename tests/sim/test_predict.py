@@ -56,7 +56,10 @@ def burst(tmp_path, n=10, lanes=10, service=0.5, workers=4, extra="") -> scenari
 
 def poisson_events(n: int, lam: float, seed: int, target: str = "rpc:x") -> list[Event]:
     t = np.cumsum(np.random.default_rng(seed).exponential(1 / lam, n)) * 1e6
-    return [Event(int(x), i, "scan", f"a:{i}", target, b"\x80", None, None) for i, x in enumerate(t.tolist())]
+    return [
+        Event(int(x), i, "scan", f"a:{i}", target, b"\x80", None, None)
+        for i, x in enumerate(t.tolist())
+    ]
 
 
 def batch_se(x: np.ndarray, stat, batches: int = 40) -> float:
@@ -71,7 +74,9 @@ def test_capacity_model_in_mmc_matches_erlang_c(c, lam, mu):
     n = 120_000
     params = CapacityParams(default=Backend(c, Dist("exponential", 1 / mu), None))
     ps = list(predict(poisson_events(n, lam, seed=c), params, np.random.default_rng(7)))
-    wait = (np.array([p.start_us - p.scheduled_us for p in ps]) / 1e6)[n // 10 :]  # drop the warm-up
+    wait = (np.array([p.start_us - p.scheduled_us for p in ps]) / 1e6)[
+        n // 10 :
+    ]  # drop the warm-up
     mean_theory = queueing.mean_wait(c, lam, mu)
     p95_theory = queueing.wait_quantile(c, lam, mu, 0.95)
     assert abs(wait.mean() - mean_theory) < 4 * batch_se(wait, np.mean) + 1e-3
@@ -92,7 +97,9 @@ def test_predicted_sojourn_in_mmc_is_wait_plus_service():
 
 
 def test_rows_have_the_replay_result_schema(tmp_path):
-    sc = scenario.load("event-day", ["arrivals.attendees=2000", "sales.buyers=200", "webhook_burst.events=50"])
+    sc = scenario.load(
+        "event-day", ["arrivals.attendees=2000", "sales.buyers=200", "webhook_burst.events=50"]
+    )
     pred = pr.predict_scenario(sc, 3)
     assert pred.table.schema.names == SCHEMA.names
     assert [f.type for f in pred.table.schema] == [f.type for f in SCHEMA]
@@ -182,7 +189,12 @@ def test_with_values_names_a_bad_key():
         pr.with_values(data, {"gate.lanse": 3})
     with pytest.raises(ScenarioError, match="gate.lanes"):
         pr.with_values(data, {"gate.lanes": 0})
-    assert pr.key_path('capacity.targets."rpc:x".workers') == ("capacity", "targets", "rpc:x", "workers")
+    assert pr.key_path('capacity.targets."rpc:x".workers') == (
+        "capacity",
+        "targets",
+        "rpc:x",
+        "workers",
+    )
 
 
 def test_summarize_figures():
