@@ -145,3 +145,51 @@ def test_change_filters_match_like_supabase() -> None:
         m["payload"]["data"]["record"]["id"] for m in got_b if m["event"] == "postgres_changes"
     ] == [2]
     assert parse_change_filter("code=eq.T1-0000001") == ("code", "eq", ("T1-0000001",))
+
+
+def test_an_order_from_a_webhook_reaches_an_orders_subscriber_after_commit(standin: Any) -> None:
+    import stripe
+
+    async def go() -> dict[str, Any]:
+        async with aiohttp.ClientSession() as session:
+            url = f"{standin.url}/realtime/v1/websocket?apikey={standin.publishable_key}&vsn=1.0.0"
+            async with session.ws_connect(url) as ws:
+                await ws.send_str(_join("realtime:sales", "orders", "event_id=eq.1"))
+                await _recv(ws, "system")
+                payload = json.dumps(
+                    {
+                        "id": "evt_rt_1",
+                        "type": "payment_intent.succeeded",
+                        "data": {
+                            "object": {
+                                "id": "pi_rt_1",
+                                "amount": 10000,
+                                "metadata": {"event_id": "1", "quantity": "2"},
+                            }
+                        },
+                    }
+                )
+                sig = stripe.WebhookSignature.generate_signature_header(
+                    payload, standin.webhook_secret
+                )
+                async with session.post(
+                    f"{standin.url}/functions/v1/stripe-webhook",
+                    data=payload.encode(),
+                    headers={"Stripe-Signature": sig},
+                ) as resp:
+                    assert (await resp.json())["outcome"] == "processed"
+                change = await _recv(ws, "postgres_changes")
+                # committed before it was sent: a read now sees the order and both its tickets
+                async with session.post(
+                    f"{standin.url}/rest/v1/rpc/event_revenue",
+                    headers=headers(standin),
+                    json={"p_event_id": 1},
+                ) as resp:
+                    revenue = await resp.json()
+                return {"change": change["payload"]["data"], "revenue": revenue}
+
+    got = asyncio.run(go())
+    assert (
+        got["change"]["type"] == "INSERT" and got["change"]["record"]["payment_intent"] == "pi_rt_1"
+    )
+    assert got["change"]["record"]["quantity"] == 2 and got["revenue"]["tickets_sold"] >= 2
