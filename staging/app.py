@@ -310,19 +310,19 @@ class StandInApp:
         """GET /realtime/v1/websocket?apikey=...&vsn=1.0.0: Phoenix channels with postgres_changes."""
         self.gate.check(request.query.get("apikey") or request.headers.get("apikey"), None)
         vsn = request.query.get("vsn", "1.0.0")
-        if vsn != "1.0.0":
+        if vsn not in ("1.0.0", "2.0.0"):
             raise PostgrestError(
                 400,
                 "GR400",
                 f"vsn={vsn} is not supported",
                 None,
-                "the stand-in speaks vsn=1.0.0 (JSON objects)",
+                "the stand-in speaks vsn=1.0.0 (JSON objects) and 2.0.0 (JSON arrays)",
             )
         ws = web.WebSocketResponse(max_msg_size=MAX_BODY, autoping=True)
         await ws.prepare(request)
         self.websockets.add(ws)
         self.hub.connections += 1
-        conn = Connection(self.hub, self._token_ok)
+        conn = Connection(self.hub, self._token_ok, vsn)
 
         async def sender() -> None:
             while True:

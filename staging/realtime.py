@@ -108,9 +108,10 @@ def _error(topic: str, ref: Any, reason: str, join_ref: Any = None) -> str:
 class Connection:
     """One websocket client: its joined channels and subscriptions, and its outgoing queue."""
 
-    def __init__(self, hub: Hub, token_ok: Callable[[str], bool]) -> None:
+    def __init__(self, hub: Hub, token_ok: Callable[[str], bool], vsn: str = "1.0.0") -> None:
         self.hub = hub
         self.token_ok = token_ok
+        self.arrays = vsn == "2.0.0"  # vsn 2.0.0: [join_ref, ref, topic, event, payload]
         self.subs: dict[str, list[Subscription]] = {}
         self.out: asyncio.Queue[str | None] = asyncio.Queue()
         self.dropped = False
@@ -123,12 +124,20 @@ class Connection:
             self.dropped = True
             self.out.put_nowait(None)
             return
+        if self.arrays:
+            m = json.loads(text)
+            text = json.dumps(
+                [m["join_ref"], m["ref"], m["topic"], m["event"], m["payload"]],
+                separators=(",", ":"),
+            )
         self.out.put_nowait(text)
 
     def handle(self, text: str) -> list[str]:
         """The replies to one client frame; a frame that is not Phoenix protocol gets an error reply."""
         try:
             msg = json.loads(text)
+            if self.arrays and isinstance(msg, list) and len(msg) == 5:
+                msg = dict(zip(("join_ref", "ref", "topic", "event", "payload"), msg, strict=True))
         except ValueError:
             return [
                 _error(

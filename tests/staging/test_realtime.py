@@ -193,3 +193,20 @@ def test_an_order_from_a_webhook_reaches_an_orders_subscriber_after_commit(stand
         got["change"]["type"] == "INSERT" and got["change"]["record"]["payment_intent"] == "pi_rt_1"
     )
     assert got["change"]["record"]["quantity"] == 2 and got["revenue"]["tickets_sold"] >= 2
+
+
+def test_vsn_2_speaks_arrays() -> None:
+    hub = Hub()
+    conn = Connection(hub, lambda t: True, "2.0.0")
+    change = {"event": "*", "schema": "public", "table": "tickets"}
+    join = ["1", "1", "realtime:v2", "phx_join", {"config": {"postgres_changes": [change]}}]
+    for reply in conn.handle(json.dumps(join)):
+        conn.send(reply)
+    hub.publish([("tickets", "UPDATE", {"id": 9, "event_id": 1}, {"id": 9}, "ts")])
+    got = [json.loads(conn.out.get_nowait()) for _ in range(conn.out.qsize())]
+    assert [m[3] for m in got] == ["phx_reply", "system", "postgres_changes"]
+    assert got[0][:3] == ["1", "1", "realtime:v2"] and got[0][4]["status"] == "ok"
+    assert got[2][4]["data"]["record"] == {"id": 9, "event_id": 1}
+    for reply in conn.handle('{"topic": "phoenix"}'):
+        conn.send(reply)
+    assert json.loads(conn.out.get_nowait())[4]["status"] == "error"
