@@ -27,8 +27,16 @@ def trace() -> None:
 @click.option(
     "--json", "as_json", is_flag=True, help="Print the summary as JSON (for scripts and CI)."
 )
-def info_cmd(file: str, as_json: bool) -> None:
-    """Summarise a trace: duration, events per kind and target, peak rates, expected end state.
+@click.option(
+    "--bucket",
+    metavar="WIDTH",
+    default=None,
+    help="Timeline bucket width: 500ms, 10s, 5m, 1h, 1d. Default: from the trace's length "
+    "(1s under 2 min, 10s under 20 min, 1m under 3 h, else 10m), widened to at most 60 rows.",
+)
+def info_cmd(file: str, as_json: bool, bucket: str | None) -> None:
+    """Summarise a trace: duration, events per kind and target, peak rates per second and per
+    minute, a timeline of requests per time bucket, expected end state.
 
     Also checks the events are sorted and that the header still equals a fold over them. A file
     cut short is summarised up to the cut, then the command exits 104.
@@ -36,12 +44,17 @@ def info_cmd(file: str, as_json: bool) -> None:
     \b
     Example:
       gaterush trace info day.parquet
+      gaterush trace info day.parquet --bucket 5m
       gaterush trace info day.grt --json | jq .peak_rps
     """
-    from traces.info import format_info, info_json, summarize
+    from traces.info import format_info, info_json, parse_bucket, summarize
 
     try:
-        info = summarize(file)
+        bucket_us = None if bucket is None else parse_bucket(bucket, "--bucket")
+    except ValueError as err:
+        raise InvalidInput(str(err)) from None
+    try:
+        info = summarize(file, bucket_us)
     except TraceError as err:
         raise InvalidInput(str(err)) from None
     click.echo(info_json(info) if as_json else format_info(info))

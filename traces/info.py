@@ -1,8 +1,12 @@
 """What a trace holds, in one streaming pass: what `gaterush trace info` prints.
 
-Besides the summary (duration, events per kind and target, peak requests per second overall and
-per target, the expected end state) the pass re-folds the events and says whether the header's
-counts, targets and expected end state still equal them, and checks the (t_us, seq) order.
+Besides the summary (duration, events per kind and target, peak requests per second and per
+minute overall and per target, a timeline of requests per time bucket, the expected end state) the
+pass re-folds the events and says whether the header's counts, targets and expected end state
+still equal them, and checks the (t_us, seq) order.
+
+Memory is bounded by the timeline's rows (at most MAX_ROWS with the automatic bucket), the last
+60 seconds of per-target counts and the projection's state; never by the number of events.
 """
 
 from __future__ import annotations
@@ -10,24 +14,292 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
+import textwrap
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-from traces.event import TraceError
+from traces.event import (
+    ARRIVE,
+    EXITED,
+    TARGET_PI_CONFIRM,
+    TARGET_PI_CREATE,
+    TARGET_REST_EVENTS,
+    TARGET_REST_TICKETS,
+    TARGET_REVENUE,
+    TARGET_SCAN,
+    TARGET_WEBHOOK,
+    VIEW,
+    TraceError,
+)
 from traces.header import TraceHeader
 from traces.io import open_reader, trace_format
 from traces.projection import Projection
 
+SECOND = 1_000_000
+MINUTE = 60 * SECOND
+HOUR = 60 * MINUTE
+DAY = 24 * HOUR
+MAX_ROWS = 60  # the automatic bucket widens until the timeline has at most this many rows
+
+# Automatic bucket widths; each divides the next, so counts re-bin exactly as a timeline widens.
+_LADDER = (
+    *(n * SECOND for n in (1, 5, 10, 30)),
+    *(n * MINUTE for n in (1, 5, 10, 30)),
+    *(n * HOUR for n in (1, 2, 6, 12)),
+    DAY,
+)
+
+# Timeline columns. "pass-outs" (scans expected `exited`) are also counted in "scan"; "requests"
+# is the sum of the columns that have a target (all but "arrive" and "pass-outs").
+TIMELINE_COLUMNS = (
+    "arrive",
+    "scan",
+    "pass-outs",
+    "webhook",
+    "create",
+    "confirm",
+    "dashboard",
+    "realtime",
+    "other",
+)
+_ARRIVE, _SCAN, _PASSOUT, _WEBHOOK, _CREATE, _CONFIRM, _DASH, _REALTIME, _OTHER = range(9)
+_REQUEST_COLUMNS = (_SCAN, _WEBHOOK, _CREATE, _CONFIRM, _DASH, _REALTIME, _OTHER)
+_BY_TARGET = {
+    TARGET_SCAN: _SCAN,
+    TARGET_WEBHOOK: _WEBHOOK,
+    TARGET_PI_CREATE: _CREATE,
+    TARGET_PI_CONFIRM: _CONFIRM,
+    TARGET_REST_EVENTS: _DASH,
+    TARGET_REST_TICKETS: _DASH,
+    TARGET_REVENUE: _DASH,
+}
+COLUMN_HELP = (
+    "arrive = attendees reaching the gates (no request); pass-outs = scans expected `exited`"
+    " (also in scan); create/confirm = Stripe PaymentIntents; dashboard = views of rest:events,"
+    " rest:tickets, rpc:event_revenue; realtime = subscriptions; other = any other target;"
+    " requests = all targets"
+)
+
 
 @dataclass(frozen=True, slots=True)
 class Peak:
-    """The busiest second: how many requests started in it, and which second (from the origin)."""
+    """A busiest window: how many requests started in it, and its first second from the origin.
+
+    For the peak second the window is that second; for the peak minute it is the 60 s from it.
+    """
 
     requests: int
     second: int
+
+
+@dataclass(frozen=True, slots=True)
+class Bucket:
+    """One timeline row: the bucket's start (µs from the origin) and its counts per column."""
+
+    start_us: int
+    counts: tuple[int, ...]  # in TIMELINE_COLUMNS order
+
+    @property
+    def requests(self) -> int:
+        """Events with a target in this bucket: what replay sends."""
+        return sum(self.counts[i] for i in _REQUEST_COLUMNS)
+
+    def to_dict(self) -> dict[str, int]:
+        """The row for `--json`: start and one key per column, plus requests."""
+        return {
+            "start_us": self.start_us,
+            **dict(zip(TIMELINE_COLUMNS, self.counts, strict=True)),
+            "requests": self.requests,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Timeline:
+    """Requests (and arrivals, pass-outs) per time bucket; only buckets with traffic have a row."""
+
+    bucket_us: int
+    auto: bool  # True: chosen from the trace's length and MAX_ROWS; False: asked for (--bucket)
+    rows: tuple[Bucket, ...]
+
+    def total(self, column: str) -> int:
+        """The column's sum over every row."""
+        i = TIMELINE_COLUMNS.index(column)
+        return sum(r.counts[i] for r in self.rows)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict for `--json`."""
+        return {
+            "bucket_us": self.bucket_us,
+            "bucket": bucket_label(self.bucket_us),
+            "auto": self.auto,
+            "columns": [*TIMELINE_COLUMNS, "requests"],
+            "rows": [r.to_dict() for r in self.rows],
+        }
+
+
+_BUCKET = re.compile(r"(\d+)\s*(ms|s|sec|m|min|h|d)?")
+_UNIT_US = {"ms": 1000, "s": SECOND, "sec": SECOND, "m": MINUTE, "min": MINUTE, "h": HOUR, "d": DAY}
+_MAX_BUCKET_US = 366 * DAY
+
+
+def parse_bucket(text: str, what: str = "bucket") -> int:
+    """A bucket width such as 500ms, 10s, 5m, 1h or 1d (a bare number is seconds), in µs.
+
+    ValueError naming `what` and the text when it is not one, is zero, or is longer than a year.
+    """
+    m = _BUCKET.fullmatch(text.strip().lower())
+    if m is None:
+        raise ValueError(
+            f"{what} {text!r}: expected a whole number and a unit (ms, s, m, h, d), e.g. 10s or 5m"
+        )
+    us = int(m.group(1)) * _UNIT_US[m.group(2) or "s"]
+    if us <= 0:
+        raise ValueError(f"{what} {text!r}: must be longer than 0")
+    if us > _MAX_BUCKET_US:
+        raise ValueError(f"{what} {text!r}: at most 366d")
+    return us
+
+
+def bucket_label(us: int) -> str:
+    """A bucket width in the largest whole unit: 10 s -> '10s', 600 s -> '10m'."""
+    for unit in ("d", "h", "m", "s"):
+        if us % _UNIT_US[unit] == 0:
+            return f"{us // _UNIT_US[unit]}{unit}"
+    return f"{us / 1000:g}ms"
+
+
+def auto_floor(duration_us: int) -> int:
+    """The finest automatic bucket for a trace this long: 1 s under 2 min, 10 s under 20 min,
+    1 min under 3 h, else 10 min (then widened until the timeline has at most MAX_ROWS rows)."""
+    if duration_us < 2 * MINUTE:
+        return SECOND
+    if duration_us < 20 * MINUTE:
+        return 10 * SECOND
+    if duration_us < 3 * HOUR:
+        return MINUTE
+    return 10 * MINUTE
+
+
+def _wider(us: int) -> int:
+    """The next automatic width after `us` (doubling beyond a day)."""
+    return next((w for w in _LADDER if w > us), 2 * us)
+
+
+def _column_of_target(name: str | None) -> int:
+    if name is None:
+        return -1
+    col = _BY_TARGET.get(name)
+    if col is not None:
+        return col
+    return _REALTIME if name.startswith("realtime:") else _OTHER
+
+
+def _lookup(col: pa.Array, values: list[Any]) -> np.ndarray:
+    """Per row, `values[i]` for the row's dictionary index i; `values[-1]` for nulls."""
+    if not pa.types.is_dictionary(col.type):
+        col = col.dictionary_encode()
+    idx = col.indices.fill_null(len(col.dictionary)).to_numpy(zero_copy_only=False)
+    return np.asarray(values)[idx]
+
+
+@dataclass(slots=True)
+class _TimelineBuilder:
+    """Counts per (bucket, column), folded batch by batch; auto mode widens as the trace grows.
+
+    The rows held are at most MAX_ROWS (+ the batch being added) in auto mode, else the rows the
+    asked-for bucket gives: bounded by the output, never by the number of events.
+    """
+
+    bucket_us: int
+    auto: bool
+    first_us: int | None = None
+    rows: dict[int, list[int]] = field(default_factory=dict)  # bucket index -> counts
+    last: int | None = None  # highest bucket index held
+
+    def add(self, batch: pa.RecordBatch) -> None:
+        t = batch.column("t_us").to_numpy()
+        if self.first_us is None:
+            self.first_us = int(t[0])
+        kind = batch.column("kind")
+        kinds = kind.dictionary.to_pylist() if pa.types.is_dictionary(kind.type) else None
+        if kinds is None:
+            kind = kind.dictionary_encode()
+            kinds = kind.dictionary.to_pylist()
+        target = batch.column("target")
+        tdict = (
+            target.dictionary.to_pylist()
+            if pa.types.is_dictionary(target.type)
+            else target.dictionary_encode().dictionary.to_pylist()
+        )
+        by_target = _lookup(target, [_column_of_target(n) for n in tdict] + [-1])
+        is_view = _lookup(kind, [k == VIEW for k in kinds] + [False])
+        is_arrive = _lookup(kind, [k == ARRIVE for k in kinds] + [False])
+        col = np.where(
+            by_target >= 0,
+            np.where(is_view & (by_target == _OTHER), _DASH, by_target),
+            np.where(is_arrive, _ARRIVE, -1),
+        )
+        expect = batch.column("expect")
+        edict = (
+            expect.dictionary.to_pylist()
+            if pa.types.is_dictionary(expect.type)
+            else expect.dictionary_encode().dictionary.to_pylist()
+        )
+        passout = _lookup(expect, [e == EXITED for e in edict] + [False])
+        keep = col >= 0
+        t_col = np.concatenate([t[keep], t[passout]])
+        if t_col.size == 0:
+            return
+        cols = np.concatenate([col[keep], np.full(int(passout.sum()), _PASSOUT)])
+        if self.auto:
+            self._widen(t_col, int(t[-1]))
+        b = np.floor_divide(t_col, self.bucket_us)
+        keys, tally = np.unique(b * len(TIMELINE_COLUMNS) + cols, return_counts=True)
+        rows, width = self.rows, len(TIMELINE_COLUMNS)
+        for key, n in zip(keys.tolist(), tally.tolist(), strict=True):
+            bucket, c = divmod(key, width)
+            row = rows.get(bucket)
+            if row is None:
+                row = rows[bucket] = [0] * width
+            row[c] += n
+        top = int(b.max())
+        self.last = top if self.last is None else max(self.last, top)
+
+    def _widen(self, t: np.ndarray, last_us: int) -> None:
+        """Widen the bucket until the trace so far fits in MAX_ROWS rows and the length's floor."""
+        floor = auto_floor(last_us - (self.first_us or 0))
+        while True:
+            if self.bucket_us >= floor:
+                held = np.unique(np.floor_divide(t, self.bucket_us))
+                n = len(self.rows) + held.size - int(held[0] == self.last)
+                if n <= MAX_ROWS:
+                    return
+            self._rebin(_wider(self.bucket_us))
+
+    def _rebin(self, width_us: int) -> None:
+        merged: dict[int, list[int]] = {}
+        for b, counts in self.rows.items():
+            nb = b * self.bucket_us // width_us
+            row = merged.get(nb)
+            if row is None:
+                merged[nb] = counts
+            else:
+                merged[nb] = [x + y for x, y in zip(row, counts, strict=True)]
+        self.rows = merged
+        self.last = None if self.last is None else self.last * self.bucket_us // width_us
+        self.bucket_us = width_us
+
+    def result(self) -> Timeline:
+        return Timeline(
+            bucket_us=self.bucket_us,
+            auto=self.auto,
+            rows=tuple(Bucket(b * self.bucket_us, tuple(self.rows[b])) for b in sorted(self.rows)),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +322,9 @@ class TraceInfo:
     mismatches: tuple[str, ...] = ()  # header fields that disagree with the events
     problem: str | None = None  # why reading stopped early (truncated or corrupt file)
     complete: bool = True
+    peak_minute: Peak | None = None  # the busiest 60 s (whole seconds) over all targets
+    peak_minute_by_target: dict[str, Peak] = field(default_factory=dict)
+    timeline: Timeline | None = None
 
     @property
     def duration_us(self) -> int:
@@ -76,6 +351,11 @@ class TraceInfo:
                 t: {"requests": p.requests, "second": p.second}
                 for t, p in sorted(self.peak_by_target.items())
             },
+            "peak_rpm": _peak_dict(self.peak_minute),
+            "peak_rpm_by_target": {
+                t: _peak_dict(p) for t, p in sorted(self.peak_minute_by_target.items())
+            },
+            "timeline": None if self.timeline is None else self.timeline.to_dict(),
             "expected": self.expected,
             "header": self.header.to_dict(),
             "header_consistent": not self.mismatches,
@@ -85,9 +365,32 @@ class TraceInfo:
         }
 
 
+def _peak_dict(p: Peak | None) -> dict[str, int] | None:
+    return None if p is None else {"requests": p.requests, "second": p.second}
+
+
+@dataclass(slots=True)
+class _Minute:
+    """Requests in the last 60 whole seconds, and the busiest such 60 s so far."""
+
+    secs: deque[tuple[int, int]] = field(default_factory=deque)
+    total: int = 0
+    best: Peak | None = None
+
+    def add(self, sec: int, n: int) -> None:
+        q = self.secs
+        while q and q[0][0] <= sec - 60:
+            self.total -= q.popleft()[1]
+        q.append((sec, n))
+        self.total += n
+        if self.best is None or self.total > self.best.requests:
+            self.best = Peak(self.total, q[0][0])
+
+
 @dataclass(slots=True)
 class _PeakTracker:
-    """Requests per (second, target), kept only for the second in progress (events are sorted)."""
+    """Requests per (second, target), kept only for the second in progress (events are sorted),
+    and per target the last 60 seconds of them for the busiest minute."""
 
     names: list[str] = field(default_factory=list)
     ids: dict[str, int] = field(default_factory=dict)
@@ -95,6 +398,8 @@ class _PeakTracker:
     current: dict[int, int] = field(default_factory=dict)
     peak: Peak | None = None
     peaks: dict[int, Peak] = field(default_factory=dict)
+    minute: _Minute = field(default_factory=_Minute)
+    minutes: dict[int, _Minute] = field(default_factory=dict)
 
     def add(self, batch: pa.RecordBatch) -> None:
         target = batch.column("target")
@@ -129,10 +434,15 @@ class _PeakTracker:
         total = sum(self.current.values())
         if self.peak is None or total > self.peak.requests:
             self.peak = Peak(total, self.sec)
+        self.minute.add(self.sec, total)
         for g, c in self.current.items():
             p = self.peaks.get(g)
             if p is None or c > p.requests:
                 self.peaks[g] = Peak(c, self.sec)
+            m = self.minutes.get(g)
+            if m is None:
+                m = self.minutes[g] = _Minute()
+            m.add(self.sec, c)
         self.current = {}
 
 
@@ -158,14 +468,19 @@ def _check_order(
     return int(t[-1]), int(s[-1])
 
 
-def summarize(path: str | os.PathLike) -> TraceInfo:
+def summarize(path: str | os.PathLike, bucket_us: int | None = None) -> TraceInfo:
     """Read a trace once and summarise it; TraceError if it cannot be opened or is out of order.
 
+    `bucket_us` is the timeline's bucket width (see parse_bucket); None chooses it from the
+    trace's length (auto_floor) and widens it until the timeline has at most MAX_ROWS rows.
     A file that is cut short or corrupt is summarised up to the damage, with `problem` saying why.
     """
+    if bucket_us is not None and bucket_us <= 0:
+        raise ValueError(f"bucket_us must be > 0, got {bucket_us}")
     fmt = trace_format(path)
     projection = Projection()
     peaks = _PeakTracker()
+    timeline = _TimelineBuilder(bucket_us or SECOND, auto=bucket_us is None)
     first = last = None
     order: tuple[int, int] | None = None
     problem = None
@@ -181,6 +496,7 @@ def summarize(path: str | os.PathLike) -> TraceInfo:
                 last = order[0]
                 projection.add_batch(batch)
                 peaks.add(batch)
+                timeline.add(batch)
         except TraceError as err:
             if "not sorted" in str(err):
                 raise
@@ -220,6 +536,9 @@ def summarize(path: str | os.PathLike) -> TraceInfo:
         mismatches=mismatches,
         problem=problem,
         complete=complete,
+        peak_minute=peaks.minute.best,
+        peak_minute_by_target={peaks.names[g]: m.best for g, m in peaks.minutes.items()},
+        timeline=timeline.result(),
     )
 
 
@@ -297,16 +616,28 @@ def format_info(info: TraceInfo) -> str:
     for k, n in sorted(info.counts.items(), key=lambda kv: (-kv[1], kv[0])):
         lines.append(f"{k:<{width}}  {n:>10,}")
     if info.targets:
-        lines.append("")
-        lines.append(f"{'target':<{width}}  {'requests':>10}  {'peak/s':>7}  at")
-        for t, n in sorted(info.targets.items(), key=lambda kv: (-kv[1], kv[0])):
-            p = info.peak_by_target.get(t)
-            at = "" if p is None else _at(h, p.second)
-            lines.append(f"{t:<{width}}  {n:>10,}  {p.requests if p else 0:>7,}  {at}")
+        rows = [
+            (t, n, info.peak_by_target.get(t), info.peak_minute_by_target.get(t))
+            for t, n in sorted(info.targets.items(), key=lambda kv: (-kv[1], kv[0]))
+        ]
         if info.peak is not None:
+            rows.append(("all targets", info.requests, info.peak, info.peak_minute))
+        at_w = max(len(_at(h, p.second)) for _, _, p, _ in rows if p is not None)
+        lines.append("")
+        lines.append(
+            f"{'target':<{width}}  {'requests':>10}  {'peak/s':>7}  {'at':<{at_w}}"
+            f"  {'peak/min':>8}  60 s from"
+        )
+        for t, n, p, m in rows:
+            at = "" if p is None else _at(h, p.second)
+            at_m = "" if m is None else _at(h, m.second)
             lines.append(
-                f"{'all targets':<{width}}  {info.requests:>10,}  {info.peak.requests:>7,}  {_at(h, info.peak.second)}"
+                f"{t:<{width}}  {n:>10,}  {p.requests if p else 0:>7,}  {at:<{at_w}}"
+                f"  {m.requests if m else 0:>8,}  {at_m}".rstrip()
             )
+    if info.timeline is not None and info.timeline.rows:
+        lines.append("")
+        lines.extend(format_timeline(info.timeline, h))
     lines.append("")
     lines.append("expected end state")
     for k, v in _flat(info.expected):
@@ -329,9 +660,59 @@ def format_info(info: TraceInfo) -> str:
 
 
 def _at(h: TraceHeader, second: int) -> str:
-    rel = clock(second * 1_000_000)[:-4]
-    wall = _wall(h.origin_unix_us, second * 1_000_000)
-    return f"{rel}  ({wall})" if wall else rel
+    """+H:MM:SS from the origin, and the wall-clock time of day when the origin is known."""
+    rel = clock(second * SECOND)[:-4]
+    wall = _wall(h.origin_unix_us, second * SECOND)
+    return f"{rel} ({wall[11:19]})" if wall else rel
+
+
+_BLOCKS = " ▏▎▍▌▋▊▉█"
+BAR_WIDTH = 20
+
+
+def bar(n: int, most: int, width: int = BAR_WIDTH) -> str:
+    """`n` out of `most` as a bar of unicode blocks `width` cells long at most (1/8 cell steps);
+    any n > 0 shows at least a sliver."""
+    if n <= 0 or most <= 0:
+        return ""
+    eighths = max(1, round(n * width * 8 / most))
+    full, part = divmod(eighths, 8)
+    return "█" * full + (_BLOCKS[part] if part else "")
+
+
+def format_timeline(tl: Timeline, h: TraceHeader) -> list[str]:
+    """The timeline section of `trace info`: one row per bucket with traffic, and a totals row."""
+    shown = [i for i, c in enumerate(TIMELINE_COLUMNS) if tl.total(c)]
+    label = bucket_label(tl.bucket_us)
+    how = f"automatic (at most {MAX_ROWS} rows; --bucket to choose)" if tl.auto else "--bucket"
+    lines = [f"timeline  per {label} bucket, {how}; only buckets with traffic"]
+    sub_second = tl.bucket_us % SECOND != 0
+    wall_chars = 8 if tl.bucket_us % MINUTE or sub_second else 5
+
+    def at(us: int) -> str:
+        rel = clock(us) if sub_second else clock(us)[:-4]
+        wall = _wall(h.origin_unix_us, us)
+        return f"{rel} {wall[11 : 11 + wall_chars]}" if wall else rel
+
+    stamps = [at(r.start_us) for r in tl.rows]
+    at_w = max(len(x) for x in [*stamps, "total"])
+    totals = [sum(r.counts[i] for r in tl.rows) for i in range(len(TIMELINE_COLUMNS))]
+    requests = sum(r.requests for r in tl.rows)
+    widths = [max(len(TIMELINE_COLUMNS[i]), len(f"{totals[i]:,}")) for i in shown]
+    req_w = max(len("requests"), len(f"{requests:,}"))
+    most = max(r.requests for r in tl.rows)
+    head = "  ".join(f"{TIMELINE_COLUMNS[i]:>{w}}" for i, w in zip(shown, widths, strict=True))
+    lines.append(f"{'at':<{at_w}}  {head}  {'requests':>{req_w}}")
+    for stamp, r in zip(stamps, tl.rows, strict=True):
+        cells = "  ".join(f"{r.counts[i]:>{w},}" for i, w in zip(shown, widths, strict=True))
+        lines.append(
+            f"{stamp:<{at_w}}  {cells}  {r.requests:>{req_w},} {bar(r.requests, most)}".rstrip()
+        )
+    cells = "  ".join(f"{totals[i]:>{w},}" for i, w in zip(shown, widths, strict=True))
+    lines.append(f"{'total':<{at_w}}  {cells}  {requests:>{req_w},}")
+    lines.append(f"{'':<{at_w}}  bar: requests, full width = {most:,}")
+    lines.extend(textwrap.wrap(COLUMN_HELP, 100, initial_indent="  ", subsequent_indent="  "))
+    return lines
 
 
 def info_json(info: TraceInfo) -> str:

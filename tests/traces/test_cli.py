@@ -140,6 +140,38 @@ def test_info_of_a_cut_file_prints_what_it_read_then_exits_104(run, trace, tmp_p
     assert "PROBLEM" in r.output and "error:" in r.output
 
 
+def test_info_timeline_with_a_chosen_bucket(run, trace) -> None:
+    path, _ = trace  # 20 scans, one every 0.25 s
+    r = run("info", str(path), "--bucket", "2s")
+    assert r.exit_code == 0, r.output
+    assert "timeline  per 2s bucket, --bucket" in r.output
+    rows = [line.split() for line in r.output.splitlines() if line.startswith("+0:00:0")]
+    assert [(row[0], row[-2]) for row in rows if len(row) > 3] == [
+        ("+0:00:00", "8"),
+        ("+0:00:02", "8"),
+        ("+0:00:04", "4"),
+    ]
+    d = json.loads(run("info", str(path), "--json", "--bucket", "2s").output)
+    assert d["timeline"]["bucket_us"] == 2_000_000 and d["timeline"]["auto"] is False
+    assert [(x["start_us"], x["scan"], x["requests"]) for x in d["timeline"]["rows"]] == [
+        (0, 8, 8),
+        (2_000_000, 8, 8),
+        (4_000_000, 4, 4),
+    ]
+    assert d["peak_rpm"] == {"requests": 20, "second": 0}
+    d = json.loads(run("info", str(path), "--json").output)
+    assert d["timeline"]["bucket"] == "1s" and d["timeline"]["auto"] is True
+
+
+@pytest.mark.parametrize("value", ["5x", "0s", "1.5m", "", "-5m", "999d"])
+def test_info_bad_bucket_exits_104_naming_the_value(run, trace, value) -> None:
+    path, _ = trace
+    r = run("info", str(path), "--bucket", value)
+    assert r.exit_code == INVALID_INPUT, r.output
+    assert f"--bucket {value!r}" in r.output and "Traceback" not in r.output
+    assert "timeline" not in r.output  # refused before reading the file
+
+
 def test_usage_errors_exit_2(run, trace) -> None:
     path, _ = trace
     assert run("head", str(path), "-n", "-1").exit_code == USAGE
