@@ -57,6 +57,8 @@ def info_cmd(file: str, as_json: bool, bucket: str | None) -> None:
         info = summarize(file, bucket_us)
     except TraceError as err:
         raise InvalidInput(str(err)) from None
+    except ValueError as err:  # the bucket asked for gives too many rows
+        raise InvalidInput(f"--bucket {bucket!r}: {err}") from None
     click.echo(info_json(info) if as_json else format_info(info))
     if info.problem:
         raise InvalidInput(info.problem)

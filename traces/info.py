@@ -45,6 +45,7 @@ MINUTE = 60 * SECOND
 HOUR = 60 * MINUTE
 DAY = 24 * HOUR
 MAX_ROWS = 60  # the automatic bucket widens until the timeline has at most this many rows
+MAX_ASKED_ROWS = 10_000  # a bucket asked for (--bucket) that gives more rows is refused
 
 # Automatic bucket widths; each divides the next, so counts re-bin exactly as a timeline widens.
 _LADDER = (
@@ -199,11 +200,13 @@ def _column_of_target(name: str | None) -> int:
     return _REALTIME if name.startswith("realtime:") else _OTHER
 
 
-def _lookup(col: pa.Array, values: list[Any]) -> np.ndarray:
-    """Per row, `values[i]` for the row's dictionary index i; `values[-1]` for nulls."""
+def _per_row(col: pa.Array, fn: Any, null: Any) -> np.ndarray:
+    """fn(value) of each row of a (dictionary) string column, computed once per distinct value;
+    `null` for null rows."""
     if not pa.types.is_dictionary(col.type):
         col = col.dictionary_encode()
-    idx = col.indices.fill_null(len(col.dictionary)).to_numpy(zero_copy_only=False)
+    values = [fn(v) for v in col.dictionary.to_pylist()] + [null]
+    idx = col.indices.fill_null(len(values) - 1).to_numpy(zero_copy_only=False)
     return np.asarray(values)[idx]
 
 
@@ -212,7 +215,7 @@ class _TimelineBuilder:
     """Counts per (bucket, column), folded batch by batch; auto mode widens as the trace grows.
 
     The rows held are at most MAX_ROWS (+ the batch being added) in auto mode, else the rows the
-    asked-for bucket gives: bounded by the output, never by the number of events.
+    asked-for bucket gives, at most MAX_ASKED_ROWS (ValueError beyond): never the events.
     """
 
     bucket_us: int
@@ -225,32 +228,15 @@ class _TimelineBuilder:
         t = batch.column("t_us").to_numpy()
         if self.first_us is None:
             self.first_us = int(t[0])
-        kind = batch.column("kind")
-        kinds = kind.dictionary.to_pylist() if pa.types.is_dictionary(kind.type) else None
-        if kinds is None:
-            kind = kind.dictionary_encode()
-            kinds = kind.dictionary.to_pylist()
-        target = batch.column("target")
-        tdict = (
-            target.dictionary.to_pylist()
-            if pa.types.is_dictionary(target.type)
-            else target.dictionary_encode().dictionary.to_pylist()
-        )
-        by_target = _lookup(target, [_column_of_target(n) for n in tdict] + [-1])
-        is_view = _lookup(kind, [k == VIEW for k in kinds] + [False])
-        is_arrive = _lookup(kind, [k == ARRIVE for k in kinds] + [False])
+        by_target = _per_row(batch.column("target"), _column_of_target, -1)
+        is_view = _per_row(batch.column("kind"), lambda k: k == VIEW, False)
+        is_arrive = _per_row(batch.column("kind"), lambda k: k == ARRIVE, False)
         col = np.where(
             by_target >= 0,
             np.where(is_view & (by_target == _OTHER), _DASH, by_target),
             np.where(is_arrive, _ARRIVE, -1),
         )
-        expect = batch.column("expect")
-        edict = (
-            expect.dictionary.to_pylist()
-            if pa.types.is_dictionary(expect.type)
-            else expect.dictionary_encode().dictionary.to_pylist()
-        )
-        passout = _lookup(expect, [e == EXITED for e in edict] + [False])
+        passout = _per_row(batch.column("expect"), lambda x: x == EXITED, False)
         keep = col >= 0
         t_col = np.concatenate([t[keep], t[passout]])
         if t_col.size == 0:
@@ -269,10 +255,16 @@ class _TimelineBuilder:
             row[c] += n
         top = int(b.max())
         self.last = top if self.last is None else max(self.last, top)
+        if not self.auto and len(rows) > MAX_ASKED_ROWS:
+            raise ValueError(
+                f"{bucket_label(self.bucket_us)} buckets give more than {MAX_ASKED_ROWS:,} rows"
+                " with traffic; choose a wider bucket"
+            )
 
     def _widen(self, t: np.ndarray, last_us: int) -> None:
         """Widen the bucket until the trace so far fits in MAX_ROWS rows and the length's floor."""
-        floor = auto_floor(last_us - (self.first_us or 0))
+        assert self.first_us is not None
+        floor = auto_floor(last_us - self.first_us)
         while True:
             if self.bucket_us >= floor:
                 held = np.unique(np.floor_divide(t, self.bucket_us))
@@ -473,6 +465,7 @@ def summarize(path: str | os.PathLike, bucket_us: int | None = None) -> TraceInf
 
     `bucket_us` is the timeline's bucket width (see parse_bucket); None chooses it from the
     trace's length (auto_floor) and widens it until the timeline has at most MAX_ROWS rows.
+    ValueError if the asked-for width gives more than MAX_ASKED_ROWS rows.
     A file that is cut short or corrupt is summarised up to the damage, with `problem` saying why.
     """
     if bucket_us is not None and bucket_us <= 0:

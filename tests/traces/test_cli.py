@@ -172,6 +172,15 @@ def test_info_bad_bucket_exits_104_naming_the_value(run, trace, value) -> None:
     assert "timeline" not in r.output  # refused before reading the file
 
 
+def test_info_refuses_a_bucket_giving_too_many_rows(run, trace, monkeypatch) -> None:
+    monkeypatch.setattr("traces.info.MAX_ASKED_ROWS", 5)
+    path, _ = trace  # 20 scans over 5 s: 5 rows of 1 s, 10 of 500 ms
+    assert run("info", str(path), "--bucket", "1s").exit_code == 0
+    r = run("info", str(path), "--bucket", "500ms")
+    assert r.exit_code == INVALID_INPUT
+    assert "--bucket '500ms'" in r.output and "more than 5 rows" in r.output
+
+
 def test_usage_errors_exit_2(run, trace) -> None:
     path, _ = trace
     assert run("head", str(path), "-n", "-1").exit_code == USAGE
