@@ -33,7 +33,7 @@ from models.distributions import Dist
 from sim.scenario import ScenarioError
 from traces.event import Event
 
-QUANTILES = (50.0, 75.0, 90.0, 95.0, 99.0)
+QUANTILES = (50.0, 75.0, 90.0, 95.0)  # the worker fit matches these of the durations
 MIN_REQUESTS = 20
 FIT_TOLERANCE = (
     0.02  # a worker count within this (mean |log ratio| of quantiles) of the best is as good
@@ -92,18 +92,30 @@ def _qloss(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def fit_service(durations_s: np.ndarray, seed: int = 0) -> Dist:
-    """The candidate distribution (moments matched) whose quantiles best match the durations."""
-    m = float(durations_s.mean())
-    s = float(durations_s.std(ddof=1)) if len(durations_s) > 1 else 0.0
-    cands = [Dist("fixed", m), Dist("exponential", m)]
-    if s > 0:
-        cands.append(Dist("lognormal", m, s))
-        half = math.sqrt(3) * s
-        if m - half >= 0:
-            cands.append(Dist("uniform", low=m - half, high=m + half))
-    observed = _quantiles(durations_s)
+    """The candidate distribution whose quantiles best match the durations.
+
+    Candidates (fixed, exponential, lognormal, uniform) are matched on the median and the
+    interquartile range rather than on moments, so a few outliers (a cold connection, a GC pause
+    on a shared machine) do not inflate the service time.
+    """
+    q25, med, q75 = (float(v) for v in np.percentile(durations_s, (25, 50, 75)))
+    cands = [Dist("fixed", med), Dist("exponential", med / math.log(2))]
+    if q25 > 0 and q75 > q25:
+        sigma = (math.log(q75) - math.log(q25)) / 1.3489795  # the IQR of a standard normal
+        mean = med * math.exp(sigma**2 / 2)
+        cands.append(Dist("lognormal", mean, mean * math.sqrt(math.expm1(sigma**2))))
+    if q75 > q25:
+        half = q75 - q25
+        cands.append(Dist("uniform", low=max(0.0, q25 - half / 2), high=q75 + half / 2))
+    central = (10.0, 25.0, 50.0, 75.0, 90.0)
+    observed = np.percentile(durations_s, central)
     rng = np.random.default_rng(seed)
-    return min(cands, key=lambda d: _qloss(_quantiles(d.sample(rng, 20000)), observed))
+    return min(cands, key=lambda d: _qloss(np.percentile(d.sample(rng, 20000), central), observed))
+
+
+def _scaled(d: Dist, k: float) -> Dist:
+    """The distribution with every time multiplied by k."""
+    return Dist(d.dist, d.mean * k, d.sd * k, d.low * k, d.high * k)
 
 
 def predicted_durations(
@@ -163,6 +175,19 @@ def fit_target(target: str, sent: np.ndarray, done: np.ndarray, seed: int = 0) -
     floor = min(losses.values())
     workers = min(c for c, v in losses.items() if v <= floor + FIT_TOLERANCE)
     saturated = loss(hi) > floor + FIT_TOLERANCE
+    if saturated:
+        # the queueing under load says more about the service time than the few quiet requests:
+        # refine its scale on every request, the workers kept (the two trade off against each other)
+        def scaled_loss(k: float) -> float:
+            svc = _scaled(service, k)
+            return _qloss(
+                _quantiles(predicted_durations(sent, Backend(workers, svc, None), seed)), measured
+            )
+
+        scores = {float(k): scaled_loss(float(k)) for k in np.arange(0.8, 1.2001, 0.025)}
+        k = min(scores, key=scores.get)
+        if scores[k] < losses[workers]:
+            service, losses[workers] = _scaled(service, k), scores[k]
     pred = predicted_durations(sent, Backend(workers, service, None), seed)
     return Fit(
         target,

@@ -238,9 +238,14 @@ def predict_events(
     return Predicted(table, np.asarray(obs.waits, dtype=np.float64) / 1e6, obs.events)
 
 
-def predict_scenario(sc: Scenario, seed: int) -> Predicted:
-    """Simulate a scenario in memory and predict its requests through its [capacity] model."""
-    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(0x5EED,)))
+def predict_scenario(sc: Scenario, seed: int, capacity_seed: int | None = None) -> Predicted:
+    """Simulate a scenario in memory and predict its requests through its [capacity] model.
+
+    `capacity_seed` (default: `seed`) draws the service times: other values give other
+    predictions of the very same trace.
+    """
+    cs = seed if capacity_seed is None else capacity_seed
+    rng = np.random.default_rng(np.random.SeedSequence(cs, spawn_key=(0x5EED,)))
     return predict_events(events(sc, seed), capacity_params(sc), rng, gate_open_us(sc))
 
 
