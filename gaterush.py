@@ -30,7 +30,7 @@ import sim.cli
 import sim.runner
 import sim.scenario
 import staging.cli
-import staging.server
+import staging.process
 import traces.cli
 import traces.cli_recorded
 import traces.io
@@ -38,7 +38,8 @@ from traces.exitcodes import THRESHOLDS_FAILED
 
 # Trace webhooks are replayed by gaterush itself (signed at send time), so the stand-in's own
 # Stripe delivery stays off during a replay: the trace, not the stand-in, decides Stripe's timing.
-start_local_standin = functools.partial(staging.server.standin_in_thread, deliver_webhooks=False)
+# The stand-in runs in a child process so that it does not share the sender's interpreter lock.
+start_local_standin = functools.partial(staging.process.standin_in_process, deliver_webhooks=False)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
