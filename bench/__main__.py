@@ -14,14 +14,21 @@ import bench
 
 
 def main(argv: list[str]) -> int:
-    names = sorted(m.name for m in pkgutil.iter_modules(bench.__path__) if m.name.startswith("bench_"))
+    names = sorted(
+        m.name for m in pkgutil.iter_modules(bench.__path__) if m.name.startswith("bench_")
+    )
     wanted = [f"bench_{a.removeprefix('bench_')}" for a in argv]
     unknown = [w for w in wanted if w not in names]
     if unknown:
-        print(f"unknown benchmark(s): {', '.join(unknown)}; have: {', '.join(names)}", file=sys.stderr)
+        print(
+            f"unknown benchmark(s): {', '.join(unknown)}; have: {', '.join(names)}", file=sys.stderr
+        )
         return 2
     for name in wanted or names:
-        print(f"\n=== {name} ({' '.join(['python -m bench', name.removeprefix('bench_')])}) ===", flush=True)
+        print(
+            f"\n=== {name} ({' '.join(['python -m bench', name.removeprefix('bench_')])}) ===",
+            flush=True,
+        )
         t0 = time.perf_counter()
         importlib.import_module(f"bench.{name}").main()
         print(f"--- {name} took {time.perf_counter() - t0:.1f} s", flush=True)

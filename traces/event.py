@@ -14,10 +14,13 @@ ARRIVE = "arrive"  # an attendee (or group member) reaches the gate area; no tar
 SCAN = "scan"  # a ticket presented at a lane: rpc:scan_ticket_atomic
 LEAVE = "leave"  # an attendee leaves the venue (pass-out scan when re-entry is allowed)
 CHECKOUT = "checkout"  # a buyer creates a PaymentIntent: stripe:payment_intents.create
-CONFIRM = "confirm"  # the buyer confirms it: stripe:payment_intents.confirm (after = the checkout's seq)
+CONFIRM = (
+    "confirm"  # the buyer confirms it: stripe:payment_intents.confirm (after = the checkout's seq)
+)
 ABANDON = "abandon"  # a buyer walks away from checkout; no target
 WEBHOOK = "webhook"  # Stripe delivers an event object to fn:stripe-webhook (actor "stripe")
-VIEW = "view"  # a dashboard viewer loads one resource (rest:events, rest:tickets, rpc:event_revenue)
+# a dashboard viewer loads one resource (rest:events, rest:tickets, rpc:event_revenue)
+VIEW = "view"
 SUBSCRIBE = "subscribe"  # a viewer opens a Realtime subscription: realtime:tickets
 UNSUBSCRIBE = "unsubscribe"  # a viewer closes it
 
