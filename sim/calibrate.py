@@ -18,7 +18,7 @@ from __future__ import annotations
 import copy
 import math
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -142,6 +142,16 @@ def _candidates(hi: int) -> list[int]:
     return sorted(out)
 
 
+def _best_workers(loss: Callable[[int], float], hi: int) -> int:
+    """The fewest workers whose loss is within FIT_TOLERANCE of the best (a coarse grid, then refined)."""
+    grid = _candidates(hi)
+    i = grid.index(min(grid, key=loss))
+    near = range(grid[max(0, i - 1)], grid[min(len(grid) - 1, i + 1)] + 1)
+    tried = {c: loss(c) for c in [*grid, *near]}
+    floor = min(tried.values())
+    return min(c for c, v in tried.items() if v <= floor + FIT_TOLERANCE)
+
+
 def fit_target(target: str, sent: np.ndarray, done: np.ndarray, seed: int = 0) -> Fit:
     """Fit one target's service time and workers from its requests' send and completion times (µs)."""
     n = len(sent)
@@ -167,13 +177,15 @@ def fit_target(target: str, sent: np.ndarray, done: np.ndarray, seed: int = 0) -
             )
         return losses[c]
 
-    grid = _candidates(hi)
-    best = min(grid, key=loss)
-    i = grid.index(best)
-    for c in range(grid[max(0, i - 1)], grid[min(len(grid) - 1, i + 1)] + 1):
-        loss(c)
+    workers = _best_workers(loss, hi)
+    # a request sent with fewer than `workers` in flight found a free worker: no queueing in its
+    # duration either, so those are service times too (many more than the requests sent alone)
+    free = dur[flight < workers]
+    if len(free) > len(quiet):
+        service = fit_service(free, seed)
+        losses.clear()
+        workers = _best_workers(loss, hi)
     floor = min(losses.values())
-    workers = min(c for c, v in losses.items() if v <= floor + FIT_TOLERANCE)
     saturated = loss(hi) > floor + FIT_TOLERANCE
     if saturated:
         # the queueing under load says more about the service time than the few quiet requests:
