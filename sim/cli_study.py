@@ -7,6 +7,7 @@ thresholds -> sim.predict.Judgement, from replay.metrics/replay.thresholds), `re
 
 from __future__ import annotations
 
+import functools
 import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -172,6 +173,12 @@ def register(
         show_default=True,
         help="Directory of hypothesis's example database (a found failure comes back first).",
     )
+    @click.option(
+        "--scheduler",
+        default=None,
+        metavar="dask://HOST:PORT",
+        help="Evaluate each case on a Dask distributed cluster (the search itself stays here).",
+    )
     def whatif_cmd(
         scenario_name: str,
         varies: tuple[str, ...],
@@ -182,6 +189,7 @@ def register(
         max_examples: int,
         out: Path | None,
         cache: Path,
+        scheduler: str | None,
     ) -> None:
         """Search the parameters for the smallest case that breaks the thresholds (exit 99 if one does).
 
@@ -217,11 +225,28 @@ def register(
                 )
 
         try:
+            client = sw.dask_client(scheduler) if scheduler is not None else None
+        except ScenarioError as e:
+            raise InvalidInput(str(e)) from None
+        evaluator = (
+            wi.evaluate_case if client is None else functools.partial(wi.evaluate_on, client)
+        )
+        try:
             res = wi.search(
-                data, vs, j, seed=seed, max_examples=max_examples, cache=cache, progress=progress
+                data,
+                vs,
+                j,
+                seed=seed,
+                max_examples=max_examples,
+                cache=cache,
+                progress=progress,
+                evaluator=evaluator,
             )
         except ScenarioError as e:
             raise InvalidInput(str(e)) from None
+        finally:
+            if client is not None:
+                client.close()
         if tty:
             click.echo("\r\033[K", err=True, nl=False)
         effort = f"{res.tried} cases tried in {res.seconds:.1f} s"

@@ -144,6 +144,13 @@ def evaluate_case(
     return figures, j
 
 
+def evaluate_on(
+    client: Any, data: Mapping[str, Any], values: Mapping[str, Any], seed: int, judge: Judge
+) -> tuple[dict[str, float], Judgement]:
+    """evaluate_case run on a Dask cluster through a distributed.Client (its errors come back here)."""
+    return client.submit(evaluate_case, data, values, seed, judge, pure=False).result()
+
+
 def study_key(data: Mapping[str, Any], varies: Sequence[Vary], seed: int) -> bytes:
     """The example database key of a study: the scenario, the parameters and the seed."""
     text = json.dumps([data, [str(v) for v in varies], seed], sort_keys=True, default=str)

@@ -199,3 +199,25 @@ def test_scenario_toml_round_trips(name, lanes, share):
     )
     sc = with_values(data, values)
     assert scenario.parse(tomllib.loads(wi.scenario_toml(sc, ["a comment"]))) == sc
+
+
+def test_cli_cases_on_a_dask_cluster(boundary_file, tmp_path, monkeypatch):
+    distributed = pytest.importorskip("distributed")
+    monkeypatch.chdir(tmp_path)
+    with distributed.LocalCluster(
+        n_workers=1, processes=False, protocol="tcp", host="127.0.0.1", dashboard_address=None
+    ) as c:
+        address = "dask://" + c.scheduler_address.removeprefix("tcp://")
+        args = [
+            "whatif",
+            str(boundary_file),
+            "--vary",
+            "arrivals.attendees=1..400",
+            "--scheduler",
+            address,
+        ]
+        r = CliRunner().invoke(cli(), args)
+    assert r.exit_code == 99, r.output
+    assert f"arrivals.attendees={boundary_n()}" in r.output
+    r = CliRunner().invoke(cli(), [*args[:-1], "127.0.0.1:1"])
+    assert r.exit_code == 104 and "dask://HOST:PORT" in r.output
