@@ -272,7 +272,7 @@ def _plots(table: pa.Table, axes: Sequence[Axis], plot: Plot, x_key: str) -> lis
         label = ", ".join(f"{k}={r[k]}" for k in others) or "all"
         groups.setdefault(label, {})[r[x_key]] = r
     wanted = [
-        ("gate_wait_p95_s", "p95 gate wait", "s"),
+        ("gate_wait_p95_s", "p95 gate wait (s)", ""),
         ("http_req_duration_p95_ms", "p95 request duration", "ms"),
     ]
     wanted += [(c, c, "") for c in cols if f"{c} held" in cols]

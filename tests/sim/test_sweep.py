@@ -120,7 +120,7 @@ def test_cli_writes_the_table_and_the_page(tmp_path):
     assert t.schema.metadata[b"gaterush.scenario"] == b"scanner-burst"
     html = page.read_text()
     # one chart per metric against lanes, a line per crowd size
-    assert html.count("<svg") >= 3 and 'data-title="p95 gate wait against gate.lanes"' in html
+    assert html.count("<svg") >= 3 and 'data-title="p95 gate wait (s) against gate.lanes"' in html
     assert (
         'data-label="arrivals.attendees=300"' in html
         and 'data-label="arrivals.attendees=600"' in html
