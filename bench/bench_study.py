@@ -31,7 +31,7 @@ from sim import runner, scenario
 from sim import sweep as sw
 from sim.predict import Check, Judgement
 from staging.knobs import knobs_from_dict
-from staging.server import standin_in_thread
+from staging.process import standin_in_process
 
 SETS = ["arrivals.attendees=10000", "event.presold=12000", "event.capacity=12000"]
 
@@ -118,7 +118,7 @@ def _replay(tmp: str, name: str, table: str) -> tuple[scenario.Scenario, pa.Tabl
     sc = scenario.load(src)
     trace, out = os.path.join(tmp, f"{name}.parquet"), os.path.join(tmp, f"{name}-results.parquet")
     runner.simulate(sc, 1, trace)
-    start = functools.partial(standin_in_thread, host="127.0.0.1", deliver_webhooks=False,
+    start = functools.partial(standin_in_process, host="127.0.0.1", deliver_webhooks=False,
                               knobs=knobs_from_dict(KNOBS))  # fmt: skip
     run_replay(ReplayConfig(trace=trace, out=out, target="local", progress=False), env={},
                start_local=start, progress=None)  # fmt: skip

@@ -21,7 +21,7 @@ from sim import predict as pr
 from sim import runner, scenario
 from sim.scenario import ScenarioError
 from staging.knobs import knobs_from_dict
-from staging.server import standin_in_thread
+from staging.process import standin_in_process
 from tests.sim.study_hooks import cli
 
 
@@ -56,15 +56,16 @@ def synthetic(
     workers=st.integers(1, 8), mean_ms=st.sampled_from([5.0, 20.0, 80.0]), seed=st.integers(0, 99)
 )
 def test_recovers_a_known_backend(workers, mean_ms, seed):
-    """A quiet phase then one at 90% of capacity: the capacity (workers / service mean) within 10%.
+    """A quiet phase then one at 95% of capacity: the capacity (workers / service mean) within 10%.
 
     The queueing pins the capacity; how it splits into workers and service time is pinned less
     well as the workers grow (8 workers of 5 ms and 9 of 5.6 ms queue alike): exact up to 3.
+    (At 90% of capacity for half as long, 8 workers are sometimes fitted 13% over: too little queueing.)
     """
     s = mean_ms / 1e3
     svc = Dist("lognormal", s, s * 0.4)
     cap = workers / s
-    table = synthetic([(0.1 * cap, 600 / cap), (0.9 * cap, 1500 / cap)], workers, svc, seed)
+    table = synthetic([(0.1 * cap, 600 / cap), (0.95 * cap, 3000 / cap)], workers, svc, seed)
     (f,) = cal.calibrate(table)
     assert f.saturated and abs(f.workers - workers) <= workers // 4
     assert f.workers / f.service.expected == pytest.approx(cap, rel=0.10)
@@ -138,7 +139,7 @@ def replay(tmp_path, name: str, table: str) -> tuple[scenario.Scenario, pa.Table
     trace, out = tmp_path / f"{name}.parquet", tmp_path / f"{name}-results.parquet"
     runner.simulate(sc, 1, trace)
     start = functools.partial(
-        standin_in_thread, host="127.0.0.1", deliver_webhooks=False, knobs=knobs_from_dict(KNOBS)
+        standin_in_process, host="127.0.0.1", deliver_webhooks=False, knobs=knobs_from_dict(KNOBS)
     )
     cfg = ReplayConfig(trace=str(trace), out=str(out), target="local", progress=False)
     run_replay(cfg, env={}, start_local=start, progress=None)
