@@ -215,12 +215,63 @@ def search(
         failed = True
     except Unsatisfiable as e:
         raise ScenarioError("", f"no valid scenario among the cases tried: {e}") from None
-    seconds = time.perf_counter() - t0
     if not failed or not last_fail:
-        return SearchResult(None, None, len(cases), 0, seconds, tuple(cases))
+        return SearchResult(None, None, len(cases), 0, time.perf_counter() - t0, tuple(cases))
     case = last_fail[0]  # hypothesis replays the minimal failing example last
+    case = _polish(
+        case, varies, lambda values: evaluator(data, values, seed, judge), cases, progress
+    )
     sc = with_values(data, case.values)
+    seconds = time.perf_counter() - t0
     return SearchResult(case, sc, len(cases), len(cases) - first_fail[0], seconds, tuple(cases))
+
+
+POLISH_STEPS = 12  # bisection steps per float parameter: the boundary to 1/4096 of its range
+
+
+def _polish(
+    case: Case,
+    varies: Sequence[Vary],
+    run: Callable[[dict[str, Any]], tuple[dict[str, float], Judgement]],
+    cases: list[Case],
+    progress: Callable[[Case, bool], None] | None,
+) -> Case:
+    """Move each float parameter of a failing case down to its boundary by bisection.
+
+    Hypothesis shrinks integers to a minimal failing value but floats only to "simple" ones (0.5
+    rather than 0.0667), so the case is refined here: toward `low`, keeping a failing value.
+    """
+
+    def attempt(values: dict[str, Any]) -> Case | None:
+        try:
+            figures, j = run(values)
+        except ScenarioError:
+            return None
+        c = Case(values, figures, j)
+        cases.append(c)
+        if progress is not None:
+            progress(c, True)
+        return c
+
+    for v in varies:
+        if v.integer:
+            continue
+        lo, hi = v.low, case.values[v.key]
+        if lo < hi:
+            at_low = attempt({**case.values, v.key: lo})
+            if at_low is not None and not at_low.judgement.ok:
+                case = at_low
+                continue
+        for _ in range(POLISH_STEPS):
+            if hi - lo <= 1e-12 * max(1.0, abs(hi)):
+                break
+            mid = lo + (hi - lo) / 2
+            c = attempt({**case.values, v.key: mid})
+            if c is not None and not c.judgement.ok:
+                case, hi = c, mid
+            else:
+                lo = mid
+    return case
 
 
 def scenario_toml(sc: Scenario, comments: Sequence[str] = ()) -> str:

@@ -221,3 +221,17 @@ def test_cli_cases_on_a_dask_cluster(boundary_file, tmp_path, monkeypatch):
     assert f"arrivals.attendees={boundary_n()}" in r.output
     r = CliRunner().invoke(cli(), [*args[:-1], "127.0.0.1:1"])
     assert r.exit_code == 104 and "dask://HOST:PORT" in r.output
+
+
+def test_a_float_parameter_is_polished_to_its_boundary(boundary_file):
+    """Hypothesis shrinks floats to simple values, not to boundaries: the search bisects them after.
+
+    Waves of 10 at 4 workers: 2 of every 10 scans wait for two services, so p(95) is 3 services,
+    and p(95) < 200 ms breaks at a service time of 200 / 3 ms.
+    """
+    data = scenario.load(str(boundary_file)).to_dict()
+    varies = wi.parse_varies(data, ["capacity.default.service.mean=0.001..0.5"])
+    res = wi.search(data, varies, judge, max_examples=30, cache=None)
+    found = res.failing.values["capacity.default.service.mean"]
+    assert 0.2 / 3 <= found <= 0.2 / 3 + (0.5 - 0.001) / 2**wi.POLISH_STEPS
+    assert not res.failing.judgement.ok
