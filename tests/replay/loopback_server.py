@@ -1,5 +1,8 @@
 """A minimal loopback HTTP/1.1 target that timestamps each request's first byte.
 
+The timestamp is the kernel's receive time of the first segment (SO_TIMESTAMPNS), so it says when
+the request reached the server, not when this Python process got around to reading it.
+
 Runs in its own process (so its work does not disturb the sender's timing), on 127.0.0.1 only.
 It answers every request with a small JSON body (``{"outcome": "valid"}``, or a PaymentIntent for
 ``/v1/payment_intents``), records ``(first_byte_monotonic, key)`` per request, where key is the
@@ -14,6 +17,8 @@ import asyncio
 import json
 import multiprocessing
 import re
+import socket
+import struct
 import time
 import urllib.request
 from typing import Any
@@ -32,8 +37,8 @@ class _Server(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
-    def data_received(self, data: bytes) -> None:
-        t = time.monotonic()
+    def data_received(self, data: bytes, t: float | None = None) -> None:
+        t = time.monotonic() if t is None else t
         if not self.buf:
             self.first = t
         self.buf += data
@@ -101,6 +106,67 @@ class _Server(asyncio.Protocol):
             )
 
 
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
+
+
+class _SockTransport:
+    """The bit of asyncio.Transport _Server uses, on a socket read with kernel receive timestamps."""
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, sock: socket.socket, proto: _Server
+    ) -> None:
+        self.loop = loop
+        self.sock = sock
+        self.proto = proto
+        self.closed = False
+        proto.transport = self  # type: ignore[assignment]
+        loop.add_reader(sock, self.on_readable)
+
+    def on_readable(self) -> None:
+        try:
+            data, anc, _, _ = self.sock.recvmsg(65536, socket.CMSG_SPACE(16))
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data, anc = b"", []
+        if not data:
+            self.close()
+            return
+        t = None
+        for level, kind, cdata in anc:
+            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(cdata) >= 16:
+                sec, nsec = struct.unpack("qq", cdata[:16])
+                # the kernel's receive time (CLOCK_REALTIME) on the monotonic clock the sender uses
+                t = sec + nsec * 1e-9 - (time.time() - time.monotonic())
+        self.proto.data_received(data, t)
+
+    def write(self, data: bytes) -> None:
+        if self.closed:
+            return
+        try:
+            sent = self.sock.send(data)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            self.close()
+            return
+        if sent < len(data):  # large control answers only: block until written
+            self.sock.setblocking(True)
+            try:
+                self.sock.sendall(data[sent:])
+            finally:
+                self.sock.setblocking(False)
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.loop.remove_reader(self.sock)
+            self.sock.close()
+
+
 def _run(port_q: Any, record: bool) -> None:
     try:
         import uvloop
@@ -112,8 +178,25 @@ def _run(port_q: Any, record: bool) -> None:
     async def main() -> None:
         state: dict[str, Any] = {"stamps": [] if record else _Null(), "stall": (0.0, 0.0), "pi": 0}
         loop = asyncio.get_running_loop()
-        server = await loop.create_server(lambda: _Server(state), "127.0.0.1", 0, backlog=4096)
-        port_q.put(server.sockets[0].getsockname()[1])
+        lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        lsock.bind(("127.0.0.1", 0))
+        lsock.listen(4096)
+        lsock.setblocking(False)
+
+        def accept() -> None:
+            while True:
+                try:
+                    conn, _ = lsock.accept()
+                except (BlockingIOError, InterruptedError):
+                    return
+                conn.setblocking(False)
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                conn.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+                _SockTransport(loop, conn, _Server(state))
+
+        loop.add_reader(lsock, accept)
+        port_q.put(lsock.getsockname()[1])
         await asyncio.sleep(3600)
 
     asyncio.run(main())
