@@ -1,5 +1,6 @@
 """What-if study speed and calibration accuracy.
 
+0. What-if search on a scenario whose failure boundary is known (tests/sim/test_whatif.py).
 1. Predictions per second: the `event-day` scenario at 10,000 attendees simulated in memory, every
    request through the backend capacity model, judged by the scenario's thresholds.
 2. A 100-point sweep (gate.lanes x arrivals.peak_min on that scenario): wall time on 1 process and on
@@ -29,6 +30,7 @@ from sim import calibrate as cal
 from sim import predict as pr
 from sim import runner, scenario
 from sim import sweep as sw
+from sim import whatif as wi
 from sim.predict import Check, Judgement
 from staging.knobs import knobs_from_dict
 from staging.process import standin_in_process
@@ -151,7 +153,25 @@ def calibration() -> None:
     )
 
 
+def boundary_search() -> None:
+    from tests.sim.test_whatif import BOUNDARY, boundary_n  # noqa: PLC0415 - the test's scenario
+
+    with tempfile.TemporaryDirectory() as tmp:
+        src = os.path.join(tmp, "boundary.toml")
+        with open(src, "w") as f:
+            f.write(BOUNDARY)
+        data = scenario.load(src).to_dict()
+        varies = wi.parse_varies(data, ["arrivals.attendees=1..400"])
+        t0 = time.perf_counter()
+        res = wi.search(data, varies, judge, cache=None)
+        dt = time.perf_counter() - t0
+    print(f"whatif on a known boundary (N* = {boundary_n()} scans a second): found "
+          f"{res.failing.values} in {dt:.2f} s, {res.tried} cases ({res.shrinking} shrinking)")  # fmt: skip
+    print("  command: gaterush whatif boundary.toml --vary arrivals.attendees=1..400")
+
+
 def main() -> None:
+    boundary_search()
     predictions_per_second()
     sweep_ratio()
     if not os.environ.get("GATERUSH_BENCH_SKIP_CALIBRATION"):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import tomllib
 
 import numpy as np
@@ -72,12 +71,9 @@ def boundary_file(tmp_path):
 def test_search_returns_the_known_boundary_shrunk(boundary_file, tmp_path):
     data = scenario.load(str(boundary_file)).to_dict()
     varies = wi.parse_varies(data, ["arrivals.attendees=1..400"])
-    t0 = time.monotonic()
     res = wi.search(data, varies, judge, max_examples=50, cache=tmp_path / "cache")
-    took = time.monotonic() - t0
     n_star = boundary_n()
     assert res.failing is not None and res.failing.values == {"arrivals.attendees": n_star}
-    assert took < 30
     assert not res.failing.judgement.ok and res.scenario.arrivals.attendees == n_star
     # shrunk to the boundary: the case just below it was tried (or is implied) and held
     held = {c.values["arrivals.attendees"] for c in res.cases if c.judgement.ok}
