@@ -17,16 +17,22 @@ from pathlib import Path
 from typing import Any
 
 import click
+import numpy as np
+import pyarrow as pa
 
 import replay.cli
 import replay.cli_record
 import replay.cli_report
 import replay.engine
+import replay.metrics
 import replay.report
+import replay.resultlog
 import replay.summary
 import replay.thresholds
 import replay.verify
 import sim.cli
+import sim.cli_study
+import sim.predict
 import sim.runner
 import sim.scenario
 import staging.cli
@@ -54,9 +60,34 @@ def main() -> None:
     """
 
 
+def judge_predicted(table: pa.Table, mapping: dict[str, list[str]]) -> sim.predict.Judgement:
+    """Predicted result rows judged by replay's metrics and thresholds, as a replay's would be."""
+    verdicts = replay.thresholds.evaluate(
+        replay.metrics.from_table(table), replay.thresholds.parse_mapping(mapping)
+    )
+    checks = tuple(sim.predict.Check(v.threshold.name, v.ok, v.observed) for v in verdicts)
+    return sim.predict.Judgement(replay.thresholds.passed(verdicts), checks)
+
+
+def sweep_plot(
+    title: str, x: list[float], series: dict[str, list[float]], x_label: str, unit: str
+) -> str:
+    """replay.report's SVG line chart for a sweep page: one line per series, x in grid units."""
+    palette = replay.report.PALETTE
+    lines = [
+        replay.report.Line(label, np.asarray(y, float), palette[i % len(palette)])
+        for i, (label, y) in enumerate(series.items())
+    ]
+    return replay.report.line_chart(title, np.asarray(x, float), lines, unit, x_unit="")
+
+
 traces.cli.register(main)
 traces.cli_recorded.register(main)  # adds to the `trace` group: must come after it
 sim.cli.register(main)
+# module-level hooks: the process pool and Dask pickle them
+sim.cli_study.register(
+    main, judge=judge_predicted, read_results=replay.resultlog.read_results, plot=sweep_plot
+)
 staging.cli.register(main, inventory_for=sim.scenario.inventory_for)
 replay.cli.register(main, start_local=start_local_standin)
 replay.cli_report.register(main)

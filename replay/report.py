@@ -132,8 +132,9 @@ def line_chart(
     width: int = 760,
     height: int = 240,
     x_end: float | None = None,
+    x_unit: str = "s",
 ) -> str:
-    """An inline SVG line chart with axes, grid, ticks and a legend (x in seconds, up to x_end)."""
+    """An inline SVG line chart with axes, grid, ticks and a legend (x in x_unit, up to x_end)."""
     left, right, top, bottom = 64, 16, 46, 34
     pw, ph = width - left - right, height - top - bottom
     x = np.asarray(x, dtype=float)
@@ -170,7 +171,7 @@ def line_chart(
             f'<line x1="{xx:.1f}" x2="{xx:.1f}" y1="{top + ph}" y2="{top + ph + 4}" class="axis"/>'
         )
         out.append(
-            f'<text x="{xx:.1f}" y="{top + ph + 18}" text-anchor="middle" class="tick">{_fmt_tick(v, "s")}</text>'
+            f'<text x="{xx:.1f}" y="{top + ph + 18}" text-anchor="middle" class="tick">{_fmt_tick(v, x_unit)}</text>'
         )
     out.append(f'<line x1="{left}" x2="{left + pw}" y1="{top + ph}" y2="{top + ph}" class="axis"/>')
     out.append(f'<line x1="{left}" x2="{left}" y1="{top}" y2="{top + ph}" class="axis"/>')
