@@ -17,7 +17,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import tomllib
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,10 +25,8 @@ import msgpack
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import simpy
 
 from models.capacity import Backend, CapacityParams, predict
-from models.sink import StreamSink
 from sim import runner
 from sim.scenario import BackendConfig, Scenario, ScenarioError, apply_overrides, parse
 from traces.event import ARRIVE, DECLINED, SCAN, VIEW, Event
@@ -79,23 +76,6 @@ class Judgement:
 # judge(result table with RESULT_SCHEMA, {"metric{tags}": ["p(95)<200", ...]}) -> Judgement.
 # Raises ValueError (naming the threshold) when a threshold is malformed.
 Judge = Callable[[pa.Table, Mapping[str, Sequence[str]]], Judgement]
-
-
-def events(sc: Scenario, seed: int, steps: int = 200) -> Iterator[Event]:
-    """The scenario's events in (t_us, seq) order, streamed from memory (no trace file)."""
-    env = simpy.Environment()
-    out: deque[Event] = deque()
-    sink = StreamSink(env, out.extend, 16384)
-    runner.build(env, sc, seed, sink.emit)
-    end = runner.horizon(sc)
-    for i in range(1, steps):  # in steps, so memory holds a step's events, not the day's
-        env.run(until=end * i / steps)
-        while out:
-            yield out.popleft()
-    env.run()  # what is left after the horizon
-    sink.flush()
-    while out:
-        yield out.popleft()
 
 
 def capacity_params(sc: Scenario) -> CapacityParams:
@@ -246,15 +226,12 @@ def predict_scenario(sc: Scenario, seed: int, capacity_seed: int | None = None) 
     """
     cs = seed if capacity_seed is None else capacity_seed
     rng = np.random.default_rng(np.random.SeedSequence(cs, spawn_key=(0x5EED,)))
-    return predict_events(events(sc, seed), capacity_params(sc), rng, gate_open_us(sc))
+    return predict_events(runner.events(sc, seed), capacity_params(sc), rng, gate_open_us(sc))
 
 
 def gate_open_us(sc: Scenario) -> int:
-    """When the gate opens (µs): a stadium day's gates open `gates_open_min` before the start (as sim.runner)."""
-    a = sc.arrivals
-    if a is None or a.profile != "stadium":
-        return 0
-    return int(round(max(0.0, sc.event.start_s - a.gates_open_min * 60) * 1e6))
+    """When the gate opens (µs), as the simulator opens it."""
+    return int(round(runner.gate_open_s(sc) * 1e6))
 
 
 def gate_waits(sc: Scenario, seed: int) -> np.ndarray:
@@ -264,7 +241,7 @@ def gate_waits(sc: Scenario, seed: int) -> np.ndarray:
     """
     gate_only = dataclasses.replace(sc, sales=None, webhook_burst=None, dashboard=None)
     obs = _Observer(gate_open_us(sc))
-    for _ in obs.watch(events(gate_only, seed)):
+    for _ in obs.watch(runner.events(gate_only, seed)):
         pass
     return np.asarray(obs.waits, dtype=np.float64) / 1e6
 

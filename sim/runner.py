@@ -11,6 +11,7 @@ import datetime as dt
 import gc
 import os
 import zlib
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -94,6 +95,14 @@ def horizon(sc: Scenario) -> float:
     return max(ends)
 
 
+def gate_open_s(sc: Scenario) -> float:
+    """When the gate opens (s): a stadium day's gates open `gates_open_min` before the start."""
+    a = sc.arrivals
+    if a is None or a.profile != "stadium":
+        return 0.0
+    return max(0.0, sc.event.start_s - a.gates_open_min * 60)
+
+
 def build(env: simpy.Environment, sc: Scenario, seed: int, emit) -> None:
     """Start the scenario's model processes in env."""
     e = sc.event
@@ -118,7 +127,7 @@ def build(env: simpy.Environment, sc: Scenario, seed: int, emit) -> None:
             reentry_prob=g.reentry_prob,
             passout_after=g.passout_after,
             away=g.away,
-            open_s=max(0.0, e.start_s - a.gates_open_min * 60) if a.profile == "stadium" else 0.0,
+            open_s=gate_open_s(sc),
             open_spread_s=g.open_spread_s,
             end_s=(e.start_s + e.length_s) if g.departures else None,
             leave_after=g.leave_after,
@@ -213,6 +222,27 @@ def run(
     if progress is not None:
         progress(1.0)
     return sink.count
+
+
+def events(sc: Scenario, seed: int, steps: int = 200) -> Iterator[Event]:
+    """The scenario's events in (t_us, seq) order, streamed from memory (no trace file).
+
+    The same events `run` hands out; the simulation advances in steps, so memory holds one step's
+    events, not the day's.
+    """
+    env = simpy.Environment()
+    out: deque[Event] = deque()
+    sink = StreamSink(env, out.extend, 16384)
+    build(env, sc, seed, sink.emit)
+    end = horizon(sc)
+    for i in range(1, steps):
+        env.run(until=end * i / steps)
+        while out:
+            yield out.popleft()
+    env.run()  # what is left after the horizon
+    sink.flush()
+    while out:
+        yield out.popleft()
 
 
 def simulate(

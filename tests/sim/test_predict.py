@@ -15,7 +15,7 @@ from models.distributions import Dist
 from replay import metrics
 from replay.resultlog import SCHEMA
 from sim import predict as pr
-from sim import scenario
+from sim import runner, scenario
 from sim.scenario import ScenarioError
 from tests.sim.study_hooks import judge
 from traces.event import Event
@@ -122,7 +122,7 @@ def test_dependent_requests_are_sent_after_their_dependency_completes():
     sc = scenario.load("purchase-load")
     t = pr.predict_scenario(sc, 1).table.to_pylist()
     done = {r["seq"]: r["done_us"] for r in t}
-    evs = {e.seq: e for e in pr.events(sc, 1)}
+    evs = {e.seq: e for e in runner.events(sc, 1)}
     confirms = [r for r in t if r["kind"] == "confirm"]
     assert confirms
     for r in confirms:
