@@ -68,17 +68,20 @@ import msgpack
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+# The columns' types and the `metric` values are shared with sim/'s predicted rows.
+from traces.results import (  # noqa: F401 - re-exported for replay/
+    DASHBOARD_LOAD,
+    DASHBOARD_TARGET,
+    DROPPED_EVENTS,
+    REALTIME_JOIN,
+    REALTIME_UPDATE_LATENCY,
+    SCHEMA,
+)
+
 RESULT_FORMAT = "gaterush-results"
 RESULT_VERSION = 1
 FLUSH_S = 0.2
 PARQUET_META_KEY = b"gaterush.results"
-
-# Values of the `metric` column (null = an HTTP request).
-DROPPED_EVENTS = "dropped_events"
-DASHBOARD_LOAD = "dashboard_load"
-REALTIME_UPDATE_LATENCY = "realtime_update_latency"
-REALTIME_JOIN = "realtime_join"
-DASHBOARD_TARGET = "dashboard"
 
 
 class ResultRow(NamedTuple):
@@ -101,24 +104,8 @@ class ResultRow(NamedTuple):
 
 
 COLUMNS = ResultRow._fields
-
-SCHEMA = pa.schema(
-    [
-        ("seq", pa.int64()),
-        ("target", pa.string()),
-        ("kind", pa.string()),
-        ("actor", pa.string()),
-        ("scheduled_us", pa.int64()),
-        ("sent_us", pa.int64()),
-        ("done_us", pa.int64()),
-        ("status", pa.int32()),
-        ("error", pa.string()),
-        ("bytes_sent", pa.int64()),
-        ("bytes_received", pa.int64()),
-        ("outcome", pa.string()),
-        ("expect", pa.string()),
-        ("metric", pa.string()),
-    ]
+assert tuple(SCHEMA.names) == COLUMNS, (
+    "ResultRow and traces.results.SCHEMA must list the same columns"
 )
 
 

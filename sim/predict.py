@@ -30,28 +30,9 @@ from models.capacity import Backend, CapacityParams, predict
 from sim import runner
 from sim.scenario import BackendConfig, Scenario, ScenarioError, apply_overrides, parse
 from traces.event import ARRIVE, DECLINED, SCAN, VIEW, Event
+from traces.results import DASHBOARD_LOAD, DASHBOARD_TARGET
+from traces.results import SCHEMA as RESULT_SCHEMA
 
-# The replay result log's columns and types (replay.resultlog.SCHEMA; sim/ may not import replay/).
-RESULT_SCHEMA = pa.schema(
-    [
-        ("seq", pa.int64()),
-        ("target", pa.string()),
-        ("kind", pa.string()),
-        ("actor", pa.string()),
-        ("scheduled_us", pa.int64()),
-        ("sent_us", pa.int64()),
-        ("done_us", pa.int64()),
-        ("status", pa.int32()),
-        ("error", pa.string()),
-        ("bytes_sent", pa.int64()),
-        ("bytes_received", pa.int64()),
-        ("outcome", pa.string()),
-        ("expect", pa.string()),
-        ("metric", pa.string()),
-    ]
-)
-DASHBOARD_LOAD = "dashboard_load"  # replay.resultlog.DASHBOARD_LOAD
-DASHBOARD_TARGET = "dashboard"
 CLIENT_TIMEOUT_S = 60.0  # replay's default --timeout: a backend without its own timeout gets it
 UNPREDICTED_KINDS = ("realtime:",)  # websocket subscriptions are not requests a worker serves
 
