@@ -31,6 +31,7 @@ from typing import IO, Any, Protocol
 import msgpack
 
 from replay.builders import STRIPE_API, BuildContext, Keys, public_url
+from replay.metrics import request_failed
 from replay.profile import load_profile
 from replay.realtime import Realtime
 from replay.resultlog import DROPPED_EVENTS, ResultHeader, ResultWriter
@@ -132,8 +133,7 @@ class Progress:
         metric = row[13]
         if metric is None:
             self.done += 1
-            st = row[7]
-            if st == 0 or st >= 400:
+            if request_failed(row[1], row[7], row[8], row[11], row[12]):
                 self.errors += 1
             d = row[6] - row[5]
             self.hist[min(255, int(math.log2(max(0, d) + 1) * 8))] += 1

@@ -323,6 +323,15 @@ def table_from_rows(rows: Iterable[Sequence[Any] | Mapping[str, Any]]) -> pa.Tab
     return pa.table({c: pa.array(v, types.get(c, pa.string())) for c, v in cols.items()})
 
 
+def request_failed(
+    target: str, status: int, error: str | None, outcome: str | None, expect: str | None
+) -> bool:
+    """Whether one request row counts in http_req_failed: the rule from_table applies by column."""
+    if status and status < 400 and not error:
+        return False
+    return not (target.startswith("stripe:") and outcome == "declined" and expect == "declined")
+
+
 def _stripe_declined_as_expected(
     target: Tag, outcome: pa.ChunkedArray, expect: pa.ChunkedArray
 ) -> np.ndarray:

@@ -335,3 +335,42 @@ def test_reads_resultlog_tables() -> None:
     )
     t = pa.Table.from_pylist([dict(zip(m.ROW_COLUMNS, row(3), strict=True))], schema=schema)
     assert m.from_table(t).value("http_reqs", "count") == 1
+
+
+@given(
+    rows=st.lists(
+        st.tuples(
+            st.sampled_from(
+                ["rpc:scan_ticket_atomic", "stripe:payment_intents.confirm", "fn:stripe-webhook"]
+            ),
+            st.sampled_from([0, 200, 201, 399, 400, 402, 500]),
+            st.sampled_from([None, "", "timeout"]),
+            st.sampled_from([None, "declined", "succeeded", "valid"]),
+            st.sampled_from([None, "declined", "succeeded", "valid"]),
+        ),
+        min_size=1,
+        max_size=40,
+    )
+)
+def test_row_failure_rule_agrees_with_http_req_failed(rows):
+    """The progress line's per-row rule and http_req_failed's column rule count the same failures."""
+    n = len(rows)
+    table = pa.table(
+        {
+            "seq": list(range(n)),
+            "target": [r[0] for r in rows],
+            "kind": ["k"] * n,
+            "actor": ["a"] * n,
+            "scheduled_us": [0] * n,
+            "sent_us": [0] * n,
+            "done_us": [1000] * n,
+            "status": pa.array([r[1] for r in rows], pa.int32()),
+            "error": pa.array([r[2] for r in rows], pa.string()),
+            "bytes_sent": [0] * n,
+            "bytes_received": [0] * n,
+            "outcome": pa.array([r[3] for r in rows], pa.string()),
+            "expect": pa.array([r[4] for r in rows], pa.string()),
+        }
+    )
+    failed = sum(m.request_failed(*r) for r in rows)
+    assert m.from_table(table).value("http_req_failed", "rate") == pytest.approx(failed / n)
