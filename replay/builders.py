@@ -26,6 +26,8 @@ from traces.event import (
 )
 
 RUN_HEADER = "X-Gaterush-Run"
+# who sent it (the event's actor, never a secret): a recorder in between keeps actors apart
+ACTOR_HEADER = "X-Gaterush-Actor"
 USER_AGENT = "gaterush/0.1"
 STRIPE_API = "https://api.stripe.com"
 
@@ -251,14 +253,16 @@ def build_request(
         raise BuildError(f"seq {event.seq}: payload must be a map, got {type(payload).__name__}")
     kind = target.partition(":")[0]
     if kind == "rpc":
-        return rpc_request(ctx, target, payload)
-    if kind == "rest":
-        return rest_request(ctx, target, payload)
-    if kind == "fn":
-        return function_request(ctx, target, payload, now_unix)
-    if kind == "stripe":
-        return stripe_request(ctx, event, payload, captured)
-    raise BuildError(f"seq {event.seq}: target {target!r} is not an HTTP target")
+        req = rpc_request(ctx, target, payload)
+    elif kind == "rest":
+        req = rest_request(ctx, target, payload)
+    elif kind == "fn":
+        req = function_request(ctx, target, payload, now_unix)
+    elif kind == "stripe":
+        req = stripe_request(ctx, event, payload, captured)
+    else:
+        raise BuildError(f"seq {event.seq}: target {target!r} is not an HTTP target")
+    return req._replace(headers=(*req.headers, (ACTOR_HEADER, event.actor)))
 
 
 _OUTCOME_KEYS = ("outcome", "result", "status")

@@ -29,6 +29,7 @@ import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 
+from replay.builders import ACTOR_HEADER
 from traces import event as ev
 from traces.event import Event, pack_payload
 from traces.header import TraceHeader
@@ -44,7 +45,6 @@ from traces.importers.endpoints import (
 )
 from traces.io import open_writer
 
-ACTOR_HEADER = "X-Gaterush-Actor"
 # Hop-by-hop headers (RFC 9110 7.6.1) and those aiohttp recomputes: never forwarded as they are.
 HOP = frozenset(
     h.lower()

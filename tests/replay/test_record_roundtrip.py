@@ -107,6 +107,8 @@ def test_recorded_trace_matches_the_simulated_one(
         by_actor[s.actor].append(position[s.seq])
     for actor, positions in by_actor.items():
         assert positions == sorted(positions), f"{actor}: recorded out of order"
+    # ... under the same actors (replay names each request's actor in X-Gaterush-Actor)
+    assert all(s.actor == e.actor for s, e in pairs)
 
     # at the times the replay sent them (the recorder's clock against the replay's)
     _, rows = iter_rows(res_path)
