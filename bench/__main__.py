@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import subprocess
 import sys
 import time
 
@@ -24,15 +25,21 @@ def main(argv: list[str]) -> int:
             f"unknown benchmark(s): {', '.join(unknown)}; have: {', '.join(names)}", file=sys.stderr
         )
         return 2
+    if len(wanted) == 1:
+        importlib.import_module(f"bench.{wanted[0]}").main()
+        return 0
+    failed = []
     for name in wanted or names:
-        print(
-            f"\n=== {name} ({' '.join(['python -m bench', name.removeprefix('bench_')])}) ===",
-            flush=True,
-        )
+        short = name.removeprefix("bench_")
+        print(f"\n=== {name} (python -m bench {short}) ===", flush=True)
         t0 = time.perf_counter()
-        importlib.import_module(f"bench.{name}").main()
+        # each in a fresh process: one benchmark's memory and threads must not weigh on the next
+        if subprocess.run([sys.executable, "-m", "bench", short], check=False).returncode:
+            failed.append(name)
         print(f"--- {name} took {time.perf_counter() - t0:.1f} s", flush=True)
-    return 0
+    if failed:
+        print(f"failed: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

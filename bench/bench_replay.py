@@ -208,12 +208,13 @@ def locust_rate(url: str, tmp: Path) -> tuple[float, int] | None:
     return best
 
 
+# VmHWM, not getrusage: a child's ru_maxrss keeps the parent's peak across fork and exec.
 MEMORY_CHILD = """
-import resource, sys
+import sys
 from replay.engine import ReplayConfig, run_replay
 run_replay(ReplayConfig(trace=sys.argv[1], out=sys.argv[2], target=sys.argv[3], speed=float(sys.argv[4]), progress=False),
            {"SUPABASE_ANON_KEY": "sb_publishable_bench"}, progress=None)
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+print(next(int(ln.split()[1]) for ln in open("/proc/self/status") if ln.startswith("VmHWM:")))
 """
 
 
