@@ -118,7 +118,7 @@ DEMO_STEPS = (
             "sales.window_s=35",
             "sales.buyers=10",
         ),
-        speed=2.0,
+        speed=4.0,
     ),
     DemoStep(
         "event-day",
