@@ -28,6 +28,11 @@ def test_every_package_contributes_its_commands() -> None:
         "verify",
         "record",
         "demo",
+        "whatif",
+        "sweep",
+        "calibrate",
+        "capacity",
+        "cleanup",
     } <= names
     assert {"info", "head", "convert", "import", "slice", "amplify"} <= set(
         gaterush.main.commands["trace"].commands
