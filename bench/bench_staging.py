@@ -17,16 +17,16 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import stripe
 
-ROOT = Path(__file__).resolve().parents[1]
+from staging.process import standin_in_process
+from traces.header import Inventory, VenueEvent
+
 CONNECTIONS = 64
 TICKETS = 300_000
 FLOOR_SCANS_PER_S = 2000.0
@@ -87,48 +87,6 @@ end
 
 def _seconds() -> int:
     return int(os.environ.get("GATERUSH_BENCH_SECONDS", "8"))
-
-
-def _start_server(tmp: Path) -> tuple[subprocess.Popen[str], dict[str, str]]:
-    from traces.header import Inventory, TraceHeader, VenueEvent
-    from traces.io import open_writer
-
-    seed = tmp / "seed.grt"
-    inv = Inventory(events=(VenueEvent(1, "Bench", TICKETS, TICKETS, 2500),), allow_reentry=False)
-    with open_writer(seed, TraceHeader(inventory=inv)):
-        pass
-    cmd = [
-        sys.executable,
-        "-m",
-        "gaterush",
-        "staging",
-        "serve",
-        "--port",
-        "0",
-        "--db",
-        str(tmp / "bench.sqlite"),
-        "--seed-data",
-        str(seed),
-        "--no-deliver-webhooks",
-    ]
-    proc = subprocess.Popen(
-        cmd,
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    env: dict[str, str] = {}
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        line = line.strip()
-        if line.startswith("export "):
-            k, _, v = line[7:].partition("=")
-            env[k] = v
-        if line.startswith("Ctrl-C"):
-            return proc, env
-    raise RuntimeError(f"stand-in did not start: {proc.stderr.read() if proc.stderr else ''}")
 
 
 def _ms(text: str) -> float:
@@ -232,8 +190,13 @@ def main() -> None:
     seconds = _seconds()
     with tempfile.TemporaryDirectory(prefix="gaterush-bench-staging-") as d:
         tmp = Path(d)
-        proc, env = _start_server(tmp)
-        try:
+        inventory = Inventory(
+            events=(VenueEvent(1, "Bench", TICKETS, TICKETS, 2500),), allow_reentry=False
+        )
+        with standin_in_process(
+            db=str(tmp / "bench.sqlite"), inventory=inventory, deliver_webhooks=False
+        ) as standin:
+            env = standin.env()
             url = env["SUPABASE_URL"]
             key = env["SUPABASE_ANON_KEY"]
             scan_url = f"{url}/rest/v1/rpc/scan_ticket_atomic"
@@ -266,12 +229,6 @@ def main() -> None:
             sig, _, payload = first.partition("\t")
             one.write_text(payload)
             results["webhook_duplicate"] = _hey(hook_url, one, {"Stripe-Signature": sig}, seconds)
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.communicate(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
     print(_line("scan_ticket_atomic, distinct tickets (wrk)", results["scan_distinct"]))
     print(_line("scan_ticket_atomic, one ticket (hey)", results["scan_same"]))
     print(_line("stripe-webhook, distinct events (wrk)", results["webhook_distinct"]))
