@@ -13,6 +13,7 @@ from replay import report as rep
 from replay import summary as summ
 from replay import thresholds as th
 from replay import verify as ver
+from replay.thresholds import DEFAULT_MAX_SCHEDULE_LAG_MS as th_default
 from traces.event import TraceError
 from traces.exitcodes import THRESHOLDS_FAILED, InvalidInput
 from traces.io import open_reader
@@ -77,6 +78,15 @@ def register(group: click.Group, end_state_of: ver.EndStateOf | None = None) -> 
         type=click.FloatRange(min=0.001),
         help="Plot bucket width in seconds (default: automatic).",
     )
+    @click.option(
+        "--max-schedule-lag",
+        "max_lag",
+        type=click.FloatRange(min=0, min_open=True),
+        default=None,
+        metavar="MS",
+        help="The replay's own fidelity limit: schedule_lag p(99) under this many ms "
+        f"(default {th_default:g}; a schedule_lag threshold replaces it).",
+    )
     @click.option("--quiet", "-q", is_flag=True, help="Do not print the summary.")
     def report_cmd(
         results: tuple[str, ...],
@@ -85,6 +95,7 @@ def register(group: click.Group, end_state_of: ver.EndStateOf | None = None) -> 
         specs: tuple[str, ...],
         files: tuple[str, ...],
         step: float | None,
+        max_lag: float | None,
         quiet: bool,
     ) -> None:
         """Re-judge result files (several shards merge) and write the HTML report and summary JSON.
@@ -97,7 +108,7 @@ def register(group: click.Group, end_state_of: ver.EndStateOf | None = None) -> 
         thresholds = collect_thresholds(specs, files)
         try:
             loaded = rep.load(results)
-            judged = rep.judge_run(loaded, thresholds)
+            judged = rep.judge_run(loaded, thresholds, max_lag)
         except (rep.ReportError, th.ThresholdError) as e:
             raise InvalidInput(str(e)) from None
         metrics, verdicts, fidelity = judged.metrics, judged.verdicts, judged.fidelity

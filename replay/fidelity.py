@@ -71,7 +71,7 @@ class Fidelity:
         if self.cpu_share is not None and self.cpu_share >= CPU_SATURATED:
             why = "the sender ran out of CPU and fell behind its schedule"
         return (
-            f"  ✗ replay NOT faithful: {facts}. {why.capitalize()}, so the target was not offered "
+            f"  ✗ replay NOT faithful: {facts}. {why[0].upper()}{why[1:]}, so the target was not offered "
             "the trace's load on time and latencies may be the sender's: lower --speed, add "
             "--workers, or run the sender on its own machine"
         )
