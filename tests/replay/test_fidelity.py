@@ -12,8 +12,8 @@ from replay import metrics as m
 from replay import report as rep
 from replay import thresholds as th
 from replay.resultlog import DROPPED_EVENTS, ResultHeader, ResultRow, ResultWriter
-from tests.replay.test_cli import cli
 from tests.replay.test_metrics import row
+from tests.replay.test_report import cli
 
 SCAN = "rpc:scan_ticket_atomic"
 
