@@ -89,6 +89,7 @@ sim.cli.register(main)
 sim.cli_study.register(
     main, judge=judge_predicted, read_results=replay.resultlog.read_results, plot=sweep_plot
 )
+replay.cli_report.register_cleanup(main)  # before staging's, which then leaves `cleanup` to it
 staging.cli.register(main, inventory_for=sim.scenario.inventory_for)
 replay.cli.register(main, start_local=start_local_standin)
 replay.cli_report.register(main)
@@ -155,6 +156,7 @@ class DemoOutcome:
     faithful: bool
     end_state_ok: bool
     html: str
+    speed: float = 1.0  # the replay speed the verdict comes from
 
     @property
     def ok(self) -> bool:
@@ -162,20 +164,44 @@ class DemoOutcome:
         return self.thresholds_held and self.faithful and self.end_state_ok
 
 
+DEMO_SLOWDOWNS = 2  # a step whose sender fell behind is replayed again at half speed, this often
+
+
 def _demo_step(
     step: DemoStep, out_dir: Path, seed: int, knobs: Any, max_lag: float | None
 ) -> DemoOutcome:
-    """Simulate, replay, judge, verify and report one scenario, as `replay` and `verify` do."""
+    """Simulate, replay, judge, verify and report one scenario, as `replay` and `verify` do.
+
+    A replay whose sender fell behind its schedule judges the machine, not the target: it is run
+    again at half the speed (a fresh stand-in each time), so the demo settles on a speed this
+    machine sustains and says so.
+    """
     sc = sim.scenario.load(step.scenario, step.sets)
     trace = out_dir / f"{step.scenario}.parquet"
-    results = out_dir / f"{step.scenario}.results.parquet"
-    html = out_dir / f"{step.scenario}.html"
     sim.runner.simulate(sc, seed, trace)
+    speed = step.speed
+    for attempt in range(DEMO_SLOWDOWNS + 1):
+        outcome, judged = _demo_replay(step.scenario, trace, speed, out_dir, knobs, max_lag)
+        if outcome.faithful or attempt == DEMO_SLOWDOWNS:
+            break
+        click.echo(f"↻ {step.scenario}: the sender fell behind at {speed:g}x on this machine; "
+                   f"replaying at {speed / 2:g}x")  # fmt: skip
+        speed /= 2
+    click.echo(_demo_line(outcome, judged))
+    return outcome
+
+
+def _demo_replay(
+    scenario: str, trace: Path, speed: float, out_dir: Path, knobs: Any, max_lag: float | None
+) -> tuple[DemoOutcome, Any]:
+    """One replay of a demo trace at a fresh stand-in: judged, reported and verified."""
+    results = out_dir / f"{scenario}.results.parquet"
+    html = out_dir / f"{scenario}.html"
     with traces.io.open_reader(trace) as reader:
         expected = reader.header.expected
-    click.secho(f"\n━━ {step.scenario}  (replay at {step.speed:g}x) ━━", bold=True)
+    click.secho(f"\n━━ {scenario}  (replay at {speed:g}x) ━━", bold=True)
     states: dict[str, Any] = {}
-    cfg = replay.engine.ReplayConfig(trace=str(trace), out=str(results), speed=step.speed)
+    cfg = replay.engine.ReplayConfig(trace=str(trace), out=str(results), speed=speed)
     replay.engine.run_replay(
         cfg,
         env={},
@@ -193,37 +219,30 @@ def _demo_step(
             judged.metrics,
             judged.verdicts,
             results=loaded,
-            title=f"gaterush demo: {step.scenario}",
+            title=f"gaterush demo: {scenario}",
             fidelity=judged.fidelity,
         ),  # fmt: skip
     )
     verification = replay.verify.compare(expected, states.get("end_state", {}))
     click.echo(verification.render())
+    target = [v for v in judged.verdicts if not replay.fidelity.is_fidelity(v)]
     outcome = DemoOutcome(
-        step.scenario,
-        replay.thresholds.passed(judged.verdicts),
-        judged.fidelity.ok,
-        verification.ok,
-        str(html),
+        scenario, all(v.ok for v in target), judged.fidelity.ok, verification.ok, str(html), speed
     )
-    click.echo(_demo_line(outcome, judged))
-    return outcome
+    return outcome, judged
 
 
 def _demo_line(o: DemoOutcome, judged: Any) -> str:
     """One line saying what held in a scenario, and what did not with its figure."""
+    target = [v for v in judged.verdicts if not replay.fidelity.is_fidelity(v)]
     failed = [
-        f"{v.threshold.selector.name} '{v.threshold.expression.source}'"
-        for v in judged.verdicts
-        if not v.ok and not replay.fidelity.is_fidelity(v)
+        f"{v.threshold.selector.name} '{v.threshold.expression.source}'" for v in target if not v.ok
     ]
     parts = [
-        f"{len(judged.verdicts) - len(failed)} of {len(judged.verdicts)} thresholds held"
-        if not failed
-        else "thresholds FAILED: " + ", ".join(failed),
-        "replay faithful" if o.faithful else "replay NOT faithful (see above)",
+        f"all {len(target)} thresholds held" if not failed else "thresholds FAILED: " + ", ".join(failed),
+        f"replay faithful at {o.speed:g}x" if o.faithful else f"replay NOT faithful at {o.speed:g}x (see above)",
         "end state matches" if o.end_state_ok else "end state DIFFERS",
-    ]
+    ]  # fmt: skip
     return f"{'✓' if o.ok else '✗'} {o.scenario}: " + "; ".join(parts)
 
 
@@ -268,6 +287,7 @@ def demo_cmd(
             "thresholds_held": o.thresholds_held,
             "replay_faithful": o.faithful,
             "end_state_ok": o.end_state_ok,
+            "speed": o.speed,
             "html": o.html,
         }
         for o in rows

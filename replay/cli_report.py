@@ -13,6 +13,7 @@ from replay import report as rep
 from replay import summary as summ
 from replay import thresholds as th
 from replay import verify as ver
+from replay.cleanup import cleanup_at
 from replay.thresholds import DEFAULT_MAX_SCHEDULE_LAG_MS as th_default
 from traces.event import TraceError
 from traces.exitcodes import THRESHOLDS_FAILED, InvalidInput
@@ -170,6 +171,45 @@ def register(group: click.Group, end_state_of: ver.EndStateOf | None = None) -> 
             _write(json_out, json.dumps(result.to_json(), indent=2) + "\n", "verification JSON")
         if not result.ok:
             raise SystemExit(THRESHOLDS_FAILED)
+
+
+def register_cleanup(group: click.Group) -> None:
+    """Add `cleanup` to the gaterush group: a run's rows removed at a stand-in or a Supabase project."""
+
+    @group.command("cleanup")
+    @click.option("--run", "run_id", required=True, help="The run id whose rows to delete.")
+    @click.option(
+        "--target",
+        "--url",
+        "url",
+        default=lambda: os.environ.get("SUPABASE_URL", "http://127.0.0.1:54321"),
+        show_default="$SUPABASE_URL or http://127.0.0.1:54321",
+        help="The target replayed: a stand-in's or a Supabase project's URL.",
+    )
+    @click.option("--dry-run", is_flag=True, help="Count the rows that would go; delete nothing.")
+    def cleanup_cmd(run_id: str, url: str, dry_run: bool) -> None:
+        """Delete every row a run created (scans, webhook events, tickets, orders) at its target.
+
+        A stand-in does it through its admin endpoint; a Supabase project through PostgREST, on
+        the rows whose run_id is the run's, with $SUPABASE_SERVICE_ROLE_KEY (the anon key may not
+        delete). Stripe test-mode objects are not touched.
+
+        \b
+        Example:
+          SUPABASE_SERVICE_ROLE_KEY=... gaterush cleanup --run r-20260613-1200 --target https://abc.supabase.co
+          gaterush cleanup --run r-20260613-1200 --target https://abc.supabase.co --dry-run
+        """
+        key = os.environ.get("SUPABASE_SERVICE_ROLE_KEY", "").strip()
+        if not key:
+            raise InvalidInput(
+                "set SUPABASE_SERVICE_ROLE_KEY (the project's service-role key, or the one "
+                "`gaterush staging serve` prints) to delete a run's rows"
+            )
+        try:
+            done = cleanup_at(url, run_id=run_id, api_key=key, dry_run=dry_run)
+        except ver.EndStateError as e:
+            raise InvalidInput(f"cleanup at {ver.public(url)}: {e}") from None
+        click.echo(done.render(run_id))
 
 
 def expected_of(trace: str) -> dict:

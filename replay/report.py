@@ -394,7 +394,7 @@ def render_html(
     )
     if fidelity is not None:
         cls = "ok" if fidelity.ok else "fail"
-        badge += f' <span class="verdict {cls}">{html.escape(fidelity.line().strip())}</span>'
+        badge += f' <span class="verdict {cls}">{html.escape(summ.fidelity_line(fidelity).strip())}</span>'
     text = summ.render(metrics, verdicts, fidelity=fidelity)
     return "\n".join(
         [

@@ -10,6 +10,7 @@ from click.testing import CliRunner
 from replay import fidelity as fid
 from replay import metrics as m
 from replay import report as rep
+from replay import summary as summ
 from replay import thresholds as th
 from replay.resultlog import DROPPED_EVENTS, ResultHeader, ResultRow, ResultWriter
 from tests.replay.test_metrics import row
@@ -42,8 +43,8 @@ def judge(path: Path) -> rep.Judgement:
 def test_a_punctual_replay_is_faithful(tmp_path: Path) -> None:
     j = judge(write_run(tmp_path / "ok.parquet", 200, sender={"cpu_s": 0.3, "wall_s": 1.1}))
     assert j.passed and j.fidelity.ok
-    line = j.fidelity.line()
-    assert line.startswith("  ✓ replay faithful: schedule_lag p(99)=0.2ms")
+    line = summ.fidelity_line(j.fidelity)
+    assert line.startswith("  ✓ replay faithful: schedule_lag p(99)=200.00µs")
     assert "sender CPU 27% of a core" in line
 
 
@@ -53,7 +54,7 @@ def test_a_sender_that_fell_behind_is_not_a_slow_target(tmp_path: Path) -> None:
     target = [v for v in j.verdicts if not fid.is_fidelity(v)]
     assert all(v.ok for v in target)
     assert not j.fidelity.ok and not j.passed
-    line = j.fidelity.line()
+    line = summ.fidelity_line(j.fidelity)
     assert "replay NOT faithful" in line and "breaks 'p(99)<10'" in line
     assert "ran out of CPU" in line and "lower --speed" in line
 
@@ -61,7 +62,7 @@ def test_a_sender_that_fell_behind_is_not_a_slow_target(tmp_path: Path) -> None:
 def test_overload_drops_make_a_replay_unfaithful_and_rate_caps_do_not(tmp_path: Path) -> None:
     j = judge(write_run(tmp_path / "drop.parquet", 100, drops=3))
     assert not j.fidelity.ok and j.fidelity.overload_drops == 3
-    assert "3 events dropped with --max-in-flight full" in j.fidelity.line()
+    assert "3 events dropped with --max-in-flight full" in summ.fidelity_line(j.fidelity)
     capped = m.table_from_rows(
         [row(0), row(1, metric=DROPPED_EVENTS, status=0, error="dropped: rate cap 5/s on x")]
     )
