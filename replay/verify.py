@@ -1,8 +1,9 @@
 """Compare a target's end state with the trace's expected end state, and say exactly what differs.
 
 The expected state is the trace header's ``expected`` (traces.projection); the target's comes from
-a callable ``end_state_of(url, keys)`` (the stand-in answers it directly) or, for a real Supabase
-project, from PostgREST reads of the rows tagged with the run id (:func:`rest_end_state`).
+the result file of a ``--target local`` run (the stand-in's end state, kept in its trailer), a
+running stand-in's admin API (:func:`standin_end_state`) or, for a real Supabase project,
+PostgREST reads of the rows tagged with the run id (:func:`rest_end_state`).
 
 What must hold: every webhook processed once (``webhooks_processed`` equal, duplicates not
 processed again), no ticket admitted twice (``admitted`` equal and, when the target can tell,
@@ -15,7 +16,7 @@ import json
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,8 +40,6 @@ INVARIANTS = {
     "tickets_admitted_twice": "tickets admitted more than once (without a pass-out between)",
     "webhooks_processed_twice": "webhook events whose effect was applied more than once",
 }
-
-EndStateOf = Callable[[str, Sequence[str]], Mapping[str, Any] | None]
 
 _WHY = {
     (
