@@ -21,8 +21,24 @@ from staging.endstate import delete_run_job, end_state
 from staging.errors import ApiError, FunctionError, PostgrestError, StripeApiError
 from staging.keys import AuthError, Gatekeeper, Keys
 from staging.knobs import INERT, KnobError, Knobs, merge_knobs
-from staging.postgrest import content_range, count_sql, parse_query, to_sql
-from staging.realtime import Connection, Hub
+from staging.postgrest import (
+    CSV,
+    OBJECT,
+    Catalog,
+    Query,
+    build_write,
+    content_range,
+    parse_accept,
+    parse_prefer,
+    parse_query,
+    project,
+    run_read,
+    singular,
+    to_csv,
+    write_job,
+)
+from staging.realtime import Connection, Hub, Refused
+from staging.runid import run_id
 from staging.scans import parse_scan_args, scan_job
 from staging.stripe_api import (
     CONFIRM_PARAMS,
@@ -35,14 +51,13 @@ from staging.stripe_api import (
     validate_create,
 )
 from staging.throttle import Throttle
-from staging.webhooks import answer, event_run_id, verify_event, webhook_job
+from staging.values import INT4, int_in_range, parse_json
+from staging.webhooks import answer, verify_event, webhook_job
 from traces.event import TARGET_REVENUE, TARGET_SCAN, TARGET_WEBHOOK
 
 log = logging.getLogger("gaterush.staging")
 
 MAX_BODY = 1024 * 1024  # bytes; larger bodies get 413
-RUN_HEADER = "X-Gaterush-Run"
-BOOL_COLUMNS = frozenset({"inside", "allow_reentry", "reentry"})
 JSON_TYPE = "application/json"
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
@@ -52,7 +67,10 @@ def json_response(
 ) -> web.Response:
     """A JSON response (compact, UTF-8)."""
     return web.Response(
-        body=_dumps(obj).encode(), status=status, content_type=JSON_TYPE, headers=headers
+        body=_dumps(obj).encode("utf-8", "backslashreplace"),
+        status=status,
+        content_type=JSON_TYPE,
+        headers=headers,
     )
 
 
@@ -95,12 +113,7 @@ async def errors_as_json(request: web.Request, handler: Any) -> web.StreamRespon
 
 
 def _run_id(request: web.Request) -> str | None:
-    run = request.headers.get(RUN_HEADER)
-    if run is None:
-        return None
-    if not run or len(run) > 200 or not run.isprintable():
-        raise PostgrestError(400, "GR400", f"{RUN_HEADER} must be 1..200 printable characters")
-    return run
+    return run_id(request.headers)
 
 
 class StandInApp:
@@ -111,17 +124,17 @@ class StandInApp:
         db: Database,
         keys: Keys,
         knobs: Knobs,
-        columns: dict[str, tuple[str, ...]],
+        catalog: Catalog,
         *,
         deliver_webhooks: bool = True,
     ) -> None:
         self.db = db
         self.keys = keys
         self.knobs = knobs
-        self.columns = columns
+        self.catalog = catalog
         self.gate = Gatekeeper(keys)
         self.rng = random.Random(knobs.seed)
-        self.hub = Hub()
+        self.hub = Hub(catalog.types)
         self.throttle = Throttle(lambda: self.knobs, self.rng)
         self.deliver_webhooks = deliver_webhooks
         self.deliverer: Deliverer | None = None
@@ -145,6 +158,8 @@ class StandInApp:
         r.add_post("/rest/v1/rpc/{fn}", self.rpc)
         r.add_get("/rest/v1/rpc/{fn}", self.rpc_get)
         r.add_get("/rest/v1/{table}", self.rest_get)
+        for method in ("POST", "PATCH", "DELETE"):
+            r.add_route(method, "/rest/v1/{table}", self.rest_write)
         r.add_post("/functions/v1/{name}", self.function)
         r.add_get("/realtime/v1/websocket", self.realtime)
         r.add_post("/v1/payment_intents", self.pi_create)
@@ -176,11 +191,7 @@ class StandInApp:
 
     @staticmethod
     async def _json(request: web.Request) -> Any:
-        raw = await request.read()
-        try:
-            return json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise PostgrestError(400, "PGRST102", "Empty or invalid json", str(exc)) from None
+        return parse_json(await request.read())
 
     # --- Supabase: RPCs, tables, edge function, realtime ------------------------------------
 
@@ -230,62 +241,51 @@ class StandInApp:
                 "expected exactly one argument: p_event_id integer",
                 None,
             )
-        eid = body["p_event_id"]
-        if isinstance(eid, bool) or not (
-            isinstance(eid, int) or (isinstance(eid, str) and eid.lstrip("-").isdigit())
-        ):
-            raise PostgrestError(
-                400,
-                "22P02",
-                f"invalid input syntax for type integer: {eid!r}",
-                "argument p_event_id must be an integer",
-            )
+        eid = int_in_range(body["p_event_id"], INT4, "p_event_id")
 
         def q(conn: sqlite3.Connection) -> Any:
-            row = conn.execute(
-                "SELECT * FROM event_revenue WHERE event_id = ?", (int(eid),)
-            ).fetchone()
+            row = conn.execute("SELECT * FROM event_revenue WHERE event_id = ?", (eid,)).fetchone()
             return dict(row) if row else None
 
         return json_response(await self.throttle.run(TARGET_REVENUE, lambda: self.db.read(q)))
 
     async def rest_get(self, request: web.Request) -> web.Response:
-        """GET /rest/v1/{table} with PostgREST's select, filters, order, limit/offset, count=exact."""
+        """GET|HEAD /rest/v1/{table}: select (aliases, casts, embeds), filters, order, range, counts."""
         self.requests += 1
         self._auth(request)
         table = request.match_info["table"]
-        cols = self.columns.get(table)
-        if cols is None:
-            raise PostgrestError(
-                404,
-                "PGRST205",
-                f"Could not find the table 'public.{table}' in the schema cache",
-                None,
-                f"tables: {', '.join(self.columns)}",
-            )
-        q = parse_query(table, request.query.items(), cols)
-        want_count = "count=exact" in request.headers.get("Prefer", "")
-
-        def select(conn: sqlite3.Connection) -> tuple[list[dict[str, Any]], int | None]:
-            sql, args = to_sql(q)
-            conn.execute("BEGIN")
-            try:
-                rows = [dict(r) for r in conn.execute(sql, args)]
-                total = conn.execute(*count_sql(q)).fetchone()[0] if want_count else None
-            finally:
-                conn.execute("COMMIT")
-            bools = BOOL_COLUMNS.intersection(q.columns)
-            if bools:
-                for r in rows:
-                    for b in bools:
-                        if r[b] is not None:
-                            r[b] = bool(r[b])
-            return rows, total
-
-        rows, total = await self.throttle.run(f"rest:{table}", lambda: self.db.read(select))
-        return json_response(
-            rows, headers={"Content-Range": content_range(q.offset, len(rows), total)}
+        h = request.headers
+        media = parse_accept(h.get("Accept"))
+        prefer = parse_prefer(h.getall("Prefer", ()))
+        q = parse_query(self.catalog, table, _with_range(request.query.items(), h.get("Range")))
+        rows, total = await self.throttle.run(
+            f"rest:{table}",
+            lambda: self.db.read(run_read, self.catalog, q, prefer.count is not None),
         )
+        headers = {"Content-Range": content_range(q.offset, len(rows), total)}
+        return _answer(rows, media, q, headers, 200)
+
+    async def rest_write(self, request: web.Request) -> web.Response:
+        """POST (insert, upsert), PATCH, DELETE /rest/v1/{table}, as the caller's role may."""
+        self.requests += 1
+        role = self._auth(request)
+        table = request.match_info["table"]
+        h = request.headers
+        kind = {"POST": "insert", "PATCH": "update", "DELETE": "delete"}[request.method]
+        media = parse_accept(h.get("Accept"))
+        prefer = parse_prefer(h.getall("Prefer", ()))
+        body = await self._json(request) if kind != "delete" else None
+        w, q = build_write(
+            self.catalog, table, kind, body, list(request.query.items()), prefer, _run_id(request)
+        )
+        rows = await self.throttle.run(
+            f"rest:{table}", lambda: self.db.write(write_job, w, role, self.hub.tables)
+        )
+        headers = {"Content-Range": f"*/{len(rows)}" if prefer.count else "*/*"}
+        if prefer.returning != "representation":
+            return web.Response(status=201 if kind == "insert" else 204, headers=headers)
+        out = project(rows, q, w.types)
+        return _answer(out, media, q, headers, 201 if kind == "insert" else 200)
 
     async def function(self, request: web.Request) -> web.Response:
         """POST /functions/v1/{name}: the stripe-webhook edge function (verify_jwt off: Stripe signs instead)."""
@@ -302,7 +302,7 @@ class StandInApp:
         event = verify_event(
             body, request.headers.get("Stripe-Signature"), self.keys.webhook_secret
         )
-        run = _run_id(request) or event_run_id(event)
+        run = run_id(request.headers, event["data"]["object"].get("metadata"))
         outcome = await self.db.write(webhook_job, event, run, self.hub.tables)
         return web.Response(body=answer(outcome), content_type=JSON_TYPE)
 
@@ -336,7 +336,12 @@ class StandInApp:
         try:
             async for msg in ws:
                 if msg.type == WSMsgType.TEXT:
-                    for reply in conn.handle(msg.data):
+                    try:
+                        replies = conn.handle(msg.data)
+                    except Refused as exc:
+                        await ws.close(code=exc.code, message=exc.reason.encode()[:120])
+                        break
+                    for reply in replies:
                         conn.send(reply)
                 elif msg.type == WSMsgType.BINARY:
                     conn.send(
@@ -357,6 +362,10 @@ class StandInApp:
                     )
                 elif msg.type == WSMsgType.ERROR:
                     break
+        except Exception:  # never an HTTP answer into an upgraded socket: close it instead
+            log.exception("realtime connection failed")
+            with contextlib.suppress(Exception):
+                await ws.close(code=1011, message=b"internal error")
         finally:
             conn.close()
             task.cancel()
@@ -538,6 +547,39 @@ class StandInApp:
         self._admin(request)
         run = request.match_info["run"]
         return json_response({"run": run, "deleted": await self.db.write(delete_run_job, run)})
+
+
+def _with_range(params: Any, range_header: str | None) -> list[tuple[str, str]]:
+    """The query's parameters, with a `Range: 0-9` header as offset and limit when they are absent."""
+    out = list(params)
+    if range_header and not any(k in ("limit", "offset") for k, _ in out):
+        lo, sep, hi = range_header.strip().partition("-")
+        if sep and lo.isascii() and lo.isdigit() and (not hi or (hi.isascii() and hi.isdigit())):
+            out.append(("offset", lo))
+            if hi:
+                if int(hi) < int(lo):
+                    raise PostgrestError(
+                        416,
+                        "PGRST103",
+                        "Requested range not satisfiable",
+                        "The lower boundary must be lower than or equal to the upper boundary in the Range header.",
+                    )
+                out.append(("limit", str(int(hi) - int(lo) + 1)))
+    return out
+
+
+def _answer(
+    rows: list[dict[str, Any]], media: str, q: Query, headers: dict[str, str], status: int
+) -> web.Response:
+    """Rows in the media type asked for: a JSON array, one object (vnd.pgrst.object) or CSV."""
+    if media == OBJECT:
+        return json_response(singular(rows), status, headers)
+    if media == CSV:
+        keys = [*q.columns, *(e.key for e in q.select.embeds)]
+        return web.Response(
+            text=to_csv(rows, keys), status=status, content_type="text/csv", headers=headers
+        )
+    return json_response(rows, status, headers)
 
 
 def _unknown_rpc(fn: str) -> PostgrestError:
