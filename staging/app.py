@@ -41,13 +41,17 @@ from staging.realtime import Connection, Hub, Refused
 from staging.runid import run_id
 from staging.scans import parse_scan_args, scan_job
 from staging.stripe_api import (
-    CONFIRM_PARAMS,
+    cancel_job,
     confirm_job,
     create_job,
+    customer_job,
     decode_form,
-    public,
+    list_payment_intents,
     refund_job,
     retrieve,
+    retrieve_object,
+    update_job,
+    validate_confirm,
     validate_create,
 )
 from staging.throttle import Throttle
@@ -139,7 +143,8 @@ class StandInApp:
         self.deliver_webhooks = deliver_webhooks
         self.deliverer: Deliverer | None = None
         self.websockets: set[web.WebSocketResponse] = set()
-        self._idempotent: OrderedDict[tuple[str, str], tuple[int, Any]] = OrderedDict()
+        self._idempotent: OrderedDict[str, tuple[tuple[str, str], int, Any]] = OrderedDict()
+        self._inflight: set[str] = set()
         self.requests = 0
         self.started = time.time()
         db.on_commit = self.hub.publish
@@ -163,9 +168,15 @@ class StandInApp:
         r.add_post("/functions/v1/{name}", self.function)
         r.add_get("/realtime/v1/websocket", self.realtime)
         r.add_post("/v1/payment_intents", self.pi_create)
+        r.add_get("/v1/payment_intents", self.pi_list)
         r.add_get("/v1/payment_intents/{id}", self.pi_retrieve)
+        r.add_post("/v1/payment_intents/{id}", self.pi_update)
         r.add_post("/v1/payment_intents/{id}/confirm", self.pi_confirm)
+        r.add_post("/v1/payment_intents/{id}/cancel", self.pi_cancel)
         r.add_post("/v1/refunds", self.refund_create)
+        r.add_get("/v1/refunds/{id}", self.object_retrieve)
+        r.add_post("/v1/customers", self.customer_create)
+        r.add_get("/v1/customers/{id}", self.object_retrieve)
         r.add_get("/admin/v1/health", self.health)
         r.add_get("/admin/v1/state", self.admin_state)
         r.add_get("/admin/v1/stats", self.admin_stats)
@@ -388,100 +399,154 @@ class StandInApp:
 
     # --- Stripe subset -------------------------------------------------------------------------
 
-    async def _form(self, request: web.Request) -> dict[str, Any]:
-        post = await request.post()
-        return decode_form((k, v) for k, v in post.items() if isinstance(v, str))
+    async def _stripe(
+        self, request: web.Request, endpoint: str, work: Any, *, idempotent: bool = True
+    ) -> web.Response:
+        """Authenticate, decode the parameters, honour `Idempotency-Key`, run `work(params)`
+        (-> (object, events, card error or None)), deliver its events; Stripe's error shapes.
 
-    def _idem_get(self, request: web.Request) -> tuple[tuple[str, str] | None, web.Response | None]:
-        key = request.headers.get("Idempotency-Key")
-        if not key:
-            return None, None
-        k = (request.path, key)
-        hit = self._idempotent.get(k)
-        if hit is None:
-            return k, None
-        return k, json_response(hit[1], hit[0], headers={"Idempotent-Replayed": "true"})
-
-    def _idem_put(self, k: tuple[str, str] | None, status: int, body: Any) -> None:
-        if k is None:
-            return
-        self._idempotent[k] = (status, body)
-        while len(self._idempotent) > 10_000:
-            self._idempotent.popitem(last=False)
+        Idempotency as https://docs.stripe.com/api/idempotent_requests defines it: a key replays
+        the first answer (with `Idempotent-Replayed: true`) for the same endpoint and parameters;
+        other parameters are a 400 `idempotency_error`; a key still executing is a 409; requests
+        refused by validation store no result.
+        """
+        self.requests += 1
+        self.gate.stripe_check(request.headers.get("Authorization"))
+        if request.method == "POST":
+            post = await request.post()
+            params = decode_form((k, v) for k, v in post.items() if isinstance(v, str))
+        else:
+            params = decode_form(request.query.items())
+        key = request.headers.get("Idempotency-Key") if request.method == "POST" else None
+        fingerprint = (request.path, json.dumps(params, sort_keys=True))
+        if key is not None:
+            if not key or len(key) > 255:
+                raise StripeApiError(
+                    400, "Idempotency-Key must be 1..255 characters", code="idempotency_key_invalid"
+                )
+            hit = self._idempotent.get(key)
+            if hit is not None:
+                if hit[0] != fingerprint:
+                    raise StripeApiError(
+                        400,
+                        "Keys for idempotent requests can only be used with the same parameters they "
+                        f"were first used with. Try using a key other than '{key[:80]}' if you meant to "
+                        "execute a different request.",
+                        type_="idempotency_error",
+                    )
+                return json_response(hit[2], hit[1], headers={"Idempotent-Replayed": "true"})
+            if key in self._inflight:
+                raise StripeApiError(
+                    409,
+                    "There is currently another in-progress request using this Idempotent Key "
+                    "(that probably means you submitted twice, and the other request is still going "
+                    "through). Please retry your request after a few seconds.",
+                    type_="idempotency_error",
+                    code="idempotency_key_in_use",
+                )
+            self._inflight.add(key)
+        try:
+            obj, events, err = await self.throttle.run(endpoint, lambda: work(params))
+        finally:
+            if key is not None:
+                self._inflight.discard(key)
+        if events:
+            self._deliver(
+                events, run_id(request.headers, events[-1]["data"]["object"].get("metadata"))
+            )
+        status, body = (402, err) if err else (200, obj)
+        if key is not None:
+            self._idempotent[key] = (fingerprint, status, body)
+            while len(self._idempotent) > 10_000:
+                self._idempotent.popitem(last=False)
+        return json_response(body, status)
 
     def _deliver(self, events: list[dict[str, Any]], run: str | None) -> None:
         if self.deliverer is not None and events:
             self.deliverer.enqueue(events, run)
 
     async def pi_create(self, request: web.Request) -> web.Response:
-        """POST /v1/payment_intents (form-encoded)."""
-        self.requests += 1
-        self.gate.stripe_check(request.headers.get("Authorization"))
-        k, replay = self._idem_get(request)
-        if replay is not None:
-            return replay
-        req = validate_create(await self._form(request))
-        run = _run_id(request)
-        pi, events, err = await self.throttle.run(
-            "stripe:payment_intents.create", lambda: self.db.write(create_job, req, run)
+        """POST /v1/payment_intents (form-encoded); the run id from the header or metadata."""
+
+        async def work(params: dict[str, Any]) -> Any:
+            req = validate_create(params)
+            run = run_id(request.headers, req["metadata"])
+            return await self.db.write(create_job, req, run)
+
+        return await self._stripe(request, "stripe:payment_intents.create", work)
+
+    async def pi_update(self, request: web.Request) -> web.Response:
+        """POST /v1/payment_intents/{id}: amount, currency, metadata, description, payment_method."""
+        pi_id = request.match_info["id"]
+        return await self._stripe(
+            request,
+            "stripe:payment_intents.update",
+            lambda params: self.db.write(update_job, pi_id, params),
         )
-        self._deliver(events, run)
-        status, body = (402, err) if err else (200, public(pi))
-        self._idem_put(k, status, body)
-        return json_response(body, status)
 
     async def pi_confirm(self, request: web.Request) -> web.Response:
         """POST /v1/payment_intents/{id}/confirm."""
-        self.requests += 1
-        self.gate.stripe_check(request.headers.get("Authorization"))
-        k, replay = self._idem_get(request)
-        if replay is not None:
-            return replay
-        params = await self._form(request)
-        unknown = sorted(set(params) - CONFIRM_PARAMS)
-        if unknown:
-            raise StripeApiError(
-                400,
-                f"Received unknown parameter: {unknown[0]}",
-                param=unknown[0],
-                code="parameter_unknown",
-            )
-        pm = params.get("payment_method")
-        run = _run_id(request)
         pi_id = request.match_info["id"]
-        pi, events, err = await self.throttle.run(
-            "stripe:payment_intents.confirm", lambda: self.db.write(confirm_job, pi_id, pm, run)
+
+        async def work(params: dict[str, Any]) -> Any:
+            req = validate_confirm(params)
+            return await self.db.write(confirm_job, pi_id, req, None)
+
+        return await self._stripe(request, "stripe:payment_intents.confirm", work)
+
+    async def pi_cancel(self, request: web.Request) -> web.Response:
+        """POST /v1/payment_intents/{id}/cancel."""
+        pi_id = request.match_info["id"]
+        return await self._stripe(
+            request,
+            "stripe:payment_intents.cancel",
+            lambda params: self.db.write(cancel_job, pi_id, params),
         )
-        self._deliver(events, run or pi.get("metadata", {}).get("gaterush_run"))
-        status, body = (402, err) if err else (200, public(pi))
-        self._idem_put(k, status, body)
-        return json_response(body, status)
 
     async def pi_retrieve(self, request: web.Request) -> web.Response:
-        """GET /v1/payment_intents/{id}."""
-        self.requests += 1
-        self.gate.stripe_check(request.headers.get("Authorization"))
+        """GET /v1/payment_intents/{id}[?expand[]=latest_charge]."""
         pi_id = request.match_info["id"]
-        pi = await self.throttle.run(
-            "stripe:payment_intents.retrieve", lambda: self.db.read(retrieve, pi_id)
-        )
-        return json_response(public(pi))
+
+        async def work(params: dict[str, Any]) -> Any:
+            return await self.db.read(retrieve, pi_id, params), [], None
+
+        return await self._stripe(request, "stripe:payment_intents.retrieve", work)
+
+    async def pi_list(self, request: web.Request) -> web.Response:
+        """GET /v1/payment_intents: limit, starting_after, ending_before, customer, has_more."""
+
+        async def work(params: dict[str, Any]) -> Any:
+            return await self.db.read(list_payment_intents, params), [], None
+
+        return await self._stripe(request, "stripe:payment_intents.list", work)
 
     async def refund_create(self, request: web.Request) -> web.Response:
-        """POST /v1/refunds (payment_intent=...): a full refund, then charge.refunded."""
-        self.requests += 1
-        self.gate.stripe_check(request.headers.get("Authorization"))
-        k, replay = self._idem_get(request)
-        if replay is not None:
-            return replay
-        params = await self._form(request)
-        run = _run_id(request)
-        refund, events = await self.throttle.run(
-            "stripe:refunds.create", lambda: self.db.write(refund_job, params, run)
-        )
-        self._deliver(events, run)
-        self._idem_put(k, 200, refund)
-        return json_response(refund)
+        """POST /v1/refunds (payment_intent= or charge=, amount=): refund.created, charge.refunded."""
+
+        async def work(params: dict[str, Any]) -> Any:
+            run = run_id(request.headers, params.get("metadata"))
+            return await self.db.write(refund_job, params, run)
+
+        return await self._stripe(request, "stripe:refunds.create", work)
+
+    async def customer_create(self, request: web.Request) -> web.Response:
+        """POST /v1/customers: customer.created."""
+
+        async def work(params: dict[str, Any]) -> Any:
+            run = run_id(request.headers, params.get("metadata"))
+            return await self.db.write(customer_job, params, run)
+
+        return await self._stripe(request, "stripe:customers.create", work)
+
+    async def object_retrieve(self, request: web.Request) -> web.Response:
+        """GET /v1/refunds/{id} and /v1/customers/{id}."""
+        kind = "refund" if request.path.startswith("/v1/refunds/") else "customer"
+        oid = request.match_info["id"]
+
+        async def work(params: dict[str, Any]) -> Any:
+            return await self.db.read(retrieve_object, kind, oid, params), [], None
+
+        return await self._stripe(request, f"stripe:{kind}s.retrieve", work)
 
     # --- admin ---------------------------------------------------------------------------------
 

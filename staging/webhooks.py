@@ -132,7 +132,9 @@ def webhook_job(
         pay = _payment(event)
         if pay is not None:
             _fulfil(conn, changes, pay, eid, run_id, now, publish)
-    elif typ in REFUND_TYPES:
+    elif (
+        typ in REFUND_TYPES and obj.get("refunded") is not False
+    ):  # a partial refund keeps the order
         pi = obj.get("payment_intent") if obj.get("object") != "payment_intent" else obj.get("id")
         if not isinstance(pi, str) or not pi:
             raise FunctionError(400, f"Stripe event {eid} ({typ}): no payment_intent on the charge")
