@@ -68,7 +68,9 @@ def test_single_and_maybe_single(anon: Any) -> None:
 def test_or_not_and_in_filters(anon: Any) -> None:
     # https://supabase.com/docs/reference/python/or, /not, /in
     a, b = ticket_code(1, 3), ticket_code(1, 7)
-    res = anon.table("tickets").select("code").or_(f"code.eq.{a},code.eq.{b}").order("code").execute()
+    res = (
+        anon.table("tickets").select("code").or_(f"code.eq.{a},code.eq.{b}").order("code").execute()
+    )
     assert [r["code"] for r in res.data] == [a, b]
     res = (
         anon.table("tickets")
@@ -78,8 +80,10 @@ def test_or_not_and_in_filters(anon: Any) -> None:
         .execute()
     )
     assert [r["code"] for r in res.data] == [ticket_code(2, 0)]
-    nested = anon.table("tickets").select("code").or_(
-        f"code.eq.{a},and(event_id.eq.2,code.eq.{ticket_code(2, 5)})"
+    nested = (
+        anon.table("tickets")
+        .select("code")
+        .or_(f"code.eq.{a},and(event_id.eq.2,code.eq.{ticket_code(2, 5)})")
     )
     assert sorted(r["code"] for r in nested.execute().data) == sorted([a, ticket_code(2, 5)])
 
@@ -94,7 +98,11 @@ def test_aliases_casts_and_embedded_resources(anon: Any) -> None:
         .single()
         .execute()
     )
-    assert t.data == {"c": ticket_code(2, 1), "eid": "2", "events": {"name": "Semi", "price_cents": 2500}}
+    assert t.data == {
+        "c": ticket_code(2, 1),
+        "eid": "2",
+        "events": {"name": "Semi", "price_cents": 2500},
+    }
     ev = anon.table("events").select("id,tickets(code)").eq("id", 2).single().execute()
     assert len(ev.data["tickets"]) == 50  # one-to-many: an array
     inner = anon.table("tickets").select("code,orders!inner(id)").eq("event_id", 1).execute()
@@ -120,17 +128,34 @@ def test_writes_follow_rls_anon_reads_only(anon: Any, standin: Any) -> None:
     # refuses is 42501 (https://supabase.com/docs/guides/database/postgres/row-level-security),
     # an update or delete it hides affects no row
     with pytest.raises(APIError) as err:
-        anon.table("events").insert({"id": 50, "name": "x", "capacity": 1, "presold": 0,
-                                     "price_cents": 1, "currency": "usd"}).execute()
+        anon.table("events").insert(
+            {
+                "id": 50,
+                "name": "x",
+                "capacity": 1,
+                "presold": 0,
+                "price_cents": 1,
+                "currency": "usd",
+            }
+        ).execute()
     assert err.value.code == "42501"
     assert anon.table("events").update({"name": "hacked"}).eq("id", 1).execute().data == []
     assert anon.table("events").delete().eq("id", 1).execute().data == []
-    assert anon.table("events").select("name").eq("id", 1).single().execute().data == {"name": "Final"}
+    assert anon.table("events").select("name").eq("id", 1).single().execute().data == {
+        "name": "Final"
+    }
 
 
 def test_service_role_insert_upsert_update_delete(service: Any, standin: Any) -> None:
     # https://supabase.com/docs/reference/python/insert, /upsert, /update, /delete
-    row = {"id": 10, "name": "Extra", "capacity": 10, "presold": 0, "price_cents": 100, "currency": "usd"}
+    row = {
+        "id": 10,
+        "name": "Extra",
+        "capacity": 10,
+        "presold": 0,
+        "price_cents": 100,
+        "currency": "usd",
+    }
     got = service.table("events").insert(row).execute().data
     assert got[0]["name"] == "Extra" and got[0]["allow_reentry"] is False
     with pytest.raises(APIError) as err:
@@ -140,9 +165,12 @@ def test_service_role_insert_upsert_update_delete(service: Any, standin: Any) ->
     assert up[0]["name"] == "Extra 2"
     ign = service.table("events").upsert({**row, "name": "no"}, ignore_duplicates=True).execute()
     assert ign.data == []
-    t = service.table("tickets").upsert(
-        {"code": "X-1", "event_id": 10}, on_conflict="code"
-    ).execute().data
+    t = (
+        service.table("tickets")
+        .upsert({"code": "X-1", "event_id": 10}, on_conflict="code")
+        .execute()
+        .data
+    )
     assert t[0]["code"] == "X-1" and t[0]["status"] == "valid"
     upd = service.table("tickets").update({"status": "void"}).eq("code", "X-1").execute().data
     assert upd[0]["status"] == "void"
@@ -181,7 +209,9 @@ def test_async_client(standin: Any) -> None:
     async def go() -> tuple[Any, Any]:
         client = await acreate_client(standin.url, standin.publishable_key)
         one = await client.table("events").select("name").eq("id", 2).single().execute()
-        rows = await client.table("tickets").select("code", count="exact").eq("event_id", 2).execute()
+        rows = (
+            await client.table("tickets").select("code", count="exact").eq("event_id", 2).execute()
+        )
         return one.data, rows.count
 
     assert asyncio.run(go()) == ({"name": "Semi"}, 50)
