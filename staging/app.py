@@ -131,8 +131,10 @@ class StandInApp:
         catalog: Catalog,
         *,
         deliver_webhooks: bool = True,
+        idle_timeout: float = 60.0,
     ) -> None:
         self.db = db
+        self.idle_timeout = idle_timeout
         self.keys = keys
         self.knobs = knobs
         self.catalog = catalog
@@ -200,9 +202,21 @@ class StandInApp:
             h.get("apikey") or request.query.get("apikey"), h.get("Authorization")
         )
 
-    @staticmethod
-    async def _json(request: web.Request) -> Any:
-        return parse_json(await request.read())
+    async def _body(self, request: web.Request, form: bool = False) -> Any:
+        """The request's body (bytes, or the form for `form=True`), read within idle_timeout: a
+        client that sends its body too slowly gets 408 instead of holding the connection."""
+        try:
+            async with asyncio.timeout(self.idle_timeout):
+                return await (request.post() if form else request.read())
+        except TimeoutError:
+            msg = f"request body not received within {self.idle_timeout:g} s"
+            raise ApiError(408, _error_body(request.path, 408, msg)) from None
+        except (UnicodeDecodeError, ValueError) as exc:  # a form body that is not UTF-8
+            msg = f"Invalid request body: not UTF-8 form encoding ({str(exc)[:80]})"
+            raise ApiError(400, _error_body(request.path, 400, msg)) from None
+
+    async def _json(self, request: web.Request) -> Any:
+        return parse_json(await self._body(request))
 
     # --- Supabase: RPCs, tables, edge function, realtime ------------------------------------
 
@@ -309,7 +323,7 @@ class StandInApp:
         return await self.throttle.run(TARGET_WEBHOOK, lambda: self._webhook(request))
 
     async def _webhook(self, request: web.Request) -> web.Response:
-        body = await request.read()
+        body = await self._body(request)
         event = verify_event(
             body, request.headers.get("Stripe-Signature"), self.keys.webhook_secret
         )
@@ -329,7 +343,10 @@ class StandInApp:
                 None,
                 "the stand-in speaks vsn=1.0.0 (JSON objects) and 2.0.0 (JSON arrays)",
             )
-        ws = web.WebSocketResponse(max_msg_size=MAX_BODY, autoping=True)
+        # Phoenix closes a socket that sends nothing (not even a heartbeat) for 60 s
+        ws = web.WebSocketResponse(
+            max_msg_size=MAX_BODY, autoping=True, receive_timeout=self.idle_timeout
+        )
         await ws.prepare(request)
         self.websockets.add(ws)
         self.hub.connections += 1
@@ -373,6 +390,9 @@ class StandInApp:
                     )
                 elif msg.type == WSMsgType.ERROR:
                     break
+        except TimeoutError:
+            with contextlib.suppress(Exception):
+                await ws.close(code=1000, message=b"heartbeat timeout")
         except Exception:  # never an HTTP answer into an upgraded socket: close it instead
             log.exception("realtime connection failed")
             with contextlib.suppress(Exception):
@@ -413,7 +433,7 @@ class StandInApp:
         self.requests += 1
         self.gate.stripe_check(request.headers.get("Authorization"))
         if request.method == "POST":
-            post = await request.post()
+            post = await self._body(request, form=True)
             params = decode_form((k, v) for k, v in post.items() if isinstance(v, str))
         else:
             params = decode_form(request.query.items())

@@ -97,6 +97,10 @@ def build_knobs(
                 ) from None
             except tomllib.TOMLDecodeError as exc:
                 raise InvalidInput(f"--knobs {knobs_file}: not valid TOML: {exc}") from None
+            except UnicodeDecodeError:
+                raise InvalidInput(
+                    f"--knobs {knobs_file}: not valid TOML: not UTF-8 text"
+                ) from None
         eps: dict[str, dict[str, Any]] = {}
         for name, v in _pairs(latency, "--latency"):
             eps.setdefault(name, {})["latency"] = v

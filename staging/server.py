@@ -128,12 +128,15 @@ async def start_standin(
     webhook_secret: str | None = None,
     deliver_webhooks: bool = True,
     keys: Keys | None = None,
+    idle_timeout: float = 60.0,
 ) -> StandIn:
     """Start a stand-in on the running loop; `port=0` picks a free port (see `.url`).
 
     `db=":memory:"` keeps the data in a temporary file removed at stop (WAL needs a file).
     A database file keeps its keys, so a restart on it serves the same keys. `webhook_secret`
-    defaults to $STRIPE_WEBHOOK_SECRET, then to the stored or a generated one.
+    defaults to $STRIPE_WEBHOOK_SECRET, then to the stored or a generated one. A connection that
+    sends no complete request (or a websocket that sends nothing) for `idle_timeout` seconds is
+    closed, and a body not received within it is answered 408.
     """
     tmpdir = None
     if db == ":memory:":
@@ -157,9 +160,20 @@ async def start_standin(
     loop = asyncio.get_running_loop()
     database.start(loop)
     app = StandInApp(
-        database, the_keys, knobs or Knobs(), catalog, deliver_webhooks=deliver_webhooks
+        database,
+        the_keys,
+        knobs or Knobs(),
+        catalog,
+        deliver_webhooks=deliver_webhooks,
+        idle_timeout=idle_timeout,
     )
-    runner = web.AppRunner(app.build(), access_log=None, handle_signals=False, shutdown_timeout=5.0)
+    runner = web.AppRunner(
+        app.build(),
+        access_log=None,
+        handle_signals=False,
+        shutdown_timeout=5.0,
+        keepalive_timeout=idle_timeout,
+    )
     await runner.setup()
     site = web.TCPSite(
         runner, host, port, backlog=4096
