@@ -192,9 +192,29 @@ class StandInApp:
 
     def _auth(self, request: web.Request) -> str:
         h = request.headers
+        if "Accept-Profile" in h or "Content-Profile" in h:
+            self._profile(request)
         return self.gate.check(
             h.get("apikey") or request.query.get("apikey"), h.get("Authorization")
         )
+
+    @staticmethod
+    def _profile(request: web.Request) -> None:
+        """Accept-Profile / Content-Profile (the schema postgrest-js names) must be an exposed one."""
+        h = request.headers
+        name = (
+            h.get("Accept-Profile")
+            if request.method in ("GET", "HEAD")
+            else h.get("Content-Profile")
+        )
+        if name is not None and name != "public":
+            raise PostgrestError(
+                406,
+                "PGRST106",
+                f"Invalid schema: {name[:60]}",
+                None,
+                "Only the following schemas are exposed: public",
+            )
 
     def _admin(self, request: web.Request) -> None:
         h = request.headers
