@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from staging.errors import PostgrestError
-from staging.filters import Cond, evaluate, parse_cond, render
+from staging.filters import Cond, evaluate, parse_cond, render, split_top
 from staging.values import MAX_JSON_DEPTH, too_deep
 
 COLUMN_TYPES = {
@@ -42,7 +42,8 @@ _ids = itertools.count(1_000_001)
 QUEUE_LIMIT = 10_000  # frames waiting for a slow client before it is dropped
 
 
-REALTIME_OPS = ("eq", "neq", "lt", "lte", "gt", "gte", "in")  # what postgres_changes filters take
+# what postgres_changes filters take (realtime-py's on_postgres_changes docs)
+REALTIME_OPS = ("eq", "neq", "lt", "lte", "gt", "gte", "in", "like", "ilike", "is")
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,25 +55,28 @@ class Subscription:
     join_ref: str | None
     event: str  # "*", "INSERT", "UPDATE", "DELETE"
     table: str
-    filter: Cond | None
+    filter: tuple[Cond, ...] = ()  # every condition must hold (commas are AND)
 
     def matches(self, table: str, type_: str, record: dict[str, Any]) -> bool:
         """Whether a change of `table` goes to this subscription."""
         if table != self.table or (self.event != "*" and self.event != type_):
             return False
-        return self.filter is None or evaluate(self.filter, record) is True
+        return all(evaluate(c, record) is True for c in self.filter)
 
 
-def parse_change_filter(text: str, table: str, types: Mapping[str, str]) -> Cond:
-    """`event_id=eq.1` or `id=in.(1,2)` as a condition on `table` (staging.filters' grammar,
-    Realtime's operators); ValueError naming what is wrong."""
-    col, sep, rest = text.partition("=")
-    if not sep or not col:
-        raise ValueError(f"filter {text!r}: expected column=op.value")
+def parse_change_filter(text: str, table: str, types: Mapping[str, str]) -> tuple[Cond, ...]:
+    """`event_id=eq.1`, `id=in.(1,2)` or `a=gt.1,b=not.is.null` (AND) as conditions on `table`
+    (staging.filters' grammar, Realtime's operators); ValueError naming what is wrong."""
+    out = []
     try:
-        return parse_cond(table, col, rest, types, REALTIME_OPS)
+        for part in split_top(text):
+            col, sep, rest = part.strip().partition("=")
+            if not sep or not col:
+                raise ValueError(f"filter {text!r}: expected column=op.value")
+            out.append(parse_cond(table, col, rest, types, REALTIME_OPS))
     except PostgrestError as exc:
         raise ValueError(f"filter {text!r}: {exc.body['message']}") from None
+    return tuple(out)
 
 
 def frame(
@@ -225,7 +229,7 @@ class Connection:
                         topic, ref, f"{where}: event must be *, INSERT, UPDATE or DELETE", join_ref
                     )
                 ]
-            flt = None
+            flt: tuple[Cond, ...] = ()
             if c.get("filter"):
                 try:
                     flt = parse_change_filter(str(c["filter"]), table, self.hub.types[table])
@@ -242,7 +246,7 @@ class Connection:
                     "event": s.event,
                     "schema": "public",
                     "table": s.table,
-                    **({"filter": render(s.filter)} if s.filter else {}),
+                    **({"filter": ",".join(render(c) for c in s.filter)} if s.filter else {}),
                 }
                 for s in subs
             ]

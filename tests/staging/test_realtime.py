@@ -128,7 +128,7 @@ def test_join_errors_name_the_problem() -> None:
     conn = Connection(hub, lambda tok: tok == "good")
     bad_table = conn.handle(_join("realtime:x", "users"))
     assert "unknown table" in json.loads(bad_table[0])["payload"]["response"]["reason"]
-    bad_filter = conn.handle(_join("realtime:x", "tickets", "event_id=like.1"))
+    bad_filter = conn.handle(_join("realtime:x", "tickets", "event_id=between.1"))
     assert "filter" in json.loads(bad_filter[0])["payload"]["response"]["reason"]
     bad_topic = conn.handle(_join("lobby", "tickets"))
     assert "realtime:" in json.loads(bad_topic[0])["payload"]["response"]["reason"]
@@ -157,9 +157,11 @@ def test_change_filters_match_like_supabase() -> None:
     assert [
         m["payload"]["data"]["record"]["id"] for m in got_b if m["event"] == "postgres_changes"
     ] == [2]
-    assert parse_change_filter("code=eq.T1-0000001", "tickets", TYPES["tickets"]) == Cond(
-        "code", "eq", "T1-0000001"
+    assert parse_change_filter("code=eq.T1-0000001", "tickets", TYPES["tickets"]) == (
+        Cond("code", "eq", "T1-0000001"),
     )
+    both = parse_change_filter("event_id=eq.1,inside=not.is.null", "tickets", TYPES["tickets"])
+    assert both == (Cond("event_id", "eq", 1), Cond("inside", "is", None, True))
     # the column's type reads the value, as PostgreSQL would: "١" is not the integer 1
     with pytest.raises(ValueError, match="bigint"):
         parse_change_filter("event_id=eq.\u0661", "tickets", TYPES["tickets"])

@@ -215,3 +215,40 @@ def test_async_client(standin: Any) -> None:
         return one.data, rows.count
 
     assert asyncio.run(go()) == ({"name": "Semi"}, 50)
+
+
+def test_realtime_on_postgres_changes(standin: Any) -> None:
+    # https://supabase.com/docs/reference/python/subscribe (on_postgres_changes with a filter):
+    # a scan's UPDATE of the subscribed ticket arrives; another ticket's does not
+    code, other = ticket_code(2, 44), ticket_code(2, 45)
+
+    async def go() -> list[Any]:
+        client = await acreate_client(standin.url, standin.publishable_key)
+        got: list[Any] = []
+        arrived = asyncio.Event()
+        subscribed = asyncio.Event()
+
+        def on_change(payload: Any) -> None:
+            got.append(payload)
+            arrived.set()
+
+        def on_state(state: Any, err: Any) -> None:
+            if str(state).endswith("SUBSCRIBED"):
+                subscribed.set()
+
+        channel = client.channel("gate-a")
+        channel.on_postgres_changes(
+            "UPDATE", schema="public", table="tickets", filter=f"code=eq.{code}", callback=on_change
+        )
+        await channel.subscribe(on_state)
+        await asyncio.wait_for(subscribed.wait(), 30)
+        for c in (other, code):
+            await client.rpc("scan_ticket_atomic", {"p_ticket_code": c, "p_event_id": 2}).execute()
+        await asyncio.wait_for(arrived.wait(), 30)
+        await client.remove_all_channels()
+        return got
+
+    got = asyncio.run(go())
+    assert len(got) == 1
+    data = got[0]["data"]
+    assert data["type"] == "UPDATE" and data["record"]["code"] == code
