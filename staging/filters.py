@@ -8,6 +8,7 @@ filters). Sans-IO. See https://postgrest.org/en/stable/references/api/tables_vie
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -278,8 +279,6 @@ def where_sql(nodes: tuple[Node, ...] | list[Node], alias: str = "") -> tuple[st
 
 
 def _like(pattern: str, value: str, fold: bool) -> bool:
-    import re
-
     rx = "".join(".*" if c == "%" else "." if c == "_" else re.escape(c) for c in pattern)
     return re.fullmatch(rx, value, re.IGNORECASE | re.DOTALL if fold else re.DOTALL) is not None
 
