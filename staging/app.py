@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import random
@@ -323,6 +324,8 @@ class StandInApp:
         w, q = build_write(
             self.catalog, table, kind, body, list(request.query.items()), prefer, _run_id(request)
         )
+        if media == OBJECT:
+            w = dataclasses.replace(w, singular=True)
         rows = await self.throttle.run(
             f"rest:{table}", lambda: self.db.write(write_job, w, role, self.hub.tables)
         )

@@ -569,6 +569,7 @@ class Write:
     on_conflict: str | None = None
     resolution: str | None = None  # merge-duplicates | ignore-duplicates (upsert)
     types: Mapping[str, str] = field(default_factory=dict)
+    singular: bool = False  # Accept: vnd.pgrst.object: anything but one row is undone (406)
 
 
 def _coerce(kind: str, v: Any, table: str, col: str) -> Any:
@@ -768,6 +769,8 @@ def write_job(
                 _change(changes, publish, w, "DELETE", dict(r), now)
     except sqlite3.IntegrityError as exc:
         raise _integrity(w.table, exc) from None
+    if w.singular:
+        singular(out)  # raises 406 PGRST116 inside the job, so its savepoint rolls the write back
     return out
 
 

@@ -128,6 +128,21 @@ def test_writes_as_supabase_js_sends_them(s: Any) -> None:
         data=json.dumps({"status": "valid"}),
     )
     assert (status, body) == (200, [{"code": "JS-1", "status": "valid"}])
+    # an update asked for as one object that matches no row is 406 PGRST116 and changes nothing;
+    # one that matches several is undone
+    status, body, _ = call(
+        "PATCH",
+        f"{s.url}/rest/v1/tickets?event_id=eq.2&select=code",
+        headers=js(
+            key, "PATCH", Prefer="return=representation", Accept="application/vnd.pgrst.object+json"
+        ),
+        data=json.dumps({"status": "void"}),
+    )
+    assert status == 406 and body["code"] == "PGRST116"
+    status, body, _ = call(
+        "GET", f"{s.url}/rest/v1/tickets?event_id=eq.2&status=eq.void&select=code", headers=js(key)
+    )
+    assert body == []
     # .delete().eq('code', 'JS-1')  (204, no body)
     status, body, _ = call(
         "DELETE", f"{s.url}/rest/v1/tickets?code=eq.JS-1", headers=js(key, "DELETE")
