@@ -309,7 +309,18 @@ class StandInApp:
             lambda: self.db.read(run_read, self.catalog, q, prefer.count is not None),
         )
         headers = {"Content-Range": content_range(q.offset, len(rows), total)}
-        return _answer(rows, media, q, headers, 200)
+        status = 200  # with a count, PostgREST answers a partial page 206 (RangeQuery.hs)
+        if total is not None:
+            if q.offset > total:
+                raise PostgrestError(
+                    416,
+                    "PGRST103",
+                    "Requested range not satisfiable",
+                    f"An offset of {q.offset} was requested, but there are only {total} rows.",
+                )
+            if len(rows) < total:
+                status = 206
+        return _answer(rows, media, q, headers, status)
 
     async def rest_write(self, request: web.Request) -> web.Response:
         """POST (insert, upsert), PATCH, DELETE /rest/v1/{table}, as the caller's role may."""

@@ -86,7 +86,21 @@ def test_single_or_and_head_count(s: Any) -> None:
         f"{s.url}/rest/v1/tickets?select=*&event_id=eq.2",
         headers=js(s.anon_key, Prefer="count=exact"),
     )
-    assert status == 200 and h["Content-Range"].endswith("/50")
+    assert status == 200 and h["Content-Range"] == "0-49/50"
+    # a counted partial page is 206 Partial Content; an offset past the end is 416
+    # (PostgREST's src/library/PostgREST/RangeQuery.hs)
+    status, body, h = call(
+        "GET",
+        f"{s.url}/rest/v1/tickets?select=id&event_id=eq.2&limit=10&offset=5",
+        headers=js(s.anon_key, Prefer="count=exact"),
+    )
+    assert status == 206 and h["Content-Range"] == "5-14/50" and len(body) == 10
+    status, body, h = call(
+        "GET",
+        f"{s.url}/rest/v1/tickets?select=id&event_id=eq.2&offset=51",
+        headers=js(s.anon_key, Prefer="count=exact"),
+    )
+    assert status == 416 and body["code"] == "PGRST103"
     # .csv()
     status, body, h = call(
         "GET",
