@@ -136,11 +136,16 @@ class TimerfdPacer:
             else:
                 fut.set_exception(e)
 
+        armed = [0.0]  # the deadline the timer was armed for (lead_s before it)
+
         def wake() -> None:
             # every path arms the timer again or finishes; arming resets the expiration count, so
             # the fd needs no read() per wake-up
             self.wakeups += 1
+            d = armed[0]
             while True:
+                while now() < d:  # within the wake-up's precision: wait it out here
+                    pass
                 try:
                     d = tick()
                 except BaseException as e:  # noqa: BLE001 - handed to the awaiting run()
@@ -149,11 +154,11 @@ class TimerfdPacer:
                     return finish(None)
                 left = d - now()
                 if left > lead:
+                    armed[0] = d
                     return arm(d - lead)
                 if left <= 0:  # due already (or behind): let the loop run answers, then go on
+                    armed[0] = d
                     return arm(0.0)
-                while now() < d:  # within the wake-up's precision: wait it out here
-                    pass
 
         loop.add_reader(tfd.fd, wake)
         try:
