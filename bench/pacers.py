@@ -23,14 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-from replay.pacer import CLOCK_MONOTONIC, Tick, make_pacer
+from replay.pacer import CLOCK_MONOTONIC, Tick, _Timespec, make_pacer
 
 now = time.monotonic
 TIMER_ABSTIME = 1
-
-
-class _Timespec(ctypes.Structure):
-    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
 
 
 class ThreadPacer:

@@ -46,9 +46,7 @@ class ScheduleOptions:
     rate_caps: Mapping[str, float] = field(default_factory=dict)  # target -> req/s
     pacer: str = "auto"  # "timerfd" (Linux), "loop" (timers, then a spin), "auto": timerfd if any
     lead_s: float = 0.00005  # timerfd: wake this long before a deadline, wait out the rest
-    spin_s: float = (
-        0.002  # loop pacer: sleep on the loop's timers until this long before, then spin
-    )
+    spin_s: float = 0.002  # loop pacer: timers until this long before a deadline, then spin
     batch: int = 64  # at most this many due requests per wake-up (more when behind schedule)
     lookahead: int = 8192  # events read ahead of the clock
     drain_s: float = 60.0  # after the last send, wait at most this long for answers
