@@ -177,14 +177,19 @@ def register(group: click.Group, start_local: StartLocal | None = None) -> None:
             return
         try:
             loaded = rep.load([str(result.out)])
-            metrics, verdicts = rep.judge_results(loaded, thresholds)
+            judged = rep.judge_run(loaded, thresholds)
         except (rep.ReportError, th.ThresholdError) as e:
             raise InvalidInput(str(e)) from None
         if not quiet:
             click.echo(f"run {result.header.run_id}: {result.rows} rows in {result.out}", err=True)
-            click.echo(summ.render(metrics, verdicts), nl=False)
+            click.echo(
+                summ.render(judged.metrics, judged.verdicts, fidelity=judged.fidelity), nl=False
+            )
         if summary_json:
-            data = summ.to_json(metrics, verdicts, extra=rep.summary_extra(loaded))
+            data = summ.to_json(
+                judged.metrics, judged.verdicts, extra=rep.summary_extra(loaded),
+                fidelity=judged.fidelity,
+            )  # fmt: skip
             try:
                 with open(summary_json, "w", encoding="utf-8") as f:
                     f.write(json.dumps(data, indent=2, allow_nan=False) + "\n")
@@ -192,5 +197,5 @@ def register(group: click.Group, start_local: StartLocal | None = None) -> None:
                 raise InvalidInput(
                     f"{summary_json}: cannot write the summary JSON: {e.strerror or e}"
                 ) from None
-        if not th.passed(verdicts):
+        if not judged.passed:
             raise SystemExit(THRESHOLDS_FAILED)

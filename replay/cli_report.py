@@ -97,20 +97,25 @@ def register(group: click.Group, end_state_of: ver.EndStateOf | None = None) -> 
         thresholds = collect_thresholds(specs, files)
         try:
             loaded = rep.load(results)
-            metrics, verdicts = rep.judge_results(loaded, thresholds)
+            judged = rep.judge_run(loaded, thresholds)
         except (rep.ReportError, th.ThresholdError) as e:
             raise InvalidInput(str(e)) from None
+        metrics, verdicts, fidelity = judged.metrics, judged.verdicts, judged.fidelity
         if not quiet:
-            click.echo(summ.render(metrics, verdicts), nl=False)
+            click.echo(summ.render(metrics, verdicts, fidelity=fidelity), nl=False)
         if summary_json:
-            data = summ.to_json(metrics, verdicts, extra=rep.summary_extra(loaded))
+            data = summ.to_json(
+                metrics, verdicts, extra=rep.summary_extra(loaded), fidelity=fidelity
+            )
             _write(summary_json, json.dumps(data, indent=2, allow_nan=False) + "\n", "summary JSON")
         if html_out:
-            page = rep.render_html(metrics, verdicts, results=loaded, step_s=step)
+            page = rep.render_html(
+                metrics, verdicts, results=loaded, step_s=step, fidelity=fidelity
+            )
             _write(html_out, page, "HTML report")
             if not quiet:
                 click.echo(f"report: {html_out}")
-        if not th.passed(verdicts):
+        if not judged.passed:
             raise SystemExit(THRESHOLDS_FAILED)
 
     @group.command("verify")

@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from replay.fidelity import Fidelity, is_fidelity
 from replay.metrics import COUNTER, DATA, METRICS, RATE, TIME, TREND, Metrics, Samples, trend_stats
 from replay.thresholds import Threshold, Verdict
 
@@ -149,8 +150,9 @@ def render(
     *,
     by_target: bool = True,
     title: str | None = None,
+    fidelity: Fidelity | None = None,
 ) -> str:
-    """The terminal summary text (ends with a newline)."""
+    """The terminal summary text (ends with a newline); `fidelity` adds the replay's own verdict."""
     out: list[str] = []
     if title:
         out += [f"  {title}", ""]
@@ -196,13 +198,35 @@ def render(
                 )
         if lines:
             out += [f"    {section}", *lines, ""]
-    if verdicts:
-        failed = [v for v in verdicts if not v.ok]
+    if metrics.failed_group_count:
+        out += _failed_groups(metrics)
+    target = [v for v in verdicts if fidelity is None or not is_fidelity(v)]
+    if target:
+        failed = [v for v in target if not v.ok]
         if failed:
-            out.append(f"  ✗ {len(failed)} of {len(verdicts)} thresholds failed")
+            names = ", ".join(
+                f"{v.threshold.selector.name} '{v.threshold.expression.source}'"
+                + (" (no samples)" if v.empty else "")
+                for v in failed
+            )
+            out.append(f"  ✗ {len(failed)} of {len(target)} thresholds failed: {names}")
         else:
-            out.append(f"  ✓ all {len(verdicts)} thresholds held")
+            out.append(f"  ✓ all {len(target)} thresholds held")
+    if fidelity is not None:
+        out.append(fidelity.line())
     return "\n".join(out).rstrip() + "\n"
+
+
+def _failed_groups(metrics: Metrics) -> list[str]:
+    """The requests each failed group check holds (the first few), so a failure can be traced."""
+    out = [f"    failed group checks ({metrics.failed_group_count}):"]
+    for g in metrics.failed_groups[:5]:
+        reqs = ", ".join(f"#{seq} expected {e} got {o or 'no answer'}" for seq, e, o in g.requests)
+        out.append(f"     ↳ {g.group}: {reqs}")
+    if metrics.failed_group_count > 5:
+        out.append(f"     ↳ ... {metrics.failed_group_count - 5} more (the HTML report lists them)")
+    out.append("")
+    return out
 
 
 def _md5(s: str) -> str:
@@ -256,6 +280,7 @@ def to_json(
     verdicts: Sequence[Verdict] = (),
     *,
     extra: Mapping[str, Any] | None = None,
+    fidelity: Fidelity | None = None,
 ) -> dict[str, Any]:
     """The summary in k6's handleSummary shape (plus a `gaterush` key with verdict details)."""
     out_metrics: dict[str, Any] = {}
@@ -306,8 +331,17 @@ def to_json(
         },
         "metrics": out_metrics,
         "gaterush": {
-            "passed": all(v.ok for v in verdicts),
+            "passed": all(v.ok for v in verdicts) and (fidelity is None or fidelity.ok),
             "verdicts": [_verdict_json(v) for v in verdicts],
+            **({"fidelity": fidelity.to_json()} if fidelity is not None else {}),
+            "failed_group_checks": [
+                {
+                    "check": g.check,
+                    "group": g.group,
+                    "requests": [{"seq": q, "expect": e, "outcome": o} for q, e, o in g.requests],
+                }
+                for g in metrics.failed_groups
+            ],  # fmt: skip
             **(dict(extra) if extra else {}),
         },
     }
