@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from replay.metrics import Metrics, format_number
+from replay.metrics import Metrics
 from replay.thresholds import FIDELITY_METRICS, Verdict
 from traces.results import DROPPED_EVENTS
 
@@ -50,31 +50,10 @@ class Fidelity:
         """The replay offered the trace's load on time: its verdict on the target can be trusted."""
         return all(v.ok for v in self.verdicts) and self.overload_drops == 0
 
-    def line(self) -> str:
-        """One line for the end of the summary."""
-        parts = [_verdict_text(v) for v in self.verdicts]
-        if self.overload_drops:
-            parts.append(f"{self.overload_drops} events dropped with --max-in-flight full")
-        if self.cap_drops:
-            parts.append(f"{self.cap_drops} held back by --rate-cap (as asked)")
-        if self.cpu_share is not None:
-            parts.append(f"sender CPU {self.cpu_share * 100:.0f}% of a core")
-        if self.clock and self.clock.get("max_offset_ms") is not None:
-            parts.append(
-                f"clocks within {format_number(self.clock['max_offset_ms'])}ms"
-                f" ±{format_number(self.clock.get('uncertainty_ms', 0.0))}ms"
-            )
-        facts = "; ".join(parts) if parts else "nothing to judge"
-        if self.ok:
-            return f"  ✓ replay faithful: {facts}"
-        why = "the sender fell behind its schedule"
-        if self.cpu_share is not None and self.cpu_share >= CPU_SATURATED:
-            why = "the sender ran out of CPU and fell behind its schedule"
-        return (
-            f"  ✗ replay NOT faithful: {facts}. {why.capitalize()}, so the target was not offered "
-            "the trace's load on time and latencies may be the sender's: lower --speed, add "
-            "--workers, or run the sender on its own machine"
-        )
+    @property
+    def cpu_saturated(self) -> bool:
+        """The sender used (nearly) all of its core: it had no CPU to keep its schedule with."""
+        return self.cpu_share is not None and self.cpu_share >= CPU_SATURATED
 
     def to_json(self) -> dict[str, Any]:
         """The fidelity verdict for the summary JSON."""
@@ -141,11 +120,3 @@ def _sender(headers: Sequence[Any]) -> tuple[float | None, dict[str, Any] | None
         wall += float(s["wall_s"]) * max(1, int(s.get("processes", 1)))
         clock = s.get("clock") or clock
     return (cpu / wall if wall > 0 else None), clock
-
-
-def _verdict_text(v: Verdict) -> str:
-    e = v.threshold.expression
-    seen = "no samples" if v.empty else f"{e.key}={format_number(v.observed)}ms"
-    if v.threshold.selector.metric != "schedule_lag":
-        seen = "no samples" if v.empty else f"{e.key}={format_number(v.observed)}"
-    return f"{v.threshold.selector.name} {seen} ({'within' if v.ok else 'breaks'} '{e.source}')"

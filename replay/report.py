@@ -394,7 +394,7 @@ def render_html(
     )
     if fidelity is not None:
         cls = "ok" if fidelity.ok else "fail"
-        badge += f' <span class="verdict {cls}">{html.escape(fidelity.line().strip())}</span>'
+        badge += f' <span class="verdict {cls}">{html.escape(summ.fidelity_line(fidelity).strip())}</span>'
     text = summ.render(metrics, verdicts, fidelity=fidelity)
     return "\n".join(
         [
@@ -417,13 +417,15 @@ def render_html(
 
 
 def judge_results(
-    results: Results, thresholds: Sequence[th.Threshold] | None = None
+    results: Results,
+    thresholds: Sequence[th.Threshold] | None = None,
+    max_schedule_lag_ms: float | None = None,
 ) -> tuple[m.Metrics, list[th.Verdict]]:
     """Metrics and verdicts of results: `thresholds` replace the run's own when given; the
     defaults (thresholds.DEFAULT_THRESHOLDS) apply where neither covers their metric."""
     mt = compute(results)
     ts = results.thresholds() if thresholds is None else tuple(thresholds)
-    return mt, th.evaluate(mt, th.with_defaults(ts))
+    return mt, th.evaluate(mt, th.with_defaults(ts, max_schedule_lag_ms))
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -440,9 +442,13 @@ class Judgement:
         return th.passed(self.verdicts) and self.fidelity.ok
 
 
-def judge_run(results: Results, thresholds: Sequence[th.Threshold] | None = None) -> Judgement:
+def judge_run(
+    results: Results,
+    thresholds: Sequence[th.Threshold] | None = None,
+    max_schedule_lag_ms: float | None = None,
+) -> Judgement:
     """Judge results the one way replay, report and demo do: judge_results plus fidelity."""
-    mt, verdicts = judge_results(results, thresholds)
+    mt, verdicts = judge_results(results, thresholds, max_schedule_lag_ms)
     return Judgement(mt, verdicts, assess(results.table, mt, verdicts, results.headers))
 
 

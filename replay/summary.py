@@ -213,8 +213,48 @@ def render(
         else:
             out.append(f"  ✓ all {len(target)} thresholds held")
     if fidelity is not None:
-        out.append(fidelity.line())
+        out.append(fidelity_line(fidelity))
     return "\n".join(out).rstrip() + "\n"
+
+
+def fidelity_line(f: Fidelity) -> str:
+    """The replay's own verdict in one line (replay.fidelity), for the end of the summary."""
+    parts = [_fidelity_verdict(v) for v in f.verdicts]
+    if f.overload_drops:
+        parts.append(f"{f.overload_drops} events dropped with --max-in-flight full")
+    if f.cap_drops:
+        parts.append(f"{f.cap_drops} held back by --rate-cap (as asked)")
+    if f.cpu_share is not None:
+        parts.append(f"sender CPU {f.cpu_share * 100:.0f}% of a core")
+    if f.clock and f.clock.get("max_offset_ms") is not None:
+        parts.append(
+            f"clocks within {format_time(f.clock['max_offset_ms'])}"
+            f" ±{format_time(f.clock.get('uncertainty_ms', 0.0))}"
+        )
+    facts = "; ".join(parts) if parts else "nothing to judge"
+    if f.ok:
+        return f"  ✓ replay faithful: {facts}"
+    why = (
+        "ran out of CPU and fell behind its schedule"
+        if f.cpu_saturated
+        else "fell behind its schedule"
+    )
+    return (
+        f"  ✗ replay NOT faithful: {facts}. The sender {why}, so the target was not offered the "
+        "trace's load on time and latencies may be the sender's: lower --speed, add --workers, "
+        "or run the sender on its own machine"
+    )
+
+
+def _fidelity_verdict(v: Verdict) -> str:
+    e = v.threshold.expression
+    if v.empty:
+        seen = "no samples"
+    elif e.method in ("count", "rate"):
+        seen = f"{e.key}={v.observed:.6g}"
+    else:
+        seen = f"{e.key}={format_value(METRICS[v.threshold.selector.metric].contains, v.observed)}"
+    return f"{v.threshold.selector.name} {seen} ({'within' if v.ok else 'breaks'} '{e.source}')"
 
 
 def _failed_groups(metrics: Metrics) -> list[str]:

@@ -352,13 +352,28 @@ DEFAULT_THRESHOLDS: dict[str, tuple[str, ...]] = {
 FIDELITY_METRICS = frozenset(("schedule_lag", "dropped_events"))
 
 
-def with_defaults(thresholds: Iterable[Threshold]) -> tuple[Threshold, ...]:
-    """`thresholds` plus each of DEFAULT_THRESHOLDS whose metric none of them covers untagged."""
+DEFAULT_MAX_SCHEDULE_LAG_MS = 10.0
+
+
+def with_defaults(
+    thresholds: Iterable[Threshold], max_schedule_lag_ms: float | None = None
+) -> tuple[Threshold, ...]:
+    """`thresholds` plus each of DEFAULT_THRESHOLDS whose metric none of them covers untagged.
+
+    `max_schedule_lag_ms` replaces the default schedule_lag limit (`--max-schedule-lag`).
+    """
     given = tuple(thresholds)
     covered = {t.selector.metric for t in given if not t.selector.tags}
+    defaults = dict(DEFAULT_THRESHOLDS)
+    if max_schedule_lag_ms is not None:
+        if not (max_schedule_lag_ms > 0 and math.isfinite(max_schedule_lag_ms)):
+            raise ThresholdError(
+                f"--max-schedule-lag: expected milliseconds > 0, got {max_schedule_lag_ms}"
+            )
+        defaults["schedule_lag"] = (f"p(99)<{format_number(max_schedule_lag_ms)}",)
     extra = [
         parse_threshold(metric, expr)
-        for metric, exprs in DEFAULT_THRESHOLDS.items()
+        for metric, exprs in defaults.items()
         if metric not in covered
         for expr in exprs
     ]
