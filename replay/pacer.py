@@ -193,7 +193,9 @@ class LoopPacer:
                 await asyncio.sleep(0)  # behind schedule: let answers in between batches
 
 
-def make_pacer(kind: str = "auto", spin_s: float = 0.002, lead_s: float = 0.00005):
+def make_pacer(
+    kind: str = "auto", spin_s: float = 0.002, lead_s: float = 0.00005
+) -> TimerfdPacer | LoopPacer:
     """The pacer for a replay: "timerfd", "loop", or "auto" (timerfd where the system has it)."""
     if kind == "loop":
         return LoopPacer(spin_s)
