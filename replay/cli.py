@@ -15,6 +15,7 @@ from replay.profile import ProfileError
 from replay.safety import SafetyError
 from traces.event import TraceError
 from traces.exitcodes import THRESHOLDS_FAILED, InvalidInput
+from traces.outputs import refuse_inputs, write_text
 
 
 def _rate_caps(specs: tuple[str, ...]) -> dict[str, float]:
@@ -159,6 +160,8 @@ def register(group: click.Group, start_local: StartLocal | None = None) -> None:
 
         if not out.endswith((".parquet", ".grr")):
             raise InvalidInput(f"--out {out}: a result log ends in .parquet or .grr")
+        refuse_inputs(out, trace, profile, *files, option="--out")
+        refuse_inputs(summary_json, trace, out, profile, *files, option="--summary-json")
         thresholds = cli_report.collect_thresholds(specs, files)
         cfg = ReplayConfig(
             trace=trace, out=out, target=target, speed=speed, max_in_flight=max_in_flight, workers=workers,
@@ -185,12 +188,8 @@ def register(group: click.Group, start_local: StartLocal | None = None) -> None:
             click.echo(summ.render(metrics, verdicts), nl=False)
         if summary_json:
             data = summ.to_json(metrics, verdicts, extra=rep.summary_extra(loaded))
-            try:
-                with open(summary_json, "w", encoding="utf-8") as f:
-                    f.write(json.dumps(data, indent=2, allow_nan=False) + "\n")
-            except OSError as e:
-                raise InvalidInput(
-                    f"{summary_json}: cannot write the summary JSON: {e.strerror or e}"
-                ) from None
+            write_text(
+                summary_json, json.dumps(data, indent=2, allow_nan=False) + "\n", "summary JSON"
+            )
         if not th.passed(verdicts):
             raise SystemExit(THRESHOLDS_FAILED)

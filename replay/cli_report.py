@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
-from pathlib import Path
 
 import click
 
@@ -16,6 +15,7 @@ from replay import verify as ver
 from traces.event import TraceError
 from traces.exitcodes import THRESHOLDS_FAILED, InvalidInput
 from traces.io import open_reader
+from traces.outputs import refuse_inputs, write_text
 
 
 def collect_thresholds(
@@ -36,10 +36,7 @@ def collect_thresholds(
 
 
 def _write(path: str, text: str, what: str) -> None:
-    try:
-        Path(path).write_text(text, encoding="utf-8")
-    except OSError as e:
-        raise InvalidInput(f"{path}: cannot write the {what}: {e.strerror or e}") from None
+    write_text(path, text, what)
 
 
 def register(group: click.Group, end_state_of: ver.EndStateOf | None = None) -> None:
@@ -94,6 +91,8 @@ def register(group: click.Group, end_state_of: ver.EndStateOf | None = None) -> 
           gaterush report results.parquet --html report.html
           gaterush report w0.grr w1.grr --threshold 'http_req_duration{target:rpc:scan_ticket_atomic}=p(95)<200'
         """
+        refuse_inputs(html_out, *results, *files, option="--html")
+        refuse_inputs(summary_json, *results, *files, html_out, option="--summary-json")
         thresholds = collect_thresholds(specs, files)
         try:
             loaded = rep.load(results)
@@ -141,6 +140,7 @@ def register(group: click.Group, end_state_of: ver.EndStateOf | None = None) -> 
           gaterush verify day.parquet --target local
           gaterush verify day.parquet --target https://abc.supabase.co --results results.parquet
         """
+        refuse_inputs(json_out, trace, results_path, option="--json")
         expected = expected_of(trace)
         if results_path and not run_id:
             try:

@@ -21,6 +21,7 @@ from traces.exitcodes import InvalidInput
 from traces.header import TraceHeader
 from traces.importers import import_file, importers
 from traces.io import open_reader, open_writer, trace_format
+from traces.outputs import atomic, refuse_inputs
 
 OUT = click.option(
     "-o",
@@ -50,20 +51,14 @@ def _check_output(out: Path, *inputs: Path) -> None:
         trace_format(out)
     except TraceError as e:
         raise InvalidInput(str(e)) from None
-    for src in inputs:
-        if src.exists() and out.exists() and src.resolve() == out.resolve():
-            raise InvalidInput(f"{out}: the output is also an input; write to another file")
+    refuse_inputs(out, *inputs)
 
 
 def _write(out: Path, header: TraceHeader, events: Iterator[Event] | list[Event]) -> TraceHeader:
-    """Write events to `out`, removing a partial file if anything goes wrong."""
-    try:
-        with open_writer(out, header) as w:
-            w.write_many(events)
-        return w.header
-    except BaseException:
-        out.unlink(missing_ok=True)
-        raise
+    """Write events to `out`; it appears only when complete (a failure leaves no partial file)."""
+    with atomic(out) as tmp, open_writer(tmp, header) as w:
+        w.write_many(events)
+    return w.header
 
 
 def _run(out: Path, inputs: list[Path], transform) -> TraceHeader:
