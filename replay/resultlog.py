@@ -145,6 +145,59 @@ class ResultLogError(Exception):
     """A result file is unreadable: the message names the file and why."""
 
 
+_HEADER_TYPES = {"run_id": str, "target_url": str, "trace_path": str, "speed": (int, float),
+                 "start_unix_us": int, "scenario": (str, type(None)), "thresholds": dict,
+                 "expected_requests": int, "workers": int, "max_in_flight": int, "stripe": str,
+                 "trace_duration_us": int, "complete": bool, "end_us": (int, type(None))}  # fmt: skip
+_OPT_STR = (str, type(None))
+_ROW_TYPES = (int, str, str, str, int, int, int, int, _OPT_STR, int, int, _OPT_STR, _OPT_STR,
+              _OPT_STR)  # fmt: skip
+
+
+def checked_header(obj: Any, where: Path) -> ResultHeader:
+    """A ResultHeader from a stored dict whose format, version and field types are checked."""
+    if not isinstance(obj, dict) or obj.get("format") != RESULT_FORMAT:
+        got = obj.get("format") if isinstance(obj, dict) else None
+        raise ResultLogError(f"{where}: not a gaterush result log (format {got!r})")
+    version = obj.get("version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ResultLogError(f"{where}: bad result log version {version!r}")
+    if version > RESULT_VERSION:
+        raise ResultLogError(
+            f"{where}: result log version {version} is newer than this gaterush reads ({RESULT_VERSION})"
+        )
+    for key, types in _HEADER_TYPES.items():
+        v = obj.get(key)
+        if key in obj and (not isinstance(v, types) or (isinstance(v, bool) and types is int)):
+            raise ResultLogError(f"{where}: header field {key!r} has a bad value {v!r:.60}")
+    for key in ("run_id", "target_url", "trace_path"):
+        if key not in obj:
+            raise ResultLogError(f"{where}: header field {key!r} is missing")
+    speed = obj.get("speed", 1.0)
+    if not (isinstance(speed, int | float) and 0 < speed < float("inf")):
+        raise ResultLogError(f"{where}: header field 'speed' has a bad value {speed!r}")
+    th = obj.get("thresholds") or {}
+    if not all(isinstance(k, str) and isinstance(v, list) and all(isinstance(x, str) for x in v)
+               for k, v in th.items()):  # fmt: skip
+        raise ResultLogError(f"{where}: header field 'thresholds' is not a table of string lists")
+    return ResultHeader.from_dict(obj)
+
+
+def _checked_row(obj: list, where: Path, at: int) -> ResultRow:
+    if len(obj) != len(COLUMNS):
+        raise ResultLogError(
+            f"{where}: row near byte {at} has {len(obj)} fields, expected {len(COLUMNS)}"
+        )
+    for name, v, t in zip(COLUMNS, obj, _ROW_TYPES, strict=True):
+        if not isinstance(v, t) or (
+            t is int and (isinstance(v, bool) or not -(2**63) <= v < 2**63)
+        ):
+            raise ResultLogError(
+                f"{where}: row near byte {at}: field {name!r} has a bad value {v!r:.60}"
+            )
+    return ResultRow(*obj)
+
+
 def pack_row(row: tuple) -> bytes:
     """One row encoded as the .grr stream holds it (workers send these to the writer)."""
     return msgpack.packb(list(row), use_bin_type=True)
@@ -281,11 +334,11 @@ class _RowStream:
                     f"{self.path}: corrupt row near byte {self._u.tell()}: {e}"
                 ) from e
             if isinstance(obj, list):
-                if len(obj) != len(COLUMNS):
-                    raise ResultLogError(
-                        f"{self.path}: row near byte {self._u.tell()} has {len(obj)} fields, expected {len(COLUMNS)}"
-                    )
-                return ResultRow(*obj)
+                try:
+                    return _checked_row(obj, self.path, self._u.tell())
+                except ResultLogError:
+                    self._f.close()
+                    raise
             if isinstance(obj, dict) and "end" in obj:
                 end = obj["end"] or {}
                 d = self.header.to_dict()
@@ -300,15 +353,14 @@ def _open_grr(path: Path) -> tuple[ResultHeader, _RowStream]:
     u = msgpack.Unpacker(f, raw=False, strict_map_key=False, max_buffer_size=64 << 20)
     try:
         head = next(u)
-    except (StopIteration, msgpack.UnpackValueError, ValueError) as e:
+    except (StopIteration, msgpack.UnpackException, ValueError) as e:
         f.close()
         raise ResultLogError(f"{path}: no result header (empty or not a .grr result log)") from e
-    if not isinstance(head, dict) or head.get("format") != RESULT_FORMAT:
+    try:
+        header = checked_header(head, path)
+    except ResultLogError:
         f.close()
-        raise ResultLogError(
-            f"{path}: not a gaterush result log (format {head.get('format') if isinstance(head, dict) else None!r})"
-        )
-    header = ResultHeader.from_dict(head)
+        raise
     return header, _RowStream(path, header, u, f)
 
 
@@ -320,7 +372,22 @@ def _resolve(path: str | os.PathLike[str]) -> Path:
             return live
     if not p.exists():
         raise ResultLogError(f"{p}: no such result file")
+    if not p.is_file():
+        raise ResultLogError(f"{p}: not a file")
+    if p.suffix not in (".parquet", ".grr"):
+        raise ResultLogError(f"{p}: a result log ends in .parquet or .grr")
     return p
+
+
+def _parquet_file(p: Path) -> pq.ParquetFile:
+    """The Parquet file, its schema checked; ResultLogError naming the file if it is damaged."""
+    try:
+        pf = pq.ParquetFile(p)
+    except (pa.ArrowException, OSError) as e:
+        raise ResultLogError(f"{p}: not a readable Parquet result log ({e})") from None
+    if not pf.schema_arrow.remove_metadata().equals(SCHEMA.remove_metadata()):
+        raise ResultLogError(f"{p}: its columns are not a gaterush result log's")
+    return pf
 
 
 def iter_rows(path: str | os.PathLike[str]) -> tuple[ResultHeader, Iterator[ResultRow]]:
@@ -331,15 +398,18 @@ def iter_rows(path: str | os.PathLike[str]) -> tuple[ResultHeader, Iterator[Resu
     """
     p = _resolve(path)
     if p.suffix == ".parquet":
-        pf = pq.ParquetFile(p)
+        pf = _parquet_file(p)
         header = _parquet_header(p, pf)
 
         def gen() -> Iterator[ResultRow]:
-            for batch in pf.iter_batches(batch_size=65536):
-                yield from (
-                    ResultRow(*r)
-                    for r in zip(*(batch.column(c).to_pylist() for c in COLUMNS), strict=True)
-                )
+            try:
+                for batch in pf.iter_batches(batch_size=65536):
+                    yield from (
+                        ResultRow(*r)
+                        for r in zip(*(batch.column(c).to_pylist() for c in COLUMNS), strict=True)
+                    )
+            except (pa.ArrowException, OSError) as e:
+                raise ResultLogError(f"{p}: damaged Parquet data ({e})") from None
 
         return header, gen()
     return _open_grr(p)
@@ -349,7 +419,11 @@ def _parquet_header(p: Path, pf: pq.ParquetFile) -> ResultHeader:
     raw = (pf.schema_arrow.metadata or {}).get(PARQUET_META_KEY)
     if raw is None:
         raise ResultLogError(f"{p}: parquet file has no gaterush result header")
-    return ResultHeader.from_dict(json.loads(raw))
+    try:
+        obj = json.loads(raw)
+    except ValueError as e:
+        raise ResultLogError(f"{p}: the result header is not JSON ({e})") from None
+    return checked_header(obj, p)
 
 
 def read_results(path: str | os.PathLike[str]) -> tuple[ResultHeader, pa.Table]:
@@ -360,8 +434,12 @@ def read_results(path: str | os.PathLike[str]) -> tuple[ResultHeader, pa.Table]:
     """
     p = _resolve(path)
     if p.suffix == ".parquet":
-        pf = pq.ParquetFile(p)
-        return _parquet_header(p, pf), pf.read().replace_schema_metadata(None)
+        pf = _parquet_file(p)
+        header = _parquet_header(p, pf)
+        try:
+            return header, pf.read().replace_schema_metadata(None)
+        except (pa.ArrowException, OSError) as e:
+            raise ResultLogError(f"{p}: damaged Parquet data ({e})") from None
     header, rows = _open_grr(p)
     batches = list(_batches(rows, 262144))
     return header_after(header, rows), pa.Table.from_batches(batches, schema=SCHEMA)
