@@ -13,6 +13,7 @@ from replay import cli_report
 from replay.engine import ReplayConfig, ReplayError, StartLocal, run_replay
 from replay.profile import ProfileError
 from replay.safety import SafetyError
+from traces.clitypes import FiniteFloat
 from traces.event import TraceError
 from traces.exitcodes import THRESHOLDS_FAILED, InvalidInput
 from traces.outputs import refuse_inputs, write_text
@@ -61,7 +62,7 @@ def register(group: click.Group, start_local: StartLocal | None = None) -> None:
     )
     @click.option(
         "--speed",
-        type=float,
+        type=FiniteFloat(min=1e-6, max=1e6),
         default=1.0,
         show_default=True,
         help="Replay speed: 2 = twice as fast.",
@@ -101,7 +102,7 @@ def register(group: click.Group, start_local: StartLocal | None = None) -> None:
     )
     @click.option(
         "--timeout",
-        type=click.FloatRange(min=0.001),
+        type=FiniteFloat(min=0.001, max=86_400),
         default=60.0,
         show_default=True,
         help="Seconds to wait for one response.",

@@ -12,9 +12,11 @@ from replay import report as rep
 from replay import summary as summ
 from replay import thresholds as th
 from replay import verify as ver
+from traces.clitypes import FiniteFloat
 from traces.event import TraceError
 from traces.exitcodes import THRESHOLDS_FAILED, InvalidInput
 from traces.io import open_reader
+from traces.limits import MAX_SECONDS
 from traces.outputs import refuse_inputs, write_text
 
 
@@ -27,7 +29,12 @@ def collect_thresholds(
     out: list[th.Threshold] = []
     try:
         for f in files:
-            out.extend(th.load_file(f))
+            try:
+                out.extend(th.load_file(f))
+            except (OSError, UnicodeError) as e:
+                raise InvalidInput(
+                    f"{f}: cannot read the thresholds: {getattr(e, 'strerror', None) or e}"
+                ) from None
         for s in specs:
             out.append(th.parse_cli(s))
     except th.ThresholdError as e:
@@ -71,7 +78,7 @@ def register(group: click.Group, end_state_of: ver.EndStateOf | None = None) -> 
     )
     @click.option(
         "--step",
-        type=click.FloatRange(min=0.001),
+        type=FiniteFloat(min=0.001, max=MAX_SECONDS),
         help="Plot bucket width in seconds (default: automatic).",
     )
     @click.option("--quiet", "-q", is_flag=True, help="Do not print the summary.")

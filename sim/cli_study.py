@@ -24,7 +24,9 @@ from sim import sweep as sw
 from sim import whatif as wi
 from sim.predict import RESULT_SCHEMA, Judge, Judgement, with_thresholds, with_values
 from sim.scenario import ScenarioError
+from traces.clitypes import FiniteFloat
 from traces.exitcodes import THRESHOLDS_FAILED, InvalidInput
+from traces.limits import MAX_SECONDS
 from traces.outputs import refuse_inputs, write_text
 
 ReadResults = Callable[[str], tuple[Any, pa.Table]]  # path -> (header, result table)
@@ -477,7 +479,7 @@ def register(
     @_with_common
     @click.option(
         "--max-wait",
-        type=float,
+        type=FiniteFloat(min=0, max=MAX_SECONDS),
         default=600.0,
         show_default=True,
         metavar="SECONDS",
@@ -485,7 +487,7 @@ def register(
     )
     @click.option(
         "--quantile",
-        type=float,
+        type=FiniteFloat(min=0, max=100),
         default=95.0,
         show_default=True,
         help="Which gate wait percentile must stay under --max-wait.",
