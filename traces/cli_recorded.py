@@ -61,6 +61,15 @@ def _write(out: Path, header: TraceHeader, events: Iterator[Event] | list[Event]
     return w.header
 
 
+def _not_empty(events: Iterator[Event] | list[Event], problem: str) -> Iterator[Event]:
+    """The events; InvalidInput(problem) at the end if there were none (so nothing is written)."""
+    n = 0
+    for n, e in enumerate(events, 1):  # noqa: B007 - n is the count
+        yield e
+    if not n:
+        raise InvalidInput(problem)
+
+
 def _run(out: Path, inputs: list[Path], transform) -> TraceHeader:
     """Open the inputs, apply `transform(readers) -> (header, events)`, write; errors exit 104."""
     _check_output(out, *inputs)
@@ -107,9 +116,15 @@ def register(group: click.Group) -> None:
           gaterush trace import stripe-events events.json -o hooks.parquet
         """
         _check_output(out, src)
+        if src.is_file() and src.stat().st_size == 0:
+            raise InvalidInput(f"{src}: the file is empty: nothing to import")
         try:
             header, events, report = import_file(fmt, src)
-            _write(out, header, events)
+            _write(
+                out,
+                header,
+                _not_empty(events, f"{src}: nothing to import: no {fmt} entry maps to an event"),
+            )
         except (TraceError, ValueError) as e:
             raise InvalidInput(str(e)) from None
         click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.summary())
