@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from replay.builders import Keys
@@ -139,6 +139,7 @@ def test_real_stripe_with_a_test_key_is_checked_as_read() -> None:
 _WRAP = st.sampled_from(["", " ", "\t", "\n", '"', "'", "`", "\u201c"])
 
 
+@settings(deadline=None)
 @given(
     pre=st.lists(_WRAP, max_size=3).map("".join),
     post=st.lists(_WRAP, max_size=3).map("".join),
@@ -157,6 +158,7 @@ def test_any_wrapping_of_a_live_key_is_refused(
         check_keys(Keys(), "standin", {var: value})
 
 
+@settings(deadline=None)
 @given(st.text("abc_0123456789", min_size=1, max_size=20), st.lists(_WRAP, max_size=4))
 def test_as_read_removes_only_the_wrapping(key: str, wrap: list[str]) -> None:
     if key[0] not in "_" and key[-1] not in "_":
