@@ -56,6 +56,7 @@ Rows whose ``metric`` is not null are not HTTP requests and count in no ``http_*
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -67,6 +68,8 @@ from typing import Any, BinaryIO, NamedTuple
 import msgpack
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from traces.outputs import atomic
 
 # The columns' types and the `metric` values are shared with sim/'s predicted rows.
 from traces.results import (  # noqa: F401 - re-exported for replay/
@@ -223,8 +226,9 @@ class ResultWriter:
         self._packer = msgpack.Packer(use_bin_type=True)
         self._buf = bytearray()
         self._file: BinaryIO = open(self.stream_path, "wb")  # noqa: SIM115 - closed in close()
-        self._file.write(self._packer.pack(header.to_dict()))
-        self._file.flush()
+        with self._naming_the_file():
+            self._file.write(self._packer.pack(header.to_dict()))
+            self._file.flush()
         self._last_flush = time.monotonic()
         self._closed = False
 
@@ -244,11 +248,22 @@ class ResultWriter:
 
     def flush(self) -> None:
         """Write buffered rows to the file (and the OS), so readers and crashes see them."""
-        if self._buf:
-            self._file.write(self._buf)
-            self._buf.clear()
-        self._file.flush()
+        with self._naming_the_file():
+            if self._buf:
+                self._file.write(self._buf)
+                self._buf.clear()
+            self._file.flush()
         self._last_flush = time.monotonic()
+
+    @contextlib.contextmanager
+    def _naming_the_file(self) -> Iterator[None]:
+        """An OSError from a write (a full disk) carries the file's name, for its one-line message."""
+        try:
+            yield
+        except OSError as e:
+            if e.filename is not None:
+                raise
+            raise OSError(e.errno, e.strerror or str(e), str(self.stream_path)) from None
 
     def close(self, end_us: int | None = None) -> None:
         """Write the trailer, and for a .parquet target convert the stream and remove it."""
@@ -275,11 +290,14 @@ class ResultWriter:
 def _grr_to_parquet(src: Path, dst: Path, final: ResultHeader, batch_rows: int = 65536) -> None:
     _, rows = iter_rows(src)
     meta = {PARQUET_META_KEY: json.dumps(final.to_dict()).encode()}
-    tmp = dst.with_name(dst.name + ".tmp")
-    with pq.ParquetWriter(tmp, SCHEMA.with_metadata(meta)) as w:
-        for batch in _batches(rows, batch_rows):
-            w.write_batch(batch)
-    os.replace(tmp, dst)
+    try:
+        with atomic(dst) as tmp, pq.ParquetWriter(tmp, SCHEMA.with_metadata(meta)) as w:
+            for batch in _batches(rows, batch_rows):
+                w.write_batch(batch)
+    except (OSError, pa.ArrowException) as e:
+        raise ResultLogError(
+            f"{dst}: cannot write the result log ({' '.join(str(e).split())}); its rows are in {src}"
+        ) from None
 
 
 def header_after(header: ResultHeader, rows: Iterator[ResultRow]) -> ResultHeader:

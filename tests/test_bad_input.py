@@ -336,3 +336,12 @@ def test_sweep_writes_csv_for_a_csv_name(corpus) -> None:
         "2",
         "3",
     ]
+
+
+@pytest.mark.parametrize("out", ["full.grr", "full.parquet"])
+def test_replay_to_a_full_disk_names_the_result_log(corpus, out: str) -> None:
+    r = run(corpus, "replay", "{good_grt}", "--target", "http://127.0.0.1:9", "-o", f"{{d}}/{out}",
+            "-q", "--timeout", "1", env={"SUPABASE_ANON_KEY": "anon"})  # fmt: skip
+    assert_clean_failure(r, out)
+    assert (corpus["dir"] / out).is_symlink()  # the link is still a link, not replaced by a file
+    (corpus["dir"] / f"{out}.grr").unlink(missing_ok=True)  # a .parquet run's rows are kept here

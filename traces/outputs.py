@@ -54,20 +54,22 @@ def partial_path(dst: str | os.PathLike) -> Path:
 def atomic(dst: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to `dst`; rename it over `dst` when the block completes.
 
-    On any exception the temporary file is removed and `dst` is left as it was. A `dst` that is
-    not a regular file (/dev/null, /dev/full, a pipe) is written in place: it cannot be replaced.
+    On any exception the temporary file is removed and `dst` is left as it was. A symbolic link
+    stays a link: the file it points to is the one replaced. A `dst` that is not a regular file
+    (/dev/null, /dev/full, a pipe) is written in place: it cannot be replaced.
     """
+    real = Path(os.path.realpath(dst))
     try:
-        special = not stat.S_ISREG(os.stat(dst).st_mode)
+        special = not stat.S_ISREG(os.stat(real).st_mode)
     except OSError:
         special = False
     if special:
-        yield Path(dst)
+        yield real
         return
-    tmp = partial_path(dst)
+    tmp = partial_path(real)
     try:
         yield tmp
-        os.replace(tmp, dst)
+        os.replace(tmp, real)
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()
