@@ -32,7 +32,12 @@ bytes_received     int64    response bytes on the wire
 outcome            string?  parsed from the response: a scan's outcome, ``processed``, ...
 expect             string?  the event's ``expect`` (checks compare it with ``outcome``)
 metric             string?  null for a request row; else the measurement the row holds (below)
+group              string?  what a check judges over a group of rows (replay.checks), not one row:
+                            ``evt:<Stripe event id>`` for webhook deliveries, ``ticket:<event>/<code>``
+                            for scans; null for a check of one request
 =================  =======  ==================================================================
+
+Version 1 files have no ``group`` column (14 fields per .grr row): they read with nulls there.
 
 So ``http_req_duration = done_us - sent_us``, ``latency = done_us - scheduled_us`` and
 ``schedule_lag = sent_us - scheduled_us``, over the rows whose ``metric`` is null.
@@ -76,13 +81,14 @@ from traces.results import (  # noqa: F401 - re-exported for replay/
     DASHBOARD_LOAD,
     DASHBOARD_TARGET,
     DROPPED_EVENTS,
+    OPTIONAL_COLUMNS,
     REALTIME_JOIN,
     REALTIME_UPDATE_LATENCY,
     SCHEMA,
 )
 
 RESULT_FORMAT = "gaterush-results"
-RESULT_VERSION = 1
+RESULT_VERSION = 2
 FLUSH_S = 0.2
 PARQUET_META_KEY = b"gaterush.results"
 
@@ -104,6 +110,7 @@ class ResultRow(NamedTuple):
     outcome: str | None
     expect: str | None
     metric: str | None = None
+    group: str | None = None
 
 
 COLUMNS = ResultRow._fields
@@ -130,6 +137,10 @@ class ResultHeader:
     trace_duration_us: int = 0  # last event's t_us (trace time, before --speed)
     complete: bool = False  # set by the reader when the trailer was found (a clean close)
     end_us: int | None = None  # from the trailer: when the run ended, relative to start
+    # from the trailer: the stand-in's end state when the run was at --target local (for verify)
+    end_state: dict[str, Any] | None = None
+    # from the trailer: the sender's own cost (cpu_s, wall_s) for the faithfulness check
+    sender: dict[str, Any] = field(default_factory=dict)
     format: str = RESULT_FORMAT
     version: int = RESULT_VERSION
 
@@ -144,6 +155,9 @@ class ResultHeader:
         return cls(**known)
 
 
+TRAILER_FIELDS = ("end_state", "sender")
+
+
 class ResultLogError(Exception):
     """A result file is unreadable: the message names the file and why."""
 
@@ -151,10 +165,11 @@ class ResultLogError(Exception):
 _HEADER_TYPES = {"run_id": str, "target_url": str, "trace_path": str, "speed": (int, float),
                  "start_unix_us": int, "scenario": (str, type(None)), "thresholds": dict,
                  "expected_requests": int, "workers": int, "max_in_flight": int, "stripe": str,
-                 "trace_duration_us": int, "complete": bool, "end_us": (int, type(None))}  # fmt: skip
+                 "trace_duration_us": int, "complete": bool, "end_us": (int, type(None)),
+                 "end_state": (dict, type(None)), "sender": dict}  # fmt: skip
 _OPT_STR = (str, type(None))
 _ROW_TYPES = (int, str, str, str, int, int, int, int, _OPT_STR, int, int, _OPT_STR, _OPT_STR,
-              _OPT_STR)  # fmt: skip
+              _OPT_STR, _OPT_STR)  # fmt: skip
 
 
 def checked_header(obj: Any, where: Path) -> ResultHeader:
@@ -162,12 +177,13 @@ def checked_header(obj: Any, where: Path) -> ResultHeader:
     if not isinstance(obj, dict) or obj.get("format") != RESULT_FORMAT:
         got = obj.get("format") if isinstance(obj, dict) else None
         raise ResultLogError(f"{where}: not a gaterush result log (format {got!r})")
-    version = obj.get("version")
+    version = obj.get("version", 1)
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise ResultLogError(f"{where}: bad result log version {version!r}")
     if version > RESULT_VERSION:
         raise ResultLogError(
-            f"{where}: result log version {version} is newer than this gaterush reads ({RESULT_VERSION})"
+            f"{where}: result log version {version} is newer than this gaterush reads "
+            f"(1 to {RESULT_VERSION}); upgrade gaterush to read it"
         )
     for key, types in _HEADER_TYPES.items():
         v = obj.get(key)
@@ -265,17 +281,23 @@ class ResultWriter:
                 raise
             raise OSError(e.errno, e.strerror or str(e), str(self.stream_path)) from None
 
-    def close(self, end_us: int | None = None) -> None:
-        """Write the trailer, and for a .parquet target convert the stream and remove it."""
+    def close(self, end_us: int | None = None, **trailer: Any) -> None:
+        """Write the trailer, and for a .parquet target convert the stream and remove it.
+
+        `trailer` holds what is known only at the end (TRAILER_FIELDS of the header: end_state,
+        sender); the reader puts it into the header.
+        """
         if self._closed:
             return
         self._closed = True
         self.flush()
-        self._file.write(self._packer.pack({"end": {"end_us": end_us, "rows": self.rows}}))
+        extra = {k: v for k, v in trailer.items() if k in TRAILER_FIELDS and v is not None}
+        end = {"end_us": end_us, "rows": self.rows, **extra}
+        self._file.write(self._packer.pack({"end": end}))
         self._file.close()
         if self.parquet:
             final = ResultHeader.from_dict(
-                {**self.header.to_dict(), "complete": True, "end_us": end_us}
+                {**self.header.to_dict(), "complete": True, "end_us": end_us, **extra}
             )
             _grr_to_parquet(self.stream_path, self.path, final)
             self.stream_path.unlink()
@@ -352,15 +374,18 @@ class _RowStream:
                     f"{self.path}: corrupt row near byte {self._u.tell()}: {e}"
                 ) from e
             if isinstance(obj, list):
+                if len(obj) == _V1_FIELDS:
+                    obj.append(None)  # a version 1 row: no group
                 try:
                     return _checked_row(obj, self.path, self._u.tell())
                 except ResultLogError:
                     self._f.close()
                     raise
             if isinstance(obj, dict) and "end" in obj:
-                end = obj["end"] or {}
+                end = obj["end"] if isinstance(obj["end"], dict) else {}
                 d = self.header.to_dict()
                 d.update(complete=True, end_us=end.get("end_us"))
+                d.update({k: end[k] for k in TRAILER_FIELDS if k in end})
                 self.final_header = ResultHeader.from_dict(d)
                 continue
             raise ResultLogError(f"{self.path}: unexpected object near byte {self._u.tell()}")
@@ -380,6 +405,9 @@ def _open_grr(path: Path) -> tuple[ResultHeader, _RowStream]:
         f.close()
         raise
     return header, _RowStream(path, header, u, f)
+
+
+_V1_FIELDS = len(COLUMNS) - 1  # version 1 rows had no `group`
 
 
 def _resolve(path: str | os.PathLike[str]) -> Path:
@@ -403,8 +431,11 @@ def _parquet_file(p: Path) -> pq.ParquetFile:
         pf = pq.ParquetFile(p)
     except (pa.ArrowException, OSError) as e:
         raise ResultLogError(f"{p}: not a readable Parquet result log ({e})") from None
-    if not pf.schema_arrow.remove_metadata().equals(SCHEMA.remove_metadata()):
-        raise ResultLogError(f"{p}: its columns are not a gaterush result log's")
+    have = pf.schema_arrow
+    for f in SCHEMA:
+        got = have.field(f.name) if f.name in have.names else None
+        if (got is None and f.name not in OPTIONAL_COLUMNS) or (got and got.type != f.type):
+            raise ResultLogError(f"{p}: column {f.name!r} is not a gaterush result log's")
     return pf
 
 
@@ -422,6 +453,7 @@ def iter_rows(path: str | os.PathLike[str]) -> tuple[ResultHeader, Iterator[Resu
         def gen() -> Iterator[ResultRow]:
             try:
                 for batch in pf.iter_batches(batch_size=65536):
+                    batch = _with_optional_columns(batch)
                     yield from (
                         ResultRow(*r)
                         for r in zip(*(batch.column(c).to_pylist() for c in COLUMNS), strict=True)
@@ -444,6 +476,14 @@ def _parquet_header(p: Path, pf: pq.ParquetFile) -> ResultHeader:
     return checked_header(obj, p)
 
 
+def _with_optional_columns(t: Any) -> Any:
+    """A table or batch with the OPTIONAL_COLUMNS it lacks (older files) added as nulls."""
+    for c in OPTIONAL_COLUMNS:
+        if c not in t.schema.names:
+            t = t.append_column(SCHEMA.field(c), pa.nulls(len(t), pa.string()))
+    return t
+
+
 def read_results(path: str | os.PathLike[str]) -> tuple[ResultHeader, pa.Table]:
     """Read a whole result log (.grr or .parquet, finished, running or truncated) as (header, Table).
 
@@ -455,7 +495,7 @@ def read_results(path: str | os.PathLike[str]) -> tuple[ResultHeader, pa.Table]:
         pf = _parquet_file(p)
         header = _parquet_header(p, pf)
         try:
-            return header, pf.read().replace_schema_metadata(None)
+            return header, _with_optional_columns(pf.read().replace_schema_metadata(None))
         except (pa.ArrowException, OSError) as e:
             raise ResultLogError(f"{p}: damaged Parquet data ({e})") from None
     header, rows = _open_grr(p)

@@ -193,6 +193,7 @@ def predict_events(
     m = len(seq_c)
     cols["bytes_sent"] = cols["bytes_received"] = [0] * m
     cols["metric"] = [None] * n + [DASHBOARD_LOAD] * (m - n)
+    cols["group"] = [None] * m  # predicted rows belong to no check group
     table = pa.table(
         {f.name: pa.array(cols[f.name], f.type) for f in RESULT_SCHEMA}, schema=RESULT_SCHEMA
     )

@@ -147,7 +147,7 @@ def dask_client(scheduler: str) -> Any:
         from distributed import Client  # noqa: PLC0415 - optional: only --scheduler needs it
     except ImportError:
         raise ScenarioError(
-            "", "--scheduler needs the Dask `distributed` package: pip install distributed"
+            "", "--scheduler needs Dask: pip install 'gaterush[dask]' (the distributed package)"
         ) from None
     try:
         return Client(address, timeout="10s")
@@ -248,11 +248,12 @@ TABLE_SUFFIXES = (".parquet", ".csv")  # what write_parquet writes, by the outpu
 
 def write_parquet(table: pa.Table, path: str | os.PathLike[str]) -> None:
     """Write the sweep table as Parquet, or CSV for a .csv path (appears only when complete)."""
-    with atomic(path) as tmp:
+    # through a file object: pyarrow removes a path it failed to write, even a link the user made
+    with atomic(path) as tmp, open(tmp, "wb") as f:
         if Path(path).suffix.lower() == ".csv":
-            pacsv.write_csv(table, tmp)
+            pacsv.write_csv(table, f)
         else:
-            pq.write_table(table, tmp)
+            pq.write_table(table, f)
 
 
 # --- the page -----------------------------------------------------------------------------------

@@ -282,6 +282,8 @@ def test_unwritable_and_full_outputs(corpus, args: list[str], names: list[str]) 
     r = run(corpus, *args)
     assert_clean_failure(r, *names)
     assert not [p for p in corpus["dir"].iterdir() if ".partial-" in p.name]
+    links = [corpus["dir"] / f"full.{s}" for s in ("grt", "parquet", "html", "json", "toml")]
+    assert all(p.is_symlink() for p in links)  # a failed write never removes the user's link
 
 
 @pytest.mark.parametrize("args,names", [

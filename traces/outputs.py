@@ -64,9 +64,9 @@ def atomic(dst: str | os.PathLike) -> Iterator[Path]:
     except OSError:
         special = False
     if special:
-        yield real
+        yield Path(dst)  # its own name (and suffix): opening it follows the link
         return
-    tmp = partial_path(real)
+    tmp = real.with_name(partial_path(dst).name)
     try:
         yield tmp
         os.replace(tmp, real)
@@ -74,6 +74,13 @@ def atomic(dst: str | os.PathLike) -> Iterator[Path]:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
+
+
+def remove_partial(path: str | os.PathLike) -> None:
+    """Remove a half-written output, unless it is not a regular file (a link, /dev/full, a pipe)."""
+    with contextlib.suppress(OSError):
+        if stat.S_ISREG(os.lstat(path).st_mode):
+            os.unlink(path)
 
 
 def write_text(dst: str | os.PathLike, text: str, what: str = "output") -> None:
