@@ -27,16 +27,13 @@ from staging.postgrest import (
     OBJECT,
     Catalog,
     Query,
-    build_write,
     content_range,
     parse_accept,
     parse_prefer,
     parse_query,
-    project,
     run_read,
     singular,
     to_csv,
-    write_job,
 )
 from staging.realtime import Connection, Hub, Refused
 from staging.runid import run_id
@@ -55,6 +52,7 @@ from staging.stripe_api import (
     validate_confirm,
     validate_create,
 )
+from staging.table_writes import build_write, project, write_job
 from staging.throttle import Throttle
 from staging.values import INT4, int_in_range, parse_json
 from staging.webhooks import answer, verify_event, webhook_job
