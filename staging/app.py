@@ -43,7 +43,6 @@ from staging.stripe_api import (
     confirm_job,
     create_job,
     customer_job,
-    decode_form,
     list_payment_intents,
     refund_job,
     retrieve,
@@ -52,6 +51,7 @@ from staging.stripe_api import (
     validate_confirm,
     validate_create,
 )
+from staging.stripe_params import decode_form
 from staging.table_writes import build_write, project, write_job
 from staging.throttle import Throttle
 from staging.values import INT4, int_in_range, parse_json
