@@ -192,7 +192,7 @@ DEMO_STEPS = (
             "webhook_burst.events=50",
             "dashboard.viewers=4",
         ),
-        speed=1800.0,
+        speed=600.0,
     ),
 )
 

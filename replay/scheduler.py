@@ -346,7 +346,9 @@ class Scheduler:
                         self._failed(wev)
                         self.drop(wev, wsched, f"dropped: dependency seq {ev.seq} failed")
                     else:
-                        self.send(wev, wsched, cap)
+                        # its schedule is max(its time, the dependency's completion): waiting for
+                        # the target's answer is the target's latency, not the sender's lag
+                        self.send(wev, max(wsched, done_t), cap)
             if not self.in_flight:
                 self._idle.set()
 
