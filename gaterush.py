@@ -8,6 +8,7 @@ so the hooks that join them (the local stand-in for `--target local`, scenario i
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import json
 import sys
@@ -111,10 +112,18 @@ def main(debug: bool) -> None:
 
 
 def judge_predicted(table: pa.Table, mapping: dict[str, list[str]]) -> sim.predict.Judgement:
-    """Predicted result rows judged by replay's metrics and thresholds, as a replay's would be."""
-    verdicts = replay.thresholds.evaluate(
-        replay.metrics.from_table(table), replay.thresholds.parse_mapping(mapping)
-    )
+    """Predicted result rows judged by replay's metrics and thresholds, as a replay's would be.
+
+    A metric the capacity model does not predict (sim.predict.UNPREDICTED) has no samples by
+    design, not for want of them: its thresholds are not judged on a prediction.
+    """
+    thresholds = [
+        dataclasses.replace(t, allow_empty=True)
+        if t.selector.metric in sim.predict.UNPREDICTED
+        else t
+        for t in replay.thresholds.parse_mapping(mapping)
+    ]
+    verdicts = replay.thresholds.evaluate(replay.metrics.from_table(table), thresholds)
     checks = tuple(sim.predict.Check(v.threshold.name, v.ok, v.observed) for v in verdicts)
     return sim.predict.Judgement(replay.thresholds.passed(verdicts), checks)
 
