@@ -63,7 +63,7 @@ def register(group: click.Group, start_local: StartLocal | None = None) -> None:
     )
     @click.option(
         "--speed",
-        type=FiniteFloat(min=1e-6, max=1e6),
+        type=float,  # the engine refuses nan, inf and <= 0 (exit 104)
         default=1.0,
         show_default=True,
         help="Replay speed: 2 = twice as fast.",

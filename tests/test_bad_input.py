@@ -289,7 +289,7 @@ def test_unwritable_and_full_outputs(corpus, args: list[str], names: list[str]) 
 @pytest.mark.parametrize("args,names", [
     (["trace", "head", "{good_grt}", "-n", "99999999999999999999"], ["--lines"]),
     (["replay", "{good_grt}", "--timeout", "nan", "--dry-run"], ["--timeout"]),
-    (["replay", "{good_grt}", "--speed", "inf", "--dry-run"], ["--speed"]),
+    (["replay", "{good_grt}", "--speed", "inf", "--dry-run"], ["speed"]),
     (["replay", "{good_grt}", "--thresholds", "{bin_toml}", "--dry-run"], ["bin.toml"]),
     (["report", "{r_parquet}", "--thresholds", "{bin_toml}"], ["bin.toml"]),
     (["report", "{r_parquet}", "--step", "nan"], ["--step"]),
