@@ -312,8 +312,7 @@ def _demo_line(o: DemoOutcome, judged: Any) -> str:
               help="Stand-in knobs TOML (latency, workers, faults), as `staging serve --knobs`.")  # fmt: skip
 @click.option("--latency", multiple=True, metavar="EP=DIST",
               help="Added stand-in latency, e.g. 'rpc:*=300ms', as `staging serve --latency`.")  # fmt: skip
-@click.option("--max-schedule-lag", "max_lag", type=click.FloatRange(min=0, min_open=True), metavar="MS",
-              help="The replay's fidelity limit: schedule_lag p(99) under this many ms (default 10).")  # fmt: skip
+@replay.cli_report.max_schedule_lag_option
 def demo_cmd(
     out_dir: str, seed: int, knobs_file: str | None, latency: tuple[str, ...], max_lag: float | None
 ) -> None:

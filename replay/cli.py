@@ -13,7 +13,6 @@ from replay import cli_report
 from replay.engine import ReplayConfig, ReplayError, StartLocal, run_replay
 from replay.profile import ProfileError
 from replay.safety import SafetyError
-from replay.thresholds import DEFAULT_MAX_SCHEDULE_LAG_MS as th_default
 from traces.clitypes import FiniteFloat
 from traces.event import TraceError
 from traces.exitcodes import THRESHOLDS_FAILED, InvalidInput
@@ -144,15 +143,7 @@ def register(group: click.Group, start_local: StartLocal | None = None) -> None:
         is_flag=True,
         help="Print the plan (requests per target, peak rate, ...) and send nothing.",
     )
-    @click.option(
-        "--max-schedule-lag",
-        "max_lag",
-        type=click.FloatRange(min=0, min_open=True),
-        default=None,
-        metavar="MS",
-        help="The replay's own fidelity limit: schedule_lag p(99) under this many ms "
-        f"(default {th_default:g}; a schedule_lag threshold replaces it).",
-    )
+    @cli_report.max_schedule_lag_option
     @click.option("--quiet", "-q", is_flag=True, help="No progress line and no summary.")
     def replay_cmd(trace: str, out: str, target: str, speed: float, max_in_flight: int, workers: int,
                    stripe_mode: str, profile: str | None, rate_caps: tuple[str, ...], timeout: float,

@@ -45,6 +45,17 @@ def collect_thresholds(
     return tuple(out)
 
 
+max_schedule_lag_option = click.option(
+    "--max-schedule-lag",
+    "max_lag",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    metavar="MS",
+    help="The replay's own fidelity limit: schedule_lag p(99) under this many ms "
+    f"(default {th_default:g}; a schedule_lag threshold replaces it).",
+)
+
+
 def _write(path: str, text: str, what: str) -> None:
     write_text(path, text, what)
 
@@ -79,15 +90,7 @@ def register(group: click.Group) -> None:
         type=FiniteFloat(min=0.001, max=MAX_SECONDS),
         help="Plot bucket width in seconds (default: automatic).",
     )
-    @click.option(
-        "--max-schedule-lag",
-        "max_lag",
-        type=click.FloatRange(min=0, min_open=True),
-        default=None,
-        metavar="MS",
-        help="The replay's own fidelity limit: schedule_lag p(99) under this many ms "
-        f"(default {th_default:g}; a schedule_lag threshold replaces it).",
-    )
+    @max_schedule_lag_option
     @click.option("--quiet", "-q", is_flag=True, help="Do not print the summary.")
     def report_cmd(
         results: tuple[str, ...],
