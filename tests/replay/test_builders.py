@@ -212,11 +212,20 @@ def test_malformed_events_are_build_errors() -> None:
         build_request(CTX, ev(TARGET_PI_CREATE, {"currency": "usd"}), 0)
 
 
+def test_http_expectations_compare_with_the_status() -> None:
+    """An event expecting http_<status> gets that outcome back, a Stripe decline included."""
+    assert parse_outcome(TARGET_PI_CREATE, 402, b"{}", expect="http_402") == ("http_402", None)
+    assert parse_outcome(TARGET_REST_TICKETS, 400, b"{}", expect="http_400") == ("http_400", None)
+    assert parse_outcome(TARGET_REST_TICKETS, 200, b"[]", expect="http_400") == ("ok", None)
+
+
 @pytest.mark.parametrize("target,status,body,outcome,captured", [
     (TARGET_SCAN, 200, b'{"outcome":"already_scanned","ticket":null}', "already_scanned", None),
     (TARGET_SCAN, 200, b'"valid"', "valid", None),
     (TARGET_SCAN, 200, b'[{"outcome":"invalid"}]', "invalid", None),
-    (TARGET_SCAN, 500, b'{"outcome":"valid"}', None, None),
+    (TARGET_SCAN, 500, b'{"outcome":"valid"}', "http_500", None),
+    (TARGET_REST_TICKETS, 400, b'{"code":"PGRST100"}', "http_400", None),
+    (TARGET_PI_CREATE, 402, b'{"error":{"code":"card_declined"}}', "declined", None),
     (TARGET_WEBHOOK, 200, b'{"received":true,"outcome":"duplicate"}', "duplicate", None),
     (TARGET_PI_CREATE, 200, b'{"id":"pi_9","status":"requires_payment_method"}', "ok", {"id": "pi_9"}),
     (TARGET_PI_CONFIRM, 200, b'{"id":"pi_9","status":"succeeded"}', "succeeded", None),
