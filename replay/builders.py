@@ -372,7 +372,7 @@ def recorded_request(
         if sig:
             headers.append(("Stripe-Signature", sig))
     qs = "?" + urlencode(query, safe=",.*()") if query else ""
-    return Request(origin, method, prefix + path + qs, tuple(headers), data)
+    return Request(origin, method, prefix + path + qs, tuple(headers), data or b"")
 
 
 def build_request(
