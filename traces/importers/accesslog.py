@@ -115,18 +115,31 @@ _IP = re.compile(r"^[0-9A-Fa-f.:]{3,45}$")
 
 
 def parse_message(message: str) -> dict[str, str] | None:
-    """The method, status, URL and client IP of an edge_logs `event_message`, in either form:
-    "METHOD | STATUS | IP | ID | URL | USER-AGENT" or "METHOD | STATUS | URL | USER-AGENT"."""
+    """The method, status, URL and client IP of an edge_logs `event_message`, in the forms the
+    Logs Explorer shows: "METHOD | STATUS | IP | ID | URL | USER-AGENT", the short "METHOD |
+    STATUS | URL | USER-AGENT", and storage's "REF | METHOD | STATUS | IP | ID | PATH | AGENT"."""
     parts = [p.strip() for p in message.split(" | ")]
-    if len(parts) < 3 or not _METHOD.match(parts[0]) or not re.fullmatch(r"\d{3}", parts[1]):
-        return None
-    at = next(
-        (i for i, p in enumerate(parts[2:], 2) if p.startswith(("http://", "https://", "/"))), None
+    at_method = next(
+        (
+            i
+            for i in range(min(len(parts) - 2, 2))
+            if _METHOD.match(parts[i]) and re.fullmatch(r"\d{3}", parts[i + 1])
+        ),
+        None,
     )
+    if at_method is None:
+        return None
+    rest = parts[at_method + 2 :]
+    at = next((i for i, p in enumerate(rest) if p.startswith(("http://", "https://", "/"))), None)
     if at is None:
         return None
-    ip = next((p for p in parts[2:at] if _IP.match(p) and any(c in p for c in ".:")), "")
-    return {"method": parts[0], "status": parts[1], "url": parts[at].split()[0], "ip": ip}
+    ip = next((p for p in rest[:at] if _IP.match(p) and any(c in p for c in ".:")), "")
+    return {
+        "method": parts[at_method],
+        "status": parts[at_method + 1],
+        "url": rest[at].split()[0],
+        "ip": ip,
+    }
 
 
 def import_supabase(
