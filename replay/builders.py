@@ -214,9 +214,14 @@ def stripe_call(
         pairs = [(str(k), str(v)) for k, v in params or ()]
     if method == "POST" and _is_create(path):
         pairs.append(("metadata[gaterush_run]", ctx.run_id))
-    h = [(k, v) for k, v in _stripe_headers(ctx, seq) if k != "Idempotency-Key" or method == "POST"]
+    bodiless = method in ("GET", "DELETE", "HEAD")
+    h = [
+        (k, v)
+        for k, v in _stripe_headers(ctx, seq)
+        if not (bodiless and k in ("Idempotency-Key", "Content-Type"))
+    ]
     h = _override(h, headers, ctx.run_id)
-    if method in ("GET", "DELETE", "HEAD"):
+    if bodiless:
         query = "?" + urlencode(pairs) if pairs else ""
         return Request(origin, method, prefix + path + query, tuple(h))
     return Request(origin, method, prefix + path, tuple(h), urlencode(pairs).encode())

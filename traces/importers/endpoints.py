@@ -138,7 +138,12 @@ def payload_for(
     ep: Endpoint, method: str, path: str, query: dict[str, Any], body: Any
 ) -> dict[str, Any]:
     """The business content an event keeps for a request (never a header, never a secret)."""
-    body = scrub(body)
+    return scrub(_content(ep, method, path, query, scrub(body)))
+
+
+def _content(
+    ep: Endpoint, method: str, path: str, query: dict[str, Any], body: Any
+) -> dict[str, Any]:
     if ep.kind == ev.CHECKOUT and isinstance(body, dict):
         meta = body.get("metadata") if isinstance(body.get("metadata"), dict) else {}
         out: dict[str, Any] = {
