@@ -203,9 +203,11 @@ def stripe_call(
     params: Any,
     *,
     headers: tuple[tuple[str, str], ...] = (),
+    recorded: bool = False,
 ) -> Request:
     """Any Stripe API call: method, path from /v1/, and form params (a map through the official
-    client's encoding, or pairs as they were recorded); the run id goes into a create's metadata."""
+    client's encoding, or pairs as they were recorded); the run id goes into a create's metadata.
+    `recorded` sends `headers` as they were recorded (no Idempotency-Key of replay's own)."""
     origin, prefix = ctx.stripe
     method = method.upper()
     if isinstance(params, dict):
@@ -215,11 +217,11 @@ def stripe_call(
     if method == "POST" and _is_create(path):
         pairs.append(("metadata[gaterush_run]", ctx.run_id))
     bodiless = method in ("GET", "DELETE", "HEAD")
-    h = [
-        (k, v)
-        for k, v in _stripe_headers(ctx, seq)
-        if not (bodiless and k in ("Idempotency-Key", "Content-Type"))
-    ]
+    # a recorded call keeps its own Idempotency-Key or none (as it was sent); a modelled one gets one
+    drop = ("Idempotency-Key", "Content-Type") if bodiless else ()
+    if recorded:
+        drop = (*drop, "Idempotency-Key")
+    h = [(k, v) for k, v in _stripe_headers(ctx, seq) if k not in drop]
     h = _override(h, headers, ctx.run_id)
     if bodiless:
         query = "?" + urlencode(pairs) if pairs else ""
@@ -352,7 +354,9 @@ def recorded_request(
         params = body if encoding in ("form", "form_pairs") else None
         if query and params is None and method in ("GET", "DELETE", "HEAD"):
             params = query
-        return stripe_call(ctx, event.seq, method, path, params, headers=request.get("headers"))
+        return stripe_call(
+            ctx, event.seq, method, path, params, headers=request.get("headers"), recorded=True
+        )
     origin, prefix = ctx.supabase
     if encoding == "json":
         data: bytes | None = _json(body)

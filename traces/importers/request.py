@@ -105,7 +105,7 @@ def body_of(body: bytes | str | None, content_type: str | None) -> tuple[str | N
             for k, v in parse_qsl(text, keep_blank_values=True)
             if k.lower() not in SECRET_KEYS and k != RUN_METADATA
         ]
-        return form_body(pairs)
+        return form_body(pairs) if pairs else (None, None)
     return "text", scrub_text(text)
 
 
