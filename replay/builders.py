@@ -301,7 +301,8 @@ def stripe_request(
         method, path = _stripe_path(action, ident)
     except BuildError as e:
         raise BuildError(f"seq {event.seq}: {e}") from None
-    params = {k: v for k, v in payload.items() if k not in ("id", "payment_intent", "query")}
+    named = ("id", "payment_intent") if path.count("/") > 2 else ()  # the id went into the path
+    params = {k: v for k, v in payload.items() if k not in (*named, "query")}
     return stripe_call(ctx, event.seq, method, path, params)
 
 
