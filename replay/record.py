@@ -32,7 +32,7 @@ from multidict import CIMultiDict
 
 from replay.builders import ACTOR_HEADER, RUN_HEADER
 from traces import event as ev
-from traces.event import Event, pack_payload
+from traces.event import Event, TraceError, pack_payload
 from traces.header import TraceHeader
 from traces.importers.endpoints import (
     created_id,
@@ -114,6 +114,11 @@ class Recorder:
         """Open the trace, listen, and return the proxy's URL."""
         origin_us = time.time_ns() // 1000
         self._t0 = time.monotonic()
+        resume = self.append and self.out.exists() and self.out.stat().st_size > 0
+        if resume:  # go on from the cut trace: its clock and its seq
+            origin_us, last = _resume_point(self.out)
+            self._t0 -= (time.time_ns() // 1000 - origin_us) / 1e6
+            self._next_seq = self._next_write = last + 1
         self._writer = open_writer(
             self.out, replace(self._header, origin_unix_us=origin_us), append=self.append
         )
@@ -358,6 +363,16 @@ class Recorder:
             expect,
         )
         self._complete(seq, e)
+
+
+def _resume_point(path: Path) -> tuple[int, int]:
+    """(origin, last seq) of a trace a recording resumes; -1 when it has no event yet."""
+    with open_reader(path) as reader:
+        origin, last = reader.header.origin_unix_us, -1
+        with contextlib.suppress(TraceError):  # a cut trace ends early: what it holds counts
+            for e in reader:
+                last = max(last, e.seq)
+    return origin, last
 
 
 def with_inventory(path: Path) -> None:
