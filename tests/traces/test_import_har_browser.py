@@ -118,3 +118,20 @@ def test_chromium_har_of_the_stand_in_imports(tmp_path: Path) -> None:
     assert report.total_skipped == 0 or all(
         r == "not a gaterush target" or r.startswith("host ") for r in report.skipped
     )
+
+    # the import replays at a fresh stand-in seeded from the inventory it inferred
+    from replay.engine import ReplayConfig, run_replay
+    from replay.resultlog import iter_rows
+    from traces.io import open_writer
+
+    assert [(v.id, v.presold) for v in header.inventory.events] == [(1, 2)]
+    trace, res = tmp_path / "session.grt", tmp_path / "res.grr"
+    with open_writer(trace, header) as w:
+        w.write_many(events)
+    with standin_in_thread(inventory=header.inventory) as fresh:
+        cfg = ReplayConfig(trace=str(trace), out=str(res), target=fresh.url, stripe=fresh.url,
+                           speed=20.0, progress=False)  # fmt: skip
+        run_replay(cfg, env=fresh.env(), progress=None)
+    _, rows = iter_rows(res)
+    got = [(r.target, r.expect, r.outcome) for r in rows if r.metric is None]
+    assert len(got) == 4 and all(e == o for _, e, o in got), got
