@@ -145,7 +145,7 @@ def dask_client(scheduler: str) -> Any:
         from distributed import Client  # noqa: PLC0415 - optional: only --scheduler needs it
     except ImportError:
         raise ScenarioError(
-            "", "--scheduler needs the Dask `distributed` package: pip install distributed"
+            "", "--scheduler needs Dask: pip install 'gaterush[dask]' (the distributed package)"
         ) from None
     try:
         return Client(address, timeout="10s")
