@@ -48,14 +48,18 @@ class Keys:
     anon_key: str = field(default="", repr=False)
     stripe_key: str = field(default="", repr=False)
     webhook_secret: str = field(default="", repr=False)
+    # sent instead of anon_key for a recorded request made with the service_role key, if set
+    service_key: str = field(default="", repr=False)
 
     def __repr__(self) -> str:
-        have = [n for n in ("anon_key", "stripe_key", "webhook_secret") if getattr(self, n)]
+        names = ("anon_key", "stripe_key", "webhook_secret", "service_key")
+        have = [n for n in names if getattr(self, n)]
         return f"Keys(set: {', '.join(have) or 'none'})"
 
     def values(self) -> list[str]:
         """The secret values that are set (to check outputs never contain them)."""
-        return [v for v in (self.anon_key, self.stripe_key, self.webhook_secret) if v]
+        keys = (self.anon_key, self.stripe_key, self.webhook_secret, self.service_key)
+        return [v for v in keys if v]
 
 
 @lru_cache(maxsize=64)
@@ -244,25 +248,23 @@ def _override(base: list[tuple[str, str]], recorded: Any, run_id: str) -> list[t
     return out
 
 
+_ON_COLLECTION = {"create": "POST", "list": "GET"}  # Stripe's verbs on /v1/<resource>
+_ON_ONE = {"retrieve": "GET", "update": "POST", "delete": "DELETE"}  # on /v1/<resource>/<id>
+
+
 def _stripe_path(action: str, ident: str | None) -> tuple[str, str]:
     """(method, path) of a Stripe call named `resource.action` (payment_intents.confirm)."""
     resource, _, verb = action.rpartition(".")
     if not resource:
         raise BuildError(f"Stripe call {action!r}: expected resource.action")
     base = f"/v1/{resource}"
-    if verb == "create":
-        return "POST", base
-    if verb == "list":
-        return "GET", base
+    if verb in _ON_COLLECTION:
+        return _ON_COLLECTION[verb], base
     if not ident:
         raise BuildError(f"Stripe call {action!r} needs an id (none recorded or captured)")
     one = f"{base}/{quote(str(ident), safe='')}"
-    if verb == "retrieve":
-        return "GET", one
-    if verb == "update":
-        return "POST", one
-    if verb == "delete":
-        return "DELETE", one
+    if verb in _ON_ONE:
+        return _ON_ONE[verb], one
     return "POST", f"{one}/{verb}"
 
 
@@ -370,7 +372,10 @@ def recorded_request(
     else:
         data = None
     headers = [(k, v) for k, v in _base_headers(ctx, None) if k != "Accept"]
-    headers += list(supabase_auth_headers(ctx.keys.anon_key))
+    key = ctx.keys.anon_key
+    if request.get("auth") == "service_role" and ctx.keys.service_key:
+        key = ctx.keys.service_key  # the recorded request was the backend's, not a client's
+    headers += list(supabase_auth_headers(key))
     headers = _override(headers, request.get("headers"), ctx.run_id)
     mode = request.get("signature")
     if kind == "fn" and isinstance(mode, str) and data is not None:

@@ -358,3 +358,19 @@ def test_a_recorded_unsigned_webhook_is_sent_unsigned() -> None:
         "encoding": "json", "body": {"id": "evt_1"}, "signature": "none",
     })  # fmt: skip
     assert "Stripe-Signature" not in dict(build_request(CTX, e, NOW).headers)
+
+
+def test_a_recorded_service_role_write_is_sent_with_the_service_key_when_given() -> None:
+    import base64
+
+    claims = base64.urlsafe_b64encode(b'{"role":"service_role"}').decode().rstrip("=")
+    service = f"eyJhbGciOiJIUzI1NiJ9.{claims}.c2ln"
+    from traces.importers.request import capture
+
+    request = capture("POST", "/rest/v1/events", "", [("apikey", service),
+                      ("Content-Type", "application/json")], b'{"id": 9}')  # fmt: skip
+    assert request["auth"] == "service_role" and service not in repr(request)
+    e = recorded("rest:events", request)
+    assert dict(build_request(CTX, e, NOW).headers)["apikey"] == JWT  # no service key: anon's
+    ctx = BuildContext("https://proj.supabase.co", "run-42", Keys(JWT, service_key=service))
+    assert dict(build_request(ctx, e, NOW).headers)["apikey"] == service

@@ -126,6 +126,33 @@ def signature_state(headers: Iterable[tuple[str, str]], status: int | None, now_
     return "valid"
 
 
+def key_role(headers: Iterable[tuple[str, str]]) -> str | None:
+    """The role of the Supabase key a request carried (`anon`, `service_role`, ...), never the key.
+
+    A JWT's `role` claim (read, not verified), or the kind of a new-style key; None without one.
+    """
+    import base64
+
+    for name, value in headers:
+        if name.lower() not in ("apikey", "authorization"):
+            continue
+        token = value.strip().removeprefix("Bearer ").strip()
+        if token.startswith("sb_secret_"):
+            return "service_role"
+        if token.startswith("sb_publishable_"):
+            return "anon"
+        parts = token.split(".")
+        if len(parts) == 3 and token.startswith("eyJ"):
+            try:
+                claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+            except (ValueError, TypeError):
+                continue
+            role = claims.get("role") if isinstance(claims, dict) else None
+            if role in ("anon", "service_role", "authenticated"):
+                return role
+    return None
+
+
 def capture(
     method: str,
     path: str,
@@ -144,6 +171,9 @@ def capture(
         "query": query_pairs(query),
         "headers": kept_headers(headers, run_id),
     }
+    role = key_role(headers)
+    if role:
+        out["auth"] = role
     encoding, value = body_of(body, ctype)
     if encoding is not None:
         out["encoding"] = encoding
