@@ -17,8 +17,8 @@ from traces import event as ev
 from traces.cli_recorded import register
 from traces.event import TraceError
 from traces.importers import import_file
-from traces.importers.request import REQUEST
 from traces.importers.endpoints import Endpoint, endpoint, outcome, payload_for, scrub
+from traces.importers.request import REQUEST
 from traces.io import open_reader
 
 DATA = Path(__file__).parent.parent / "data" / "import"

@@ -108,7 +108,9 @@ def test_recorded_payloads_never_hold_a_secret(case: tuple[str, str], where: str
     assert_absent(secret, pack_payload(payload))
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(secret_texts())
 def test_importers_never_write_a_secret(tmp_path: Path, case: tuple[str, str]) -> None:
     text, secret = case
