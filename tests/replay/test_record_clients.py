@@ -85,12 +85,17 @@ def drive(url: str, anon_key: str, stripe_key: str) -> list[str]:
     return done
 
 
-def settled(url: str, key: str) -> dict[str, Any]:
-    """The stand-in's end state once its webhooks have been delivered (they trail the calls)."""
+def settled(url: str, key: str, want: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The stand-in's end state once its webhooks have been delivered (they trail the calls):
+    when it equals `want` on STATE_KEYS, or has not changed for a second (at most 30 s)."""
     last: dict[str, Any] = {}
-    for _ in range(100):
+    same = 0
+    for _ in range(300):
         state = standin_end_state(url, run_id=None, api_key=key) or {}
-        if state == last and state.get("orders", 0) >= 2:
+        if want is not None and all(state.get(k) == want.get(k) for k in STATE_KEYS):
+            return state
+        same = same + 1 if state == last else 0
+        if same >= 10 and state.get("orders", 0) >= 2 and state.get("refunds", 0) >= 1:
             return state
         last = state
         time.sleep(0.1)
@@ -143,16 +148,17 @@ def test_official_clients_recorded_then_replayed_at_a_fresh_standin(tmp_path: Pa
         )
         result = run_replay(cfg, env=env, progress=None)
         assert result is not None
-        got = settled(fresh.url, fresh.service_key)
+        got = settled(fresh.url, fresh.service_key, want)
     assert every_check_passes(res_path)
     assert {k: got.get(k) for k in STATE_KEYS} == {k: want.get(k) for k in STATE_KEYS}
     assert want["orders"] == 2 and want["refunds"] == 1 and want["admitted"] == 2
 
     # as a user runs it: `gaterush replay recording.grt --target local` seeds the stand-in itself
+    # (the fidelity limit is raised: this test judges outcomes, not a loaded machine's timing)
     local = tmp_path / "local.grr"
     run = subprocess.run(
         [sys.executable, "-m", "gaterush", "replay", str(rec_path), "--target", "local",
-         "-o", str(local), "--speed", "5"],
+         "-o", str(local), "--speed", "5", "--max-schedule-lag", "60000"],
         capture_output=True, text=True, timeout=120, cwd=ROOT,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr[-2000:]
