@@ -8,6 +8,7 @@ so the hooks that join them (the local stand-in for `--target local`, scenario i
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import json
 import sys
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+import msgpack
 import numpy as np
 import pyarrow as pa
 
@@ -41,7 +43,8 @@ import staging.process
 import traces.cli
 import traces.cli_recorded
 import traces.io
-from traces.exitcodes import THRESHOLDS_FAILED
+from traces.event import TraceError
+from traces.exitcodes import THRESHOLDS_FAILED, InvalidInput
 
 # Trace webhooks are replayed by gaterush itself (signed at send time), so the stand-in's own
 # Stripe delivery stays off during a replay: the trace, not the stand-in, decides Stripe's timing.
@@ -49,9 +52,56 @@ from traces.exitcodes import THRESHOLDS_FAILED
 start_local_standin = functools.partial(staging.process.standin_in_process, deliver_webhooks=False)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+def failure_message(err: BaseException) -> str | None:
+    """The one-line message of an expected failure (I/O, a damaged file, a bad value), else None."""
+    if isinstance(err, OSError):
+        where = err.filename if err.filename is not None else None
+        what = err.strerror or str(err) or type(err).__name__
+        return f"{where}: {what}" if where is not None else what
+    if isinstance(err, MemoryError):
+        return "out of memory: make the input or scenario smaller"
+    if isinstance(err, RecursionError):
+        return "input nested too deeply"
+    expected = (pa.ArrowException, msgpack.UnpackException, ValueError, TraceError,
+                replay.resultlog.ResultLogError, UnicodeError, EOFError)  # fmt: skip
+    if isinstance(err, expected):
+        text = " ".join(str(err).split()) or type(err).__name__
+        return text if len(text) <= 500 else text[:497] + "..."
+    return None
+
+
+class BoundedGroup(click.Group):
+    """The gaterush group: expected failures become one line and exit 104 (`--debug` shows the
+    traceback); anything else is reported as an internal error, also without a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort, SystemExit):
+            raise
+        except KeyboardInterrupt:
+            raise click.Abort() from None
+        except Exception as err:
+            if ctx.params.get("debug"):
+                raise
+            message = failure_message(err)
+            if message is not None:
+                raise InvalidInput(message) from None
+            click.echo(
+                f"error: internal error ({type(err).__name__}: {err}); "
+                "run with --debug for the traceback",
+                err=True,
+            )
+            raise SystemExit(1) from None
+
+
+@click.group(
+    cls=BoundedGroup,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
 @click.version_option(package_name="gaterush")
-def main() -> None:
+@click.option("--debug", is_flag=True, help="Show the Python traceback of a failure.")
+def main(debug: bool) -> None:
     """Simulate event-day traffic, replay it at a target, and judge it against thresholds.
 
     \b
@@ -62,10 +112,18 @@ def main() -> None:
 
 
 def judge_predicted(table: pa.Table, mapping: dict[str, list[str]]) -> sim.predict.Judgement:
-    """Predicted result rows judged by replay's metrics and thresholds, as a replay's would be."""
-    verdicts = replay.thresholds.evaluate(
-        replay.metrics.from_table(table), replay.thresholds.parse_mapping(mapping)
-    )
+    """Predicted result rows judged by replay's metrics and thresholds, as a replay's would be.
+
+    A metric the capacity model does not predict (sim.predict.UNPREDICTED) has no samples by
+    design, not for want of them: its thresholds are not judged on a prediction.
+    """
+    thresholds = [
+        dataclasses.replace(t, allow_empty=True)
+        if t.selector.metric in sim.predict.UNPREDICTED
+        else t
+        for t in replay.thresholds.parse_mapping(mapping)
+    ]
+    verdicts = replay.thresholds.evaluate(replay.metrics.from_table(table), thresholds)
     checks = tuple(sim.predict.Check(v.threshold.name, v.ok, v.observed) for v in verdicts)
     return sim.predict.Judgement(replay.thresholds.passed(verdicts), checks)
 

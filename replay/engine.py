@@ -47,7 +47,7 @@ from replay.safety import (
 from replay.scheduler import ScheduleOptions, Scheduler, shard_of
 from replay.transport import make_transport
 from traces.event import TARGET_WEBHOOK, Event
-from traces.io import open_reader
+from traces.io import in_order, open_reader
 
 now = time.monotonic
 START_LEAD_S = 0.3  # between agreeing on the start instant and the first deadline
@@ -216,7 +216,7 @@ def _quiet_gc() -> Iterator[None]:
 
 def _events(trace: str, shard: int, workers: int) -> Iterator[Event]:
     with open_reader(trace) as r:
-        for ev in r:
+        for ev in in_order(r, trace):
             if ev.target is not None and (
                 workers == 1
                 or shard_of(ev.actor, workers) == shard

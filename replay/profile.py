@@ -150,6 +150,8 @@ def load_profile(path: str | Path | None) -> Profile:
         d = tomllib.loads(p.read_text())
     except OSError as e:
         raise ProfileError(f"{p}: cannot read profile: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise ProfileError(f"{p}: not a text file ({e.reason} at byte {e.start})") from None
     except tomllib.TOMLDecodeError as e:
         raise ProfileError(f"{p}: not valid TOML: {e}") from None
     return profile_from_dict(d, str(p))

@@ -23,6 +23,7 @@ from replay import summary as summ
 from replay import thresholds as th
 from replay.fidelity import Fidelity, assess
 from replay.resultlog import ResultHeader, ResultLogError, read_results
+from traces.outputs import write_text
 
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf")
 
@@ -465,5 +466,5 @@ def summary_extra(results: Results) -> dict[str, Any]:
 
 
 def write_html(path: str | Path, page: str) -> None:
-    """Write a page (UTF-8)."""
-    Path(path).write_text(page, encoding="utf-8")
+    """Write a page (UTF-8), atomically; OutputError naming the file if it cannot be written."""
+    write_text(path, page, "HTML report")

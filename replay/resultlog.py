@@ -61,6 +61,7 @@ Rows whose ``metric`` is not null are not HTTP requests and count in no ``http_*
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -72,6 +73,8 @@ from typing import Any, BinaryIO, NamedTuple
 import msgpack
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from traces.outputs import atomic
 
 # The columns' types and the `metric` values are shared with sim/'s predicted rows.
 from traces.results import (  # noqa: F401 - re-exported for replay/
@@ -159,6 +162,61 @@ class ResultLogError(Exception):
     """A result file is unreadable: the message names the file and why."""
 
 
+_HEADER_TYPES = {"run_id": str, "target_url": str, "trace_path": str, "speed": (int, float),
+                 "start_unix_us": int, "scenario": (str, type(None)), "thresholds": dict,
+                 "expected_requests": int, "workers": int, "max_in_flight": int, "stripe": str,
+                 "trace_duration_us": int, "complete": bool, "end_us": (int, type(None)),
+                 "end_state": (dict, type(None)), "sender": dict}  # fmt: skip
+_OPT_STR = (str, type(None))
+_ROW_TYPES = (int, str, str, str, int, int, int, int, _OPT_STR, int, int, _OPT_STR, _OPT_STR,
+              _OPT_STR, _OPT_STR)  # fmt: skip
+
+
+def checked_header(obj: Any, where: Path) -> ResultHeader:
+    """A ResultHeader from a stored dict whose format, version and field types are checked."""
+    if not isinstance(obj, dict) or obj.get("format") != RESULT_FORMAT:
+        got = obj.get("format") if isinstance(obj, dict) else None
+        raise ResultLogError(f"{where}: not a gaterush result log (format {got!r})")
+    version = obj.get("version", 1)
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ResultLogError(f"{where}: bad result log version {version!r}")
+    if version > RESULT_VERSION:
+        raise ResultLogError(
+            f"{where}: result log version {version} is newer than this gaterush reads "
+            f"(1 to {RESULT_VERSION}); upgrade gaterush to read it"
+        )
+    for key, types in _HEADER_TYPES.items():
+        v = obj.get(key)
+        if key in obj and (not isinstance(v, types) or (isinstance(v, bool) and types is int)):
+            raise ResultLogError(f"{where}: header field {key!r} has a bad value {v!r:.60}")
+    for key in ("run_id", "target_url", "trace_path"):
+        if key not in obj:
+            raise ResultLogError(f"{where}: header field {key!r} is missing")
+    speed = obj.get("speed", 1.0)
+    if not (isinstance(speed, int | float) and 0 < speed < float("inf")):
+        raise ResultLogError(f"{where}: header field 'speed' has a bad value {speed!r}")
+    th = obj.get("thresholds") or {}
+    if not all(isinstance(k, str) and isinstance(v, list) and all(isinstance(x, str) for x in v)
+               for k, v in th.items()):  # fmt: skip
+        raise ResultLogError(f"{where}: header field 'thresholds' is not a table of string lists")
+    return ResultHeader.from_dict(obj)
+
+
+def _checked_row(obj: list, where: Path, at: int) -> ResultRow:
+    if len(obj) != len(COLUMNS):
+        raise ResultLogError(
+            f"{where}: row near byte {at} has {len(obj)} fields, expected {len(COLUMNS)}"
+        )
+    for name, v, t in zip(COLUMNS, obj, _ROW_TYPES, strict=True):
+        if not isinstance(v, t) or (
+            t is int and (isinstance(v, bool) or not -(2**63) <= v < 2**63)
+        ):
+            raise ResultLogError(
+                f"{where}: row near byte {at}: field {name!r} has a bad value {v!r:.60}"
+            )
+    return ResultRow(*obj)
+
+
 def pack_row(row: tuple) -> bytes:
     """One row encoded as the .grr stream holds it (workers send these to the writer)."""
     return msgpack.packb(list(row), use_bin_type=True)
@@ -184,8 +242,9 @@ class ResultWriter:
         self._packer = msgpack.Packer(use_bin_type=True)
         self._buf = bytearray()
         self._file: BinaryIO = open(self.stream_path, "wb")  # noqa: SIM115 - closed in close()
-        self._file.write(self._packer.pack(header.to_dict()))
-        self._file.flush()
+        with self._naming_the_file():
+            self._file.write(self._packer.pack(header.to_dict()))
+            self._file.flush()
         self._last_flush = time.monotonic()
         self._closed = False
 
@@ -205,11 +264,22 @@ class ResultWriter:
 
     def flush(self) -> None:
         """Write buffered rows to the file (and the OS), so readers and crashes see them."""
-        if self._buf:
-            self._file.write(self._buf)
-            self._buf.clear()
-        self._file.flush()
+        with self._naming_the_file():
+            if self._buf:
+                self._file.write(self._buf)
+                self._buf.clear()
+            self._file.flush()
         self._last_flush = time.monotonic()
+
+    @contextlib.contextmanager
+    def _naming_the_file(self) -> Iterator[None]:
+        """An OSError from a write (a full disk) carries the file's name, for its one-line message."""
+        try:
+            yield
+        except OSError as e:
+            if e.filename is not None:
+                raise
+            raise OSError(e.errno, e.strerror or str(e), str(self.stream_path)) from None
 
     def close(self, end_us: int | None = None, **trailer: Any) -> None:
         """Write the trailer, and for a .parquet target convert the stream and remove it.
@@ -242,11 +312,14 @@ class ResultWriter:
 def _grr_to_parquet(src: Path, dst: Path, final: ResultHeader, batch_rows: int = 65536) -> None:
     _, rows = iter_rows(src)
     meta = {PARQUET_META_KEY: json.dumps(final.to_dict()).encode()}
-    tmp = dst.with_name(dst.name + ".tmp")
-    with pq.ParquetWriter(tmp, SCHEMA.with_metadata(meta)) as w:
-        for batch in _batches(rows, batch_rows):
-            w.write_batch(batch)
-    os.replace(tmp, dst)
+    try:
+        with atomic(dst) as tmp, pq.ParquetWriter(tmp, SCHEMA.with_metadata(meta)) as w:
+            for batch in _batches(rows, batch_rows):
+                w.write_batch(batch)
+    except (OSError, pa.ArrowException) as e:
+        raise ResultLogError(
+            f"{dst}: cannot write the result log ({' '.join(str(e).split())}); its rows are in {src}"
+        ) from None
 
 
 def header_after(header: ResultHeader, rows: Iterator[ResultRow]) -> ResultHeader:
@@ -303,11 +376,11 @@ class _RowStream:
             if isinstance(obj, list):
                 if len(obj) == _V1_FIELDS:
                     obj.append(None)  # a version 1 row: no group
-                if len(obj) != len(COLUMNS):
-                    raise ResultLogError(
-                        f"{self.path}: row near byte {self._u.tell()} has {len(obj)} fields, expected {len(COLUMNS)}"
-                    )
-                return ResultRow(*obj)
+                try:
+                    return _checked_row(obj, self.path, self._u.tell())
+                except ResultLogError:
+                    self._f.close()
+                    raise
             if isinstance(obj, dict) and "end" in obj:
                 end = obj["end"] if isinstance(obj["end"], dict) else {}
                 d = self.header.to_dict()
@@ -323,16 +396,11 @@ def _open_grr(path: Path) -> tuple[ResultHeader, _RowStream]:
     u = msgpack.Unpacker(f, raw=False, strict_map_key=False, max_buffer_size=64 << 20)
     try:
         head = next(u)
-    except (StopIteration, msgpack.UnpackValueError, ValueError) as e:
+    except (StopIteration, msgpack.UnpackException, ValueError) as e:
         f.close()
         raise ResultLogError(f"{path}: no result header (empty or not a .grr result log)") from e
-    if not isinstance(head, dict) or head.get("format") != RESULT_FORMAT:
-        f.close()
-        raise ResultLogError(
-            f"{path}: not a gaterush result log (format {head.get('format') if isinstance(head, dict) else None!r})"
-        )
     try:
-        header = _checked_header(path, head)
+        header = checked_header(head, path)
     except ResultLogError:
         f.close()
         raise
@@ -340,22 +408,6 @@ def _open_grr(path: Path) -> tuple[ResultHeader, _RowStream]:
 
 
 _V1_FIELDS = len(COLUMNS) - 1  # version 1 rows had no `group`
-
-
-def _checked_header(path: Path, d: Any) -> ResultHeader:
-    """The header of a result file, refused when a newer gaterush wrote it or a field is wrong."""
-    if not isinstance(d, dict):
-        raise ResultLogError(f"{path}: the result header is not a map")
-    version = d.get("version", 1)
-    if not isinstance(version, int) or not 1 <= version <= RESULT_VERSION:
-        raise ResultLogError(
-            f"{path}: result log version {version!r} is not one this gaterush reads "
-            f"(1 to {RESULT_VERSION}); upgrade gaterush to read it"
-        )
-    try:
-        return ResultHeader.from_dict(d)
-    except TypeError as e:
-        raise ResultLogError(f"{path}: the result header is malformed: {e}") from None
 
 
 def _resolve(path: str | os.PathLike[str]) -> Path:
@@ -366,7 +418,25 @@ def _resolve(path: str | os.PathLike[str]) -> Path:
             return live
     if not p.exists():
         raise ResultLogError(f"{p}: no such result file")
+    if not p.is_file():
+        raise ResultLogError(f"{p}: not a file")
+    if p.suffix not in (".parquet", ".grr"):
+        raise ResultLogError(f"{p}: a result log ends in .parquet or .grr")
     return p
+
+
+def _parquet_file(p: Path) -> pq.ParquetFile:
+    """The Parquet file, its schema checked; ResultLogError naming the file if it is damaged."""
+    try:
+        pf = pq.ParquetFile(p)
+    except (pa.ArrowException, OSError) as e:
+        raise ResultLogError(f"{p}: not a readable Parquet result log ({e})") from None
+    have = pf.schema_arrow
+    for f in SCHEMA:
+        got = have.field(f.name) if f.name in have.names else None
+        if (got is None and f.name not in OPTIONAL_COLUMNS) or (got and got.type != f.type):
+            raise ResultLogError(f"{p}: column {f.name!r} is not a gaterush result log's")
+    return pf
 
 
 def iter_rows(path: str | os.PathLike[str]) -> tuple[ResultHeader, Iterator[ResultRow]]:
@@ -377,16 +447,19 @@ def iter_rows(path: str | os.PathLike[str]) -> tuple[ResultHeader, Iterator[Resu
     """
     p = _resolve(path)
     if p.suffix == ".parquet":
-        pf = pq.ParquetFile(p)
+        pf = _parquet_file(p)
         header = _parquet_header(p, pf)
 
         def gen() -> Iterator[ResultRow]:
-            for batch in pf.iter_batches(batch_size=65536):
-                batch = _with_optional_columns(batch)
-                yield from (
-                    ResultRow(*r)
-                    for r in zip(*(batch.column(c).to_pylist() for c in COLUMNS), strict=True)
-                )
+            try:
+                for batch in pf.iter_batches(batch_size=65536):
+                    batch = _with_optional_columns(batch)
+                    yield from (
+                        ResultRow(*r)
+                        for r in zip(*(batch.column(c).to_pylist() for c in COLUMNS), strict=True)
+                    )
+            except (pa.ArrowException, OSError) as e:
+                raise ResultLogError(f"{p}: damaged Parquet data ({e})") from None
 
         return header, gen()
     return _open_grr(p)
@@ -397,10 +470,10 @@ def _parquet_header(p: Path, pf: pq.ParquetFile) -> ResultHeader:
     if raw is None:
         raise ResultLogError(f"{p}: parquet file has no gaterush result header")
     try:
-        d = json.loads(raw)
+        obj = json.loads(raw)
     except ValueError as e:
-        raise ResultLogError(f"{p}: the result header is not JSON: {e}") from None
-    return _checked_header(p, d)
+        raise ResultLogError(f"{p}: the result header is not JSON ({e})") from None
+    return checked_header(obj, p)
 
 
 def _with_optional_columns(t: Any) -> Any:
@@ -419,10 +492,12 @@ def read_results(path: str | os.PathLike[str]) -> tuple[ResultHeader, pa.Table]:
     """
     p = _resolve(path)
     if p.suffix == ".parquet":
-        pf = pq.ParquetFile(p)
-        return _parquet_header(p, pf), _with_optional_columns(
-            pf.read().replace_schema_metadata(None)
-        )
+        pf = _parquet_file(p)
+        header = _parquet_header(p, pf)
+        try:
+            return header, _with_optional_columns(pf.read().replace_schema_metadata(None))
+        except (pa.ArrowException, OSError) as e:
+            raise ResultLogError(f"{p}: damaged Parquet data ({e})") from None
     header, rows = _open_grr(p)
     batches = list(_batches(rows, 262144))
     return header_after(header, rows), pa.Table.from_batches(batches, schema=SCHEMA)

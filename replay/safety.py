@@ -7,12 +7,14 @@ with a message naming what is wrong (exit 104) and nothing has been sent.
 from __future__ import annotations
 
 import ipaddress
+import re
+import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
-from replay.builders import Keys
+from replay.builders import Keys, public_url
 from traces.event import Event
 
 LIVE_PREFIXES = ("sk_live_", "rk_live_")
@@ -28,28 +30,99 @@ class SafetyError(ValueError):
     """The run must not start: the message says why (never the secret itself)."""
 
 
+# The variables gaterush reads keys from (besides every STRIPE_*/SUPABASE_* one it is given).
+KEY_VARIABLES = ("STRIPE_TEST_SK", "STRIPE_WEBHOOK_SECRET", "SUPABASE_ANON_KEY",
+                 "SUPABASE_SERVICE_ROLE_KEY")  # fmt: skip
+URL_VARIABLES = ("SUPABASE_URL", "STRIPE_API_BASE")
+_LIVE = re.compile(r"[sr]k_live_", re.IGNORECASE)
+_QUOTES = "\"'`\u2018\u2019\u201c\u201d"
+# Dots IDNA maps to "." (ideographic, fullwidth, halfwidth): a host spelled with them is the same host.
+_DOTS = str.maketrans({"\u3002": ".", "\uff0e": ".", "\uff61": "."})
+STRIPE_DOMAIN = "stripe.com"
+
+
+def as_read(value: str) -> str:
+    """A variable's value as a service would take it: surrounding blanks and quotes removed."""
+    v = value.strip()
+    while len(v) >= 2 and v[0] in _QUOTES and v[-1] in _QUOTES:
+        v = v[1:-1].strip()
+    return v.strip(_QUOTES + " \t\r\n")
+
+
+def is_real_stripe(url: str) -> bool:
+    """True for a URL that reaches Stripe's own API, however its host is spelled.
+
+    Case, trailing dots, a port, userinfo, percent-encoding, fullwidth letters or dots, brackets
+    and backslashes do not hide it: any authority naming stripe.com or a subdomain counts.
+    """
+    text = unicodedata.normalize("NFKC", unquote(as_read(url))).translate(_DOTS).lower()
+    # both readings of a backslash (Python's urlsplit keeps it in the host, WHATWG makes it a "/")
+    authorities = []
+    for t in (text, text.replace("\\", "/")):
+        try:
+            authorities.append(urlsplit(t).netloc or t)
+        except ValueError:  # a malformed [IPv6] part: judge the raw text
+            authorities.append(t)
+    for part in re.split(r"[@\[\]/\\:?#\s]+", " ".join(authorities)):
+        host = part.strip(".")
+        if host == STRIPE_DOMAIN or host.endswith("." + STRIPE_DOMAIN):
+            return True
+    return False
+
+
+def _refuse_value(name: str, raw: str, is_key: bool) -> None:
+    value = as_read(raw)
+    if _LIVE.search(raw):
+        raise SafetyError(
+            f"{name} holds a live Stripe key ({_LIVE.search(raw).group(0)}...): gaterush only uses "
+            "test-mode keys (sk_test_/rk_test_); nothing was sent"
+        )
+    if value.lower().startswith("bearer") and (value[6:7].isspace() or value[6:7] == ":"):
+        raise SafetyError(
+            f"{name} starts with 'Bearer ': give the bare key (gaterush adds the header); nothing was sent"
+        )
+    if is_key and value and value != raw:
+        raise SafetyError(
+            f"{name} has blanks or quotes around the key: give the bare key; nothing was sent"
+        )
+
+
 def check_keys(keys: Keys, stripe_mode: str, env: Mapping[str, str] | None = None) -> None:
-    """Refuse a live Stripe key in the keys or any STRIPE_*/SUPABASE_* variable, and real Stripe without a test key."""
+    """Refuse what must never be sent: a live key or a `Bearer ` prefix in any variable gaterush
+    reads, a key wrapped in blanks or quotes, Stripe's own API given as a URL (opt in with
+    `--stripe real`), and real Stripe without a test key. Values are checked as services read them.
+    """
+    env = env or {}
     named = {"STRIPE_TEST_SK": keys.stripe_key, "STRIPE_WEBHOOK_SECRET": keys.webhook_secret,
              "SUPABASE_ANON_KEY": keys.anon_key}  # fmt: skip
-    related = {
-        k: v for k, v in (env or {}).items() if "STRIPE" in k.upper() or "SUPABASE" in k.upper()
-    }
-    for name, value in {**related, **named}.items():
-        if isinstance(value, str) and value.startswith(LIVE_PREFIXES):
+    related = {k: v for k, v in env.items() if "STRIPE" in k.upper() or "SUPABASE" in k.upper()}
+    for name, value in [*related.items(), *named.items()]:
+        if isinstance(value, str):
+            is_url = name in URL_VARIABLES or "URL" in name.upper() or "BASE" in name.upper()
+            _refuse_value(name, value, is_key=not is_url)
+    for name, url in (("--stripe", stripe_mode), ("STRIPE_API_BASE", env.get("STRIPE_API_BASE"))):
+        if url and url != "real" and is_real_stripe(url):
             raise SafetyError(
-                f"{name} holds a live Stripe key ({value[:8]}...): gaterush only uses test-mode keys "
-                "(sk_test_/rk_test_); nothing was sent"
+                f"{name} {_shown(url)} is Stripe's own API: opt in with --stripe real "
+                "(test-mode key, capped at 25/s); nothing was sent"
             )
     if stripe_mode == "real":
-        if not keys.stripe_key:
+        key = as_read(keys.stripe_key)
+        if not key:
             raise SafetyError(
                 "--stripe real needs STRIPE_TEST_SK (a sk_test_ or rk_test_ key); nothing was sent"
             )
-        if not keys.stripe_key.startswith(("sk_test_", "rk_test_")):
+        if not key.startswith(("sk_test_", "rk_test_")):
             raise SafetyError(
                 "--stripe real: STRIPE_TEST_SK is not a test-mode key (sk_test_/rk_test_); nothing was sent"
             )
+
+
+def _shown(url: str) -> str:
+    try:
+        return public_url(url.strip())
+    except ValueError:
+        return "(a malformed URL)"
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:

@@ -1,10 +1,10 @@
 """The open-loop scheduler: send each event at start + t / speed, whatever earlier requests do.
 
 Every deadline is absolute (``start + t_us / speed``): a late send never shifts later ones, so
-error does not accumulate. The loop sleeps until ``spin_s`` before a deadline (event-loop timers
-are millisecond-grained and wake early or late), then yields in a tight loop until the deadline,
-and writes the request's bytes straight to a keep-alive connection. While it has slack it reads
-ahead from the event source, so reading the trace does not delay sends.
+error does not accumulate. A pacer (``replay.pacer``) wakes the loop at each deadline: a timerfd
+armed in nanoseconds and watched by the event loop, so waiting costs no CPU; the requests due at a
+wake-up go out together, written straight to keep-alive connections. While it has slack the loop
+reads ahead from the event source, so reading the trace does not delay sends.
 
 An event held back by ``max_in_flight`` or a per-target rate cap is recorded as a
 ``dropped_events`` row, never sent late. An event with ``after`` waits for that request: it is sent
@@ -25,6 +25,7 @@ from typing import Any
 
 from replay.builders import BuildContext, BuildError, build_request, parse_outcome
 from replay.checks import GROUPED_EXPECTS, group_of
+from replay.pacer import due, make_pacer
 from replay.resultlog import DASHBOARD_LOAD, DASHBOARD_TARGET, DROPPED_EVENTS
 from traces.event import UNSUBSCRIBE, VIEW, Event, unpack_payload
 
@@ -44,8 +45,10 @@ class ScheduleOptions:
     speed: float = 1.0
     max_in_flight: int = 10_000
     rate_caps: Mapping[str, float] = field(default_factory=dict)  # target -> req/s
-    spin_s: float = 0.002  # sleep on the loop's timers until this long before a deadline, then spin
-    nap_s: float = 0.0  # while spinning, block in naps this long (0: busy spin, the most faithful)
+    pacer: str = "auto"  # "timerfd" (Linux), "loop" (timers, then a spin), "auto": timerfd if any
+    lead_s: float = 0.00005  # timerfd: wake this long before a deadline, wait out the rest
+    spin_s: float = 0.002  # loop pacer: timers until this long before a deadline, then spin
+    batch: int = 64  # at most this many due requests per wake-up (more when behind schedule)
     lookahead: int = 8192  # events read ahead of the clock
     drain_s: float = 60.0  # after the last send, wait at most this long for answers
 
@@ -54,6 +57,10 @@ class ScheduleOptions:
             raise ValueError(f"speed: expected a number > 0, got {self.speed}")
         if self.max_in_flight < 1:
             raise ValueError(f"max_in_flight: expected an integer >= 1, got {self.max_in_flight}")
+        if self.pacer not in ("auto", "timerfd", "loop"):
+            raise ValueError(f"pacer: expected auto, timerfd or loop, got {self.pacer!r}")
+        if self.batch < 1:
+            raise ValueError(f"batch: expected an integer >= 1, got {self.batch}")
         for t, r in self.rate_caps.items():
             if not r > 0:
                 raise ValueError(f"rate cap {t}: expected a rate > 0, got {r}")
@@ -88,6 +95,25 @@ class Stats:
     done: int = 0
     errors: int = 0
     dropped: int = 0
+
+
+def warm_builders(ctx: BuildContext, events: Iterable[Event], limit: int = 4096) -> int:
+    """Build and throw away one request per target among the first `limit` events; how many.
+
+    A builder's first call can cost milliseconds (stripe's webhook signing imports its modules
+    lazily: ~14 ms); paid before the start, it does not delay the first requests of that kind.
+    """
+    seen: set[str] = set()
+    for n, ev in enumerate(events):
+        if n >= limit:
+            break
+        t = ev.target
+        if t is None or t in seen or t.startswith("realtime:"):
+            continue
+        seen.add(t)
+        with contextlib.suppress(BuildError, KeyError, ValueError):
+            build_request(ctx, ev, int(time.time()), None)
+    return len(seen)
 
 
 class Scheduler:
@@ -129,56 +155,50 @@ class Scheduler:
     async def run(self, events: Iterable[Event]) -> Stats:
         """Send every event with a target at its time; return when all have answered (or drain_s)."""
         it = iter(events)
-        buf: deque[Event] = deque()
+        buf: deque[Event] = deque()  # events read ahead, in trace order
+        dl: deque[float] = deque()  # their deadlines
         exhausted = False
         k = self.k
         start = self.start
-        spin = self.opt.spin_s
         lookahead = self.opt.lookahead
-        nap = self.opt.nap_s
-        nap_min = nap * 1.5 if nap > 0 else float("inf")
-        sleep = time.sleep
-        late = 0
+        batch = self.opt.batch
+        dispatch = self.dispatch
+        pop, dpop = buf.popleft, dl.popleft
 
         def refill(until: float) -> bool:
+            append, dappend = buf.append, dl.append
             for n, ev in enumerate(it, 1):
                 if ev.target is not None:
-                    buf.append(ev)
+                    append(ev)
+                    dappend(start + ev.t_us * k)
                     if len(buf) >= lookahead:
                         return False
                 if not n & 63 and now() > until:
                     return False
             return True
 
-        while True:
-            if not buf:
+        def tick() -> float | None:
+            # send what is due (at most `batch`: behind schedule, answers get in between batches),
+            # then read ahead in a short slice of the slack, and say when to come back
+            nonlocal exhausted
+            while not buf:
                 if exhausted:
-                    break
+                    return None
                 exhausted = refill(now() + 0.001)
-                continue
-            ev = buf[0]
-            deadline = start + ev.t_us * k
-            slack = deadline - now()
-            if slack > 0.0004 and not exhausted and len(buf) < lookahead:
-                # read ahead in short slices of slack, so reading never delays a send
-                exhausted = refill(min(deadline - 0.0003, now() + 0.002))
-                continue
-            if slack > spin:
-                await asyncio.sleep(slack - spin)
-            if now() < deadline:
-                # below the loop's millisecond timers: yield (answers get processed), and nap in
-                # slices of `nap_s` so the CPU is not burnt (the target may share this machine)
-                while (left := deadline - now()) > 0:
-                    if left > nap_min:
-                        sleep(min(nap, left - nap_min))
-                    await asyncio.sleep(0)
-                late = 0
-            else:
-                late += 1
-                if not late & 7:  # behind schedule: still let answers in now and then
-                    await asyncio.sleep(0)
-            buf.popleft()
-            self.dispatch(ev, deadline)
+            for _ in range(due(dl, now(), 0.0, batch)):
+                dispatch(pop(), dpop())
+            if not buf:
+                return now() if not exhausted else None
+            d = dl[0]
+            if not exhausted and len(buf) < lookahead and d - now() > 0.0004:
+                exhausted = refill(min(d - 0.0003, now() + 0.002))
+            return d
+
+        # before the first deadline: read ahead, and pay each builder's first-call costs
+        exhausted = refill(max(now() + 0.001, start - 0.05))
+        warm_builders(self.ctx, buf)
+        self.pacer = make_pacer(self.opt.pacer, self.opt.spin_s, self.opt.lead_s)
+        await self.pacer.run(tick)
         await self.drain()
         return self.stats
 

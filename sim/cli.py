@@ -11,6 +11,7 @@ from sim import runner, scenario
 from sim.scenario import ScenarioError
 from traces.event import TraceError
 from traces.exitcodes import InvalidInput
+from traces.limits import ALLOW_HUGE_ENV, allow_huge
 
 LONG_RUN_EVENTS = 50_000  # show a progress bar when a scenario is at least about this big
 
@@ -46,6 +47,60 @@ def show_cmd(name: str) -> None:
         click.echo(scenario.builtin_text(name), nl=False)
     except ScenarioError as e:
         raise InvalidInput(str(e)) from None
+
+
+# Peak bytes per unit, measured on `simulate` (peak RSS over its ~150 MB baseline): a burst's
+# attendees are all alive at once (~500 B each), lanes are SimPy resources, presold codes a set.
+MEMORY_BASE = 150 << 20
+MEMORY_PER = {
+    "attendee": 600,
+    "buyer": 1500,
+    "webhook": 400,
+    "viewer": 2000,
+    "lane": 1000,
+    "ticket": 16,
+}
+SHOW_MEMORY_ABOVE = 1 << 30  # print the estimate for runs above this
+
+
+def memory_estimate(sc: scenario.Scenario) -> int:
+    """A rough upper bound of a simulation's peak memory in bytes (to warn or refuse up front)."""
+    n = {
+        "attendee": 0 if sc.arrivals is None else sc.arrivals.attendees * sc.arrivals.waves,
+        "buyer": 0 if sc.sales is None else sc.sales.buyers,
+        "webhook": 0 if sc.webhook_burst is None else sc.webhook_burst.events,
+        "viewer": 0 if sc.dashboard is None else sc.dashboard.viewers,
+        "lane": 0 if sc.gate is None else sc.gate.lanes,
+        "ticket": sc.event.presold + sc.event.other_presold,
+    }
+    return MEMORY_BASE + sum(MEMORY_PER[k] * v for k, v in n.items())
+
+
+def available_memory() -> int | None:
+    """MemAvailable from /proc/meminfo in bytes (None where there is none)."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def check_memory(sc: scenario.Scenario) -> str | None:
+    """The estimate to print before a big simulation; InvalidInput if it exceeds free memory."""
+    need = memory_estimate(sc)
+    if need < SHOW_MEMORY_ABOVE:
+        return None
+    have = available_memory()
+    text = f"simulating {sc.name} needs about {need / 2**30:.1f} GB of memory"
+    if have is not None and need > have and not allow_huge():
+        raise InvalidInput(
+            f"{text}, {have / 2**30:.1f} GB are available: make the scenario smaller "
+            f"(or set {ALLOW_HUGE_ENV}=1 to try anyway)"
+        )
+    return text + (f" ({have / 2**30:.1f} GB available)" if have is not None else "")
 
 
 def _size(sc: scenario.Scenario) -> int:
@@ -106,6 +161,9 @@ def simulate_cmd(
         raise InvalidInput(f"{out}: directory {str(out.parent)!r} does not exist")
     if not 0 <= seed < 2**63:
         raise InvalidInput(f"--seed: expected an integer from 0 to 2**63 - 1, got {seed}")
+    estimate = check_memory(sc)
+    if estimate:
+        click.echo(estimate, err=True)
     show = (
         progress if progress is not None else (_size(sc) >= LONG_RUN_EVENTS and sys.stderr.isatty())
     )

@@ -24,7 +24,10 @@ from sim import sweep as sw
 from sim import whatif as wi
 from sim.predict import RESULT_SCHEMA, Judge, Judgement, with_thresholds, with_values
 from sim.scenario import ScenarioError
+from traces.clitypes import FiniteFloat
 from traces.exitcodes import THRESHOLDS_FAILED, InvalidInput
+from traces.limits import MAX_SECONDS
+from traces.outputs import refuse_inputs, write_text
 
 ReadResults = Callable[[str], tuple[Any, pa.Table]]  # path -> (header, result table)
 
@@ -207,6 +210,7 @@ def register(
             raise InvalidInput(str(e)) from None
         if out is not None and not out.parent.is_dir():
             raise InvalidInput(f"{out}: directory {str(out.parent)!r} does not exist")
+        refuse_inputs(out, scenario_name, backend, cache, option="--output")
         name = data["scenario"]["name"]
         click.echo(
             f"whatif {name}: {'; '.join(map(str, vs))}; seed {_seed(seed)}; up to {max_examples} cases",
@@ -269,7 +273,7 @@ def register(
             ],
         )
         if out is not None:
-            out.write_text(text, encoding="utf-8")
+            write_text(out, text, "scenario")
             click.echo(
                 f"scenario written to {out}: gaterush simulate {out} -o case.parquet --seed {seed}"
                 " && gaterush replay case.parquet --target local"
@@ -357,6 +361,10 @@ def register(
         for p in (out, html_out):
             if p is not None and not p.parent.is_dir():
                 raise InvalidInput(f"{p}: directory {str(p.parent)!r} does not exist")
+        if out.suffix.lower() not in sw.TABLE_SUFFIXES:
+            raise InvalidInput(f"--output {out}: a sweep table ends in .parquet or .csv")
+        refuse_inputs(out, scenario_name, backend, option="--output")
+        refuse_inputs(html_out, scenario_name, backend, out, option="--html")
         n = len(sw.points(axes))
         where = scheduler or f"{processes} process{'es' if processes > 1 else ''}"
         click.echo(f"sweep {data['scenario']['name']}: {n} points on {where}", err=True)
@@ -386,7 +394,8 @@ def register(
             held = sum(table["ok"].to_pylist())
             msg += f" ({held} of {n} hold every threshold)"
         if html_out is not None:
-            html_out.write_text(
+            write_text(
+                html_out,
                 sw.render_html(
                     table,
                     axes,
@@ -394,7 +403,7 @@ def register(
                     title=f"gaterush sweep: {data['scenario']['name']}",
                     x_key=x_key,
                 ),
-                encoding="utf-8",
+                "HTML page",
             )
             msg += f", {html_out}"
         click.echo(msg)
@@ -439,6 +448,7 @@ def register(
             )
         if not out.parent.is_dir():
             raise InvalidInput(f"{out}: directory {str(out.parent)!r} does not exist")
+        refuse_inputs(out, results, *checks, option="--output")
 
         def read(path: str) -> pa.Table:
             try:
@@ -450,7 +460,7 @@ def register(
             fits = cal.calibrate(read(results), targets)
         except ScenarioError as e:
             raise InvalidInput(f"{results}: {e}") from None
-        out.write_text(cal.backend_toml(fits, results), encoding="utf-8")
+        write_text(out, cal.backend_toml(fits, results), "backend TOML")
         for f in fits:
             click.echo(cal.describe(f))
         click.echo(f"-> {out}")
@@ -469,7 +479,7 @@ def register(
     @_with_common
     @click.option(
         "--max-wait",
-        type=float,
+        type=FiniteFloat(min=0, max=MAX_SECONDS),
         default=600.0,
         show_default=True,
         metavar="SECONDS",
@@ -477,7 +487,7 @@ def register(
     )
     @click.option(
         "--quantile",
-        type=float,
+        type=FiniteFloat(min=0, max=100),
         default=95.0,
         show_default=True,
         help="Which gate wait percentile must stay under --max-wait.",

@@ -14,7 +14,6 @@ import zlib
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import numpy as np
 import simpy
@@ -253,13 +252,8 @@ def simulate(
     The file appears only when complete: events go to a temporary file next to it, renamed at the end.
     """
     from traces.io import open_writer  # noqa: PLC0415 - the writer is only needed here
+    from traces.outputs import atomic  # noqa: PLC0415
 
-    out = Path(out)
-    tmp = out.with_name(f".{out.stem}.partial-{os.getpid()}{out.suffix}")
-    try:
-        with open_writer(tmp, header(sc, seed)) as w:
-            n = run(sc, seed, w.write_many, progress)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic(out) as tmp, open_writer(tmp, header(sc, seed)) as w:
+        n = run(sc, seed, w.write_many, progress)
     return n

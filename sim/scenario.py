@@ -21,6 +21,17 @@ from models.capacity import Backend, CapacityParams
 from models.distributions import Dist
 from sim.validate import ScenarioError, build, spec, to_plain
 from traces.header import Inventory, VenueEvent
+from traces.limits import (
+    MAX_COUNT,
+    MAX_EVENT_ID,
+    MAX_LANES,
+    MAX_PEOPLE,
+    MAX_PRICE_CENTS,
+    MAX_SECONDS,
+    MAX_TICKETS,
+    MAX_VIEWERS,
+    MAX_WORKERS,
+)
 
 __all__ = [
     "ScenarioError",
@@ -49,19 +60,22 @@ class Meta:
 class EventConfig:
     """The venue event being sold and scanned, and another event whose tickets are wrong here."""
 
-    id: int = spec(1, ge=1)
+    id: int = spec(1, ge=1, limit=MAX_EVENT_ID)
     name: str = spec("Stadium match")
-    capacity: int = spec(1000, ge=0)
+    capacity: int = spec(1000, ge=0, limit=MAX_TICKETS)
     presold: int = spec(
-        1000, ge=0, doc="tickets sold before t = 0: codes ticket_code(id, 0..presold-1)"
+        1000,
+        ge=0,
+        limit=MAX_TICKETS,
+        doc="tickets sold before t = 0: codes ticket_code(id, 0..presold-1)",
     )
-    price_cents: int = spec(8500, ge=0)
+    price_cents: int = spec(8500, ge=0, limit=MAX_PRICE_CENTS)
     currency: str = spec("usd")
     start_s: float = spec(0.0, ge=0, doc="when the event starts, seconds after the origin")
     length_s: float = spec(7200.0, gt=0, doc="how long it lasts; the crowd leaves after")
     allow_reentry: bool = spec(False)
-    other_event_id: int = spec(2, ge=1)
-    other_presold: int = spec(100, ge=1)
+    other_event_id: int = spec(2, ge=1, limit=MAX_EVENT_ID)
+    other_presold: int = spec(100, ge=1, limit=MAX_TICKETS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +86,7 @@ class ArrivalsConfig:
     attendees: int = spec(
         1000,
         ge=0,
+        limit=MAX_PEOPLE,
         doc="expected attendees (stadium, constant, and per wave for burst; a table gives its own rates)",
     )
     group_sizes: tuple[float, ...] = spec((1.0,), ge=0, doc="weights of groups of 1, 2, 3, ...")
@@ -90,10 +105,10 @@ class ArrivalsConfig:
     start_s: float = spec(0.0, ge=0)
     duration_s: float = spec(600.0, gt=0)
     # table: [[t_s, attendees per second], ...]
-    table: tuple[tuple[float, float], ...] = spec((), ge=0)
+    table: tuple[tuple[float, float], ...] = spec((), ge=0, limit=MAX_SECONDS)
     interpolate: str = spec("step", choices=("step", "linear"))
     # burst: `attendees` at once, `waves` times, `wave_gap_s` apart, from start_s
-    waves: int = spec(1, ge=1)
+    waves: int = spec(1, ge=1, limit=MAX_COUNT)
     wave_gap_s: float = spec(5.0, ge=0)
 
 
@@ -112,7 +127,7 @@ class GateConfig:
     """Lanes and what happens at them."""
 
     name: str = spec("main")
-    lanes: int = spec(4, ge=1)
+    lanes: int = spec(4, ge=1, limit=MAX_LANES)
     queue: str = spec("shortest", choices=("shortest", "shared"))
     open_spread_s: float = spec(0.0, ge=0, doc="lanes open one by one over this many seconds")
     service: Dist = spec(Dist("lognormal", 3.5, 1.5))
@@ -137,14 +152,14 @@ class DeliveryConfig:
     fail_window: tuple[float, float] | None = spec(None, ge=0)
     retry_base_s: float = spec(60.0, gt=0)
     retry_factor: float = spec(2.0, ge=1)
-    max_retries: int = spec(3, ge=0)
+    max_retries: int = spec(3, ge=0, limit=MAX_COUNT)
 
 
 @dataclass(frozen=True, slots=True)
 class SalesConfig:
     """The on-sale rush."""
 
-    buyers: int = spec(100, ge=0)
+    buyers: int = spec(100, ge=0, limit=MAX_PEOPLE)
     start_s: float = spec(0.0, ge=0)
     window_s: float = spec(600.0, gt=0)
     tau_s: float = spec(120.0, ge=0)
@@ -164,10 +179,10 @@ class SalesConfig:
 class BurstConfig:
     """Stripe events delivered all at once at the end of the event."""
 
-    events: int = spec(50, ge=0)
+    events: int = spec(50, ge=0, limit=MAX_PEOPLE)
     start_s: float = spec(0.0, ge=0)
     window_s: float = spec(10.0, ge=0)
-    price_cents: int = spec(2500, ge=0)
+    price_cents: int = spec(2500, ge=0, limit=MAX_PRICE_CENTS)
     quantities: tuple[float, ...] = spec((0.7, 0.2, 0.1), ge=0)
     delivery: DeliveryConfig = spec(
         factory=lambda: DeliveryConfig(delay=Dist("fixed", 0.0), duplicate_prob=0.0)
@@ -178,7 +193,7 @@ class BurstConfig:
 class DashboardConfig:
     """Dashboard viewers."""
 
-    viewers: int = spec(20, ge=0)
+    viewers: int = spec(20, ge=0, limit=MAX_VIEWERS)
     start_s: float = spec(0.0, ge=0)
     window_s: float = spec(10.0, ge=0)
     stay: Dist = spec(Dist("fixed", 300.0))
@@ -189,7 +204,7 @@ class DashboardConfig:
 class BackendConfig:
     """One endpoint's capacity for what-if predictions."""
 
-    workers: int = spec(8, ge=1)
+    workers: int = spec(8, ge=1, limit=MAX_WORKERS)
     service: Dist = spec(Dist("exponential", 0.02))
     timeout_s: float | None = spec(None, gt=0)
 

@@ -19,11 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from sim.predict import Judge, evaluate, lookup, with_values
 from sim.scenario import ScenarioError
 from sim.whatif import _number
+from traces.outputs import atomic
 
 # plot(title, x values, {series label: y values}, x label, y unit) -> an inline SVG (injected by gaterush.py)
 Plot = Callable[[str, Sequence[float], Mapping[str, Sequence[float]], str, str], str]
@@ -241,15 +243,17 @@ def sweep(
     return to_table(rows, axes, meta), seconds
 
 
+TABLE_SUFFIXES = (".parquet", ".csv")  # what write_parquet writes, by the output's suffix
+
+
 def write_parquet(table: pa.Table, path: str | os.PathLike[str]) -> None:
-    """Write the sweep table as Parquet (appears only when complete)."""
-    p = Path(path)
-    tmp = p.with_name(f".{p.name}.partial-{os.getpid()}")
-    try:
-        pq.write_table(table, tmp)
-        os.replace(tmp, p)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """Write the sweep table as Parquet, or CSV for a .csv path (appears only when complete)."""
+    # through a file object: pyarrow removes a path it failed to write, even a link the user made
+    with atomic(path) as tmp, open(tmp, "wb") as f:
+        if Path(path).suffix.lower() == ".csv":
+            pacsv.write_csv(table, f)
+        else:
+            pq.write_table(table, f)
 
 
 # --- the page -----------------------------------------------------------------------------------

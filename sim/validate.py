@@ -10,11 +10,13 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import difflib
+import math
 import types
 import typing
 from typing import Any
 
 from models.distributions import KINDS, Dist
+from traces.limits import MAX_SECONDS, over_limit
 
 
 class ScenarioError(ValueError):
@@ -32,12 +34,16 @@ def spec(
     gt=None,
     le=None,
     lt=None,
+    limit=None,
     choices=None,
     factory: Any = dataclasses.MISSING,
     doc: str = "",
 ) -> Any:
-    """A dataclass field with validation bounds (ge/gt/le/lt), allowed choices and a one-line doc."""
-    meta = {"ge": ge, "gt": gt, "le": le, "lt": lt, "choices": choices, "doc": doc}
+    """A dataclass field with validation bounds (ge/gt/le/lt), allowed choices and a one-line doc.
+
+    `limit` is a sane maximum for a size (traces.limits), liftable with GATERUSH_ALLOW_HUGE=1.
+    """
+    meta = {"ge": ge, "gt": gt, "le": le, "lt": lt, "limit": limit, "choices": choices, "doc": doc}
     if factory is not dataclasses.MISSING:
         return dataclasses.field(default_factory=factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -78,16 +84,32 @@ def _number(key: str, v: Any, meta: dict, integer: bool) -> int | float:
         or (integer and not isinstance(v, int))
     ):
         raise ScenarioError(key, f"expected {what}{_bounds_text(meta)}, got {_describe(v)}")
-    if not integer and v != v:  # NaN
-        raise ScenarioError(key, f"expected {what}, got nan")
+    if not integer and not math.isfinite(v):
+        raise ScenarioError(key, f"expected a finite number, got {v!r}")
     _check_bounds(key, v, meta, what)
+    _check_limit(key, v, meta)
     return v if integer else float(v)
+
+
+def _check_limit(key: str, v: float, meta: dict) -> None:
+    """A size above its limit, or a time (a key in _s or _min, a distribution's value) above a year."""
+    last = key.rpartition(".")[2].split("[")[0]
+    if meta.get("limit") is not None:
+        problem = over_limit(v, meta["limit"])
+    elif last.endswith("_s") or meta.get("seconds"):
+        problem = over_limit(v, MAX_SECONDS, size=False)
+    elif last.endswith("_min"):
+        problem = over_limit(v, MAX_SECONDS / 60, size=False)
+    else:
+        problem = None
+    if problem:
+        raise ScenarioError(key, problem)
 
 
 def build_dist(key: str, v: Any) -> Dist:
     """A Dist from a table {dist = "lognormal", mean = 3.5, sd = 1.5} or a number (fixed)."""
     if isinstance(v, int | float) and not isinstance(v, bool):
-        return Dist("fixed", float(_number(key, v, {"ge": 0}, False)))
+        return Dist("fixed", float(_number(key, v, {"ge": 0, "seconds": True}, False)))
     if not isinstance(v, dict):
         raise ScenarioError(
             key,
@@ -118,7 +140,10 @@ def build_dist(key: str, v: Any) -> Dist:
             )
     nums = {
         k: _number(
-            f"{key}.{k}", v[k], {"gt" if (k == "mean" and kind == "lognormal") else "ge": 0}, False
+            f"{key}.{k}",
+            v[k],
+            {"gt" if (k == "mean" and kind == "lognormal") else "ge": 0, "seconds": True},
+            False,
         )
         for k in allowed
     }

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
 
 from traces.event import TraceError
@@ -70,7 +72,7 @@ def info_cmd(file: str, as_json: bool, bucket: str | None) -> None:
     "-n",
     "--lines",
     "n",
-    type=click.IntRange(min=0),
+    type=click.IntRange(min=0, max=sys.maxsize),
     default=10,
     show_default=True,
     help="How many events.",

@@ -21,6 +21,7 @@ from traces.exitcodes import InvalidInput
 from traces.header import TraceHeader
 from traces.importers import import_file, importers
 from traces.io import open_reader, open_writer, trace_format
+from traces.outputs import atomic, refuse_inputs
 
 OUT = click.option(
     "-o",
@@ -50,20 +51,23 @@ def _check_output(out: Path, *inputs: Path) -> None:
         trace_format(out)
     except TraceError as e:
         raise InvalidInput(str(e)) from None
-    for src in inputs:
-        if src.exists() and out.exists() and src.resolve() == out.resolve():
-            raise InvalidInput(f"{out}: the output is also an input; write to another file")
+    refuse_inputs(out, *inputs)
 
 
 def _write(out: Path, header: TraceHeader, events: Iterator[Event] | list[Event]) -> TraceHeader:
-    """Write events to `out`, removing a partial file if anything goes wrong."""
-    try:
-        with open_writer(out, header) as w:
-            w.write_many(events)
-        return w.header
-    except BaseException:
-        out.unlink(missing_ok=True)
-        raise
+    """Write events to `out`; it appears only when complete (a failure leaves no partial file)."""
+    with atomic(out) as tmp, open_writer(tmp, header) as w:
+        w.write_many(events)
+    return w.header
+
+
+def _not_empty(events: Iterator[Event] | list[Event], problem: str) -> Iterator[Event]:
+    """The events; InvalidInput(problem) at the end if there were none (so nothing is written)."""
+    n = 0
+    for n, e in enumerate(events, 1):  # noqa: B007 - n is the count
+        yield e
+    if not n:
+        raise InvalidInput(problem)
 
 
 def _run(out: Path, inputs: list[Path], transform) -> TraceHeader:
@@ -117,9 +121,15 @@ def register(group: click.Group) -> None:
           gaterush trace import stripe-events events.json -o hooks.parquet
         """
         _check_output(out, src)
+        if src.is_file() and src.stat().st_size == 0:
+            raise InvalidInput(f"{src}: the file is empty: nothing to import")
         try:
             header, events, report = import_file(fmt, src, supabase_url=supabase_url)
-            _write(out, header, events)
+            _write(
+                out,
+                header,
+                _not_empty(events, f"{src}: nothing to import: no {fmt} entry maps to an event"),
+            )
         except (TraceError, ValueError) as e:
             raise InvalidInput(str(e)) from None
         click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.summary())

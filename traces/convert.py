@@ -14,6 +14,7 @@ from pathlib import Path
 from traces.event import TraceError
 from traces.header import TraceHeader
 from traces.io import open_reader, open_writer, trace_format
+from traces.outputs import atomic, refuse_inputs
 from traces.schema import batch_to_events
 
 
@@ -34,25 +35,18 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, *, salvage: bool = F
     """
     src, dst = Path(src), Path(dst)
     trace_format(dst)
-    if src.exists() and dst.exists() and src.resolve() == dst.resolve():
-        raise TraceError(f"{dst}: the output is the input file")
-    tmp = dst.with_name(f".{dst.stem}.partial-{os.getpid()}{dst.suffix}")
+    refuse_inputs(dst, src)
     problem = None
     n = 0
-    try:
-        with open_reader(src) as reader:
-            header = reader.header
-            with open_writer(tmp, header) as writer:
-                try:
-                    for batch in reader.batches():
-                        writer.write_many(batch_to_events(batch))
-                        n += batch.num_rows
-                except TraceError as err:
-                    if not salvage or not str(err).startswith(str(src)):
-                        raise
-                    problem = str(err)
-        os.replace(tmp, dst)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with open_reader(src) as reader, atomic(dst) as tmp:
+        header = reader.header
+        with open_writer(tmp, header) as writer:
+            try:
+                for batch in reader.batches():
+                    writer.write_many(batch_to_events(batch))
+                    n += batch.num_rows
+            except TraceError as err:
+                if not salvage or not str(err).startswith(str(src)):
+                    raise
+                problem = str(err)
     return Converted(header=writer.header, events=n, problem=problem)

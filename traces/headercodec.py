@@ -13,6 +13,7 @@ from typing import Any
 
 from traces.event import FORMAT_NAME, FORMAT_VERSION, TraceError
 from traces.header import TraceHeader
+from traces.limits import MAX_EVENT_ID, MAX_PRICE_CENTS, MAX_TICKETS, allow_huge
 from traces.projection import Projection
 
 
@@ -66,9 +67,54 @@ def header_from_obj(obj: Any, where: str) -> TraceHeader:
             f"{where}: trace format version {version} is newer than this gaterush reads ({FORMAT_VERSION})"
         )
     try:
-        return TraceHeader.from_dict(obj)
+        header = TraceHeader.from_dict(obj)
     except (TypeError, ValueError, AttributeError) as err:
         raise TraceError(f"{where}: malformed header: {err}") from None
+    problem = header_problem(header)
+    if problem:
+        raise TraceError(f"{where}: bad header: {problem}")
+    return header
+
+
+def _int_in(v: Any, low: int, high: int) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and low <= v <= high
+
+
+def header_problem(header: TraceHeader) -> str | None:
+    """What is wrong with a decoded header's values (types, signs, ranges), or None.
+
+    Like a scenario's, the message names the dotted key: `inventory.events[0].presold: ...`.
+    """
+    tops = (("scenario", dict), ("counts", dict), ("targets", dict), ("expected", dict),
+            ("source", str))  # fmt: skip
+    for name, tp in tops:
+        if not isinstance(getattr(header, name), tp):
+            return f"{name}: expected a {tp.__name__}, got {getattr(header, name)!r:.60}"
+    if header.seed is not None and not _int_in(header.seed, 0, 2**64 - 1):
+        return f"seed: expected an integer >= 0 or null, got {header.seed!r:.60}"
+    if not _int_in(header.origin_unix_us, -(2**63), 2**63 - 1):
+        return f"origin_unix_us: expected an integer, got {header.origin_unix_us!r:.60}"
+    for name in ("counts", "targets"):
+        for k, v in getattr(header, name).items():
+            if not _int_in(v, 0, 2**63 - 1):
+                return f"{name}.{k}: expected an integer >= 0, got {v!r:.60}"
+    return _inventory_problem(header.inventory)
+
+
+def _inventory_problem(inventory: Any) -> str | None:
+    ranges = {"id": (1, MAX_EVENT_ID), "capacity": (0, None), "presold": (0, None),
+              "price_cents": (0, MAX_PRICE_CENTS)}  # fmt: skip
+    for i, ev in enumerate(inventory.events):
+        key = f"inventory.events[{i}]"
+        for name, (low, high) in ranges.items():
+            v = getattr(ev, name)
+            top = high if high is not None else (2**63 - 1 if allow_huge() else MAX_TICKETS)
+            if not _int_in(v, low, top):
+                return f"{key}.{name}: expected an integer from {low:,} to {top:,}, got {v!r:.60}"
+        for name in ("name", "currency"):
+            if not isinstance(getattr(ev, name), str):
+                return f"{key}.{name}: expected a string, got {getattr(ev, name)!r:.60}"
+    return None
 
 
 def normalized(header: TraceHeader) -> TraceHeader:

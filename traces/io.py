@@ -76,6 +76,24 @@ def open_reader(path: str | os.PathLike) -> TraceReader:
     return GrtReader(path) if fmt == "grt" else ParquetTraceReader(path)
 
 
+def in_order(events: Iterable[Event], path: str | os.PathLike) -> Iterator[Event]:
+    """The events, checked as they stream: TraceError at the first one out of (t_us, seq) order.
+
+    The same rule `trace info` applies (sorted by t_us, seq unique and increasing within a t_us),
+    for a consumer that must not act on a disordered trace (replay's schedule).
+    """
+    last = (-(2**63) - 1, 0)
+    for row, e in enumerate(events):
+        key = (e.t_us, e.seq)
+        if key <= last:
+            raise TraceError(
+                f"{path}: row {row}: events are not sorted by (t_us, seq) with unique seq: "
+                f"{key} after {last}; `gaterush trace info` shows the trace"
+            )
+        last = key
+        yield e
+
+
 def open_writer(
     path: str | os.PathLike,
     header: TraceHeader,

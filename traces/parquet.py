@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 from traces.event import COLUMNS, Event, TraceError
 from traces.header import TraceHeader
 from traces.headercodec import finished, header_from_obj, header_json_of, header_to_obj
+from traces.outputs import remove_partial
 from traces.projection import Projection
 from traces.schema import SCHEMA, batch_to_events, check_events, conform, events_to_batch
 
@@ -122,7 +123,7 @@ class ParquetTraceWriter:
             try:
                 self._writer.close()
             finally:
-                self.path.unlink(missing_ok=True)
+                remove_partial(self.path)
 
     def __enter__(self) -> ParquetTraceWriter:
         return self

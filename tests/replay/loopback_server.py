@@ -6,7 +6,7 @@ the request reached the server, not when this Python process got around to readi
 Runs in its own process (so its work does not disturb the sender's timing), on 127.0.0.1 only.
 It answers every request with a small JSON body (``{"outcome": "valid"}``, or a PaymentIntent for
 ``/v1/payment_intents``), records ``(first_byte_monotonic, key)`` per request, where key is the
-request's ``p_ticket_code`` (or its path), and can stall: requests arriving inside a stall window
+request's ``p_ticket_code`` (a Stripe event's ``evt_`` id, or else its path), and can stall: requests arriving inside a stall window
 are answered when it ends. Control endpoints: ``GET /__stamps[?clear=1]`` (JSON list),
 ``GET /__record?on=0|1`` and ``GET /__stall?from=T&to=T`` (monotonic seconds). Used by tests/replay and bench/bench_replay.py.
 """
@@ -23,7 +23,7 @@ import time
 import urllib.request
 from typing import Any
 
-_CODE = re.compile(rb'"p_ticket_code":"([^"]*)"')
+_CODE = re.compile(rb'"p_ticket_code":"([^"]*)"|"id":"(evt_[^"]*)"')
 _PI = re.compile(rb"/v1/payment_intents/([^/ ]+)/confirm")
 
 
@@ -74,7 +74,7 @@ class _Server(asyncio.Protocol):
             st["stall"] = (float(q["from"]), float(q["to"]))
             return self.reply(b"{}")
         m = _CODE.search(req)
-        st["stamps"].append((first, (m.group(1) if m else path).decode()))
+        st["stamps"].append((first, ((m.group(1) or m.group(2)) if m else path).decode()))
         if path == b"/v1/payment_intents":
             st["pi"] += 1
             body = json.dumps(

@@ -16,12 +16,20 @@ import uvloop
 from hypothesis import given
 from hypothesis import strategies as st
 
+from replay import scheduler as scheduler_mod
 from replay.builders import BuildContext, Keys
 from replay.resultlog import DROPPED_EVENTS, ResultRow
-from replay.scheduler import ScheduleOptions, Scheduler, TokenBucket, shard_of
+from replay.scheduler import ScheduleOptions, Scheduler, TokenBucket, shard_of, warm_builders
 from replay.transport import RawTransport
 from tests.replay.loopback_server import LoopbackServer
-from traces.event import TARGET_PI_CONFIRM, TARGET_PI_CREATE, TARGET_SCAN, Event, pack_payload
+from traces.event import (
+    TARGET_PI_CONFIRM,
+    TARGET_PI_CREATE,
+    TARGET_SCAN,
+    TARGET_WEBHOOK,
+    Event,
+    pack_payload,
+)
 
 
 @pytest.fixture(scope="module")
@@ -180,3 +188,36 @@ def test_memory_does_not_grow_with_trace_length(server: LoopbackServer) -> None:
 
     small, large = peak(2_000), peak(8_000)
     assert large < small * 1.5 + 2_000_000, (small, large)
+
+
+def test_warm_builders_builds_one_request_per_target_and_tolerates_failures(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    built: list[str] = []
+    real = scheduler_mod.build_request
+
+    def spy(ctx, ev, now_unix, captured):  # noqa: ANN001, ANN202 - build_request's own signature
+        built.append(ev.target)
+        return real(ctx, ev, now_unix, captured)
+
+    monkeypatch.setattr(scheduler_mod, "build_request", spy)
+    hook = {"id": "evt_1", "object": "event", "type": "payment_intent.succeeded", "data": {}}
+    events = [
+        scan(0, 1),
+        scan(10, 2),
+        Event(20, 3, "webhook", "stripe", TARGET_WEBHOOK, pack_payload(hook), None, None),
+        Event(30, 4, "subscribe", "viewer:1", "realtime:tickets", pack_payload({}), None, None),
+        Event(40, 5, "arrive", "a:1", None, b"", None, None),
+    ]
+    ctx = BuildContext("http://127.0.0.1:9", "test-run", Keys())  # no webhook secret: BuildError
+    assert warm_builders(ctx, events) == 2  # the scan and the webhook targets; not realtime
+    assert built == [TARGET_SCAN, TARGET_WEBHOOK]
+    assert warm_builders(ctx, events, limit=1) == 1
+
+
+def test_replay_through_the_loop_pacer_sends_every_event(server: LoopbackServer) -> None:
+    events = [scan(i * 2_000, 40_000 + i) for i in range(50)]
+    _, rows, s = run(server.url, events, ScheduleOptions(pacer="loop"))
+    assert s.pacer.name == "loop"
+    assert sorted(r.seq for r in rows) == [e.seq for e in events]
+    assert all(r.status == 200 and r.sent_us >= r.scheduled_us for r in rows)

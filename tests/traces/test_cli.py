@@ -191,7 +191,7 @@ def test_usage_errors_exit_2(run, trace) -> None:
 def test_convert_refuses_to_overwrite_its_input(run, trace) -> None:
     path, _ = trace
     r = run("convert", str(path), str(path))
-    assert r.exit_code == INVALID_INPUT and "is the input" in r.output
+    assert r.exit_code == INVALID_INPUT and "is also an input" in r.output
 
 
 def test_every_command_has_help_with_an_example(run) -> None:

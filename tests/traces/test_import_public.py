@@ -124,15 +124,18 @@ def test_supabase_log_rows_in_the_short_form_import(tmp_path: Path) -> None:
 
 
 def test_cli_import_takes_the_supabase_url(tmp_path: Path) -> None:
-    rows = [{"event_message": SHORT, "timestamp": 1773756557442000}]
+    rows = [
+        {"event_message": SHORT, "timestamp": 1773756557442000},
+        {"event_message": LONG, "timestamp": 1773756558000000},
+    ]
     src, out = tmp_path / "logs.json", tmp_path / "t.grt"
     src.write_text(json.dumps(rows))
     res = CliRunner().invoke(
         main,
         ["trace", "import", "supabase", str(src), "-o", str(out),
-         "--supabase-url", "https://elsewhere.supabase.co"],
+         "--supabase-url", "https://vazjljkzryzrsxragumb.supabase.co"],
     )  # fmt: skip
     assert res.exit_code == 0, res.output
-    assert "host vazjljkzryzrsxragumb.supabase.co is not a target" in res.output
+    assert "host adsbnzqorfmgnneiopcr.supabase.co is not a target" in res.output
     with open_reader(out) as r:
-        assert list(r) == []
+        assert [e.target for e in r] == ["rest:event_logs"]
