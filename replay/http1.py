@@ -38,8 +38,8 @@ class ResponseError(Exception):
 
 
 _BODY_METHODS = frozenset(("POST", "PUT", "PATCH"))
-# control characters a head may not hold besides the CRLFs we write (HTAB is allowed in values)
-_CTL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# the bytes a head may hold besides the CRLFs we write: no control character but HTAB
+_ALLOWED = bytes([0x09, *range(0x20, 0x7F), *range(0x80, 0x100)])
 _BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f\u0100-\U0010ffff]")
 _BAD_TOKEN = re.compile(r"[\x00-\x20\x7f\u0100-\U0010ffff]")
 
@@ -48,23 +48,22 @@ def encode_request(req: Request, host_header: str) -> bytes:
     """The request as HTTP/1.1 bytes on a keep-alive connection; RequestError if it cannot be.
 
     Refused: a control character (CR, LF and NUL included; HTAB is allowed in a value) or a
-    character outside latin-1 anywhere in the head, and a space in the method, path or a name.
+    character outside latin-1 anywhere in the head, and a space in the path.
     """
     lines = [f"{req.method} {req.path} HTTP/1.1\r\nHost: {host_header}\r\n"]
     lines.extend(f"{k}: {v}\r\n" for k, v in req.headers)
     if req.body or req.method in _BODY_METHODS:
         lines.append(f"Content-Length: {len(req.body)}\r\n")
     lines.append("\r\n")
-    head = "".join(lines)
-    # every line ends in the one CRLF we wrote (the first item holds two lines): any other CR, LF
-    # or NUL came from the method, the path, a name or a value
-    n = len(lines) + 1
-    if head.count("\n") != n or head.count("\r") != n or _CTL.search(head) or " " in req.path:
-        raise RequestError(_bad_part(req))
     try:
-        return head.encode("latin-1") + req.body
+        head = "".join(lines).encode("latin-1")
     except UnicodeEncodeError:
         raise RequestError(_bad_part(req)) from None
+    # what is left once every allowed byte is deleted must be exactly the CRLFs we wrote (the first
+    # item holds two lines): any other CR, LF or control byte came from the method, path or a header
+    if head.translate(None, _ALLOWED) != b"\r\n" * (len(lines) + 1) or " " in req.path:
+        raise RequestError(_bad_part(req))
+    return head + req.body
 
 
 def check_request(req: Request) -> None:
@@ -168,18 +167,21 @@ class ResponseReader:
     # llhttp callbacks (httptools calls only those defined)
 
     def on_message_begin(self) -> None:
+        """A message starts (bytes after a complete one are extra)."""
         if self.complete:
             self.extra = True
         self.head_size = 0
         self.framed = False
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        """One header: counted against the head limit; framing noted."""
         self.head_size += len(name) + len(value) + 4
         n = len(name)
         if (n == 14 or n == 17) and name.lower() in (b"content-length", b"transfer-encoding"):
             self.framed = True
 
     def on_headers_complete(self) -> None:
+        """The head is read: a 1xx is skipped; a HEAD answer ends here."""
         p = self.parser
         status = p.get_status_code()  # type: ignore[union-attr]
         if self.head_size + self.fed > self.max_head:
@@ -196,9 +198,11 @@ class ResponseReader:
             raise _Stop
 
     def on_body(self, data: bytes) -> None:
+        """A piece of the body (appended: linear however it is split)."""
         self.body += data
 
     def on_message_complete(self) -> None:
+        """A message ends: the answer, unless it was a 1xx."""
         if self.interim:
             self.interim = False
             return

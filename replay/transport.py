@@ -171,7 +171,8 @@ class _Conn(asyncio.Protocol):
 
 
 class _Pool:
-    """Keep-alive connections to one origin: an idle one, else a new one, else (at the cap) a queue.
+    """Keep-alive connections to one origin: an idle one, else the queue, served in order by the
+    next connection free (a new one opened for it while under the cap, or one released).
 
     A queued request's ``sent_t`` is when it is written (as k6, http_req_duration excludes time
     blocked waiting for a connection; that time shows in schedule_lag and latency).
@@ -192,20 +193,25 @@ class _Pool:
         self.idle: list[_Conn] = []
         self.conns = 0  # open or opening
         self.max_conns = max_conns
-        self.queue: deque[tuple[bytes, Done, float | None]] = deque()
+        self.queue: deque[tuple[bytes, Done, float | None]] = deque()  # waiting, oldest first
+        self.opening = 0  # connections being opened for the queue
 
     def send(self, data: bytes, done: Done, sent_t: float | None = None) -> None:
-        """Write on an idle connection, else a new one, else queue (at the cap)."""
-        while self.idle:
-            conn = self.idle.pop()
-            if conn.usable():  # one that is closing gets nothing written: the request goes on
-                conn.send(data, done, sent_t)
-                return
-        if self.max_conns is None or self.conns < self.max_conns:
-            self.conns += 1
-            self.loop.create_task(self._connect_and_send(data, done, sent_t))
-        else:
-            self.queue.append((data, done, sent_t))
+        """Write on an idle connection, else queue the request and open a connection for it.
+
+        Queued requests are written in the order they came, on whichever connection is free
+        first (a new one, or one an answer released): a request that waits for a connection is
+        never overtaken by a later one that found a free connection, so one actor's requests
+        reach the target in the trace's order.
+        """
+        if not self.queue:
+            while self.idle:
+                conn = self.idle.pop()
+                if conn.usable():  # one that is closing gets nothing written: the request goes on
+                    conn.send(data, done, sent_t)
+                    return
+        self.queue.append((data, done, sent_t))
+        self.pump()
 
     def release(self, conn: _Conn) -> None:
         """A connection is free again: give it the oldest queued request, or keep it idle."""
@@ -217,25 +223,35 @@ class _Pool:
             self.idle.append(conn)
 
     def pump(self) -> None:
-        """Open connections for queued requests while under the cap."""
-        while self.queue and (self.max_conns is None or self.conns < self.max_conns):
+        """Open a connection for each queued request no opening one will serve, under the cap."""
+        while len(self.queue) > self.opening and (
+            self.max_conns is None or self.conns < self.max_conns
+        ):
             self.conns += 1
-            self.loop.create_task(self._connect_and_send(*self.queue.popleft()))
+            self.opening += 1
+            self.loop.create_task(self._open())
 
-    async def _connect_and_send(self, data: bytes, done: Done, sent_t: float | None) -> None:
+    async def _open(self) -> None:
         t0 = now()
         try:
             conn = await self._connect()
         except (TimeoutError, OSError) as e:
             self.conns -= 1
-            error = f"connect {self.host_header}: {e}"
-            done(t0 if sent_t is None else sent_t, now(), 0, b"", 0, 0, error)
+            self.opening -= 1
+            self._fail_oldest(t0, f"connect {self.host_header}: {e}")
             self.pump()
             return
+        self.opening -= 1
         if not conn.usable():  # closed by the server before we wrote anything: nothing was sent
-            done(t0 if sent_t is None else sent_t, now(), 0, b"", 0, 0, CLOSED)
+            self._fail_oldest(t0, CLOSED)
             return
-        conn.send(data, done, sent_t)
+        self.release(conn)
+
+    def _fail_oldest(self, t0: float, error: str) -> None:
+        """A connection meant for the queue failed: the oldest queued request gets the error."""
+        if self.queue:
+            _, done, sent_t = self.queue.popleft()
+            done(t0 if sent_t is None else sent_t, now(), 0, b"", 0, 0, error)
 
     async def _connect(self) -> _Conn:
         _, conn = await asyncio.wait_for(

@@ -27,16 +27,13 @@ from staging.postgrest import (
     OBJECT,
     Catalog,
     Query,
-    build_write,
     content_range,
     parse_accept,
     parse_prefer,
     parse_query,
-    project,
     run_read,
     singular,
     to_csv,
-    write_job,
 )
 from staging.realtime import Connection, Hub, Refused
 from staging.runid import run_id
@@ -46,7 +43,6 @@ from staging.stripe_api import (
     confirm_job,
     create_job,
     customer_job,
-    decode_form,
     list_payment_intents,
     refund_job,
     retrieve,
@@ -55,6 +51,8 @@ from staging.stripe_api import (
     validate_confirm,
     validate_create,
 )
+from staging.stripe_params import decode_form
+from staging.table_writes import build_write, project, write_job
 from staging.throttle import Throttle
 from staging.values import INT4, int_in_range, parse_json
 from staging.webhooks import answer, verify_event, webhook_job

@@ -11,77 +11,30 @@ https://docs.stripe.com/testing (test payment methods), https://docs.stripe.com/
 from __future__ import annotations
 
 import json
-import re
 import secrets
 import sqlite3
 import time
-from collections.abc import Iterable
 from typing import Any
 
 from staging.errors import StripeApiError
 from staging.runid import RUN_METADATA
 from staging.schema import now_iso
+from staging.stripe_cards import KNOWN_PMS, TEST_CARDS, payment_method_object
+from staging.stripe_params import (
+    amount_param,
+    bool_param,
+    check_params,
+    currency_param,
+    expand_paths,
+    int_param,
+    metadata_param,
+    str_param,
+)
 
 API_VERSION = "2025-01-27.acacia"
 PM_SUCCEEDS = "pm_card_visa"
 PM_DECLINES = "pm_card_chargeDeclined"
-MAX_LIST_INDEX = 100  # `expand[200000000]=x` is refused, not padded
-MAX_KEY_DEPTH = 5
-MAX_PARAMS = 1000
 
-# Stripe's test PaymentMethods (https://docs.stripe.com/testing): brand, last4, and what a charge
-# does: None succeeds, "3ds" needs authentication, else (error code, decline_code, message).
-_DECLINED = "Your card was declined."
-_DECLINES = {
-    "ChargeDeclined": ("0002", ("card_declined", "generic_decline", _DECLINED)),
-    "ChargeDeclinedInsufficientFunds": (
-        "9995",
-        ("card_declined", "insufficient_funds", "Your card has insufficient funds."),
-    ),
-    "ChargeDeclinedLostCard": ("9987", ("card_declined", "lost_card", _DECLINED)),
-    "ChargeDeclinedStolenCard": ("9979", ("card_declined", "stolen_card", _DECLINED)),
-    "ChargeDeclinedFraudulent": ("0019", ("card_declined", "fraudulent", _DECLINED)),
-    "ChargeDeclinedVelocityLimitExceeded": (
-        "6975",
-        ("card_declined", "card_velocity_exceeded", _DECLINED),
-    ),
-    "ChargeDeclinedExpiredCard": (
-        "0069",
-        ("expired_card", "expired_card", "Your card has expired."),
-    ),
-    "ChargeDeclinedIncorrectCvc": (
-        "0127",
-        ("incorrect_cvc", "incorrect_cvc", "Your card's security code is incorrect."),
-    ),
-    "ChargeDeclinedProcessingError": (
-        "0119",
-        (
-            "processing_error",
-            "processing_error",
-            "An error occurred while processing your card. Try again in a little bit.",
-        ),
-    ),
-}
-TEST_CARDS: dict[str, tuple[str, str, Any]] = {
-    "pm_card_visa": ("visa", "4242", None),
-    "pm_card_visa_debit": ("visa", "5556", None),
-    "pm_card_mastercard": ("mastercard", "4444", None),
-    "pm_card_mastercard_debit": ("mastercard", "8210", None),
-    "pm_card_mastercard_prepaid": ("mastercard", "5100", None),
-    "pm_card_amex": ("amex", "8431", None),
-    "pm_card_discover": ("discover", "1117", None),
-    "pm_card_diners": ("diners", "0004", None),
-    "pm_card_jcb": ("jcb", "0505", None),
-    "pm_card_unionpay": ("unionpay", "0005", None),
-    "pm_card_threeDSecureOptional": ("visa", "3055", None),
-    "pm_card_authenticationRequiredOnSetup": ("visa", "3155", None),
-    "pm_card_authenticationRequired": ("visa", "3184", "3ds"),
-    "pm_card_threeDSecure2Required": ("visa", "3220", "3ds"),
-    "pm_card_threeDSecureRequired": ("visa", "3063", "3ds"),
-    **{f"pm_card_{k[0].lower()}{k[1:]}": ("visa", v[0], v[1]) for k, v in _DECLINES.items()},
-    **{f"pm_card_visa_{k[0].lower()}{k[1:]}": ("visa", v[0], v[1]) for k, v in _DECLINES.items()},
-}
-KNOWN_PMS = frozenset(TEST_CARDS)
 
 _COMMON = {"expand"}
 CREATE_PARAMS = frozenset(
@@ -152,166 +105,11 @@ CANCELABLE = (
     "processing",
 )
 CONFIRMABLE = ("requires_payment_method", "requires_confirmation", "requires_action")
-_KEY = re.compile(r"^([^\[\]]+)((?:\[[^\[\]]*\])*)$")
-_PART = re.compile(r"\[([^\[\]]*)\]")
-_EXPANDABLE = frozenset({"latest_charge", "customer", "payment_method", "payment_intent", "charge"})
 
 
 def _rand(prefix: str, n: int = 24) -> str:
     alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
     return prefix + "".join(secrets.choice(alphabet) for _ in range(n))
-
-
-def decode_form(pairs: Iterable[tuple[str, str]]) -> dict[str, Any]:
-    """Stripe's bracket notation (`metadata[event_id]=1`, `expand[]=x`, `expand[0]=x`, `a[0][b]=c`)
-    as nested dicts and lists. List indices must come in order (as every Stripe client sends
-    them) and stay under MAX_LIST_INDEX, so no request can make the decoder pad a huge list."""
-    root: dict[str, Any] = {}
-    for n, (key, value) in enumerate(pairs):
-        if n >= MAX_PARAMS:
-            raise StripeApiError(400, f"Too many parameters: the limit is {MAX_PARAMS}")
-        m = _KEY.match(key)
-        if not m:
-            raise StripeApiError(400, f"Invalid parameter name: {key[:60]!r}")
-        path = [m.group(1), *_PART.findall(m.group(2))]
-        if len(path) > MAX_KEY_DEPTH + 1:
-            raise StripeApiError(
-                400, f"Parameter {key[:60]!r} nests deeper than {MAX_KEY_DEPTH} levels"
-            )
-        node: Any = root
-        for i, part in enumerate(path):
-            last = i == len(path) - 1
-            nxt = path[i + 1] if not last else None
-            if isinstance(node, list):
-                idx = len(node) if part == "" else _index(part, key)
-                if idx > len(node) or idx >= MAX_LIST_INDEX:
-                    raise StripeApiError(
-                        400,
-                        f"Invalid array index in parameter {key[:60]!r}: indices count up from 0, below {MAX_LIST_INDEX}",
-                        param=m.group(1),
-                    )
-                if idx == len(node):
-                    node.append(None)
-                if last:
-                    node[idx] = value
-                    break
-                if not isinstance(node[idx], dict | list):
-                    node[idx] = [] if nxt == "" or (nxt or "").isdigit() else {}
-                node = node[idx]
-                continue
-            if last:
-                node[part] = value
-            else:
-                if part not in node or not isinstance(node[part], dict | list):
-                    node[part] = [] if nxt == "" or (nxt or "").isdigit() else {}
-                node = node[part]
-    return root
-
-
-def _index(part: str, key: str) -> int:
-    if not (part.isascii() and part.isdigit() and len(part) <= 6):
-        raise StripeApiError(400, f"Invalid array index in parameter {key[:60]!r}")
-    return int(part)
-
-
-def check_params(params: dict[str, Any], allowed: frozenset[str]) -> None:
-    """StripeApiError `parameter_unknown` naming the first parameter not in `allowed`."""
-    unknown = sorted(set(params) - allowed)
-    if unknown:
-        raise StripeApiError(
-            400,
-            f"Received unknown parameter: {unknown[0][:60]}",
-            param=unknown[0][:60],
-            code="parameter_unknown",
-        )
-
-
-def _int_param(v: Any, name: str, lo: int, hi: int) -> int:
-    if not isinstance(v, str) or not (v.isascii() and v.isdigit()) or len(v) > 12:
-        raise StripeApiError(
-            400, f"Invalid integer: {str(v)[:40]}", param=name, code="parameter_invalid_integer"
-        )
-    n = int(v)
-    if not lo <= n <= hi:
-        raise StripeApiError(
-            400,
-            f"Invalid {name}: must be between {lo} and {hi}",
-            param=name,
-            code="parameter_invalid_integer",
-        )
-    return n
-
-
-def _amount(v: Any) -> int:
-    if not isinstance(v, str) or not (v.isascii() and v.isdigit()) or len(v) > 12:
-        raise StripeApiError(
-            400, f"Invalid integer: {str(v)[:40]}", param="amount", code="parameter_invalid_integer"
-        )
-    n = int(v)
-    if n < 1 or n > 99_999_999:
-        raise StripeApiError(
-            400,
-            "Amount must be between 1 and 99999999 in the smallest currency unit.",
-            param="amount",
-            code="amount_too_small" if n < 1 else "amount_too_large",
-        )
-    return n
-
-
-def _bool(v: Any, name: str) -> bool:
-    if v in (None, "false"):
-        return False
-    if v == "true":
-        return True
-    raise StripeApiError(
-        400, f"Invalid boolean: {str(v)[:40]}", param=name, code="parameter_invalid_boolean"
-    )
-
-
-def _str(v: Any, name: str, required: bool = False) -> str | None:
-    if v is None or v == "":
-        if required:
-            raise StripeApiError(
-                400, f"Missing required param: {name}.", param=name, code="parameter_missing"
-            )
-        return None
-    if not isinstance(v, str):
-        raise StripeApiError(
-            400, f"Invalid {name}: expected a string", param=name, code="parameter_invalid"
-        )
-    return v
-
-
-def _metadata(v: Any) -> dict[str, str]:
-    if v is None or v == "":
-        return {}
-    if not isinstance(v, dict) or not all(isinstance(x, str) for x in v.values()):
-        raise StripeApiError(
-            400, "Invalid metadata: expected metadata[key]=value pairs", param="metadata"
-        )
-    if len(v) > 50:
-        raise StripeApiError(400, "Invalid metadata: at most 50 keys", param="metadata")
-    return v
-
-
-def expand_paths(params: dict[str, Any], prefix: str = "") -> list[str]:
-    """The `expand[]` paths of a request (with `data.` stripped for lists); unknown ones refused."""
-    raw = params.get("expand") or []
-    if isinstance(raw, str):
-        raw = [raw]
-    if not isinstance(raw, list):
-        raise StripeApiError(400, "Invalid expand: expected expand[]=path", param="expand")
-    out = []
-    for p in raw:
-        if not isinstance(p, str):
-            raise StripeApiError(400, "Invalid expand: expected expand[]=path", param="expand")
-        path = p[len(prefix) :] if prefix and p.startswith(prefix) else p
-        if path not in _EXPANDABLE:
-            raise StripeApiError(
-                400, f"This property cannot be expanded ({p[:60]}).", param="expand"
-            )
-        out.append(path)
-    return out
 
 
 def validate_create(params: dict[str, Any]) -> dict[str, Any]:
@@ -326,26 +124,18 @@ def validate_create(params: dict[str, Any]) -> dict[str, Any]:
             400, "Missing required param: currency.", param="currency", code="parameter_missing"
         )
     return {
-        "amount": _amount(params["amount"]),
-        "currency": _currency(params["currency"]),
-        "metadata": _metadata(params.get("metadata")),
-        "payment_method": _str(params.get("payment_method"), "payment_method"),
-        "description": _str(params.get("description"), "description"),
-        "customer": _str(params.get("customer"), "customer"),
-        "receipt_email": _str(params.get("receipt_email"), "receipt_email"),
-        "return_url": _str(params.get("return_url"), "return_url"),
-        "off_session": _bool(params.get("off_session"), "off_session"),
-        "confirm": _bool(params.get("confirm"), "confirm"),
+        "amount": amount_param(params["amount"]),
+        "currency": currency_param(params["currency"]),
+        "metadata": metadata_param(params.get("metadata")),
+        "payment_method": str_param(params.get("payment_method"), "payment_method"),
+        "description": str_param(params.get("description"), "description"),
+        "customer": str_param(params.get("customer"), "customer"),
+        "receipt_email": str_param(params.get("receipt_email"), "receipt_email"),
+        "return_url": str_param(params.get("return_url"), "return_url"),
+        "off_session": bool_param(params.get("off_session"), "off_session"),
+        "confirm": bool_param(params.get("confirm"), "confirm"),
         "expand": expand_paths(params),
     }
-
-
-def _currency(cur: Any) -> str:
-    if not isinstance(cur, str) or not re.fullmatch(r"[a-zA-Z]{3}", cur):
-        raise StripeApiError(
-            400, f"Invalid currency: {str(cur)[:20]}", param="currency", code="parameter_invalid"
-        )
-    return cur.lower()
 
 
 def new_payment_intent(req: dict[str, Any]) -> dict[str, Any]:
@@ -395,27 +185,6 @@ def stripe_event(
         "pending_webhooks": 1,
         "request": {"id": None, "idempotency_key": None},
         "type": type_,
-    }
-
-
-def payment_method_object(pm: str) -> dict[str, Any]:
-    """The PaymentMethod object of a test payment method."""
-    brand, last4, _ = TEST_CARDS[pm]
-    return {
-        "id": pm,
-        "object": "payment_method",
-        "type": "card",
-        "card": {
-            "brand": brand,
-            "last4": last4,
-            "exp_month": 12,
-            "exp_year": 2034,
-            "funding": "credit",
-        },
-        "created": 0,
-        "customer": None,
-        "livemode": False,
-        "metadata": {},
     }
 
 
@@ -550,9 +319,9 @@ def validate_confirm(params: dict[str, Any]) -> dict[str, Any]:
     """A checked confirm request."""
     check_params(params, CONFIRM_PARAMS)
     return {
-        "payment_method": _str(params.get("payment_method"), "payment_method"),
-        "return_url": _str(params.get("return_url"), "return_url"),
-        "off_session": _bool(params.get("off_session"), "off_session"),
+        "payment_method": str_param(params.get("payment_method"), "payment_method"),
+        "return_url": str_param(params.get("return_url"), "return_url"),
+        "off_session": bool_param(params.get("off_session"), "off_session"),
         "expand": expand_paths(params),
     }
 
@@ -677,16 +446,16 @@ def update_job(
             payment_intent=public(pi),
         )
     if "amount" in params:
-        pi["amount"] = _amount(params["amount"])
+        pi["amount"] = amount_param(params["amount"])
     if "currency" in params:
-        pi["currency"] = _currency(params["currency"])
+        pi["currency"] = currency_param(params["currency"])
     if "metadata" in params:
         md = dict(pi.get("metadata") or {})
         raw = params["metadata"]
         if raw == "":
             md = {}
         else:
-            for k, v in _metadata(raw).items():
+            for k, v in metadata_param(raw).items():
                 if v == "":
                     md.pop(k, None)
                 else:
@@ -694,16 +463,16 @@ def update_job(
         pi["metadata"] = md
     for k in ("description", "receipt_email"):
         if k in params:
-            pi[k] = _str(params[k], k)
+            pi[k] = str_param(params[k], k)
     if "payment_method" in params:
-        pm = _str(params["payment_method"], "payment_method")
+        pm = str_param(params["payment_method"], "payment_method")
         if pm and pm not in KNOWN_PMS:
             raise _pm_missing(pm)
         pi["payment_method"] = pm
         if pm and pi["status"] == "requires_payment_method":
             pi["status"] = "requires_confirmation"
     if "customer" in params:
-        cus = _str(params["customer"], "customer")
+        cus = str_param(params["customer"], "customer")
         if cus:
             _load_object(conn, "customer", cus, "customer")
         pi["customer"] = cus
@@ -762,7 +531,7 @@ def list_payment_intents(conn: sqlite3.Connection, params: dict[str, Any]) -> di
     """GET /v1/payment_intents: newest first, `limit` (1..100, 10), `starting_after`, `ending_before`."""
     check_params(params, LIST_PARAMS)
     paths = expand_paths(params, "data.")
-    limit = _int_param(params["limit"], "limit", 1, 100) if "limit" in params else 10
+    limit = int_param(params["limit"], "limit", 1, 100) if "limit" in params else 10
     after, before = params.get("starting_after"), params.get("ending_before")
     where, args = [], []
     for name, cursor, op in (("starting_after", after, "<"), ("ending_before", before, ">")):
@@ -778,7 +547,7 @@ def list_payment_intents(conn: sqlite3.Connection, params: dict[str, Any]) -> di
             args.append(row[0])
     if "customer" in params:
         where.append("json_extract(object, '$.customer') = ?")
-        args.append(_str(params["customer"], "customer"))
+        args.append(str_param(params["customer"], "customer"))
     sql = "SELECT object FROM payment_intents" + (" WHERE " + " AND ".join(where) if where else "")
     asc = before is not None and after is None
     sql += f" ORDER BY rowid {'ASC' if asc else 'DESC'} LIMIT ?"
@@ -828,7 +597,7 @@ def refund_job(
             f"Charge {pi['latest_charge']} has already been refunded.",
             code="charge_already_refunded",
         )
-    amount = _int_param(params["amount"], "amount", 1, left) if "amount" in params else left
+    amount = int_param(params["amount"], "amount", 1, left) if "amount" in params else left
     run = run_id or _pi_run(conn, pi_id)
     pi["_refunded_amount"] = done + amount
     pi["_refunded"] = done + amount >= pi["amount"]
@@ -840,7 +609,7 @@ def refund_job(
         "charge": pi["latest_charge"],
         "created": int(time.time()),
         "currency": pi["currency"],
-        "metadata": _metadata(params.get("metadata")),
+        "metadata": metadata_param(params.get("metadata")),
         "payment_intent": pi_id,
         "reason": params.get("reason"),
         "status": "succeeded",
@@ -879,12 +648,12 @@ def customer_job(
         "id": _rand("cus_", 14),
         "object": "customer",
         "created": int(time.time()),
-        "description": _str(params.get("description"), "description"),
-        "email": _str(params.get("email"), "email"),
+        "description": str_param(params.get("description"), "description"),
+        "email": str_param(params.get("email"), "email"),
         "livemode": False,
-        "metadata": _metadata(params.get("metadata")),
-        "name": _str(params.get("name"), "name"),
-        "phone": _str(params.get("phone"), "phone"),
+        "metadata": metadata_param(params.get("metadata")),
+        "name": str_param(params.get("name"), "name"),
+        "phone": str_param(params.get("phone"), "phone"),
     }
     _save_object(conn, cus, run_id)
     return cus, [stripe_event("customer.created", cus)], None

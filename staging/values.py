@@ -103,7 +103,7 @@ def too_deep(raw: bytes | str, limit: int = MAX_JSON_DEPTH) -> bool:
 def parse_json(raw: bytes) -> Any:
     """A request body as JSON, refused (PGRST102) when malformed, deeper than MAX_JSON_DEPTH or
     holding text PostgreSQL cannot store (a lone surrogate, NUL)."""
-    if too_deep(raw):
+    if raw.count(b"{") + raw.count(b"[") > MAX_JSON_DEPTH and json_depth(raw) > MAX_JSON_DEPTH:
         raise PostgrestError(
             400,
             "PGRST102",
@@ -114,7 +114,7 @@ def parse_json(raw: bytes) -> Any:
         obj = json.loads(raw)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise PostgrestError(400, "PGRST102", "Empty or invalid json", str(exc)[:200]) from None
-    if b"\\u" in raw or b"\\U" in raw:  # only escapes can make a lone surrogate or a NUL
+    if b"\\u" in raw:  # only escapes can make a lone surrogate or a NUL (JSON has no \\U)
         _check_strings(obj)
     return obj
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import uvloop
 
+from replay import transport as transport_mod
 from replay.engine import ReplayConfig, run_replay
 from replay.resultlog import read_results
 from replay.transport import (
@@ -425,6 +426,55 @@ def test_connection_cap_queues_requests() -> None:
     uvloop.run(main())
     assert [g[0][2] for g in box["got"]] == [200] * 10
     assert box["conns"] <= 2 and box["srv"].connections == 2
+
+
+def test_a_request_waiting_for_a_connection_is_not_overtaken(monkeypatch) -> None:
+    """Request 1 waits for a slow new connection; connection 0 is released meanwhile and request 2
+    comes: 1 goes out first (on connection 0), 2 after it. One actor's order survives the pool."""
+    box: dict = {}
+    real_connect = transport_mod._Pool._connect
+    calls = 0
+
+    async def slow_second_connect(self):
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            await asyncio.sleep(0.3)
+        return await real_connect(self)
+
+    monkeypatch.setattr(transport_mod._Pool, "_connect", slow_second_connect)
+
+    async def answer(srv: Server, method: bytes, h: dict, body: bytes, w: Writer) -> bool:
+        if h.get(b"x-id") == b"0":
+            await asyncio.sleep(0.1)  # request 0 holds connection 0 for 100 ms
+        w.write(ok(h.get(b"x-id", b"")))
+        return True
+
+    async def main() -> None:
+        async with Server(answer) as srv:
+            tr = RawTransport()
+            await tr.start({})
+            loop = asyncio.get_running_loop()
+            finished = []
+
+            def sender(i: int):
+                fut = loop.create_future()
+                finished.append(fut)
+                tr.send(req(srv.url, i), lambda *a: fut.done() or fut.set_result(a))
+
+            sender(0)  # opens connection 0
+            await asyncio.sleep(0.05)
+            sender(1)  # connection 0 is busy: waits for a new (slow) one
+            await asyncio.sleep(0.1)  # connection 0 is free again by now
+            sender(2)
+            box["got"] = await asyncio.gather(*finished)
+            box["order"] = [hd.split(b"X-Id: ")[1].split(b"\r\n")[0] for hd in srv.heads]
+            await tr.close()
+
+    uvloop.run(main())
+    assert [g[2] for g in box["got"]] == [200, 200, 200]
+    assert box["order"] == [b"0", b"1", b"2"]  # before the fix: 0, 2, 1
+    assert box["got"][1][0] < box["got"][2][0]  # 1 was written before 2
 
 
 def test_aiohttp_transport_same_interface() -> None:

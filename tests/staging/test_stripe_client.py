@@ -11,7 +11,7 @@ import stripe
 
 from staging.knobs import knobs_from_dict
 from staging.server import standin_in_thread
-from staging.stripe_api import TEST_CARDS
+from staging.stripe_cards import TEST_CARDS
 from tests.staging.conftest import INVENTORY, admin_headers, call
 
 
