@@ -19,11 +19,16 @@ from stripe._encode import _api_encode  # the exact encoding stripe-python sends
 from replay.profile import Profile
 from replay.transport import Request
 from traces.event import (
-    DECLINED,
+    CHECKOUT,
+    CONFIRM,
     OK,
+    TARGET_PI_CONFIRM,
+    TARGET_PI_CREATE,
     Event,
     unpack_payload,
 )
+from traces.importers.endpoints import Endpoint, outcome
+from traces.importers.request import REQUEST
 
 RUN_HEADER = "X-Gaterush-Run"
 # who sent it (the event's actor, never a secret): a recorder in between keeps actors apart
@@ -43,14 +48,18 @@ class Keys:
     anon_key: str = field(default="", repr=False)
     stripe_key: str = field(default="", repr=False)
     webhook_secret: str = field(default="", repr=False)
+    # sent instead of anon_key for a recorded request made with the service_role key, if set
+    service_key: str = field(default="", repr=False)
 
     def __repr__(self) -> str:
-        have = [n for n in ("anon_key", "stripe_key", "webhook_secret") if getattr(self, n)]
+        names = ("anon_key", "stripe_key", "webhook_secret", "service_key")
+        have = [n for n in names if getattr(self, n)]
         return f"Keys(set: {', '.join(have) or 'none'})"
 
     def values(self) -> list[str]:
         """The secret values that are set (to check outputs never contain them)."""
-        return [v for v in (self.anon_key, self.stripe_key, self.webhook_secret) if v]
+        keys = (self.anon_key, self.stripe_key, self.webhook_secret, self.service_key)
+        return [v for v in keys if v]
 
 
 @lru_cache(maxsize=64)
@@ -190,49 +199,195 @@ def _stripe_headers(ctx: BuildContext, seq: int) -> tuple[tuple[str, str], ...]:
     return tuple(h)
 
 
+def stripe_call(
+    ctx: BuildContext,
+    seq: int,
+    method: str,
+    path: str,
+    params: Any,
+    *,
+    headers: tuple[tuple[str, str], ...] = (),
+    recorded: bool = False,
+) -> Request:
+    """Any Stripe API call: method, path from /v1/, and form params (a map through the official
+    client's encoding, or pairs as they were recorded); the run id goes into a create's metadata.
+    `recorded` sends `headers` as they were recorded (no Idempotency-Key of replay's own)."""
+    origin, prefix = ctx.stripe
+    method = method.upper()
+    if isinstance(params, dict):
+        pairs = form_encode(params)
+    else:
+        pairs = [(str(k), str(v)) for k, v in params or ()]
+    if method == "POST" and _is_create(path):
+        pairs.append(("metadata[gaterush_run]", ctx.run_id))
+    bodiless = method in ("GET", "DELETE", "HEAD")
+    # a recorded call keeps its own Idempotency-Key or none (as it was sent); a modelled one gets one
+    drop = ("Idempotency-Key", "Content-Type") if bodiless else ()
+    if recorded:
+        drop = (*drop, "Idempotency-Key")
+    h = [(k, v) for k, v in _stripe_headers(ctx, seq) if k not in drop]
+    h = _override(h, headers, ctx.run_id)
+    if bodiless:
+        query = "?" + urlencode(pairs) if pairs else ""
+        return Request(origin, method, prefix + path + query, tuple(h))
+    return Request(origin, method, prefix + path, tuple(h), urlencode(pairs).encode())
+
+
+def _is_create(path: str) -> bool:
+    parts = [p for p in path.split("/") if p]
+    return len(parts) == 2 and parts[0] == "v1"
+
+
+def _override(base: list[tuple[str, str]], recorded: Any, run_id: str) -> list[tuple[str, str]]:
+    """The base headers with the recorded ones in their place (an Idempotency-Key made per run)."""
+    rec = [(str(k), str(v)) for k, v in recorded or ()]
+    names = {k.lower() for k, _ in rec}
+    out = [(k, v) for k, v in base if k.lower() not in names]
+    for k, v in rec:
+        out.append((k, f"gaterush-{run_id}-{v}" if k.lower() == "idempotency-key" else v))
+    return out
+
+
+_ON_COLLECTION = {"create": "POST", "list": "GET"}  # Stripe's verbs on /v1/<resource>
+_ON_ONE = {"retrieve": "GET", "update": "POST", "delete": "DELETE"}  # on /v1/<resource>/<id>
+
+
+def _stripe_path(action: str, ident: str | None) -> tuple[str, str]:
+    """(method, path) of a Stripe call named `resource.action` (payment_intents.confirm)."""
+    resource, _, verb = action.rpartition(".")
+    if not resource:
+        raise BuildError(f"Stripe call {action!r}: expected resource.action")
+    base = f"/v1/{resource}"
+    if verb in _ON_COLLECTION:
+        return _ON_COLLECTION[verb], base
+    if not ident:
+        raise BuildError(f"Stripe call {action!r} needs an id (none recorded or captured)")
+    one = f"{base}/{quote(str(ident), safe='')}"
+    if verb in _ON_ONE:
+        return _ON_ONE[verb], one
+    return "POST", f"{one}/{verb}"
+
+
 def stripe_request(
     ctx: BuildContext, event: Event, payload: dict[str, Any], captured: dict[str, Any] | None
 ) -> Request:
-    """Stripe API (stand-in or test mode): PaymentIntent create / confirm, the run id in metadata."""
-    origin, prefix = ctx.stripe
+    """Stripe API (stand-in or test mode) from a simulated payload: a PaymentIntent create and
+    confirm as the models emit them, any other `resource.action` with the payload as params."""
     action = event.target.partition(":")[2]  # type: ignore[union-attr]
+    ident = (captured or {}).get("id") or payload.get("payment_intent") or payload.get("id")
     if action == "payment_intents.create":
+        if "amount" not in payload:
+            raise BuildError(f"seq {event.seq}: checkout payload has no amount")
         meta = {
             k: payload[k] for k in ("event_id", "quantity", "buyer", "order_ref") if k in payload
         }
-        meta["gaterush_run"] = ctx.run_id
-        params = {
+        params: dict[str, Any] = {
             "amount": payload.get("amount"),
             "currency": payload.get("currency", "usd"),
             "payment_method_types": ["card"],
             "metadata": meta,
         }
-        if "amount" not in payload:
-            raise BuildError(f"seq {event.seq}: checkout payload has no amount")
-        return Request(
-            origin,
-            "POST",
-            f"{prefix}/v1/payment_intents",
-            _stripe_headers(ctx, event.seq),
-            urlencode(form_encode(params)).encode(),
-        )
+        for key in ("confirm", "payment_method"):
+            if key in payload:
+                params[key] = payload[key]
+        return stripe_call(ctx, event.seq, "POST", "/v1/payment_intents", params)
     if action == "payment_intents.confirm":
-        pi = (captured or {}).get("id") or payload.get("payment_intent")
-        if not pi:
+        if not ident:
             raise BuildError(
                 f"seq {event.seq}: confirm has no PaymentIntent id (after={event.after} gave none)"
             )
         params = {"payment_method": payload.get("payment_method", "pm_card_visa")}
-        return Request(
-            origin,
-            "POST",
-            f"{prefix}/v1/payment_intents/{quote(str(pi), safe='')}/confirm",
-            _stripe_headers(ctx, event.seq),
-            urlencode(form_encode(params)).encode(),
+        method, path = _stripe_path(action, ident)
+        return stripe_call(ctx, event.seq, method, path, params)
+    try:
+        method, path = _stripe_path(action, ident)
+    except BuildError as e:
+        raise BuildError(f"seq {event.seq}: {e}") from None
+    named = ("id", "payment_intent") if path.count("/") > 2 else ()  # the id went into the path
+    params = {k: v for k, v in payload.items() if k not in (*named, "query")}
+    return stripe_call(ctx, event.seq, method, path, params)
+
+
+BAD_SIGNING_SECRET = "whsec_gaterush_replayed_bad_signature"  # not anyone's secret: a wrong one
+STALE_SIGNATURE_S = 3600  # older than Stripe's 300 s tolerance
+
+
+def _signature(mode: str, body: bytes, secret: str, now_unix: int) -> str | None:
+    """The Stripe-Signature to send for a recorded delivery: as it was (valid, bad, stale or none)."""
+    if mode == "none":
+        return None
+    if mode == "bad":
+        secret, when = BAD_SIGNING_SECRET, now_unix
+    elif mode == "stale":
+        when = now_unix - STALE_SIGNATURE_S
+    else:
+        when = now_unix
+    return stripe.WebhookSignature.generate_signature_header(body.decode(), secret, timestamp=when)
+
+
+def _replace_ref(value: Any, ref: str, new: str) -> Any:
+    if isinstance(value, str):
+        return value.replace(ref, new)
+    if isinstance(value, dict):
+        return {k: _replace_ref(v, ref, new) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_replace_ref(v, ref, new) for v in value]
+    return value
+
+
+def recorded_request(
+    ctx: BuildContext,
+    event: Event,
+    request: dict[str, Any],
+    now_unix: int,
+    captured: dict[str, Any] | None,
+) -> Request:
+    """A recorded request sent back as it was: method, path, query, kept headers and body; keys,
+    the run id and a webhook's signature (in its recorded state) are supplied now."""
+    method = str(request.get("method", "GET")).upper()
+    path = str(request.get("path", ""))
+    body = request.get("body")
+    ref, new = request.get("ref"), (captured or {}).get("id")
+    if isinstance(ref, str) and ref and isinstance(new, str):
+        path, body = path.replace(ref, new), _replace_ref(body, ref, new)
+    query = [(str(k), str(v)) for k, v in request.get("query") or ()]
+    encoding = request.get("encoding")
+    kind = (event.target or "").partition(":")[0]
+    if kind == "stripe":
+        params = body if encoding in ("form", "form_pairs") else None
+        if query and params is None and method in ("GET", "DELETE", "HEAD"):
+            params = query
+        return stripe_call(
+            ctx, event.seq, method, path, params, headers=request.get("headers"), recorded=True
         )
-    raise BuildError(
-        f"seq {event.seq}: unsupported Stripe call {action!r} (payment_intents.create, payment_intents.confirm)"
-    )
+    origin, prefix = ctx.supabase
+    if encoding == "json":
+        data: bytes | None = _json(body)
+    elif encoding == "form":
+        data = urlencode(form_encode(body)).encode()
+    elif encoding == "form_pairs":
+        data = urlencode([(str(k), str(v)) for k, v in body]).encode()
+    elif encoding == "text":
+        data = str(body).encode()
+    else:
+        data = None
+    headers = [(k, v) for k, v in _base_headers(ctx, None) if k != "Accept"]
+    key = ctx.keys.anon_key
+    if request.get("auth") == "service_role" and ctx.keys.service_key:
+        key = ctx.keys.service_key  # the recorded request was the backend's, not a client's
+    headers += list(supabase_auth_headers(key))
+    headers = _override(headers, request.get("headers"), ctx.run_id)
+    mode = request.get("signature")
+    if kind == "fn" and isinstance(mode, str) and data is not None:
+        if mode != "none" and not ctx.keys.webhook_secret:
+            raise BuildError(
+                f"{event.target}: a Stripe event needs STRIPE_WEBHOOK_SECRET to be signed"
+            )
+        sig = _signature(mode, data, ctx.keys.webhook_secret, now_unix)
+        if sig:
+            headers.append(("Stripe-Signature", sig))
+    qs = "?" + urlencode(query, safe=",.*()") if query else ""
+    return Request(origin, method, prefix + path + qs, tuple(headers), data or b"")
 
 
 def build_request(
@@ -252,7 +407,10 @@ def build_request(
     if not isinstance(payload, dict):
         raise BuildError(f"seq {event.seq}: payload must be a map, got {type(payload).__name__}")
     kind = target.partition(":")[0]
-    if kind == "rpc":
+    request = payload.get(REQUEST)
+    if isinstance(request, dict) and kind in ("rpc", "rest", "fn", "stripe"):
+        req = recorded_request(ctx, event, request, now_unix, captured)
+    elif kind == "rpc":
         req = rpc_request(ctx, target, payload)
     elif kind == "rest":
         req = rest_request(ctx, target, payload)
@@ -268,26 +426,40 @@ def build_request(
 _OUTCOME_KEYS = ("outcome", "result", "status")
 
 
+def _stripe_endpoint(target: str) -> Endpoint:
+    kind = {TARGET_PI_CREATE: CHECKOUT, TARGET_PI_CONFIRM: CONFIRM}.get(target, "stripe")
+    return Endpoint(kind, target)
+
+
 def parse_outcome(
-    target: str, status: int, body: bytes, outcome_key: str = "outcome"
+    target: str,
+    status: int,
+    body: bytes,
+    outcome_key: str = "outcome",
+    expect: str | None = None,
 ) -> tuple[str | None, dict[str, Any] | None]:
     """(outcome, captured) of a response: the outcome checks compare with `expect`, and what a
-    dependent event needs (a created PaymentIntent's id)."""
+    dependent event needs (the id a Stripe create answered with).
+
+    An error status is `http_<status>` (what the recorder and importers write for it); a Stripe
+    answer is judged as the recorder judges it (a 402 is `declined` unless `expect` is `http_402`).
+    """
+    if status <= 0:
+        return None, None
+    error = f"http_{status}" if not 200 <= status < 300 else None
+    if error and expect is not None and expect.startswith("http_"):
+        return error, None
     kind = target.partition(":")[0]
     if kind == "stripe":
         data = _loads(body)
-        if 200 <= status < 300 and isinstance(data, dict):
-            pi_status = data.get("status")
-            if target.endswith(".create"):
-                return OK, {"id": data.get("id")} if data.get("id") else None
-            return (str(pi_status) if pi_status else OK), None
-        if status == 402 and isinstance(data, dict):
-            return DECLINED, None
-        return None, None
+        got = outcome(_stripe_endpoint(target), status, data)
+        if error is None and target.endswith(".create") and isinstance(data, dict):
+            return got, {"id": data["id"]} if isinstance(data.get("id"), str) else None
+        return got, None
+    if error:
+        return error, None
     if kind == "rest" or target.endswith("event_revenue"):
-        return (OK if 200 <= status < 300 else None), None
-    if not 200 <= status < 300:
-        return None, None
+        return OK, None
     fast = _fast_outcome(body, outcome_key)
     if fast is not None:
         return fast, None

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from replay.builders import public_url
 from replay.record import Recorder
 from traces.event import TraceError
 from traces.exitcodes import InvalidInput
@@ -51,18 +52,32 @@ def register(group: click.Group) -> None:
         type=click.FloatRange(min=0.1),
         help="Seconds to wait for the upstream per request.",
     )
-    def record(listen: tuple[str, int], upstream: str, out: Path, timeout: float) -> None:
+    @click.option(
+        "--append",
+        is_flag=True,
+        help="Resume an existing .grt (a recording that was cut) instead of refusing it.",
+    )
+    @click.option("--force", is_flag=True, help="Replace an existing output file.")
+    def record(
+        listen: tuple[str, int],
+        upstream: str,
+        out: Path,
+        timeout: float,
+        append: bool,
+        force: bool,
+    ) -> None:
         """Record traffic: a reverse proxy that forwards to --upstream and appends each request to a trace.
 
         Point clients (or `gaterush replay --target`) at the printed URL; stop with Ctrl-C. Keys and
-        signatures in headers are never written; a kill loses at most the requests in flight.
+        signatures in headers are never written; a kill loses at most the requests in flight. An
+        existing output is refused unless --append (resume it) or --force (replace it).
 
         \b
         Example:
           gaterush record --listen 127.0.0.1:8787 --upstream http://127.0.0.1:54321 -o day.grt
         """
         try:
-            rec = Recorder(upstream, out, timeout=timeout)
+            rec = Recorder(upstream, out, timeout=timeout, append=append, force=force)
         except (ValueError, TraceError) as e:
             raise InvalidInput(str(e)) from None
         try:
@@ -82,7 +97,9 @@ async def _serve(rec: Recorder, host: str, port: int) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     url = await rec.start(host, port)
-    click.echo(f"recording {url} -> {rec.upstream} into {rec.out} (Ctrl-C to stop)", err=True)
+    click.echo(
+        f"recording {url} -> {public_url(rec.upstream)} into {rec.out} (Ctrl-C to stop)", err=True
+    )
     try:
         await stop.wait()
     finally:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -29,21 +30,21 @@ import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 
-from replay.builders import ACTOR_HEADER
+from replay.builders import ACTOR_HEADER, RUN_HEADER
 from traces import event as ev
-from traces.event import Event, pack_payload
+from traces.event import Event, TraceError, pack_payload
 from traces.header import TraceHeader
 from traces.importers.endpoints import (
-    confirmed_id,
     created_id,
     decode_body,
     endpoint,
+    linked_request,
     outcome,
-    parse_query,
-    payload_for,
     realtime_joins,
 )
-from traces.io import open_writer
+from traces.importers.inventory import InventoryFold
+from traces.importers.recorded import recorded_payload
+from traces.io import open_reader, open_writer
 
 # Hop-by-hop headers (RFC 9110 7.6.1) and those aiohttp recomputes: never forwarded as they are.
 HOP = frozenset(
@@ -76,13 +77,22 @@ class Recorder:
         *,
         timeout: float = 60.0,
         header: TraceHeader | None = None,
+        append: bool = False,
+        force: bool = False,
     ) -> None:
         if not upstream.startswith(("http://", "https://")):
-            raise ValueError(f"--upstream: expected an http(s):// URL, got {upstream!r}")
+            raise ValueError(f"--upstream: expected an http(s):// URL, got {_public(upstream)!r}")
         self.upstream = upstream.rstrip("/")
         self.out = Path(out)
         if self.out.suffix != ".grt":
             raise ValueError(f"{out}: record writes a .grt trace (it streams and survives a kill)")
+        if append and force:
+            raise ValueError("--append and --force: choose one (resume the trace, or replace it)")
+        if not (append or force) and (self.out.exists() or self.out.is_symlink()):
+            raise ValueError(
+                f"{out}: exists; --append resumes it, --force replaces it (nothing was written)"
+            )
+        self.append = append
         self.timeout = timeout
         self.stats = RecordStats()
         self._header = header or TraceHeader(
@@ -104,7 +114,14 @@ class Recorder:
         """Open the trace, listen, and return the proxy's URL."""
         origin_us = time.time_ns() // 1000
         self._t0 = time.monotonic()
-        self._writer = open_writer(self.out, replace(self._header, origin_unix_us=origin_us))
+        resume = self.append and self.out.exists() and self.out.stat().st_size > 0
+        if resume:  # go on from the cut trace: its clock and its seq
+            origin_us, last = _resume_point(self.out)
+            self._t0 -= (time.time_ns() // 1000 - origin_us) / 1e6
+            self._next_seq = self._next_write = last + 1
+        self._writer = open_writer(
+            self.out, replace(self._header, origin_unix_us=origin_us), append=self.append
+        )
         self._session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=self.timeout),
             auto_decompress=True,
@@ -139,6 +156,7 @@ class Recorder:
                     self._drain()
             self._writer.close()
             self._writer = None
+            with_inventory(self.out)
 
     # --- the proxy -------------------------------------------------------------------------------
 
@@ -200,19 +218,18 @@ class Recorder:
         rtype: str | None,
         rbody: bytes,
     ) -> Event:
-        query = parse_query(request.query_string)
-        payload = payload_for(
+        payload = recorded_payload(
             ep,
             request.method,
             request.path,
-            query,
-            decode_body(body, request.headers.get("Content-Type")),
+            request.query_string,
+            list(request.headers.items()),
+            body,
+            status,
+            run_id=request.headers.get(RUN_HEADER),
         )
         response = decode_body(rbody, rtype)
-        after = None
-        needed = confirmed_id(ep, payload)
-        if needed:
-            after = self._links.pop(needed, None)
+        after = linked_request(ep, payload, self._links)
         made = created_id(ep, response)
         if made:
             self._links[made] = seq
@@ -346,6 +363,42 @@ class Recorder:
             expect,
         )
         self._complete(seq, e)
+
+
+def _resume_point(path: Path) -> tuple[int, int]:
+    """(origin, last seq) of a trace a recording resumes; -1 when it has no event yet."""
+    with open_reader(path) as reader:
+        origin, last = reader.header.origin_unix_us, -1
+        with contextlib.suppress(TraceError):  # a cut trace ends early: what it holds counts
+            for e in reader:
+                last = max(last, e.seq)
+    return origin, last
+
+
+def with_inventory(path: Path) -> None:
+    """Put the inventory the trace's events touched into its header (rewritten beside, renamed).
+
+    The header leads a .grt file, so the file is copied once with the new header; a kill during
+    the copy leaves the recorded file as it was.
+    """
+    with open_reader(path) as reader:
+        header = reader.header
+        fold = InventoryFold()
+        for e in reader:
+            fold.add(e)
+    inventory = fold.inventory(header.inventory)
+    if inventory == header.inventory:
+        return
+    tmp = path.with_name(f".{path.stem}.inventory-tmp.grt")
+    try:
+        with (
+            open_reader(path) as reader,
+            open_writer(tmp, replace(header, inventory=inventory)) as writer,
+        ):
+            writer.write_many(reader)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _public(url: str) -> str:

@@ -105,7 +105,12 @@ def register(group: click.Group) -> None:
     @IN
     @OUT
     @click.option("--json", "as_json", is_flag=True, help="Print the import report as JSON.")
-    def import_cmd(fmt: str, src: Path, out: Path, as_json: bool) -> None:
+    @click.option(
+        "--supabase-url",
+        default=None,
+        help="The Supabase project whose requests are targets (har, supabase; default: the file's most frequent Supabase host).",
+    )
+    def import_cmd(fmt: str, src: Path, out: Path, as_json: bool, supabase_url: str | None) -> None:
         """Import recorded traffic (HAR, Supabase API logs, common/combined logs, Stripe events).
 
         Lines that cannot be mapped are counted and listed with their line numbers.
@@ -119,7 +124,7 @@ def register(group: click.Group) -> None:
         if src.is_file() and src.stat().st_size == 0:
             raise InvalidInput(f"{src}: the file is empty: nothing to import")
         try:
-            header, events, report = import_file(fmt, src)
+            header, events, report = import_file(fmt, src, supabase_url=supabase_url)
             _write(
                 out,
                 header,

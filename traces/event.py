@@ -7,7 +7,9 @@ from typing import Any, NamedTuple
 import msgpack
 
 FORMAT_NAME = "gaterush-trace"
-FORMAT_VERSION = 1
+# 1: payloads hold the business content only. 2: a recorded or imported request's payload may also
+# hold the request as sent under "request" (traces.importers.request); readers take both.
+FORMAT_VERSION = 2
 
 # Event kinds the built-in models emit. Traces may carry others (recorded traffic); readers accept any.
 ARRIVE = "arrive"  # an attendee (or group member) reaches the gate area; no target

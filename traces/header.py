@@ -26,15 +26,24 @@ class Inventory:
 
     events: tuple[VenueEvent, ...] = ()
     allow_reentry: bool = False
+    # recorded traffic: ticket codes it scanned that are not ticket_code(id, n), as (code, event id)
+    tickets: tuple[tuple[str, int], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        return {"events": [asdict(e) for e in self.events], "allow_reentry": self.allow_reentry}
+        d: dict[str, Any] = {
+            "events": [asdict(e) for e in self.events],
+            "allow_reentry": self.allow_reentry,
+        }
+        if self.tickets:
+            d["tickets"] = [list(t) for t in self.tickets]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Inventory:
         return cls(
             events=tuple(VenueEvent(**e) for e in d.get("events", ())),
             allow_reentry=bool(d.get("allow_reentry", False)),
+            tickets=tuple((str(c), int(e)) for c, e in d.get("tickets", ())),
         )
 
 

@@ -33,6 +33,7 @@ from traces.event import (
     Event,
     pack_payload,
 )
+from traces.importers.request import REQUEST
 
 JWT = "eyJhbGciOiJIUzI1NiJ9.eyJyb2xlIjoiYW5vbiJ9.c2lnbmF0dXJl"
 SECRET = "whsec_test_0123456789abcdef"
@@ -46,6 +47,9 @@ def ev(
     target: str, payload: dict, kind: str = "x", seq: int = 7, after: int | None = None
 ) -> Event:
     return Event(1000, seq, kind, "actor:1", target, pack_payload(payload), after, None)
+
+
+NOW = 1_700_000_000
 
 
 def headers(req) -> dict[str, str]:
@@ -212,11 +216,20 @@ def test_malformed_events_are_build_errors() -> None:
         build_request(CTX, ev(TARGET_PI_CREATE, {"currency": "usd"}), 0)
 
 
+def test_http_expectations_compare_with_the_status() -> None:
+    """An event expecting http_<status> gets that outcome back, a Stripe decline included."""
+    assert parse_outcome(TARGET_PI_CREATE, 402, b"{}", expect="http_402") == ("http_402", None)
+    assert parse_outcome(TARGET_REST_TICKETS, 400, b"{}", expect="http_400") == ("http_400", None)
+    assert parse_outcome(TARGET_REST_TICKETS, 200, b"[]", expect="http_400") == ("ok", None)
+
+
 @pytest.mark.parametrize("target,status,body,outcome,captured", [
     (TARGET_SCAN, 200, b'{"outcome":"already_scanned","ticket":null}', "already_scanned", None),
     (TARGET_SCAN, 200, b'"valid"', "valid", None),
     (TARGET_SCAN, 200, b'[{"outcome":"invalid"}]', "invalid", None),
-    (TARGET_SCAN, 500, b'{"outcome":"valid"}', None, None),
+    (TARGET_SCAN, 500, b'{"outcome":"valid"}', "http_500", None),
+    (TARGET_REST_TICKETS, 400, b'{"code":"PGRST100"}', "http_400", None),
+    (TARGET_PI_CREATE, 402, b'{"error":{"code":"card_declined"}}', "declined", None),
     (TARGET_WEBHOOK, 200, b'{"received":true,"outcome":"duplicate"}', "duplicate", None),
     (TARGET_PI_CREATE, 200, b'{"id":"pi_9","status":"requires_payment_method"}', "ok", {"id": "pi_9"}),
     (TARGET_PI_CONFIRM, 200, b'{"id":"pi_9","status":"succeeded"}', "succeeded", None),
@@ -239,3 +252,125 @@ def test_public_url_strips_credentials_and_query() -> None:
 
 def test_keys_repr_shows_no_secret() -> None:
     assert "sk_test_abc123" not in repr(KEYS) and SECRET not in repr(KEYS) and JWT not in repr(CTX)
+
+
+def recorded(target: str, request: dict, **content) -> Event:
+    """An event as the recorder writes it: its content and the request as sent."""
+    return ev(target, {**content, REQUEST: request})
+
+
+def test_recorded_rest_write_goes_back_as_it_was_sent() -> None:
+    req = build_request(CTX, recorded("rest:tickets", {
+        "method": "POST", "path": "/rest/v1/tickets", "query": [["select", "code"]],
+        "headers": [["prefer", "return=representation"], ["content-type", "application/json"]],
+        "encoding": "json", "body": [{"code": "X1", "event_id": 1}],
+    }), NOW)  # fmt: skip
+    h = dict(req.headers)
+    assert req.method == "POST" and req.path == "/rest/v1/tickets?select=code"
+    assert json.loads(req.body) == [{"code": "X1", "event_id": 1}]
+    assert h["prefer"] == "return=representation" and h["apikey"] == JWT
+    assert "Accept" not in h  # not recorded: not sent
+
+
+def test_recorded_head_with_count_and_single_keep_their_method_and_headers() -> None:
+    req = build_request(CTX, recorded(TARGET_REST_TICKETS, {
+        "method": "HEAD", "path": "/rest/v1/tickets", "query": [["event_id", "eq.1"]],
+        "headers": [["prefer", "count=exact"], ["accept", "application/vnd.pgrst.object+json"]],
+    }), NOW)  # fmt: skip
+    assert req.method == "HEAD" and req.body == b""
+    assert ("prefer", "count=exact") in req.headers
+    assert ("accept", "application/vnd.pgrst.object+json") in req.headers
+
+
+@pytest.mark.parametrize(
+    ("target", "method", "path", "params"),
+    [
+        ("stripe:payment_intents.retrieve", "GET", "/v1/payment_intents/pi_1", None),
+        ("stripe:payment_intents.list", "GET", "/v1/payment_intents", [["limit", "3"]]),
+        ("stripe:payment_intents.cancel", "POST", "/v1/payment_intents/pi_1/cancel", {}),
+        ("stripe:refunds.create", "POST", "/v1/refunds", {"payment_intent": "pi_1"}),
+        ("stripe:customers.create", "POST", "/v1/customers", {"email": "a@example.com"}),
+    ],
+)
+def test_any_recorded_stripe_call_replays(target, method, path, params) -> None:
+    request = {"method": method, "path": path, "query": [], "headers": []}
+    if isinstance(params, dict):
+        request.update(encoding="form", body=params)
+    elif params:
+        request["query"] = params
+    req = build_request(CTX, recorded(target, request), NOW)
+    assert req.method == method and req.origin == "http://127.0.0.1:9"
+    sent = dict(parse_qsl(req.body.decode())) if req.body else {}
+    if method == "POST" and path.count("/") == 2:  # a create carries the run id
+        assert sent.pop("metadata[gaterush_run]") == "run-42"
+    assert sent == (params if isinstance(params, dict) else {})
+    if params and not isinstance(params, dict):
+        assert req.path.endswith("?limit=3")
+    assert ("Authorization", "Bearer sk_test_abc123") in req.headers
+
+
+def test_a_modelled_stripe_call_of_any_resource_replays() -> None:
+    payload = {"payment_intent": "pi_9", "amount": 5}
+    req = build_request(CTX, ev("stripe:refunds.create", payload), NOW)
+    assert req.path == "/stripe/v1/refunds"
+    assert dict(parse_qsl(req.body.decode())) == {
+        "payment_intent": "pi_9",
+        "amount": "5",
+        "metadata[gaterush_run]": "run-42",
+    }
+    cancel = build_request(
+        CTX, ev("stripe:payment_intents.cancel", {"payment_intent": "pi_9"}), NOW
+    )
+    assert cancel.path == "/stripe/v1/payment_intents/pi_9/cancel" and cancel.method == "POST"
+
+
+def test_a_recorded_call_uses_the_id_its_creator_returned_this_time() -> None:
+    e = recorded("stripe:refunds.create", {
+        "method": "POST", "path": "/v1/refunds", "query": [], "headers": [],
+        "encoding": "form", "body": {"payment_intent": "pi_recorded"}, "ref": "pi_recorded",
+    })._replace(after=0)  # fmt: skip
+    req = build_request(CTX, e, NOW, captured={"id": "pi_new"})
+    assert dict(parse_qsl(req.body.decode()))["payment_intent"] == "pi_new"
+
+
+@pytest.mark.parametrize(("mode", "verifies"), [("valid", True), ("bad", False), ("stale", False)])
+def test_a_recorded_webhook_is_signed_as_it_was(mode: str, verifies: bool) -> None:
+    body = {"id": "evt_1", "object": "event", "type": "payment_intent.succeeded"}
+    e = recorded(TARGET_WEBHOOK, {
+        "method": "POST", "path": "/functions/v1/stripe-webhook", "query": [],
+        "headers": [["content-type", "application/json"]], "encoding": "json", "body": body,
+        "signature": mode,
+    }, **body)  # fmt: skip
+    now = int(time.time())
+    req = build_request(CTX, e, now)
+    sig = dict(req.headers)["Stripe-Signature"]
+    try:
+        stripe.WebhookSignature.verify_header(req.body.decode(), sig, SECRET, tolerance=300)
+        ok = True
+    except stripe.SignatureVerificationError:
+        ok = False
+    assert ok is verifies
+
+
+def test_a_recorded_unsigned_webhook_is_sent_unsigned() -> None:
+    e = recorded(TARGET_WEBHOOK, {
+        "method": "POST", "path": "/functions/v1/stripe-webhook", "query": [], "headers": [],
+        "encoding": "json", "body": {"id": "evt_1"}, "signature": "none",
+    })  # fmt: skip
+    assert "Stripe-Signature" not in dict(build_request(CTX, e, NOW).headers)
+
+
+def test_a_recorded_service_role_write_is_sent_with_the_service_key_when_given() -> None:
+    import base64
+
+    claims = base64.urlsafe_b64encode(b'{"role":"service_role"}').decode().rstrip("=")
+    service = f"eyJhbGciOiJIUzI1NiJ9.{claims}.c2ln"
+    from traces.importers.request import capture
+
+    request = capture("POST", "/rest/v1/events", "", [("apikey", service),
+                      ("Content-Type", "application/json")], b'{"id": 9}')  # fmt: skip
+    assert request["auth"] == "service_role" and service not in repr(request)
+    e = recorded("rest:events", request)
+    assert dict(build_request(CTX, e, NOW).headers)["apikey"] == JWT  # no service key: anon's
+    ctx = BuildContext("https://proj.supabase.co", "run-42", Keys(JWT, service_key=service))
+    assert dict(build_request(ctx, e, NOW).headers)["apikey"] == service

@@ -18,6 +18,7 @@ from traces.cli_recorded import register
 from traces.event import TraceError
 from traces.importers import import_file
 from traces.importers.endpoints import Endpoint, endpoint, outcome, payload_for, scrub
+from traces.importers.request import REQUEST
 from traces.io import open_reader
 
 DATA = Path(__file__).parent.parent / "data" / "import"
@@ -49,7 +50,12 @@ def test_common_log_format_doc_example_and_our_endpoints() -> None:
     assert header.origin_unix_us == 971_211_337_000_000  # 10/Oct/2000:13:55:37 -0700
     assert events[0].actor == "ip:203.0.113.7" and events[0].kind == ev.SCAN
     view = events[1].data()
+    sent = view.pop(REQUEST)
     assert view == {"query": {"select": "id,name,capacity", "id": "eq.1"}}  # the apikey JWT is gone
+    assert sent["method"] == "GET" and sent["query"] == [
+        ["select", "id,name,capacity"],
+        ["id", "eq.1"],
+    ]
     assert events[3].expect == "http_503" and events[1].expect == ev.OK
     assert not any(s in all_text(events) for s in SECRETS)
 

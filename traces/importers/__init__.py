@@ -19,6 +19,8 @@ from typing import Any
 
 from traces.event import Event, TraceError, pack_payload
 from traces.header import TraceHeader
+from traces.importers.endpoints import Endpoint, linked_request
+from traces.importers.inventory import infer_inventory
 
 MAX_LINES_KEPT = 20  # line numbers remembered per skip reason (all are counted)
 
@@ -47,6 +49,7 @@ class ImportReport:
     mapped: Counter[str] = field(default_factory=Counter)
     skipped: Counter[str] = field(default_factory=Counter)
     lines: dict[str, list[int]] = field(default_factory=dict)
+    unit: str = "line"  # what the numbers count: a line of a log, an entry of a HAR
 
     def skip(self, reason: str, line: int) -> None:
         """Count one skipped line or entry and remember where it was."""
@@ -70,7 +73,7 @@ class ImportReport:
             for reason, n in self.skipped.most_common():
                 where = ", ".join(map(str, self.lines.get(reason, [])))
                 more = " ..." if n > len(self.lines.get(reason, [])) else ""
-                out.append(f"  {n:>8}  {reason} (line {where}{more})")
+                out.append(f"  {n:>8}  {reason} ({self.unit} {where}{more})")
         return "\n".join(out)
 
     def to_dict(self) -> dict[str, Any]:
@@ -78,6 +81,7 @@ class ImportReport:
         return {
             "format": self.format,
             "source": self.source,
+            "unit": self.unit,
             "mapped": dict(self.mapped),
             "skipped": {
                 r: {"count": n, "lines": self.lines.get(r, [])} for r, n in self.skipped.items()
@@ -94,7 +98,11 @@ def build(
     created: dict[str, int] = {}
     events = []
     for seq, r in enumerate(recs):
-        after = created.get(r.needs) if r.needs else None
+        after = None
+        if r.target is not None:
+            after = linked_request(Endpoint(r.kind, r.target), r.payload, created)
+        if after is None and r.needs:
+            after = created.get(r.needs)
         if r.provides:
             created[r.provides] = seq
         events.append(
@@ -110,7 +118,12 @@ def build(
             )
         )
         report.mapped[r.target or f"({r.kind})"] += 1
-    header = TraceHeader(origin_unix_us=origin, source=f"import:{fmt}", scenario={})
+    header = TraceHeader(
+        origin_unix_us=origin,
+        source=f"import:{fmt}",
+        scenario={},
+        inventory=infer_inventory(events),
+    )
     return header, events
 
 
@@ -128,7 +141,7 @@ def read_text(path: Path, what: str) -> str:
         raise TraceError(f"{path}: not a {what}: not UTF-8 text at byte {e.start}") from None
 
 
-Importer = Callable[[Path], tuple[TraceHeader, list[Event], ImportReport]]
+Importer = Callable[..., tuple[TraceHeader, list[Event], ImportReport]]
 
 
 def importers() -> dict[str, Importer]:
@@ -143,9 +156,17 @@ def importers() -> dict[str, Importer]:
     }
 
 
-def import_file(fmt: str, path: Path) -> tuple[TraceHeader, list[Event], ImportReport]:
-    """Import a recorded-traffic file of a named format; TraceError on an unknown format."""
+def import_file(
+    fmt: str, path: Path, *, supabase_url: str | None = None
+) -> tuple[TraceHeader, list[Event], ImportReport]:
+    """Import a recorded-traffic file of a named format; TraceError on an unknown format.
+
+    `supabase_url` names the project whose requests are targets (HAR and Supabase logs; by
+    default the file's most frequent Supabase host); api.stripe.com always is one.
+    """
     table = importers()
     if fmt not in table:
         raise TraceError(f"unknown import format {fmt!r}: expected one of {', '.join(table)}")
+    if fmt in ("har", "supabase"):
+        return table[fmt](Path(path), supabase_url=supabase_url)
     return table[fmt](Path(path))

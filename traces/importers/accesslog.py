@@ -20,7 +20,10 @@ from urllib.parse import urlsplit
 from traces.event import Event, TraceError
 from traces.header import TraceHeader
 from traces.importers import ImportReport, Record, build, read_text
-from traces.importers.endpoints import endpoint, outcome, parse_query, payload_for
+from traces.importers.endpoints import api_path, endpoint, outcome, parse_query, payload_for
+from traces.importers.hosts import project_host, skip_reason
+from traces.importers.request import REQUEST, capture
+from traces.importers.secrets import scrub_text
 
 # Apache's LogFormat "%h %l %u %t \"%r\" %>s %b" and, combined, "... \"%{Referer}i\" \"%{User-agent}i\"".
 CLF = re.compile(
@@ -55,7 +58,9 @@ def import_clf(path: Path) -> tuple[TraceHeader, list[Event], ImportReport]:
             continue
         parsed += 1
         user = m["user"]
-        actor = f"user:{user}" if user != "-" else f"ip:{m['host']}"
+        # an authuser that is a credential (a JWT, a key) is not kept as the actor's name
+        named = user != "-" and scrub_text(user) == user
+        actor = f"user:{user}" if named else f"ip:{scrub_text(m['host'])}"
         status = int(m["status"]) if m["status"] != "-" else None
         rec = _record(parts[0], parts[1], status, actor, t_us, n, report)
         if rec:
@@ -73,37 +78,87 @@ def _first(report: ImportReport) -> int:
 
 
 def _record(
-    method: str, url: str, status: int | None, actor: str, t_us: int, n: int, report: ImportReport
+    method: str,
+    url: str,
+    status: int | None,
+    actor: str,
+    t_us: int,
+    n: int,
+    report: ImportReport,
+    project: str | None = None,
 ) -> Record | None:
     parts = urlsplit(url)
+    if method.upper() == "OPTIONS":
+        report.skip("CORS preflight (OPTIONS)", n)
+        return None
+    if parts.hostname:
+        reason = skip_reason(parts.hostname, project)
+        if reason:
+            report.skip(reason, n)
+            return None
     ep = endpoint(method, parts.path)
     if ep is None:
         report.skip("not a gaterush target", n)
         return None
     query = parse_query(parts.query)
     payload = payload_for(ep, method, parts.path, query, None)
+    if method.upper() in ("GET", "HEAD") and not ep.target.startswith("realtime:"):
+        # a read is whole without its body: kept as sent (HEAD stays HEAD); a log has no headers
+        payload[REQUEST] = capture(method, api_path(parts.path), parts.query, (), None)
     return Record(t_us, ep.kind, actor, ep.target, payload, outcome(ep, status, None), order=n)
 
 
 # --- Supabase API logs (edge_logs) exported from the Logs Explorer as JSON or CSV -------------
 
-_MESSAGE = re.compile(
-    r"^(?P<method>[A-Z]+) \| (?P<status>\d{3}) \| (?P<ip>[^|]*) \| [^|]* \| (?P<url>\S+)"
-)
+_METHOD = re.compile(r"^[A-Z]{3,7}$")
+_IP = re.compile(r"^[0-9A-Fa-f.:]{3,45}$")
 
 
-def import_supabase(path: Path) -> tuple[TraceHeader, list[Event], ImportReport]:
+def parse_message(message: str) -> dict[str, str] | None:
+    """The method, status, URL and client IP of an edge_logs `event_message`, in the forms the
+    Logs Explorer shows: "METHOD | STATUS | IP | ID | URL | USER-AGENT", the short "METHOD |
+    STATUS | URL | USER-AGENT", and storage's "REF | METHOD | STATUS | IP | ID | PATH | AGENT"."""
+    parts = [p.strip() for p in message.split(" | ")]
+    at_method = next(
+        (
+            i
+            for i in range(min(len(parts) - 2, 2))
+            if _METHOD.match(parts[i]) and re.fullmatch(r"\d{3}", parts[i + 1])
+        ),
+        None,
+    )
+    if at_method is None:
+        return None
+    rest = parts[at_method + 2 :]
+    at = next((i for i, p in enumerate(rest) if p.startswith(("http://", "https://", "/"))), None)
+    if at is None:
+        return None
+    ip = next((p for p in rest[:at] if _IP.match(p) and any(c in p for c in ".:")), "")
+    return {
+        "method": parts[at_method],
+        "status": parts[at_method + 1],
+        "url": rest[at].split()[0],
+        "ip": ip,
+    }
+
+
+def import_supabase(
+    path: Path, *, supabase_url: str | None = None
+) -> tuple[TraceHeader, list[Event], ImportReport]:
     """Read a Supabase API log export (JSON array/object, JSON lines, or CSV) into a trace.
 
     Rows are edge_logs rows: `timestamp` (Unix micro/milli/seconds or ISO 8601, UTC), and either
     the request and response fields (`method`, `path`/`url`, `search`, `status_code`,
     `cf_connecting_ip`), flat or nested under `metadata`, or the `event_message`
-    "METHOD | STATUS | IP | ID | URL | USER-AGENT".
+    "METHOD | STATUS | IP | ID | URL | USER-AGENT" or its short form "METHOD | STATUS | URL |
+    USER-AGENT". A URL with a host other than the project's (`supabase_url`, else the most
+    frequent *.supabase.co host) or api.stripe.com is skipped.
     """
     path = Path(path)
     text = read_text(path, "Supabase log export")
     report = ImportReport("supabase", str(path))
     rows = _rows(path, text)
+    project = project_host(_row_urls(rows), supabase_url)
     records = []
     parsed = 0
     for n, row in rows:
@@ -117,7 +172,7 @@ def import_supabase(path: Path) -> tuple[TraceHeader, list[Event], ImportReport]
             report.skip("missing or bad timestamp", n)
             continue
         method, url, status, ip = flat.get("method"), flat.get("url"), flat.get("status_code"), None
-        m = _MESSAGE.match(str(flat.get("event_message") or ""))
+        m = parse_message(str(flat.get("event_message") or ""))
         if m:
             method = method or m["method"]
             url = url or m["url"]
@@ -142,7 +197,14 @@ def import_supabase(path: Path) -> tuple[TraceHeader, list[Event], ImportReport]
             continue
         parsed += 1
         rec = _record(
-            str(method), str(url), status_i, f"ip:{ip}" if ip else "client:unknown", t_us, n, report
+            str(method),
+            str(url),
+            status_i,
+            f"ip:{scrub_text(str(ip))}" if ip else "client:unknown",
+            t_us,
+            n,
+            report,
+            project,
         )
         if rec:
             records.append(rec)
@@ -152,6 +214,18 @@ def import_supabase(path: Path) -> tuple[TraceHeader, list[Event], ImportReport]
         )
     header, events = build(records, "supabase", report)
     return header, events, report
+
+
+def _row_urls(rows: list[tuple[int, Any]]) -> list[str]:
+    out = []
+    for _, row in rows:
+        if isinstance(row, dict):
+            flat = _flatten(row)
+            m = parse_message(str(flat.get("event_message") or ""))
+            url = flat.get("url") or (m["url"] if m else None)
+            if isinstance(url, str):
+                out.append(url)
+    return out
 
 
 def _rows(path: Path, text: str) -> list[tuple[int, Any]]:

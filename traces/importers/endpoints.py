@@ -16,32 +16,9 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from traces import event as ev
+from traces.importers.request import REQUEST, nest_form
+from traces.importers.secrets import SECRET_KEYS, scrub, scrub_text
 
-# Query parameters and body fields whose value is a credential, whatever it looks like.
-SECRET_KEYS = frozenset(
-    {
-        "apikey",
-        "api_key",
-        "access_token",
-        "refresh_token",
-        "token",
-        "authorization",
-        "password",
-        "secret",
-        "client_secret",
-        "signature",
-        "stripe-signature",
-        "stripe_signature",
-        "jwt",
-        "key",
-    }
-)
-# Values that are credentials wherever they appear: Stripe keys and endpoint secrets, Supabase's
-# new-style keys, and JWTs (legacy anon/service_role keys, user access tokens).
-_SECRET_VALUE = re.compile(
-    r"^(?:(?:sk|rk)_(?:live|test)_|whsec_|sb_secret_|sb_publishable_)|^eyJ[\w-]+\.[\w-]+\.[\w-]*$"
-)
-REDACTED = "[redacted]"
 RPC_ARG_PREFIX = "p_"  # replay's default profile: payload key k is sent as RPC argument p_k
 
 SCAN_OUTCOMES = frozenset({ev.VALID, ev.ALREADY_SCANNED, ev.INVALID, ev.WRONG_EVENT, ev.EXITED})
@@ -69,7 +46,7 @@ def endpoint(method: str, path: str) -> Endpoint | None:
     path) is ignored; Stripe's /v1/ counts only at the start of the path.
     """
     method = method.upper()
-    path = _strip_prefix(path.split("?", 1)[0])
+    path = api_path(path.split("?", 1)[0])
     parts = [p for p in path.split("/") if p]
     if len(parts) >= 4 and parts[:3] == ["rest", "v1", "rpc"]:
         fn = parts[3]
@@ -103,7 +80,7 @@ def endpoint(method: str, path: str) -> Endpoint | None:
     return None
 
 
-def _strip_prefix(path: str) -> str:
+def api_path(path: str) -> str:
     """Drop anything before the first known API root (a proxy or gateway prefix)."""
     found = [
         i
@@ -124,28 +101,13 @@ def parse_query(query: str | Iterable[tuple[str, str]] | Mapping[str, str]) -> d
     for name, value in pairs:
         if name.lower() in SECRET_KEYS:
             continue
-        value = scrub(value)
+        value = scrub_text(value)
         if name in out:
             prev = out[name]
             out[name] = [*prev, value] if isinstance(prev, list) else [prev, value]
         else:
             out[name] = value
     return out
-
-
-def scrub(obj: Any) -> Any:
-    """A copy of a decoded body with secret fields dropped and secret-looking values redacted."""
-    if isinstance(obj, dict):
-        return {
-            k: scrub(v)
-            for k, v in obj.items()
-            if not (isinstance(k, str) and k.lower() in SECRET_KEYS)
-        }
-    if isinstance(obj, list):
-        return [scrub(v) for v in obj]
-    if isinstance(obj, str) and _SECRET_VALUE.search(obj):
-        return REDACTED
-    return obj
 
 
 def decode_body(body: bytes | str | None, content_type: str | None) -> Any:
@@ -162,23 +124,8 @@ def decode_body(body: bytes | str | None, content_type: str | None) -> Any:
     if ctype == "application/x-www-form-urlencoded" or (
         not ctype and "=" in text and " " not in text
     ):
-        return _nest_form(parse_qsl(text, keep_blank_values=True))
+        return nest_form(parse_qsl(text, keep_blank_values=True))
     return {"body": text}
-
-
-def _nest_form(pairs: Iterable[tuple[str, str]]) -> dict[str, Any]:
-    """Stripe's form encoding: metadata[event_id]=1 -> {"metadata": {"event_id": "1"}}."""
-    out: dict[str, Any] = {}
-    for name, value in pairs:
-        keys = re.findall(r"[^\[\]]+", name) or [name]
-        node = out
-        for k in keys[:-1]:
-            nxt = node.get(k)
-            if not isinstance(nxt, dict):
-                nxt = node[k] = {}
-            node = nxt
-        node[keys[-1]] = value
-    return out
 
 
 def _int_or(value: Any) -> Any:
@@ -191,7 +138,12 @@ def payload_for(
     ep: Endpoint, method: str, path: str, query: dict[str, Any], body: Any
 ) -> dict[str, Any]:
     """The business content an event keeps for a request (never a header, never a secret)."""
-    body = scrub(body)
+    return scrub(_content(ep, method, path, query, scrub(body)))
+
+
+def _content(
+    ep: Endpoint, method: str, path: str, query: dict[str, Any], body: Any
+) -> dict[str, Any]:
     if ep.kind == ev.CHECKOUT and isinstance(body, dict):
         meta = body.get("metadata") if isinstance(body.get("metadata"), dict) else {}
         out: dict[str, Any] = {
@@ -204,9 +156,12 @@ def payload_for(
         for key in ("buyer", "order_ref"):
             if key in meta:
                 out[key] = meta[key]
+        for key in ("confirm", "payment_method"):  # a one-step checkout
+            if key in body:
+                out[key] = body[key]
         return out
     if ep.kind == ev.CONFIRM:
-        m = _PI_PATH.match(_strip_prefix(path.split("?", 1)[0]))
+        m = _PI_PATH.match(api_path(path.split("?", 1)[0]))
         out = {
             "payment_method": (body or {}).get("payment_method") if isinstance(body, dict) else None
         }
@@ -253,21 +208,20 @@ def outcome(ep: Endpoint, status: int | None, response: Any) -> str | None:
         ):
             return ev.DUPLICATE
         return ev.PROCESSED
-    if ep.kind == ev.CONFIRM:
-        if isinstance(response, dict):
-            pi_status = response.get("status")
-            if pi_status == "succeeded":
-                return ev.SUCCEEDED
-            if pi_status in ("requires_payment_method", "canceled"):
-                return ev.DECLINED
-            err = response.get("error")
-            if isinstance(err, dict) and err.get("code") in (
-                "card_declined",
-                "payment_intent_payment_attempt_failed",
-            ):
-                return ev.DECLINED
-        if status == 402:
+    if ep.kind == ev.CONFIRM and isinstance(response, dict):
+        pi_status = response.get("status")
+        if pi_status == "succeeded":
+            return ev.SUCCEEDED
+        if pi_status in ("requires_payment_method", "canceled"):
             return ev.DECLINED
+        err = response.get("error")
+        if isinstance(err, dict) and err.get("code") in (
+            "card_declined",
+            "payment_intent_payment_attempt_failed",
+        ):
+            return ev.DECLINED
+    if status == 402 and ep.target.startswith("stripe:"):
+        return ev.DECLINED  # a card declined on a create with confirm=true too
     if 200 <= status < 300:
         return ev.OK
     return f"http_{status}"
@@ -287,14 +241,44 @@ def _named_outcome(response: Any) -> str | None:
 
 
 def created_id(ep: Endpoint, response: Any) -> str | None:
-    """The PaymentIntent id a create answered with, to link the confirm that follows (`after`)."""
+    """The id a Stripe create answered with (a PaymentIntent, a refund, a customer), to link the
+    calls that use it (`after`)."""
     if (
-        ep.kind == ev.CHECKOUT
+        ep.target.startswith("stripe:")
+        and ep.target.endswith(".create")
         and isinstance(response, dict)
         and isinstance(response.get("id"), str)
     ):
         return response["id"]
     return None
+
+
+def referenced_ids(request: dict[str, Any]) -> list[str]:
+    """The ids a captured Stripe request names: its path segments, then its body's string values."""
+    out = [p for p in request.get("path", "").split("/") if "_" in p]
+    stack = [request.get("body")]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, str):
+            out.append(v)
+        elif isinstance(v, dict):
+            stack.extend(reversed(list(v.values())))
+        elif isinstance(v, list):
+            stack.extend(reversed(v))
+    return out
+
+
+def linked_request(ep: Endpoint, payload: dict[str, Any], created: Mapping[str, Any]) -> Any | None:
+    """What an event waits for: the creator of the first id its request names (then the request
+    keeps that id as `ref`, for replay to put the new id in its place), else the confirm's link."""
+    request = payload.get(REQUEST)
+    if ep.target.startswith("stripe:") and isinstance(request, dict):
+        for ident in referenced_ids(request):
+            if ident in created:
+                request["ref"] = ident
+                return created[ident]
+    needed = confirmed_id(ep, payload)
+    return created.get(needed) if needed else None
 
 
 def confirmed_id(ep: Endpoint, payload: dict[str, Any]) -> str | None:

@@ -1,8 +1,10 @@
 """Import a HAR file (a browser's or a proxy's export) as a trace.
 
-Each entry whose URL path is a gaterush target becomes one event at its `startedDateTime`; the
-request body (or query) is the payload, the response the `expect`. Headers are never read, so
-`apikey`, `Authorization` and cookies cannot leak. A HAR is one client: its events share one
+Each entry to a target host (traces.importers.hosts) whose URL path is a gaterush target becomes
+one event at its `startedDateTime`; the request as sent is its payload (method, path, query, the
+headers replay needs, the body; traces.importers.request), the response its `expect`. Only the
+kept headers are read, so `apikey`, `Authorization` and cookies cannot leak. Skips name the
+entry number (1-based). A HAR is one client: its events share one
 actor (`browser:<file stem>`). Realtime websockets become `subscribe` events from the client's
 `phx_join` messages when the HAR carries them (Chromium's `_webSocketMessages`).
 """
@@ -14,7 +16,7 @@ import json
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 from traces import event as ev
 from traces.event import Event, TraceError
@@ -26,10 +28,10 @@ from traces.importers.endpoints import (
     decode_body,
     endpoint,
     outcome,
-    parse_query,
-    payload_for,
     realtime_joins,
 )
+from traces.importers.hosts import project_host, skip_reason
+from traces.importers.recorded import recorded_payload
 
 
 def iso_to_unix_us(text: str) -> int:
@@ -40,8 +42,14 @@ def iso_to_unix_us(text: str) -> int:
     return round(dt.timestamp() * 1_000_000)
 
 
-def import_har(path: Path) -> tuple[TraceHeader, list[Event], ImportReport]:
-    """Read a HAR file into a trace header, its events, and what was mapped and skipped."""
+def import_har(
+    path: Path, *, supabase_url: str | None = None
+) -> tuple[TraceHeader, list[Event], ImportReport]:
+    """Read a HAR file into a trace header, its events, and what was mapped and skipped.
+
+    Only requests to the Supabase project (`supabase_url`, else found in the file: see
+    traces.importers.hosts) and api.stripe.com are targets; CORS preflights are skipped.
+    """
     path = Path(path)
     text = read_text(path, "HAR file")
     try:
@@ -51,45 +59,72 @@ def import_har(path: Path) -> tuple[TraceHeader, list[Event], ImportReport]:
     entries = doc.get("log", {}).get("entries") if isinstance(doc, dict) else None
     if not isinstance(entries, list):
         raise TraceError(f"{path}: not a HAR file: no log.entries list")
-    report = ImportReport("har", str(path))
+    report = ImportReport("har", str(path), unit="entry")
     actor = f"browser:{path.stem}"
     records: list[Record] = []
+    project = project_host(_urls(entries), supabase_url)
     for n, entry in enumerate(entries, start=1):
         try:
-            records.extend(_entry_records(entry, actor, n, report))
+            records.extend(_entry_records(entry, actor, n, report, project))
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             report.skip(f"malformed entry ({type(e).__name__}: {e})", n)
     header, events = build(records, "har", report)
     return header, events, report
 
 
-def _entry_records(entry: dict[str, Any], actor: str, n: int, report: ImportReport) -> list[Record]:
+def _urls(entries: list[Any]) -> list[str]:
+    out = []
+    for entry in entries:
+        req = entry.get("request") if isinstance(entry, dict) else None
+        if isinstance(req, dict) and isinstance(req.get("url"), str):
+            out.append(req["url"])
+    return out
+
+
+def _entry_records(
+    entry: dict[str, Any], actor: str, n: int, report: ImportReport, project: str | None
+) -> list[Record]:
     req = entry["request"]
-    method = req["method"]
+    method = str(req["method"]).upper()
     url = urlsplit(req["url"])
     t_us = iso_to_unix_us(entry["startedDateTime"])
+    if method == "OPTIONS":
+        report.skip("CORS preflight (OPTIONS)", n)
+        return []
+    reason = skip_reason(url.hostname or "", project)
+    if reason:
+        report.skip(reason, n)
+        return []
     ep = endpoint(method, url.path)
     if ep is None:
         report.skip("not a gaterush target", n)
         return []
     if ep.target.startswith("realtime:"):
         return _websocket_records(entry, actor, t_us, n, report)
-    query = parse_query(url.query)
     post = req.get("postData") or {}
-    body = decode_body(post.get("text"), post.get("mimeType"))
-    if body is None and post.get("params"):
-        body = {p["name"]: p.get("value", "") for p in post["params"]}
+    text = post.get("text")
+    if text is None and post.get("params"):
+        text = urlencode([(p["name"], p.get("value", "")) for p in post["params"]])
+    headers = [
+        (str(h["name"]), str(h.get("value", "")))
+        for h in req.get("headers") or ()
+        if isinstance(h, dict) and "name" in h
+    ]
+    if post.get("mimeType") and not any(k.lower() == "content-type" for k, _ in headers):
+        headers.append(("Content-Type", str(post["mimeType"])))
     resp = entry.get("response") or {}
     content = resp.get("content") or {}
     rtext = content.get("text")
     if rtext and content.get("encoding") == "base64":
         rtext = base64.b64decode(rtext)
     response = decode_body(rtext, content.get("mimeType"))
-    payload = payload_for(ep, method, url.path, query, body)
     status = resp.get("status")
     if status in (None, 0, -1):  # never answered (the page closed, the request was aborted)
         report.skip("request without a response", n)
         return []
+    payload = recorded_payload(
+        ep, method, url.path, url.query, headers, text, status, now_unix=t_us / 1e6
+    )
     return [
         Record(
             t_us,
