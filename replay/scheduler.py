@@ -321,7 +321,7 @@ class Scheduler:
             error: str | None,
         ) -> None:
             self.in_flight -= 1
-            outcome, cap = parse_outcome(target, status, body, okey)
+            outcome, cap = parse_outcome(target, status, body, okey, expect=ev.expect)
             st = self.stats
             st.done += 1
             failed = status == 0 or status >= 400

@@ -199,6 +199,13 @@ def seed_inventory(conn: sqlite3.Connection, inventory: Inventory) -> int:
                 ((ticket_code(ev.id, n), ev.id, now) for n in range(ev.presold)),
             )
             added += conn.total_changes - before
+        # tickets a recording touched whose codes are not the T<id>-n kind seeded above
+        before = conn.total_changes
+        conn.executemany(
+            "INSERT OR IGNORE INTO tickets(code, event_id, created_at) VALUES (?,?,?)",
+            ((code, event_id, now) for code, event_id in inventory.tickets),
+        )
+        added += conn.total_changes - before
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
