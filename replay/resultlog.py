@@ -125,6 +125,11 @@ class ResultHeader:
     max_in_flight: int = 0
     stripe: str = "standin"  # standin | real | URL | skip
     trace_duration_us: int = 0  # last event's t_us (trace time, before --speed)
+    shard: int | None = None  # which shard wrote this file (None: the whole run in one file)
+    clocks: list[dict[str, Any]] = field(default_factory=list)  # per shard: see replay.clocksync
+    lost: list[dict[str, Any]] = field(
+        default_factory=list
+    )  # shards whose worker died (see shards)
     complete: bool = False  # set by the reader when the trailer was found (a clean close)
     end_us: int | None = None  # from the trailer: when the run ended, relative to start
     format: str = RESULT_FORMAT
@@ -197,14 +202,22 @@ class ResultWriter:
         self._file.flush()
         self._last_flush = time.monotonic()
 
-    def close(self, end_us: int | None = None) -> None:
-        """Write the trailer, and for a .parquet target convert the stream and remove it."""
+    def close(self, end_us: int | None = None, lost: list[dict[str, Any]] | None = None) -> None:
+        """Write the trailer, and for a .parquet target convert the stream and remove it.
+
+        `lost`: the shards whose worker died (known only at the end), kept in the final header.
+        """
         if self._closed:
             return
         self._closed = True
         self.flush()
-        self._file.write(self._packer.pack({"end": {"end_us": end_us, "rows": self.rows}}))
+        end: dict[str, Any] = {"end_us": end_us, "rows": self.rows}
+        if lost:
+            end["lost"] = lost
+        self._file.write(self._packer.pack({"end": end}))
         self._file.close()
+        if lost:
+            self.header = ResultHeader.from_dict({**self.header.to_dict(), "lost": lost})
         if self.parquet:
             final = ResultHeader.from_dict(
                 {**self.header.to_dict(), "complete": True, "end_us": end_us}
@@ -217,6 +230,47 @@ class ResultWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def rows_to_ipc(rows: list[tuple]) -> bytes:
+    """Rows (COLUMNS order) as one Arrow IPC stream of one record batch: what shards stream back."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, SCHEMA) as w:
+        for batch in _batches(iter(rows), 0):  # type: ignore[arg-type]
+            w.write_batch(batch)
+    return sink.getvalue().to_pybytes()
+
+
+def rows_from_ipc(data: bytes) -> list[ResultRow]:
+    """The rows of an Arrow IPC stream written by rows_to_ipc."""
+    table = pa.ipc.open_stream(data).read_all()
+    return [
+        ResultRow(*r) for r in zip(*(table.column(c).to_pylist() for c in COLUMNS), strict=True)
+    ]
+
+
+SHARD_GLOB = "shard-*-of-*"
+
+
+def shard_file(directory: str | os.PathLike[str], shard: int, shards: int) -> Path:
+    """Where shard `shard` of `shards` writes its own result file under ``--out DIR``."""
+    return Path(directory) / f"shard-{shard:03d}-of-{shards:03d}.parquet"
+
+
+def result_files(paths: list[str | os.PathLike[str]]) -> list[Path]:
+    """The result files named by `paths`: a directory stands for the shard files in it."""
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if not p.is_dir():
+            out.append(p)
+            continue
+        # a crashed shard left only its .parquet.grr stream, which reading its .parquet name finds
+        names = sorted({f.name.removesuffix(".grr") if f.name.endswith(".parquet.grr") else f.name
+                        for f in p.glob(SHARD_GLOB) if f.name.endswith((".parquet", ".grr"))})  # fmt: skip
+        if not names:
+            raise ResultLogError(f"{p}: a directory with no shard result files ({SHARD_GLOB})")
+        out.extend(p / n for n in names)
+    return out
 
 
 def _grr_to_parquet(src: Path, dst: Path, final: ResultHeader, batch_rows: int = 65536) -> None:
@@ -290,6 +344,8 @@ class _RowStream:
                 end = obj["end"] or {}
                 d = self.header.to_dict()
                 d.update(complete=True, end_us=end.get("end_us"))
+                if end.get("lost"):
+                    d["lost"] = end["lost"]
                 self.final_header = ResultHeader.from_dict(d)
                 continue
             raise ResultLogError(f"{self.path}: unexpected object near byte {self._u.tell()}")
