@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import signal
 import statistics
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -141,3 +144,27 @@ def test_report_merges_shard_files_written_under_out_dir(tmp_path: Path, loop_se
     r = CliRunner().invoke(gaterush_cli, ["report", str(out_dir), "--summary-json", str(js)])
     assert r.exit_code == 0, r.output
     assert json.loads(js.read_text())["metrics"]["http_reqs"]["values"]["count"] == n
+
+
+def test_killed_client_stops_every_shard(tmp_path: Path, loop_server: LoopbackServer) -> None:
+    """SIGKILL of the replay client: Dask cancels its tasks and every shard stops sending."""
+    t = scan_trace(tmp_path / "t.grt", 30_000, 50, gap_us=1_000)  # 30 s: far from done
+    with DaskCluster(tmp_path, 2, env=WORKER_ENV) as dc:
+        loop_server.set_recording(True)
+        p = subprocess.Popen([sys.executable, "-m", "gaterush", "replay", str(t), "--target", loop_server.url,
+                              "--scheduler", dc.url, "--workers", "2", "-o", str(tmp_path / "r.grr"), "-q"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+        deadline = time.monotonic() + 120
+        while len(loop_server.stamps()) < 500:
+            assert p.poll() is None and time.monotonic() < deadline, p.stderr.read().decode()
+            time.sleep(0.1)
+        p.send_signal(signal.SIGKILL)
+        killed = time.monotonic()
+        p.wait(30)
+        time.sleep(4)
+        stamps = loop_server.stamps()
+    late = sorted(ts - killed for ts, _ in stamps if ts > killed)
+    print(
+        f"\nrequests after the client's SIGKILL: {len(late)}, the last {late[-1] if late else 0:.2f} s after"
+    )
+    assert len(stamps) < 30_000 and not [x for x in late if x > 3.0]
