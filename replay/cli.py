@@ -20,6 +20,7 @@ from replay.engine import (
 )
 from replay.profile import ProfileError
 from replay.safety import SafetyError
+from replay.thresholds import DEFAULT_MAX_SCHEDULE_LAG_MS as th_default
 from traces.event import TraceError
 from traces.exitcodes import THRESHOLDS_FAILED, InvalidInput
 
@@ -154,11 +155,20 @@ def register(group: click.Group, start_local: StartLocal | None = None) -> None:
         is_flag=True,
         help="Print the plan (requests per target, peak rate, ...) and send nothing.",
     )
+    @click.option(
+        "--max-schedule-lag",
+        "max_lag",
+        type=click.FloatRange(min=0, min_open=True),
+        default=None,
+        metavar="MS",
+        help="The replay's own fidelity limit: schedule_lag p(99) under this many ms "
+        f"(default {th_default:g}; a schedule_lag threshold replaces it).",
+    )
     @click.option("--quiet", "-q", is_flag=True, help="No progress line and no summary.")
     def replay_cmd(trace: str, out: str, target: str, speed: float, max_in_flight: int, workers: int,
                    scheduler: str | None, stripe_mode: str, profile: str | None, rate_caps: tuple[str, ...], timeout: float,
                    transport: str, connections: int | None, run_id: str | None, specs: tuple[str, ...], files: tuple[str, ...],
-                   summary_json: str | None, dry_run: bool, quiet: bool) -> None:  # fmt: skip
+                   summary_json: str | None, dry_run: bool, max_lag: float | None, quiet: bool) -> None:  # fmt: skip
         """Fire a trace at a target in real (or scaled) time and judge it; exit 99 if a threshold failed.
 
         \b
@@ -196,14 +206,19 @@ def register(group: click.Group, start_local: StartLocal | None = None) -> None:
             return
         try:
             loaded = rep.load([str(result.out)])
-            metrics, verdicts = rep.judge_results(loaded, thresholds)
+            judged = rep.judge_run(loaded, thresholds, max_lag)
         except (rep.ReportError, th.ThresholdError) as e:
             raise InvalidInput(str(e)) from None
         if not quiet:
             click.echo(f"run {result.header.run_id}: {result.rows} rows in {result.out}", err=True)
-            click.echo(summ.render(metrics, verdicts), nl=False)
+            click.echo(
+                summ.render(judged.metrics, judged.verdicts, fidelity=judged.fidelity), nl=False
+            )
         if summary_json:
-            data = summ.to_json(metrics, verdicts, extra=rep.summary_extra(loaded))
+            data = summ.to_json(
+                judged.metrics, judged.verdicts, extra=rep.summary_extra(loaded),
+                fidelity=judged.fidelity,
+            )  # fmt: skip
             try:
                 with open(summary_json, "w", encoding="utf-8") as f:
                     f.write(json.dumps(data, indent=2, allow_nan=False) + "\n")
@@ -211,5 +226,5 @@ def register(group: click.Group, start_local: StartLocal | None = None) -> None:
                 raise InvalidInput(
                     f"{summary_json}: cannot write the summary JSON: {e.strerror or e}"
                 ) from None
-        if not th.passed(verdicts):
+        if not judged.passed:
             raise SystemExit(THRESHOLDS_FAILED)

@@ -13,6 +13,9 @@ from replay import report as rep
 from replay import summary as summ
 from replay import thresholds as th
 from replay import verify as ver
+from replay.cleanup import cleanup_at
+from replay.resultlog import ResultHeader
+from replay.thresholds import DEFAULT_MAX_SCHEDULE_LAG_MS as th_default
 from traces.event import TraceError
 from traces.exitcodes import THRESHOLDS_FAILED, InvalidInput
 from traces.io import open_reader
@@ -42,13 +45,8 @@ def _write(path: str, text: str, what: str) -> None:
         raise InvalidInput(f"{path}: cannot write the {what}: {e.strerror or e}") from None
 
 
-def register(group: click.Group, end_state_of: ver.EndStateOf | None = None) -> None:
-    """Add `report` and `verify` to the gaterush group.
-
-    `end_state_of(url, keys)` returns a target's end state (traces.projection keys) or None when it
-    does not know the target; the stand-in's is wired by gaterush.py. Without it (or on None),
-    `verify` reads a Supabase project through PostgREST.
-    """
+def register(group: click.Group) -> None:
+    """Add `report` and `verify` to the gaterush group."""
 
     @group.command("report")
     @click.argument("results", nargs=-1, required=True, type=click.Path())
@@ -77,6 +75,15 @@ def register(group: click.Group, end_state_of: ver.EndStateOf | None = None) -> 
         type=click.FloatRange(min=0.001),
         help="Plot bucket width in seconds (default: automatic).",
     )
+    @click.option(
+        "--max-schedule-lag",
+        "max_lag",
+        type=click.FloatRange(min=0, min_open=True),
+        default=None,
+        metavar="MS",
+        help="The replay's own fidelity limit: schedule_lag p(99) under this many ms "
+        f"(default {th_default:g}; a schedule_lag threshold replaces it).",
+    )
     @click.option("--quiet", "-q", is_flag=True, help="Do not print the summary.")
     def report_cmd(
         results: tuple[str, ...],
@@ -85,6 +92,7 @@ def register(group: click.Group, end_state_of: ver.EndStateOf | None = None) -> 
         specs: tuple[str, ...],
         files: tuple[str, ...],
         step: float | None,
+        max_lag: float | None,
         quiet: bool,
     ) -> None:
         """Re-judge result files (several shards merge) and write the HTML report and summary JSON.
@@ -97,20 +105,25 @@ def register(group: click.Group, end_state_of: ver.EndStateOf | None = None) -> 
         thresholds = collect_thresholds(specs, files)
         try:
             loaded = rep.load(results)
-            metrics, verdicts = rep.judge_results(loaded, thresholds)
+            judged = rep.judge_run(loaded, thresholds, max_lag)
         except (rep.ReportError, th.ThresholdError) as e:
             raise InvalidInput(str(e)) from None
+        metrics, verdicts, fidelity = judged.metrics, judged.verdicts, judged.fidelity
         if not quiet:
-            click.echo(summ.render(metrics, verdicts), nl=False)
+            click.echo(summ.render(metrics, verdicts, fidelity=fidelity), nl=False)
         if summary_json:
-            data = summ.to_json(metrics, verdicts, extra=rep.summary_extra(loaded))
+            data = summ.to_json(
+                metrics, verdicts, extra=rep.summary_extra(loaded), fidelity=fidelity
+            )
             _write(summary_json, json.dumps(data, indent=2, allow_nan=False) + "\n", "summary JSON")
         if html_out:
-            page = rep.render_html(metrics, verdicts, results=loaded, step_s=step)
+            page = rep.render_html(
+                metrics, verdicts, results=loaded, step_s=step, fidelity=fidelity
+            )
             _write(html_out, page, "HTML report")
             if not quiet:
                 click.echo(f"report: {html_out}")
-        if not th.passed(verdicts):
+        if not judged.passed:
             raise SystemExit(THRESHOLDS_FAILED)
 
     @group.command("verify")
@@ -123,7 +136,8 @@ def register(group: click.Group, end_state_of: ver.EndStateOf | None = None) -> 
         "--results",
         "results_path",
         type=click.Path(dir_okay=False),
-        help="A result file of the run (for its run id).",
+        help="A result file of the run: its run id, and for --target local the stand-in's end "
+        "state it kept (default: results.parquet, replay's default output).",
     )
     @click.option(
         "--json",
@@ -136,24 +150,71 @@ def register(group: click.Group, end_state_of: ver.EndStateOf | None = None) -> 
     ) -> None:
         """Compare the target's end state with the trace's expected end state; exit 99 if they differ.
 
+        With --target local, the end state is the one the stand-in of a `replay --target local`
+        had when the run ended (kept in its result file); with a URL, a running stand-in's admin
+        API or a Supabase project's rows of the run, read through PostgREST.
+
         \b
         Example:
-          gaterush verify day.parquet --target local
+          gaterush replay day.parquet --target local -o results.parquet
+          gaterush verify day.parquet --target local --results results.parquet
           gaterush verify day.parquet --target https://abc.supabase.co --results results.parquet
         """
         expected = expected_of(trace)
-        if results_path and not run_id:
+        header = None
+        if results_path or target == "local":
+            path = results_path or "results.parquet"
             try:
-                run_id = rep.load([results_path]).headers[0].run_id
+                header = rep.load([path]).headers[0]
             except rep.ReportError as e:
-                raise InvalidInput(str(e)) from None
-        actual = end_state(target, run_id, end_state_of)
+                raise InvalidInput(f"--results: {e}") from None
+            run_id = run_id or header.run_id
+        actual = end_state(target, run_id, header)
         result = ver.compare(expected, actual)
         click.echo(result.render(), nl=False)
         if json_out:
             _write(json_out, json.dumps(result.to_json(), indent=2) + "\n", "verification JSON")
         if not result.ok:
             raise SystemExit(THRESHOLDS_FAILED)
+
+
+def register_cleanup(group: click.Group) -> None:
+    """Add `cleanup` to the gaterush group: a run's rows removed at a stand-in or a Supabase project."""
+
+    @group.command("cleanup")
+    @click.option("--run", "run_id", required=True, help="The run id whose rows to delete.")
+    @click.option(
+        "--target",
+        "--url",
+        "url",
+        default=lambda: os.environ.get("SUPABASE_URL", "http://127.0.0.1:54321"),
+        show_default="$SUPABASE_URL or http://127.0.0.1:54321",
+        help="The target replayed: a stand-in's or a Supabase project's URL.",
+    )
+    @click.option("--dry-run", is_flag=True, help="Count the rows that would go; delete nothing.")
+    def cleanup_cmd(run_id: str, url: str, dry_run: bool) -> None:
+        """Delete every row a run created (scans, webhook events, tickets, orders) at its target.
+
+        A stand-in does it through its admin endpoint; a Supabase project through PostgREST, on
+        the rows whose run_id is the run's, with $SUPABASE_SERVICE_ROLE_KEY (the anon key may not
+        delete). Stripe test-mode objects are not touched.
+
+        \b
+        Example:
+          SUPABASE_SERVICE_ROLE_KEY=... gaterush cleanup --run r-20260613-1200 --target https://abc.supabase.co
+          gaterush cleanup --run r-20260613-1200 --target https://abc.supabase.co --dry-run
+        """
+        key = os.environ.get("SUPABASE_SERVICE_ROLE_KEY", "").strip()
+        if not key:
+            raise InvalidInput(
+                "set SUPABASE_SERVICE_ROLE_KEY (the project's service-role key, or the one "
+                "`gaterush staging serve` prints) to delete a run's rows"
+            )
+        try:
+            done = cleanup_at(url, run_id=run_id, api_key=key, dry_run=dry_run)
+        except ver.EndStateError as e:
+            raise InvalidInput(f"cleanup at {ver.public(url)}: {e}") from None
+        click.echo(done.render(run_id))
 
 
 def expected_of(trace: str) -> dict:
@@ -168,13 +229,17 @@ def expected_of(trace: str) -> dict:
     return expected
 
 
-def end_state(target: str, run_id: str | None, end_state_of: ver.EndStateOf | None) -> dict:
-    """The target's end state: the wired callable first, else a served stand-in's admin API, else
-    PostgREST reads of the run's rows (a Supabase project)."""
-    if end_state_of is not None:
-        got = end_state_of(target, ver.KEYS)
-        if got is not None:
-            return dict(got)
+def end_state(target: str, run_id: str | None, header: ResultHeader | None) -> dict:
+    """The target's end state: for 'local' the one the run's result header kept, else a served
+    stand-in's admin API, else PostgREST reads of the run's rows (a Supabase project)."""
+    if target == "local":
+        if header is None or header.end_state is None:
+            raise InvalidInput(
+                "--target local: the result file keeps no stand-in end state (it was not a "
+                "`replay --target local` run, or an older gaterush wrote it); give the result file "
+                "of a local run with --results, or --target URL of a running stand-in"
+            )
+        return dict(header.end_state)
     if not target.startswith(("http://", "https://")):
         raise InvalidInput(
             f"--target {target!r}: expected 'local' or an http(s) URL of a Supabase project"

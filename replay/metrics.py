@@ -25,6 +25,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from replay.checks import FailedGroup, GroupVerdicts, judge_groups
+
 COUNTER = "counter"
 RATE = "rate"
 TREND = "trend"
@@ -54,7 +56,12 @@ def _info(name: str, type_: str, contains: str, doc: str) -> tuple[str, MetricIn
 # The metrics gaterush computes, in summary order.
 METRICS: dict[str, MetricInfo] = dict(
     [
-        _info("checks", RATE, DEFAULT, "share of requests whose outcome equals the event's expect"),
+        _info(
+            "checks",
+            RATE,
+            DEFAULT,
+            "share of checks held: a request's outcome against its expect, or a group's (replay.checks)",
+        ),
         _info("data_received", COUNTER, DATA, "response bytes received"),
         _info("data_sent", COUNTER, DATA, "request bytes sent"),
         _info(
@@ -245,6 +252,8 @@ class Metrics:
     samples: Mapping[str, Samples]
     duration_s: float
     checks: tuple[tuple[str, int, int], ...] = ()  # (check name, passes, fails) for the summary
+    failed_groups: tuple[FailedGroup, ...] = ()  # the first failed group checks, with requests
+    failed_group_count: int = 0
 
     def get(self, name: str) -> Samples:
         """The samples of a known metric (empty if the run had none); KeyError if unknown."""
@@ -300,7 +309,7 @@ def _ints(col: pa.ChunkedArray, default: int = 0) -> np.ndarray:
 
 ROW_COLUMNS = (
     "seq", "target", "kind", "actor", "scheduled_us", "sent_us", "done_us", "status", "error",
-    "bytes_sent", "bytes_received", "outcome", "expect", "metric",
+    "bytes_sent", "bytes_received", "outcome", "expect", "metric", "group",
 )  # fmt: skip
 
 
@@ -323,23 +332,37 @@ def table_from_rows(rows: Iterable[Sequence[Any] | Mapping[str, Any]]) -> pa.Tab
     return pa.table({c: pa.array(v, types.get(c, pa.string())) for c, v in cols.items()})
 
 
+# The failure rule of http_req_failed, written once: a request failed when it got no answer, an
+# error, or a status >= 400, unless the event expected that answer: a Stripe call expected to be
+# declined (402 is the right answer), or a recorded `http_<status>` outcome that came back.
 def request_failed(
     target: str, status: int, error: str | None, outcome: str | None, expect: str | None
 ) -> bool:
-    """Whether one request row counts in http_req_failed: the rule from_table applies by column."""
+    """Whether one request row counts in http_req_failed (from_table applies the same rule by column)."""
     if status and status < 400 and not error:
+        return False
+    if error or not status:
+        return True
+    if expect is not None and expect == f"http_{status}":
         return False
     return not (target.startswith("stripe:") and outcome == "declined" and expect == "declined")
 
 
-def _stripe_declined_as_expected(
-    target: Tag, outcome: pa.ChunkedArray, expect: pa.ChunkedArray
+def failed_rows(
+    target: Tag, status: np.ndarray, has_error: np.ndarray, outcome: Any, expect: Any
 ) -> np.ndarray:
-    """Stripe calls that declined when the event expected a decline (402 is the right answer)."""
-    stripe = np.array([lbl.startswith("stripe:") for lbl in target.labels] + [False], dtype=bool)
-    is_stripe = stripe[target.codes] if len(target.codes) else np.zeros(0, bool)
-    declined = pc.and_(pc.equal(outcome, "declined"), pc.equal(expect, "declined"))
-    return is_stripe & pc.fill_null(declined, False).to_numpy(zero_copy_only=False)
+    """request_failed over columns: the mask of rows that count in http_req_failed."""
+    failed = (status == 0) | (status >= 400) | has_error
+    answered = ~has_error & (status > 0)
+    if failed.any():
+        stripe = np.array([lbl.startswith("stripe:") for lbl in target.labels] + [False], bool)
+        is_stripe = stripe[target.codes] if len(target.codes) else np.zeros(0, bool)
+        declined = pc.and_(pc.equal(outcome, "declined"), pc.equal(expect, "declined"))
+        declined = pc.fill_null(declined, False).to_numpy(zero_copy_only=False)
+        http = pc.binary_join_element_wise("http_", pa.array(status.astype(str)), "")
+        as_expected = pc.fill_null(pc.equal(expect, http), False).to_numpy(zero_copy_only=False)
+        failed &= ~(answered & ((is_stripe & declined) | as_expected))
+    return failed
 
 
 def from_table(
@@ -377,8 +400,7 @@ def from_table(
         return metric.equals(name or "")
 
     is_req = rows_of(None)
-    failed = (status == 0) | (status >= 400) | has_error
-    failed &= ~_stripe_declined_as_expected(target, outcome, expect)
+    failed = failed_rows(target, status, has_error, outcome, expect)
     status_tag = _strings(table["status"].cast(pa.string()))
     expected_resp = Tag((~failed).astype(np.int32), ("false", "true"))
     base_tags = {"target": target, "kind": kind, "scenario": scen}
@@ -412,9 +434,11 @@ def from_table(
     )
 
     has_expect = pc.is_valid(expect).to_numpy(zero_copy_only=False)
-    expect_tag = _strings(expect)
-    passed = pc.fill_null(pc.equal(outcome, expect), False).to_numpy(zero_copy_only=False)
+    passed = _passed(outcome, expect, status)
     check_rows = has_expect & (is_req | rows_of("dropped_events"))
+    groups = judge_groups(table, lambda i: target.labels[target.codes[i]], check_rows)
+    check_rows = (check_rows & ~groups.grouped) | groups.lead
+    passed = np.where(groups.lead, groups.lead_passed, passed)
     out["checks"] = build("checks", check_rows, scheduled, passed)
     out["data_sent"] = build(
         "data_sent",
@@ -431,8 +455,13 @@ def from_table(
     dropped = rows_of("dropped_events")
     out["dropped_events"] = build("dropped_events", dropped, scheduled, ones)
     out["iterations"] = build("iterations", is_req | dropped, scheduled, ones)
+    # a load that failed (a view answered an error) is no sample of how fast the dashboard loads:
+    # its views count in http_req_failed instead
     out["dashboard_load"] = build(
-        "dashboard_load", rows_of("dashboard_load"), scheduled, (done - scheduled) * ms
+        "dashboard_load",
+        rows_of("dashboard_load") & ~failed,
+        scheduled,
+        (done - scheduled) * ms,
     )
     out["realtime_update_latency"] = build(
         "realtime_update_latency", rows_of("realtime_update_latency"), sent, (done - sent) * ms
@@ -444,15 +473,35 @@ def from_table(
     if duration_s is None:
         end = int(max(done.max(initial=0), sent.max(initial=0), scheduled.max(initial=0)))
         duration_s = end / 1e6
-    return Metrics(out, float(duration_s), _check_counts(target, expect_tag, passed, check_rows))
+    counts = _check_counts(target, _strings(expect), passed, check_rows & ~groups.lead)
+    counts += _group_counts(groups)
+    return Metrics(
+        out,
+        float(duration_s),
+        tuple(sorted(counts)),
+        groups.failed,
+        groups.failed_count,
+    )
+
+
+def _passed(outcome: pa.ChunkedArray, expect: pa.ChunkedArray, status: np.ndarray) -> np.ndarray:
+    """Per-request check results: the outcome equals `expect`, or, for an `http_<status>` expect
+    (recorded traffic), the answer had that status."""
+    passed = pc.fill_null(pc.equal(outcome, expect), False).to_numpy(zero_copy_only=False)
+    is_http = pc.fill_null(pc.starts_with(expect, "http_"), False)
+    if pc.any(is_http).as_py():
+        got = pc.binary_join_element_wise("http_", pa.array(status.astype(str)), "")
+        same = pc.fill_null(pc.equal(expect, got), False).to_numpy(zero_copy_only=False)
+        passed = np.where(is_http.to_numpy(zero_copy_only=False), same, passed)
+    return passed
 
 
 def _check_counts(
     target: Tag, expect: Tag, passed: np.ndarray, rows: np.ndarray
-) -> tuple[tuple[str, int, int], ...]:
-    """Passes and fails per check, one check per (target, expected outcome): 'rpc:x is valid'."""
+) -> list[tuple[str, int, int]]:
+    """Passes and fails per per-request check, one per (target, expected outcome): 'rpc:x is valid'."""
     if not rows.any():
-        return ()
+        return []
     width = len(expect.labels)
     key = target.codes[rows].astype(np.int64) * width + expect.codes[rows]
     size = len(target.labels) * width
@@ -468,7 +517,18 @@ def _check_counts(
                 int(totals[u] - passes[u]),
             )
         )
-    return tuple(sorted(out))
+    return out
+
+
+def _group_counts(groups: GroupVerdicts) -> list[tuple[str, int, int]]:
+    """Passes and fails per group check (one sample per group)."""
+    tally: dict[str, list[int]] = {}
+    for name, ok in zip(
+        groups.lead_check[groups.lead], groups.lead_passed[groups.lead], strict=True
+    ):
+        t = tally.setdefault(name, [0, 0])
+        t[0 if ok else 1] += 1
+    return [(name, p, f) for name, (p, f) in tally.items()]
 
 
 def merge_tables(parts: Sequence[tuple[pa.Table, str | None, int]]) -> tuple[pa.Table, int]:

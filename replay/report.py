@@ -22,6 +22,7 @@ from replay import metrics as m
 from replay import summary as summ
 from replay import thresholds as th
 from replay.clocksync import clock_summary
+from replay.fidelity import Fidelity, assess
 from replay.resultlog import ResultHeader, ResultLogError, read_results, result_files
 
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf")
@@ -51,12 +52,9 @@ class Results:
         return max(ends) / 1e6 if ends else None
 
     def thresholds(self) -> tuple[th.Threshold, ...]:
-        """The thresholds the run was judged with (from the headers, deduplicated, in order)."""
-        seen: dict[tuple[str, str], th.Threshold] = {}
-        for h in self.headers:
-            for t in th.parse_mapping(h.thresholds or {}):
-                seen.setdefault((t.selector.name, t.expression.source), t)
-        return tuple(seen.values())
+        """The thresholds the run was judged with: every header's, each once (the stricter of two
+        alike), in order; DEFAULT_THRESHOLDS are added by judge_results."""
+        return th.parse_mapping(th.merge_sets(h.thresholds or {} for h in self.headers))
 
 
 def load(paths: Sequence[str | Path]) -> Results:
@@ -258,6 +256,28 @@ def _threshold_table(verdicts: Sequence[th.Verdict]) -> str:
     return f'<table class="thresholds">{head}{"".join(rows)}</table>'
 
 
+def _failed_group_table(metrics: m.Metrics) -> str:
+    """The failed group checks and the requests each holds (replay.checks), or nothing."""
+    if not metrics.failed_group_count:
+        return ""
+    rows = []
+    for g in metrics.failed_groups:
+        reqs = "<br>".join(
+            html.escape(f"#{seq}: expected {e}, got {o or 'no answer'}") for seq, e, o in g.requests
+        )
+        rows.append(
+            f'<tr class="fail-row"><td>✗</td><td>{html.escape(g.check)}</td>'
+            f"<td><code>{html.escape(g.group)}</code></td><td>{reqs}</td></tr>"
+        )
+    more = metrics.failed_group_count - len(metrics.failed_groups)
+    tail = f"<p>... and {more} more failed groups.</p>" if more > 0 else ""
+    head = "<tr><th></th><th>check</th><th>group</th><th>its requests (trace seq)</th></tr>"
+    return (
+        f"<h2>Failed group checks ({metrics.failed_group_count})</h2>"
+        f'<table class="thresholds">{head}{"".join(rows)}</table>{tail}'
+    )
+
+
 def _meta(results: Results | None, metrics: m.Metrics) -> str:
     items: list[tuple[str, str]] = []
     if results is not None:
@@ -367,6 +387,7 @@ def render_html(
     results: Results | None = None,
     title: str = "gaterush report",
     step_s: float | None = None,
+    fidelity: Fidelity | None = None,
 ) -> str:
     """The whole self-contained HTML page."""
     ok = all(v.ok for v in verdicts)
@@ -376,7 +397,10 @@ def render_html(
         if ok
         else f'<span class="verdict fail">✗ {n_fail} of {len(verdicts)} thresholds failed</span>'
     )
-    text = summ.render(metrics, verdicts)
+    if fidelity is not None:
+        cls = "ok" if fidelity.ok else "fail"
+        badge += f' <span class="verdict {cls}">{html.escape(summ.fidelity_line(fidelity).strip())}</span>'
+    text = summ.render(metrics, verdicts, fidelity=fidelity)
     return "\n".join(
         [
             "<!DOCTYPE html>",
@@ -388,6 +412,7 @@ def render_html(
             _meta(results, metrics),
             "<h2>Thresholds</h2>",
             _threshold_table(verdicts),
+            _failed_group_table(metrics),
             charts(metrics, step_s),
             "<h2>Summary</h2>",
             f"<pre>{html.escape(text)}</pre>",
@@ -397,12 +422,39 @@ def render_html(
 
 
 def judge_results(
-    results: Results, thresholds: Sequence[th.Threshold] | None = None
+    results: Results,
+    thresholds: Sequence[th.Threshold] | None = None,
+    max_schedule_lag_ms: float | None = None,
 ) -> tuple[m.Metrics, list[th.Verdict]]:
-    """Metrics and verdicts of results: `thresholds` replace the run's own when given."""
+    """Metrics and verdicts of results: `thresholds` replace the run's own when given; the
+    defaults (thresholds.DEFAULT_THRESHOLDS) apply where neither covers their metric."""
     mt = compute(results)
     ts = results.thresholds() if thresholds is None else tuple(thresholds)
-    return mt, th.evaluate(mt, ts)
+    return mt, th.evaluate(mt, th.with_defaults(ts, max_schedule_lag_ms))
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Judgement:
+    """A run judged: its metrics, the thresholds' verdicts, and the replay's own fidelity."""
+
+    metrics: m.Metrics
+    verdicts: list[th.Verdict]
+    fidelity: Fidelity
+
+    @property
+    def passed(self) -> bool:
+        """Every threshold held and the replay was faithful (exit 0)."""
+        return th.passed(self.verdicts) and self.fidelity.ok
+
+
+def judge_run(
+    results: Results,
+    thresholds: Sequence[th.Threshold] | None = None,
+    max_schedule_lag_ms: float | None = None,
+) -> Judgement:
+    """Judge results the one way replay, report and demo do: judge_results plus fidelity."""
+    mt, verdicts = judge_results(results, thresholds, max_schedule_lag_ms)
+    return Judgement(mt, verdicts, assess(results.table, mt, verdicts, results.headers))
 
 
 def summary_extra(results: Results) -> dict[str, Any]:

@@ -32,7 +32,12 @@ bytes_received     int64    response bytes on the wire
 outcome            string?  parsed from the response: a scan's outcome, ``processed``, ...
 expect             string?  the event's ``expect`` (checks compare it with ``outcome``)
 metric             string?  null for a request row; else the measurement the row holds (below)
+group              string?  what a check judges over a group of rows (replay.checks), not one row:
+                            ``evt:<Stripe event id>`` for webhook deliveries, ``ticket:<event>/<code>``
+                            for scans; null for a check of one request
 =================  =======  ==================================================================
+
+Version 1 files have no ``group`` column (14 fields per .grr row): they read with nulls there.
 
 So ``http_req_duration = done_us - sent_us``, ``latency = done_us - scheduled_us`` and
 ``schedule_lag = sent_us - scheduled_us``, over the rows whose ``metric`` is null.
@@ -73,13 +78,14 @@ from traces.results import (  # noqa: F401 - re-exported for replay/
     DASHBOARD_LOAD,
     DASHBOARD_TARGET,
     DROPPED_EVENTS,
+    OPTIONAL_COLUMNS,
     REALTIME_JOIN,
     REALTIME_UPDATE_LATENCY,
     SCHEMA,
 )
 
 RESULT_FORMAT = "gaterush-results"
-RESULT_VERSION = 1
+RESULT_VERSION = 2
 FLUSH_S = 0.2
 PARQUET_META_KEY = b"gaterush.results"
 
@@ -101,6 +107,7 @@ class ResultRow(NamedTuple):
     outcome: str | None
     expect: str | None
     metric: str | None = None
+    group: str | None = None
 
 
 COLUMNS = ResultRow._fields
@@ -127,11 +134,14 @@ class ResultHeader:
     trace_duration_us: int = 0  # last event's t_us (trace time, before --speed)
     shard: int | None = None  # which shard wrote this file (None: the whole run in one file)
     clocks: list[dict[str, Any]] = field(default_factory=list)  # per shard: see replay.clocksync
-    lost: list[dict[str, Any]] = field(
-        default_factory=list
-    )  # shards whose worker died (see shards)
+    # from the trailer: the shards whose worker died (replay.shards)
+    lost: list[dict[str, Any]] = field(default_factory=list)
     complete: bool = False  # set by the reader when the trailer was found (a clean close)
     end_us: int | None = None  # from the trailer: when the run ended, relative to start
+    # from the trailer: the stand-in's end state when the run was at --target local (for verify)
+    end_state: dict[str, Any] | None = None
+    # from the trailer: the sender's own cost (cpu_s, wall_s) for the faithfulness check
+    sender: dict[str, Any] = field(default_factory=dict)
     format: str = RESULT_FORMAT
     version: int = RESULT_VERSION
 
@@ -144,6 +154,9 @@ class ResultHeader:
         """Build from to_dict's output, ignoring unknown keys (newer writers)."""
         known = {k: v for k, v in d.items() if k in cls.__slots__}
         return cls(**known)
+
+
+TRAILER_FIELDS = ("end_state", "sender", "lost")  # lost: shards whose worker died (shards)
 
 
 class ResultLogError(Exception):
@@ -202,25 +215,25 @@ class ResultWriter:
         self._file.flush()
         self._last_flush = time.monotonic()
 
-    def close(self, end_us: int | None = None, lost: list[dict[str, Any]] | None = None) -> None:
+    def close(self, end_us: int | None = None, **trailer: Any) -> None:
         """Write the trailer, and for a .parquet target convert the stream and remove it.
 
-        `lost`: the shards whose worker died (known only at the end), kept in the final header.
+        `trailer` holds what is known only at the end (TRAILER_FIELDS of the header: end_state,
+        sender); the reader puts it into the header.
         """
         if self._closed:
             return
         self._closed = True
         self.flush()
-        end: dict[str, Any] = {"end_us": end_us, "rows": self.rows}
-        if lost:
-            end["lost"] = lost
+        extra = {k: v for k, v in trailer.items() if k in TRAILER_FIELDS and v is not None}
+        end = {"end_us": end_us, "rows": self.rows, **extra}
         self._file.write(self._packer.pack({"end": end}))
         self._file.close()
-        if lost:
-            self.header = ResultHeader.from_dict({**self.header.to_dict(), "lost": lost})
+        if extra.get("lost"):
+            self.header = ResultHeader.from_dict({**self.header.to_dict(), "lost": extra["lost"]})
         if self.parquet:
             final = ResultHeader.from_dict(
-                {**self.header.to_dict(), "complete": True, "end_us": end_us}
+                {**self.header.to_dict(), "complete": True, "end_us": end_us, **extra}
             )
             _grr_to_parquet(self.stream_path, self.path, final)
             self.stream_path.unlink()
@@ -234,9 +247,13 @@ class ResultWriter:
 
 def rows_to_ipc(rows: list[tuple]) -> bytes:
     """Rows (COLUMNS order) as one Arrow IPC stream of one record batch: what shards stream back."""
+    n = len(COLUMNS)
+    full = (
+        r if len(r) == n else (*r, *[None] * (n - len(r))) for r in rows
+    )  # rows without `group`
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, SCHEMA) as w:
-        for batch in _batches(iter(rows), 0):  # type: ignore[arg-type]
+        for batch in _batches(full, 0):  # type: ignore[arg-type]
             w.write_batch(batch)
     return sink.getvalue().to_pybytes()
 
@@ -335,17 +352,18 @@ class _RowStream:
                     f"{self.path}: corrupt row near byte {self._u.tell()}: {e}"
                 ) from e
             if isinstance(obj, list):
+                if len(obj) == _V1_FIELDS:
+                    obj.append(None)  # a version 1 row: no group
                 if len(obj) != len(COLUMNS):
                     raise ResultLogError(
                         f"{self.path}: row near byte {self._u.tell()} has {len(obj)} fields, expected {len(COLUMNS)}"
                     )
                 return ResultRow(*obj)
             if isinstance(obj, dict) and "end" in obj:
-                end = obj["end"] or {}
+                end = obj["end"] if isinstance(obj["end"], dict) else {}
                 d = self.header.to_dict()
                 d.update(complete=True, end_us=end.get("end_us"))
-                if end.get("lost"):
-                    d["lost"] = end["lost"]
+                d.update({k: end[k] for k in TRAILER_FIELDS if k in end})
                 self.final_header = ResultHeader.from_dict(d)
                 continue
             raise ResultLogError(f"{self.path}: unexpected object near byte {self._u.tell()}")
@@ -364,8 +382,31 @@ def _open_grr(path: Path) -> tuple[ResultHeader, _RowStream]:
         raise ResultLogError(
             f"{path}: not a gaterush result log (format {head.get('format') if isinstance(head, dict) else None!r})"
         )
-    header = ResultHeader.from_dict(head)
+    try:
+        header = _checked_header(path, head)
+    except ResultLogError:
+        f.close()
+        raise
     return header, _RowStream(path, header, u, f)
+
+
+_V1_FIELDS = len(COLUMNS) - 1  # version 1 rows had no `group`
+
+
+def _checked_header(path: Path, d: Any) -> ResultHeader:
+    """The header of a result file, refused when a newer gaterush wrote it or a field is wrong."""
+    if not isinstance(d, dict):
+        raise ResultLogError(f"{path}: the result header is not a map")
+    version = d.get("version", 1)
+    if not isinstance(version, int) or not 1 <= version <= RESULT_VERSION:
+        raise ResultLogError(
+            f"{path}: result log version {version!r} is not one this gaterush reads "
+            f"(1 to {RESULT_VERSION}); upgrade gaterush to read it"
+        )
+    try:
+        return ResultHeader.from_dict(d)
+    except TypeError as e:
+        raise ResultLogError(f"{path}: the result header is malformed: {e}") from None
 
 
 def _resolve(path: str | os.PathLike[str]) -> Path:
@@ -392,6 +433,7 @@ def iter_rows(path: str | os.PathLike[str]) -> tuple[ResultHeader, Iterator[Resu
 
         def gen() -> Iterator[ResultRow]:
             for batch in pf.iter_batches(batch_size=65536):
+                batch = _with_optional_columns(batch)
                 yield from (
                     ResultRow(*r)
                     for r in zip(*(batch.column(c).to_pylist() for c in COLUMNS), strict=True)
@@ -405,7 +447,19 @@ def _parquet_header(p: Path, pf: pq.ParquetFile) -> ResultHeader:
     raw = (pf.schema_arrow.metadata or {}).get(PARQUET_META_KEY)
     if raw is None:
         raise ResultLogError(f"{p}: parquet file has no gaterush result header")
-    return ResultHeader.from_dict(json.loads(raw))
+    try:
+        d = json.loads(raw)
+    except ValueError as e:
+        raise ResultLogError(f"{p}: the result header is not JSON: {e}") from None
+    return _checked_header(p, d)
+
+
+def _with_optional_columns(t: Any) -> Any:
+    """A table or batch with the OPTIONAL_COLUMNS it lacks (older files) added as nulls."""
+    for c in OPTIONAL_COLUMNS:
+        if c not in t.schema.names:
+            t = t.append_column(SCHEMA.field(c), pa.nulls(len(t), pa.string()))
+    return t
 
 
 def read_results(path: str | os.PathLike[str]) -> tuple[ResultHeader, pa.Table]:
@@ -417,7 +471,9 @@ def read_results(path: str | os.PathLike[str]) -> tuple[ResultHeader, pa.Table]:
     p = _resolve(path)
     if p.suffix == ".parquet":
         pf = pq.ParquetFile(p)
-        return _parquet_header(p, pf), pf.read().replace_schema_metadata(None)
+        return _parquet_header(p, pf), _with_optional_columns(
+            pf.read().replace_schema_metadata(None)
+        )
     header, rows = _open_grr(p)
     batches = list(_batches(rows, 262144))
     return header_after(header, rows), pa.Table.from_batches(batches, schema=SCHEMA)

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from replay.builders import BuildContext, BuildError, build_request, parse_outcome
+from replay.checks import GROUPED_EXPECTS, group_of
 from replay.resultlog import DASHBOARD_LOAD, DASHBOARD_TARGET, DROPPED_EVENTS
 from traces.event import UNSUBSCRIBE, VIEW, Event, unpack_payload
 
@@ -249,6 +250,7 @@ class Scheduler:
                 None,
                 ev.expect,
                 DROPPED_EVENTS,
+                group_of(ev),
             )
         )
 
@@ -276,6 +278,7 @@ class Scheduler:
                     None,
                     ev.expect,
                     None,
+                    group_of(ev),
                 )
             )
             return
@@ -286,6 +289,7 @@ class Scheduler:
         okey = self._outcome_keys.get(target)
         if okey is None:
             okey = self._outcome_keys[target] = self.ctx.profile.spec(target).outcome
+        group = group_of(ev) if ev.expect in GROUPED_EXPECTS else None
 
         def done(
             sent_t: float,
@@ -308,7 +312,7 @@ class Scheduler:
                 self.captured[ev.seq] = cap
             self.sink(
                 (ev.seq, target, ev.kind, ev.actor, self.us(sched), self.us(sent_t), self.us(done_t),
-                 status, error, nsent, nrecv, outcome, ev.expect, None)
+                 status, error, nsent, nrecv, outcome, ev.expect, None, group)
             )  # fmt: skip
             if ev.kind == VIEW:
                 self._view_done(ev, sched, sent_t, done_t, status, error)
@@ -351,6 +355,6 @@ class Scheduler:
         for (actor, _), (seq, sched, sent_t, done_t, status, error) in self.loads.items():
             self.sink(
                 (seq, DASHBOARD_TARGET, VIEW, actor, self.us(sched), self.us(sent_t), self.us(done_t),
-                 status, error, 0, 0, None, None, DASHBOARD_LOAD)
+                 status, error, 0, 0, None, None, DASHBOARD_LOAD, None)
             )  # fmt: skip
         self.loads.clear()

@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from replay.fidelity import Fidelity, is_fidelity
 from replay.metrics import COUNTER, DATA, METRICS, RATE, TIME, TREND, Metrics, Samples, trend_stats
 from replay.thresholds import Threshold, Verdict
 
@@ -149,8 +150,9 @@ def render(
     *,
     by_target: bool = True,
     title: str | None = None,
+    fidelity: Fidelity | None = None,
 ) -> str:
-    """The terminal summary text (ends with a newline)."""
+    """The terminal summary text (ends with a newline); `fidelity` adds the replay's own verdict."""
     out: list[str] = []
     if title:
         out += [f"  {title}", ""]
@@ -196,13 +198,75 @@ def render(
                 )
         if lines:
             out += [f"    {section}", *lines, ""]
-    if verdicts:
-        failed = [v for v in verdicts if not v.ok]
+    if metrics.failed_group_count:
+        out += _failed_groups(metrics)
+    target = [v for v in verdicts if fidelity is None or not is_fidelity(v)]
+    if target:
+        failed = [v for v in target if not v.ok]
         if failed:
-            out.append(f"  ✗ {len(failed)} of {len(verdicts)} thresholds failed")
+            names = ", ".join(
+                f"{v.threshold.selector.name} '{v.threshold.expression.source}'"
+                + (" (no samples)" if v.empty else "")
+                for v in failed
+            )
+            out.append(f"  ✗ {len(failed)} of {len(target)} thresholds failed: {names}")
         else:
-            out.append(f"  ✓ all {len(verdicts)} thresholds held")
+            out.append(f"  ✓ all {len(target)} thresholds held")
+    if fidelity is not None:
+        out.append(fidelity_line(fidelity))
     return "\n".join(out).rstrip() + "\n"
+
+
+def fidelity_line(f: Fidelity) -> str:
+    """The replay's own verdict in one line (replay.fidelity), for the end of the summary."""
+    parts = [_fidelity_verdict(v) for v in f.verdicts]
+    if f.overload_drops:
+        parts.append(f"{f.overload_drops} events dropped with --max-in-flight full")
+    if f.cap_drops:
+        parts.append(f"{f.cap_drops} held back by --rate-cap (as asked)")
+    if f.cpu_share is not None:
+        parts.append(f"sender CPU {f.cpu_share * 100:.0f}% of a core")
+    if f.clock and f.clock.get("max_offset_ms") is not None:
+        parts.append(
+            f"clocks within {format_time(f.clock['max_offset_ms'])}"
+            f" ±{format_time(f.clock.get('uncertainty_ms', 0.0))}"
+        )
+    facts = "; ".join(parts) if parts else "nothing to judge"
+    if f.ok:
+        return f"  ✓ replay faithful: {facts}"
+    why = (
+        "ran out of CPU and fell behind its schedule"
+        if f.cpu_saturated
+        else "fell behind its schedule"
+    )
+    return (
+        f"  ✗ replay NOT faithful: {facts}. The sender {why}, so the target was not offered the "
+        "trace's load on time and latencies may be the sender's: lower --speed, add --workers, "
+        "or run the sender on its own machine"
+    )
+
+
+def _fidelity_verdict(v: Verdict) -> str:
+    e = v.threshold.expression
+    if v.empty:
+        seen = "no samples"
+    elif e.method in ("count", "rate"):
+        seen = f"{e.key}={v.observed:.6g}"
+    else:
+        seen = f"{e.key}={format_value(METRICS[v.threshold.selector.metric].contains, v.observed)}"
+    return f"{v.threshold.selector.name} {seen} ({'within' if v.ok else 'breaks'} '{e.source}')"
+
+
+def _failed_groups(metrics: Metrics) -> list[str]:
+    """The requests each failed group check holds (the first few), so a failure can be traced."""
+    out = [f"    failed group checks ({metrics.failed_group_count}):"]
+    for g in metrics.failed_groups[:5]:
+        reqs = ", ".join(f"#{seq} expected {e} got {o or 'no answer'}" for seq, e, o in g.requests)
+        out.append(f"     ↳ {g.group}: {reqs}")
+    if metrics.failed_group_count > 5:
+        out.append(f"     ↳ ... {metrics.failed_group_count - 5} more (the HTML report lists them)")
+    out.append("")
+    return out
 
 
 def _md5(s: str) -> str:
@@ -256,6 +320,7 @@ def to_json(
     verdicts: Sequence[Verdict] = (),
     *,
     extra: Mapping[str, Any] | None = None,
+    fidelity: Fidelity | None = None,
 ) -> dict[str, Any]:
     """The summary in k6's handleSummary shape (plus a `gaterush` key with verdict details)."""
     out_metrics: dict[str, Any] = {}
@@ -306,8 +371,17 @@ def to_json(
         },
         "metrics": out_metrics,
         "gaterush": {
-            "passed": all(v.ok for v in verdicts),
+            "passed": all(v.ok for v in verdicts) and (fidelity is None or fidelity.ok),
             "verdicts": [_verdict_json(v) for v in verdicts],
+            **({"fidelity": fidelity.to_json()} if fidelity is not None else {}),
+            "failed_group_checks": [
+                {
+                    "check": g.check,
+                    "group": g.group,
+                    "requests": [{"seq": q, "expect": e, "outcome": o} for q, e, o in g.requests],
+                }
+                for g in metrics.failed_groups
+            ],  # fmt: skip
             **(dict(extra) if extra else {}),
         },
     }

@@ -19,13 +19,21 @@ any interval of the width overlaps some judged window by at least 90%. Windows w
 are skipped for trend and rate metrics (nothing to judge); counters are judged on every window (an
 empty window counts 0, and ``rate`` is its count per second).
 
-Whole-run semantics follow k6: a trend without samples reads 0 for every aggregation (so
-``p(95)<200`` holds on it); a rate without samples is not judged (k6 reports no value) and holds.
-Both are marked ``empty`` in the verdict so summaries can say so.
+No samples is not a pass: a trend or rate threshold judged on no samples (a realtime latency of a
+run whose viewers never joined, a sub-metric whose tag matched nothing) FAILS, and the summary says
+"no samples", unless the threshold allows it with k6's object form
+``{threshold = "p(95)<100", allowEmpty = true}``. (k6 lets such a threshold pass: a load tester's
+verdict must not.) A counter without samples is a count of 0 and is judged as such.
+
+Every replay is judged by DEFAULT_THRESHOLDS too, for a metric the thresholds in use leave without
+a whole-metric threshold: the load-test plan's ``http_req_failed rate==0``, and the replay's own
+fidelity, ``schedule_lag p(99)<10`` (a sender that fell behind must not pass as a slow target).
+Give a threshold on the same metric (``--threshold 'http_req_failed=rate<0.01'``) to replace one.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import operator
@@ -34,6 +42,7 @@ import tomllib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -124,6 +133,7 @@ class Threshold:
 
     selector: Selector
     expression: Expression
+    allow_empty: bool = False  # judged on no samples, it holds (else it fails)
 
     @property
     def name(self) -> str:
@@ -268,11 +278,18 @@ def parse_mapping(mapping: Mapping[str, object]) -> tuple[Threshold, ...]:
                 f"threshold {selector!r}: expected a list of expressions, got {exprs!r}"
             )
         for e in items:
+            allow_empty = False
             if isinstance(e, Mapping):
+                allow_empty = e.get("allowEmpty", e.get("allow_empty", False))
+                if not isinstance(allow_empty, bool):
+                    raise ThresholdError(
+                        f"threshold {selector!r}: allowEmpty must be true or false, got {allow_empty!r}"
+                    )
                 e = e.get("threshold")
             if not isinstance(e, str):
                 raise ThresholdError(f"threshold {selector!r}: expression {e!r} is not a string")
-            out.append(parse_threshold(str(selector), e))
+            t = parse_threshold(str(selector), e)
+            out.append(dataclasses.replace(t, allow_empty=True) if allow_empty else t)
     return tuple(out)
 
 
@@ -315,12 +332,91 @@ def load_file(path: str | Path) -> tuple[Threshold, ...]:
         raise ThresholdError(f"{p}: {e}") from e
 
 
-def to_mapping(thresholds: Iterable[Threshold]) -> dict[str, list[str]]:
-    """Back to k6's mapping form (for result headers and the summary JSON)."""
-    out: dict[str, list[str]] = {}
+def to_mapping(thresholds: Iterable[Threshold]) -> dict[str, list[Any]]:
+    """Back to k6's mapping form (for result headers and the summary JSON): parse_mapping's input."""
+    out: dict[str, list[Any]] = {}
     for t in thresholds:
-        out.setdefault(t.selector.name, []).append(t.expression.source)
+        src = t.expression.source
+        item = {"threshold": src, "allowEmpty": True} if t.allow_empty else src
+        out.setdefault(t.selector.name, []).append(item)
     return out
+
+
+# The thresholds every replay is judged by, for a metric the thresholds in use do not cover with a
+# whole-metric threshold of their own (module docstring).
+DEFAULT_THRESHOLDS: dict[str, tuple[str, ...]] = {
+    "http_req_failed": ("rate==0",),
+    "schedule_lag": ("p(99)<10",),
+}
+# Metrics that judge the replay (the sender), not the target.
+FIDELITY_METRICS = frozenset(("schedule_lag", "dropped_events"))
+
+
+DEFAULT_MAX_SCHEDULE_LAG_MS = 10.0
+
+
+def with_defaults(
+    thresholds: Iterable[Threshold], max_schedule_lag_ms: float | None = None
+) -> tuple[Threshold, ...]:
+    """`thresholds` plus each of DEFAULT_THRESHOLDS whose metric none of them covers untagged.
+
+    `max_schedule_lag_ms` replaces the default schedule_lag limit (`--max-schedule-lag`).
+    """
+    given = tuple(thresholds)
+    covered = {t.selector.metric for t in given if not t.selector.tags}
+    defaults = dict(DEFAULT_THRESHOLDS)
+    if max_schedule_lag_ms is not None:
+        if not (max_schedule_lag_ms > 0 and math.isfinite(max_schedule_lag_ms)):
+            raise ThresholdError(
+                f"--max-schedule-lag: expected milliseconds > 0, got {max_schedule_lag_ms}"
+            )
+        defaults["schedule_lag"] = (f"p(99)<{format_number(max_schedule_lag_ms)}",)
+    extra = [
+        parse_threshold(metric, expr)
+        for metric, exprs in defaults.items()
+        if metric not in covered
+        for expr in exprs
+    ]
+    return given + tuple(extra)
+
+
+def merge_sets(sets: Iterable[Mapping[str, object]]) -> dict[str, list[Any]]:
+    """Several k6 threshold mappings as one that holds only when every one holds.
+
+    Expressions are kept once each; of two on one selector with the same aggregation, operator and
+    window (`p(95)<500` and `p(95)<300`), only the stricter is kept.
+    """
+    kept: dict[tuple, Threshold] = {}
+    order: list[tuple] = []
+    for mapping in sets:
+        for t in parse_mapping(mapping):
+            e = t.expression
+            exact = e.value if e.operator in ("==", "===", "!=") else None
+            key = (
+                t.selector.name,
+                e.method,
+                e.operator,
+                e.percentile,
+                e.window_s,
+                t.allow_empty,
+                exact,
+            )
+            old = kept.get(key)
+            if old is None:
+                order.append(key)
+                kept[key] = t
+            elif _stricter(e, old.expression):
+                kept[key] = t
+    return to_mapping(kept[k] for k in order)
+
+
+def _stricter(a: Expression, b: Expression) -> bool:
+    """Whether condition a (same aggregation and operator as b) is the stricter of the two."""
+    if a.operator in ("<", "<="):
+        return a.value < b.value
+    if a.operator in (">", ">="):
+        return a.value > b.value
+    return False  # == and != on different values are different conditions: both kept by key
 
 
 def _worse(op: str) -> Callable[[np.ndarray], int]:
@@ -344,11 +440,12 @@ def judge(metrics: Metrics, threshold: Threshold) -> Verdict:
     mtype = samples.info.type
     q = expr.percentile / 100.0 if expr.percentile is not None else None
     n = len(samples)
+    # no samples of a trend or rate is no evidence: it holds only where the threshold says so
+    nothing = n == 0 and mtype in (TREND, RATE)
     if expr.window_s is None:
         observed = samples.aggregate(expr.method, q, metrics.duration_s)
-        empty = n == 0
-        ok = expr.holds(observed) or (empty and math.isnan(observed))
-        return Verdict(threshold, ok, observed, n, empty)
+        ok = threshold.allow_empty if nothing else expr.holds(observed)
+        return Verdict(threshold, ok, observed, n, n == 0)
 
     width = expr.window_s
     win = sliding_windows(samples, width, width / WINDOW_STEPS, metrics.duration_s)
@@ -361,7 +458,12 @@ def judge(metrics: Metrics, threshold: Threshold) -> Verdict:
     idx = np.flatnonzero(judged)
     if len(idx) == 0:
         return Verdict(
-            threshold, True, math.nan, n, True, WindowVerdict(math.nan, 0.0, width, 0, 0)
+            threshold,
+            threshold.allow_empty,
+            math.nan,
+            n,
+            True,
+            WindowVerdict(math.nan, 0.0, width, 0, 0),
         )
     held = np.array([expr.holds(float(values[w])) for w in idx], bool)
     failing = idx[~held]

@@ -1,14 +1,16 @@
 """Transport: send built requests over keep-alive HTTP/1.1 connections, one pool per origin.
 
 The hot path of replay. :class:`RawTransport` writes each request's bytes straight to an idle
-keep-alive connection (an ``asyncio.Protocol``, no task or future per request) and parses the
-response with a minimal HTTP/1.1 parser; it sustains several times aiohttp's request rate in one
-process (``python -m bench replay`` measures both). :class:`AiohttpTransport` has the same
+keep-alive connection (an ``asyncio.Protocol``, no task or future per request) and reads the
+response with llhttp (``replay.http1``); it sustains several times aiohttp's request rate in one
+process (``python -m bench transport`` measures it). :class:`AiohttpTransport` has the same
 interface on aiohttp's client, kept for comparison and as a fallback (``--transport aiohttp``).
 
 Both call ``done(sent_t, done_t, status, body, bytes_sent, bytes_received, error)`` once per
 request, times in ``time.monotonic()`` seconds (not ``loop.time()``: uvloop's is cached to the
-millisecond); ``status`` is 0 and ``error`` set when no HTTP response arrived.
+millisecond); ``status`` is 0 and ``error`` set when no HTTP response arrived. A request is
+written at most once: when a connection drops after a request's bytes were written, that request
+is an error row (``connection closed``), never sent again (the server may have acted on it).
 """
 
 from __future__ import annotations
@@ -19,39 +21,45 @@ import ssl
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import NamedTuple
 from urllib.parse import urlsplit
+
+from replay.http1 import (
+    Request,
+    RequestError,
+    ResponseError,
+    ResponseReader,
+    check_request,
+    encode_request,
+)
+
+__all__ = [
+    "AiohttpTransport",
+    "RawTransport",
+    "Request",
+    "RequestError",
+    "encode_request",
+    "make_transport",
+]
 
 now = time.monotonic
 Done = Callable[[float, float, int, bytes, int, int, "str | None"], None]
 
 
-class Request(NamedTuple):
-    """One HTTP request a builder made: where, what, and the exact body bytes."""
-
-    origin: str  # scheme://host[:port], no path
-    method: str
-    path: str  # path and query string, starting with /
-    headers: tuple[tuple[str, str], ...]
-    body: bytes = b""
-
-
 def split_origin(origin: str) -> tuple[str, str, int]:
-    """(scheme, host, port) of an origin URL, with the scheme's default port."""
+    """(scheme, host, port) of an origin URL, with the scheme's default port (an IPv6 host bare)."""
     u = urlsplit(origin)
     if u.scheme not in ("http", "https") or not u.hostname:
         raise ValueError(f"{origin!r}: expected an http:// or https:// URL")
     return u.scheme, u.hostname, u.port or (443 if u.scheme == "https" else 80)
 
 
-def encode_request(req: Request, host_header: str) -> bytes:
-    """The request as HTTP/1.1 bytes on a keep-alive connection."""
-    lines = [f"{req.method} {req.path} HTTP/1.1\r\nHost: {host_header}\r\n"]
-    lines.extend(f"{k}: {v}\r\n" for k, v in req.headers)
-    if req.body or req.method in ("POST", "PUT", "PATCH"):
-        lines.append(f"Content-Length: {len(req.body)}\r\n")
-    lines.append("\r\n")
-    return "".join(lines).encode("latin-1") + req.body
+def host_header_of(scheme: str, host: str, port: int) -> str:
+    """The Host header for a host and port: the port only if not the scheme's, IPv6 in brackets."""
+    name = f"[{host}]" if ":" in host else host
+    return name if port == (443 if scheme == "https" else 80) else f"{name}:{port}"
+
+
+CLOSED = "connection closed"
 
 
 class _Conn(asyncio.Protocol):
@@ -60,55 +68,46 @@ class _Conn(asyncio.Protocol):
     __slots__ = (
         "pool",
         "transport",
-        "buf",
+        "reader",
         "done",
         "sent_t",
         "nsent",
-        "head_len",
-        "clen",
-        "chunked",
-        "close_after",
-        "status",
+        "nrecv",
         "closed",
         "timer",
-        "reused",
-        "data",
     )
 
     def __init__(self, pool: _Pool) -> None:
         self.pool = pool
         self.transport: asyncio.Transport | None = None
-        self.buf = bytearray()
+        self.reader = ResponseReader()
         self.done: Done | None = None
         self.sent_t = 0.0
         self.nsent = 0
-        self.head_len = -1
-        self.clen = -1
-        self.chunked = False
-        self.close_after = False
-        self.status = 0
+        self.nrecv = 0
         self.closed = False
         self.timer: asyncio.TimerHandle | None = None
-        self.reused = False
-        self.data = b""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
+    def usable(self) -> bool:
+        """Open as far as we know: a request written now reaches the socket."""
+        return not self.closed and not self.transport.is_closing()  # type: ignore[union-attr]
+
     def send(self, data: bytes, done: Done, sent_t: float | None = None) -> None:
         loop = self.pool.loop
         self.done = done
-        self.data = data
         self.sent_t = now() if sent_t is None else sent_t
         self.nsent = len(data)
-        self.head_len = -1
-        self.buf.clear()
+        self.nrecv = 0
+        self.reader.begin(data.startswith(b"HEAD "))
         self.timer = loop.call_at(loop.time() + self.pool.timeout, self._timeout)
         self.transport.write(data)  # type: ignore[union-attr]
 
     def _timeout(self) -> None:
         self.timer = None
-        self._fail(f"timeout after {self.pool.timeout:g} s", retry=False)
+        self._fail(f"timeout after {self.pool.timeout:g} s")
         if self.transport is not None:
             self.transport.abort()
 
@@ -117,66 +116,36 @@ class _Conn(asyncio.Protocol):
             self.closed = True
             self.transport.close()  # type: ignore[union-attr]
             return
-        self.buf += data
-        buf = self.buf
-        if self.head_len < 0:
-            end = buf.find(b"\r\n\r\n")
-            if end < 0:
-                return
-            self.head_len = end + 4
-            self._parse_head(bytes(buf[:end]))
-        if self.chunked:
-            body = _dechunk(buf, self.head_len)
-            if body is None:
-                return
-            self._finish(body, len(buf))
-        elif self.clen >= 0 and len(buf) - self.head_len >= self.clen:
-            self._finish(
-                bytes(buf[self.head_len : self.head_len + self.clen]), self.head_len + self.clen
-            )
-        # else: the body runs to the end of the connection (connection_lost finishes it)
-
-    def _parse_head(self, head: bytes) -> None:
-        lines = head.split(b"\r\n")
+        self.nrecv += len(data)
         try:
-            self.status = int(lines[0][9:12])
-        except ValueError:
-            self.status = 0
-        self.clen = -1
-        self.chunked = False
-        self.close_after = lines[0].startswith(b"HTTP/1.0")
-        for line in lines[1:]:
-            name, _, value = line.partition(b":")
-            n = name.strip().lower()
-            if n == b"content-length":
-                self.clen = int(value)
-            elif n == b"transfer-encoding":
-                self.chunked = b"chunked" in value.lower()
-            elif n == b"connection":
-                v = value.strip().lower()
-                self.close_after = (
-                    v == b"close" if v in (b"close", b"keep-alive") else self.close_after
-                )
-        if self.status in (204, 304) or 100 <= self.status < 200:
-            self.clen = 0
+            complete = self.reader.feed(data)
+        except ResponseError as e:
+            self._fail(str(e))
+            self.closed = True
+            self.transport.abort()  # type: ignore[union-attr]
+            return
+        if complete:
+            self._finish()
 
-    def _finish(self, body: bytes, nrecv: int) -> None:
+    def _finish(self) -> None:
         done = self.done
         self.done = None
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
+        r = self.reader
         t = now()
-        if self.close_after or len(self.buf) > nrecv:
-            self.closed = True
-            self.transport.close()  # type: ignore[union-attr]
-            done(self.sent_t, t, self.status, body, self.nsent, nrecv, None)  # type: ignore[misc]
+        body = bytes(r.body)
+        if self.closed or not r.keep_alive or r.extra:
+            if not self.closed:
+                self.closed = True
+                self.transport.close()  # type: ignore[union-attr]
+            done(self.sent_t, t, r.status, body, self.nsent, self.nrecv, None)  # type: ignore[misc]
         else:
-            self.reused = True
-            done(self.sent_t, t, self.status, body, self.nsent, nrecv, None)  # type: ignore[misc]
+            done(self.sent_t, t, r.status, body, self.nsent, self.nrecv, None)  # type: ignore[misc]
             self.pool.release(self)
 
-    def _fail(self, error: str, retry: bool) -> None:
+    def _fail(self, error: str) -> None:
         done = self.done
         if done is None:
             return
@@ -184,12 +153,7 @@ class _Conn(asyncio.Protocol):
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
-        if retry and self.reused and not self.buf:
-            # a kept-alive connection the server had closed before our request reached it: the
-            # request was not processed, so send it once more on a fresh connection
-            self.pool.send(self.data, done, self.sent_t, retried=True)
-            return
-        done(self.sent_t, now(), 0, b"", self.nsent, len(self.buf), error)
+        done(self.sent_t, now(), 0, b"", self.nsent, self.nrecv, error)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -197,30 +161,13 @@ class _Conn(asyncio.Protocol):
             self.pool.idle.remove(self)
         self.pool.conns -= 1
         if self.done is not None:
-            if self.head_len >= 0 and self.clen < 0 and not self.chunked:
-                self._finish(bytes(self.buf[self.head_len :]), len(self.buf))
+            if self.reader.eof():  # a body that runs to the end of the connection
+                self._finish()
             else:
-                self._fail(f"connection closed{': ' + str(exc) if exc else ''}", retry=True)
+                # the request's bytes were written: the server may have acted on it, so it is
+                # never sent again (a load tester that resends manufactures duplicates)
+                self._fail(CLOSED)
         self.pool.pump()
-
-
-def _dechunk(buf: bytearray, start: int) -> bytes | None:
-    """The body of a complete chunked message in buf[start:], or None if it is not complete yet."""
-    out = bytearray()
-    pos = start
-    while True:
-        eol = buf.find(b"\r\n", pos)
-        if eol < 0:
-            return None
-        size = int(bytes(buf[pos:eol]).split(b";")[0], 16)
-        pos = eol + 2
-        if size == 0:
-            end = buf.find(b"\r\n\r\n", pos - 2)
-            return bytes(out) if end >= 0 else None
-        if len(buf) < pos + size + 2:
-            return None
-        out += buf[pos : pos + size]
-        pos += size + 2
 
 
 class _Pool:
@@ -241,69 +188,53 @@ class _Pool:
         self.loop = loop
         self.timeout = timeout
         self.ssl = ssl.create_default_context() if scheme == "https" else None
-        default = 443 if scheme == "https" else 80
-        self.host_header = self.host if self.port == default else f"{self.host}:{self.port}"
+        self.host_header = host_header_of(scheme, self.host, self.port)
         self.idle: list[_Conn] = []
         self.conns = 0  # open or opening
         self.max_conns = max_conns
-        self.queue: deque[tuple[bytes, Done, float | None, bool]] = deque()
+        self.queue: deque[tuple[bytes, Done, float | None]] = deque()
 
-    def send(
-        self, data: bytes, done: Done, sent_t: float | None = None, retried: bool = False
-    ) -> None:
+    def send(self, data: bytes, done: Done, sent_t: float | None = None) -> None:
+        """Write on an idle connection, else a new one, else queue (at the cap)."""
         while self.idle:
             conn = self.idle.pop()
-            if not conn.closed:
-                if retried:
-                    conn.reused = False  # no second retry
+            if conn.usable():  # one that is closing gets nothing written: the request goes on
                 conn.send(data, done, sent_t)
                 return
         if self.max_conns is None or self.conns < self.max_conns:
             self.conns += 1
-            self.loop.create_task(self._connect_and_send(data, done, sent_t, retried))
+            self.loop.create_task(self._connect_and_send(data, done, sent_t))
         else:
-            self.queue.append((data, done, sent_t, retried))
+            self.queue.append((data, done, sent_t))
 
     def release(self, conn: _Conn) -> None:
         """A connection is free again: give it the oldest queued request, or keep it idle."""
-        if conn.closed:
+        if not conn.usable():
             return
         if self.queue:
-            data, done, sent_t, retried = self.queue.popleft()
-            if retried:
-                conn.reused = False
-            conn.send(data, done, sent_t)
+            conn.send(*self.queue.popleft())
         else:
             self.idle.append(conn)
 
     def pump(self) -> None:
         """Open connections for queued requests while under the cap."""
         while self.queue and (self.max_conns is None or self.conns < self.max_conns):
-            data, done, sent_t, retried = self.queue.popleft()
             self.conns += 1
-            self.loop.create_task(self._connect_and_send(data, done, sent_t, retried))
+            self.loop.create_task(self._connect_and_send(*self.queue.popleft()))
 
-    async def _connect_and_send(
-        self, data: bytes, done: Done, sent_t: float | None, retried: bool
-    ) -> None:
+    async def _connect_and_send(self, data: bytes, done: Done, sent_t: float | None) -> None:
         t0 = now()
         try:
             conn = await self._connect()
         except (TimeoutError, OSError) as e:
             self.conns -= 1
-            done(
-                t0 if sent_t is None else sent_t,
-                now(),
-                0,
-                b"",
-                0,
-                0,
-                f"connect {self.host}:{self.port}: {e}",
-            )
+            error = f"connect {self.host_header}: {e}"
+            done(t0 if sent_t is None else sent_t, now(), 0, b"", 0, 0, error)
             self.pump()
             return
-        if retried:
-            conn.reused = False  # no second retry
+        if not conn.usable():  # closed by the server before we wrote anything: nothing was sent
+            done(t0 if sent_t is None else sent_t, now(), 0, b"", 0, 0, CLOSED)
+            return
         conn.send(data, done, sent_t)
 
     async def _connect(self) -> _Conn:
@@ -364,9 +295,19 @@ class RawTransport:
             await self._pool(origin).warm(n)
 
     def send(self, req: Request, done: Done) -> None:
-        """Write the request now on an idle connection (or a new one); `done` gets the outcome."""
+        """Write the request now on an idle connection (or a new one); `done` gets the outcome.
+
+        A request whose head cannot be written as it is (CR/LF in a header value, say) is not
+        sent: `done` gets status 0 and the reason, at once.
+        """
         pool = self._pool(req.origin)
-        pool.send(encode_request(req, pool.host_header), done)
+        try:
+            data = encode_request(req, pool.host_header)
+        except RequestError as e:
+            t = now()
+            done(t, t, 0, b"", 0, 0, str(e))
+            return
+        pool.send(data, done)
 
     def send_bytes(self, origin: str, data: bytes, done: Done) -> None:
         """Send a request already encoded with encode_request (the bench and prebuilt paths)."""
@@ -406,7 +347,13 @@ class AiohttpTransport:
         )
 
     def send(self, req: Request, done: Done) -> None:
-        """Start the request as a task; `done` gets the outcome."""
+        """Start the request as a task; `done` gets the outcome (a bad head: at once, as raw's)."""
+        try:
+            check_request(req)
+        except RequestError as e:
+            t = now()
+            done(t, t, 0, b"", 0, 0, str(e))
+            return
         self.loop.create_task(self._send(req, done))  # type: ignore[union-attr]
 
     async def _send(self, req: Request, done: Done) -> None:

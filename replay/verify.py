@@ -1,8 +1,9 @@
 """Compare a target's end state with the trace's expected end state, and say exactly what differs.
 
 The expected state is the trace header's ``expected`` (traces.projection); the target's comes from
-a callable ``end_state_of(url, keys)`` (the stand-in answers it directly) or, for a real Supabase
-project, from PostgREST reads of the rows tagged with the run id (:func:`rest_end_state`).
+the result file of a ``--target local`` run (the stand-in's end state, kept in its trailer), a
+running stand-in's admin API (:func:`standin_end_state`) or, for a real Supabase project,
+PostgREST reads of the rows tagged with the run id (:func:`rest_end_state`).
 
 What must hold: every webhook processed once (``webhooks_processed`` equal, duplicates not
 processed again), no ticket admitted twice (``admitted`` equal and, when the target can tell,
@@ -15,7 +16,7 @@ import json
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,8 +40,6 @@ INVARIANTS = {
     "tickets_admitted_twice": "tickets admitted more than once (without a pass-out between)",
     "webhooks_processed_twice": "webhook events whose effect was applied more than once",
 }
-
-EndStateOf = Callable[[str, Sequence[str]], Mapping[str, Any] | None]
 
 _WHY = {
     (
@@ -176,7 +175,7 @@ class EndStateError(Exception):
         self.status = status
 
 
-def _auth_headers(api_key: str) -> dict[str, str]:
+def auth_headers(api_key: str) -> dict[str, str]:
     headers = {"apikey": api_key, "Accept": "application/json"}
     if api_key.count(".") == 2:  # a legacy JWT key also goes as a Bearer token; sb_ keys do not
         headers["Authorization"] = f"Bearer {api_key}"
@@ -184,19 +183,27 @@ def _auth_headers(api_key: str) -> dict[str, str]:
 
 
 def _get(url: str, headers: Mapping[str, str], timeout: float) -> tuple[Any, Mapping[str, str]]:
-    req = urllib.request.Request(url, headers=dict(headers), method="GET")
-    shown = url.split("?", 1)[0]
+    return request("GET", url, headers, timeout)
+
+
+def request(
+    method: str, url: str, headers: Mapping[str, str], timeout: float
+) -> tuple[Any, Mapping[str, str]]:
+    """One HTTP request to a target: (JSON body or None, response headers); EndStateError naming
+    the method and the URL without its query (never a key) on failure."""
+    req = urllib.request.Request(url, headers=dict(headers), method=method)
+    shown = public(url)
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - http(s) only, checked
             return json.loads(resp.read() or b"null"), dict(resp.headers)
     except urllib.error.HTTPError as e:
         body = e.read()[:300].decode("utf-8", "replace")
-        raise EndStateError(f"GET {shown}: HTTP {e.code}: {body}", e.code) from None
+        raise EndStateError(f"{method} {shown}: HTTP {e.code}: {body}", e.code) from None
     except (urllib.error.URLError, TimeoutError, OSError) as e:
         reason = getattr(e, "reason", e)
-        raise EndStateError(f"GET {shown}: {reason}") from None
+        raise EndStateError(f"{method} {shown}: {reason}") from None
     except json.JSONDecodeError as e:
-        raise EndStateError(f"GET {shown}: response is not JSON ({e})") from None
+        raise EndStateError(f"{method} {shown}: response is not JSON ({e})") from None
 
 
 def _rows(
@@ -231,7 +238,17 @@ def _count(
     return int(total)
 
 
-def _base(url: str) -> str:
+def public(url: str) -> str:
+    """A URL as it may be printed: scheme, host, port and path; never userinfo or a query."""
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{host}{port}{parts.path}" if parts.scheme else "(not a URL)"
+
+
+def base_url(url: str) -> str:
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise EndStateError(f"target {url!r}: expected an http(s) URL of a Supabase project")
@@ -245,10 +262,10 @@ def standin_end_state(
 
     The stand-in reports every projection key (webhooks included); a real project answers 404 here.
     """
-    base = _base(url)
+    base = base_url(url)
     q = f"?{urllib.parse.urlencode({'run': run_id})}" if run_id else ""
     try:
-        data, _ = _get(f"{base}/admin/v1/state{q}", _auth_headers(api_key), timeout)
+        data, _ = _get(f"{base}/admin/v1/state{q}", auth_headers(api_key), timeout)
     except EndStateError as e:
         if e.status == 404:
             return None
@@ -288,8 +305,8 @@ def rest_end_state(
     the table is exposed: a 404 leaves these out) give ``webhooks_processed`` (distinct event ids)
     and ``webhooks_duplicate`` (further deliveries).
     """
-    base = _base(url)
-    headers = _auth_headers(api_key)
+    base = base_url(url)
+    headers = auth_headers(api_key)
     run = {"run_id": f"eq.{run_id}"}
 
     scans: dict[str, int] = {}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import random
@@ -21,28 +22,47 @@ from staging.endstate import delete_run_job, end_state
 from staging.errors import ApiError, FunctionError, PostgrestError, StripeApiError
 from staging.keys import AuthError, Gatekeeper, Keys
 from staging.knobs import INERT, KnobError, Knobs, merge_knobs
-from staging.postgrest import content_range, count_sql, parse_query, to_sql
-from staging.realtime import Connection, Hub
+from staging.postgrest import (
+    CSV,
+    OBJECT,
+    Catalog,
+    Query,
+    build_write,
+    content_range,
+    parse_accept,
+    parse_prefer,
+    parse_query,
+    project,
+    run_read,
+    singular,
+    to_csv,
+    write_job,
+)
+from staging.realtime import Connection, Hub, Refused
+from staging.runid import run_id
 from staging.scans import parse_scan_args, scan_job
 from staging.stripe_api import (
-    CONFIRM_PARAMS,
+    cancel_job,
     confirm_job,
     create_job,
+    customer_job,
     decode_form,
-    public,
+    list_payment_intents,
     refund_job,
     retrieve,
+    retrieve_object,
+    update_job,
+    validate_confirm,
     validate_create,
 )
 from staging.throttle import Throttle
-from staging.webhooks import answer, event_run_id, verify_event, webhook_job
+from staging.values import INT4, int_in_range, parse_json
+from staging.webhooks import answer, verify_event, webhook_job
 from traces.event import TARGET_REVENUE, TARGET_SCAN, TARGET_WEBHOOK
 
 log = logging.getLogger("gaterush.staging")
 
 MAX_BODY = 1024 * 1024  # bytes; larger bodies get 413
-RUN_HEADER = "X-Gaterush-Run"
-BOOL_COLUMNS = frozenset({"inside", "allow_reentry", "reentry"})
 JSON_TYPE = "application/json"
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
@@ -52,7 +72,10 @@ def json_response(
 ) -> web.Response:
     """A JSON response (compact, UTF-8)."""
     return web.Response(
-        body=_dumps(obj).encode(), status=status, content_type=JSON_TYPE, headers=headers
+        body=_dumps(obj).encode("utf-8", "backslashreplace"),
+        status=status,
+        content_type=JSON_TYPE,
+        headers=headers,
     )
 
 
@@ -95,12 +118,7 @@ async def errors_as_json(request: web.Request, handler: Any) -> web.StreamRespon
 
 
 def _run_id(request: web.Request) -> str | None:
-    run = request.headers.get(RUN_HEADER)
-    if run is None:
-        return None
-    if not run or len(run) > 200 or not run.isprintable():
-        raise PostgrestError(400, "GR400", f"{RUN_HEADER} must be 1..200 printable characters")
-    return run
+    return run_id(request.headers)
 
 
 class StandInApp:
@@ -111,22 +129,25 @@ class StandInApp:
         db: Database,
         keys: Keys,
         knobs: Knobs,
-        columns: dict[str, tuple[str, ...]],
+        catalog: Catalog,
         *,
         deliver_webhooks: bool = True,
+        idle_timeout: float = 60.0,
     ) -> None:
         self.db = db
+        self.idle_timeout = idle_timeout
         self.keys = keys
         self.knobs = knobs
-        self.columns = columns
+        self.catalog = catalog
         self.gate = Gatekeeper(keys)
         self.rng = random.Random(knobs.seed)
-        self.hub = Hub()
+        self.hub = Hub(catalog.types)
         self.throttle = Throttle(lambda: self.knobs, self.rng)
         self.deliver_webhooks = deliver_webhooks
         self.deliverer: Deliverer | None = None
         self.websockets: set[web.WebSocketResponse] = set()
-        self._idempotent: OrderedDict[tuple[str, str], tuple[int, Any]] = OrderedDict()
+        self._idempotent: OrderedDict[str, tuple[tuple[str, str], int, Any]] = OrderedDict()
+        self._inflight: set[str] = set()
         self.requests = 0
         self.started = time.time()
         db.on_commit = self.hub.publish
@@ -145,12 +166,20 @@ class StandInApp:
         r.add_post("/rest/v1/rpc/{fn}", self.rpc)
         r.add_get("/rest/v1/rpc/{fn}", self.rpc_get)
         r.add_get("/rest/v1/{table}", self.rest_get)
+        for method in ("POST", "PATCH", "DELETE"):
+            r.add_route(method, "/rest/v1/{table}", self.rest_write)
         r.add_post("/functions/v1/{name}", self.function)
         r.add_get("/realtime/v1/websocket", self.realtime)
         r.add_post("/v1/payment_intents", self.pi_create)
+        r.add_get("/v1/payment_intents", self.pi_list)
         r.add_get("/v1/payment_intents/{id}", self.pi_retrieve)
+        r.add_post("/v1/payment_intents/{id}", self.pi_update)
         r.add_post("/v1/payment_intents/{id}/confirm", self.pi_confirm)
+        r.add_post("/v1/payment_intents/{id}/cancel", self.pi_cancel)
         r.add_post("/v1/refunds", self.refund_create)
+        r.add_get("/v1/refunds/{id}", self.object_retrieve)
+        r.add_post("/v1/customers", self.customer_create)
+        r.add_get("/v1/customers/{id}", self.object_retrieve)
         r.add_get("/admin/v1/health", self.health)
         r.add_get("/admin/v1/state", self.admin_state)
         r.add_get("/admin/v1/stats", self.admin_stats)
@@ -164,9 +193,29 @@ class StandInApp:
 
     def _auth(self, request: web.Request) -> str:
         h = request.headers
+        if "Accept-Profile" in h or "Content-Profile" in h:
+            self._profile(request)
         return self.gate.check(
             h.get("apikey") or request.query.get("apikey"), h.get("Authorization")
         )
+
+    @staticmethod
+    def _profile(request: web.Request) -> None:
+        """Accept-Profile / Content-Profile (the schema postgrest-js names) must be an exposed one."""
+        h = request.headers
+        name = (
+            h.get("Accept-Profile")
+            if request.method in ("GET", "HEAD")
+            else h.get("Content-Profile")
+        )
+        if name is not None and name != "public":
+            raise PostgrestError(
+                406,
+                "PGRST106",
+                f"Invalid schema: {name[:60]}",
+                None,
+                "Only the following schemas are exposed: public",
+            )
 
     def _admin(self, request: web.Request) -> None:
         h = request.headers
@@ -174,13 +223,21 @@ class StandInApp:
             h.get("apikey") or request.query.get("apikey"), h.get("Authorization")
         )
 
-    @staticmethod
-    async def _json(request: web.Request) -> Any:
-        raw = await request.read()
+    async def _body(self, request: web.Request, form: bool = False) -> Any:
+        """The request's body (bytes, or the form for `form=True`), read within idle_timeout: a
+        client that sends its body too slowly gets 408 instead of holding the connection."""
         try:
-            return json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise PostgrestError(400, "PGRST102", "Empty or invalid json", str(exc)) from None
+            async with asyncio.timeout(self.idle_timeout):
+                return await (request.post() if form else request.read())
+        except TimeoutError:
+            msg = f"request body not received within {self.idle_timeout:g} s"
+            raise ApiError(408, _error_body(request.path, 408, msg)) from None
+        except (UnicodeDecodeError, ValueError) as exc:  # a form body that is not UTF-8
+            msg = f"Invalid request body: not UTF-8 form encoding ({str(exc)[:80]})"
+            raise ApiError(400, _error_body(request.path, 400, msg)) from None
+
+    async def _json(self, request: web.Request) -> Any:
+        return parse_json(await self._body(request))
 
     # --- Supabase: RPCs, tables, edge function, realtime ------------------------------------
 
@@ -230,62 +287,64 @@ class StandInApp:
                 "expected exactly one argument: p_event_id integer",
                 None,
             )
-        eid = body["p_event_id"]
-        if isinstance(eid, bool) or not (
-            isinstance(eid, int) or (isinstance(eid, str) and eid.lstrip("-").isdigit())
-        ):
-            raise PostgrestError(
-                400,
-                "22P02",
-                f"invalid input syntax for type integer: {eid!r}",
-                "argument p_event_id must be an integer",
-            )
+        eid = int_in_range(body["p_event_id"], INT4, "p_event_id")
 
         def q(conn: sqlite3.Connection) -> Any:
-            row = conn.execute(
-                "SELECT * FROM event_revenue WHERE event_id = ?", (int(eid),)
-            ).fetchone()
+            row = conn.execute("SELECT * FROM event_revenue WHERE event_id = ?", (eid,)).fetchone()
             return dict(row) if row else None
 
         return json_response(await self.throttle.run(TARGET_REVENUE, lambda: self.db.read(q)))
 
     async def rest_get(self, request: web.Request) -> web.Response:
-        """GET /rest/v1/{table} with PostgREST's select, filters, order, limit/offset, count=exact."""
+        """GET|HEAD /rest/v1/{table}: select (aliases, casts, embeds), filters, order, range, counts."""
         self.requests += 1
         self._auth(request)
         table = request.match_info["table"]
-        cols = self.columns.get(table)
-        if cols is None:
-            raise PostgrestError(
-                404,
-                "PGRST205",
-                f"Could not find the table 'public.{table}' in the schema cache",
-                None,
-                f"tables: {', '.join(self.columns)}",
-            )
-        q = parse_query(table, request.query.items(), cols)
-        want_count = "count=exact" in request.headers.get("Prefer", "")
-
-        def select(conn: sqlite3.Connection) -> tuple[list[dict[str, Any]], int | None]:
-            sql, args = to_sql(q)
-            conn.execute("BEGIN")
-            try:
-                rows = [dict(r) for r in conn.execute(sql, args)]
-                total = conn.execute(*count_sql(q)).fetchone()[0] if want_count else None
-            finally:
-                conn.execute("COMMIT")
-            bools = BOOL_COLUMNS.intersection(q.columns)
-            if bools:
-                for r in rows:
-                    for b in bools:
-                        if r[b] is not None:
-                            r[b] = bool(r[b])
-            return rows, total
-
-        rows, total = await self.throttle.run(f"rest:{table}", lambda: self.db.read(select))
-        return json_response(
-            rows, headers={"Content-Range": content_range(q.offset, len(rows), total)}
+        h = request.headers
+        media = parse_accept(h.get("Accept"))
+        prefer = parse_prefer(h.getall("Prefer", ()))
+        q = parse_query(self.catalog, table, _with_range(request.query.items(), h.get("Range")))
+        rows, total = await self.throttle.run(
+            f"rest:{table}",
+            lambda: self.db.read(run_read, self.catalog, q, prefer.count is not None),
         )
+        headers = {"Content-Range": content_range(q.offset, len(rows), total)}
+        status = 200  # with a count, PostgREST answers a partial page 206 (RangeQuery.hs)
+        if total is not None:
+            if q.offset > total:
+                raise PostgrestError(
+                    416,
+                    "PGRST103",
+                    "Requested range not satisfiable",
+                    f"An offset of {q.offset} was requested, but there are only {total} rows.",
+                )
+            if len(rows) < total:
+                status = 206
+        return _answer(rows, media, q, headers, status)
+
+    async def rest_write(self, request: web.Request) -> web.Response:
+        """POST (insert, upsert), PATCH, DELETE /rest/v1/{table}, as the caller's role may."""
+        self.requests += 1
+        role = self._auth(request)
+        table = request.match_info["table"]
+        h = request.headers
+        kind = {"POST": "insert", "PATCH": "update", "DELETE": "delete"}[request.method]
+        media = parse_accept(h.get("Accept"))
+        prefer = parse_prefer(h.getall("Prefer", ()))
+        body = await self._json(request) if kind != "delete" else None
+        w, q = build_write(
+            self.catalog, table, kind, body, list(request.query.items()), prefer, _run_id(request)
+        )
+        if media == OBJECT:
+            w = dataclasses.replace(w, singular=True)
+        rows = await self.throttle.run(
+            f"rest:{table}", lambda: self.db.write(write_job, w, role, self.hub.tables)
+        )
+        headers = {"Content-Range": f"*/{len(rows)}" if prefer.count else "*/*"}
+        if prefer.returning != "representation":
+            return web.Response(status=201 if kind == "insert" else 204, headers=headers)
+        out = project(rows, q, w.types)
+        return _answer(out, media, q, headers, 201 if kind == "insert" else 200)
 
     async def function(self, request: web.Request) -> web.Response:
         """POST /functions/v1/{name}: the stripe-webhook edge function (verify_jwt off: Stripe signs instead)."""
@@ -298,11 +357,11 @@ class StandInApp:
         return await self.throttle.run(TARGET_WEBHOOK, lambda: self._webhook(request))
 
     async def _webhook(self, request: web.Request) -> web.Response:
-        body = await request.read()
+        body = await self._body(request)
         event = verify_event(
             body, request.headers.get("Stripe-Signature"), self.keys.webhook_secret
         )
-        run = _run_id(request) or event_run_id(event)
+        run = run_id(request.headers, event["data"]["object"].get("metadata"))
         outcome = await self.db.write(webhook_job, event, run, self.hub.tables)
         return web.Response(body=answer(outcome), content_type=JSON_TYPE)
 
@@ -318,7 +377,10 @@ class StandInApp:
                 None,
                 "the stand-in speaks vsn=1.0.0 (JSON objects) and 2.0.0 (JSON arrays)",
             )
-        ws = web.WebSocketResponse(max_msg_size=MAX_BODY, autoping=True)
+        # Phoenix closes a socket that sends nothing (not even a heartbeat) for 60 s
+        ws = web.WebSocketResponse(
+            max_msg_size=MAX_BODY, autoping=True, receive_timeout=self.idle_timeout
+        )
         await ws.prepare(request)
         self.websockets.add(ws)
         self.hub.connections += 1
@@ -336,7 +398,12 @@ class StandInApp:
         try:
             async for msg in ws:
                 if msg.type == WSMsgType.TEXT:
-                    for reply in conn.handle(msg.data):
+                    try:
+                        replies = conn.handle(msg.data)
+                    except Refused as exc:
+                        await ws.close(code=exc.code, message=exc.reason.encode()[:120])
+                        break
+                    for reply in replies:
                         conn.send(reply)
                 elif msg.type == WSMsgType.BINARY:
                     conn.send(
@@ -357,6 +424,13 @@ class StandInApp:
                     )
                 elif msg.type == WSMsgType.ERROR:
                     break
+        except TimeoutError:
+            with contextlib.suppress(Exception):
+                await ws.close(code=1000, message=b"heartbeat timeout")
+        except Exception:  # never an HTTP answer into an upgraded socket: close it instead
+            log.exception("realtime connection failed")
+            with contextlib.suppress(Exception):
+                await ws.close(code=1011, message=b"internal error")
         finally:
             conn.close()
             task.cancel()
@@ -379,100 +453,154 @@ class StandInApp:
 
     # --- Stripe subset -------------------------------------------------------------------------
 
-    async def _form(self, request: web.Request) -> dict[str, Any]:
-        post = await request.post()
-        return decode_form((k, v) for k, v in post.items() if isinstance(v, str))
+    async def _stripe(
+        self, request: web.Request, endpoint: str, work: Any, *, idempotent: bool = True
+    ) -> web.Response:
+        """Authenticate, decode the parameters, honour `Idempotency-Key`, run `work(params)`
+        (-> (object, events, card error or None)), deliver its events; Stripe's error shapes.
 
-    def _idem_get(self, request: web.Request) -> tuple[tuple[str, str] | None, web.Response | None]:
-        key = request.headers.get("Idempotency-Key")
-        if not key:
-            return None, None
-        k = (request.path, key)
-        hit = self._idempotent.get(k)
-        if hit is None:
-            return k, None
-        return k, json_response(hit[1], hit[0], headers={"Idempotent-Replayed": "true"})
-
-    def _idem_put(self, k: tuple[str, str] | None, status: int, body: Any) -> None:
-        if k is None:
-            return
-        self._idempotent[k] = (status, body)
-        while len(self._idempotent) > 10_000:
-            self._idempotent.popitem(last=False)
+        Idempotency as https://docs.stripe.com/api/idempotent_requests defines it: a key replays
+        the first answer (with `Idempotent-Replayed: true`) for the same endpoint and parameters;
+        other parameters are a 400 `idempotency_error`; a key still executing is a 409; requests
+        refused by validation store no result.
+        """
+        self.requests += 1
+        self.gate.stripe_check(request.headers.get("Authorization"))
+        if request.method == "POST":
+            post = await self._body(request, form=True)
+            params = decode_form((k, v) for k, v in post.items() if isinstance(v, str))
+        else:
+            params = decode_form(request.query.items())
+        key = request.headers.get("Idempotency-Key") if request.method == "POST" else None
+        fingerprint = (request.path, json.dumps(params, sort_keys=True))
+        if key is not None:
+            if not key or len(key) > 255:
+                raise StripeApiError(
+                    400, "Idempotency-Key must be 1..255 characters", code="idempotency_key_invalid"
+                )
+            hit = self._idempotent.get(key)
+            if hit is not None:
+                if hit[0] != fingerprint:
+                    raise StripeApiError(
+                        400,
+                        "Keys for idempotent requests can only be used with the same parameters they "
+                        f"were first used with. Try using a key other than '{key[:80]}' if you meant to "
+                        "execute a different request.",
+                        type_="idempotency_error",
+                    )
+                return json_response(hit[2], hit[1], headers={"Idempotent-Replayed": "true"})
+            if key in self._inflight:
+                raise StripeApiError(
+                    409,
+                    "There is currently another in-progress request using this Idempotent Key "
+                    "(that probably means you submitted twice, and the other request is still going "
+                    "through). Please retry your request after a few seconds.",
+                    type_="idempotency_error",
+                    code="idempotency_key_in_use",
+                )
+            self._inflight.add(key)
+        try:
+            obj, events, err = await self.throttle.run(endpoint, lambda: work(params))
+        finally:
+            if key is not None:
+                self._inflight.discard(key)
+        if events:
+            self._deliver(
+                events, run_id(request.headers, events[-1]["data"]["object"].get("metadata"))
+            )
+        status, body = (402, err) if err else (200, obj)
+        if key is not None:
+            self._idempotent[key] = (fingerprint, status, body)
+            while len(self._idempotent) > 10_000:
+                self._idempotent.popitem(last=False)
+        return json_response(body, status)
 
     def _deliver(self, events: list[dict[str, Any]], run: str | None) -> None:
         if self.deliverer is not None and events:
             self.deliverer.enqueue(events, run)
 
     async def pi_create(self, request: web.Request) -> web.Response:
-        """POST /v1/payment_intents (form-encoded)."""
-        self.requests += 1
-        self.gate.stripe_check(request.headers.get("Authorization"))
-        k, replay = self._idem_get(request)
-        if replay is not None:
-            return replay
-        req = validate_create(await self._form(request))
-        run = _run_id(request)
-        pi, events, err = await self.throttle.run(
-            "stripe:payment_intents.create", lambda: self.db.write(create_job, req, run)
+        """POST /v1/payment_intents (form-encoded); the run id from the header or metadata."""
+
+        async def work(params: dict[str, Any]) -> Any:
+            req = validate_create(params)
+            run = run_id(request.headers, req["metadata"])
+            return await self.db.write(create_job, req, run)
+
+        return await self._stripe(request, "stripe:payment_intents.create", work)
+
+    async def pi_update(self, request: web.Request) -> web.Response:
+        """POST /v1/payment_intents/{id}: amount, currency, metadata, description, payment_method."""
+        pi_id = request.match_info["id"]
+        return await self._stripe(
+            request,
+            "stripe:payment_intents.update",
+            lambda params: self.db.write(update_job, pi_id, params),
         )
-        self._deliver(events, run)
-        status, body = (402, err) if err else (200, public(pi))
-        self._idem_put(k, status, body)
-        return json_response(body, status)
 
     async def pi_confirm(self, request: web.Request) -> web.Response:
         """POST /v1/payment_intents/{id}/confirm."""
-        self.requests += 1
-        self.gate.stripe_check(request.headers.get("Authorization"))
-        k, replay = self._idem_get(request)
-        if replay is not None:
-            return replay
-        params = await self._form(request)
-        unknown = sorted(set(params) - CONFIRM_PARAMS)
-        if unknown:
-            raise StripeApiError(
-                400,
-                f"Received unknown parameter: {unknown[0]}",
-                param=unknown[0],
-                code="parameter_unknown",
-            )
-        pm = params.get("payment_method")
-        run = _run_id(request)
         pi_id = request.match_info["id"]
-        pi, events, err = await self.throttle.run(
-            "stripe:payment_intents.confirm", lambda: self.db.write(confirm_job, pi_id, pm, run)
+
+        async def work(params: dict[str, Any]) -> Any:
+            req = validate_confirm(params)
+            return await self.db.write(confirm_job, pi_id, req, None)
+
+        return await self._stripe(request, "stripe:payment_intents.confirm", work)
+
+    async def pi_cancel(self, request: web.Request) -> web.Response:
+        """POST /v1/payment_intents/{id}/cancel."""
+        pi_id = request.match_info["id"]
+        return await self._stripe(
+            request,
+            "stripe:payment_intents.cancel",
+            lambda params: self.db.write(cancel_job, pi_id, params),
         )
-        self._deliver(events, run or pi.get("metadata", {}).get("gaterush_run"))
-        status, body = (402, err) if err else (200, public(pi))
-        self._idem_put(k, status, body)
-        return json_response(body, status)
 
     async def pi_retrieve(self, request: web.Request) -> web.Response:
-        """GET /v1/payment_intents/{id}."""
-        self.requests += 1
-        self.gate.stripe_check(request.headers.get("Authorization"))
+        """GET /v1/payment_intents/{id}[?expand[]=latest_charge]."""
         pi_id = request.match_info["id"]
-        pi = await self.throttle.run(
-            "stripe:payment_intents.retrieve", lambda: self.db.read(retrieve, pi_id)
-        )
-        return json_response(public(pi))
+
+        async def work(params: dict[str, Any]) -> Any:
+            return await self.db.read(retrieve, pi_id, params), [], None
+
+        return await self._stripe(request, "stripe:payment_intents.retrieve", work)
+
+    async def pi_list(self, request: web.Request) -> web.Response:
+        """GET /v1/payment_intents: limit, starting_after, ending_before, customer, has_more."""
+
+        async def work(params: dict[str, Any]) -> Any:
+            return await self.db.read(list_payment_intents, params), [], None
+
+        return await self._stripe(request, "stripe:payment_intents.list", work)
 
     async def refund_create(self, request: web.Request) -> web.Response:
-        """POST /v1/refunds (payment_intent=...): a full refund, then charge.refunded."""
-        self.requests += 1
-        self.gate.stripe_check(request.headers.get("Authorization"))
-        k, replay = self._idem_get(request)
-        if replay is not None:
-            return replay
-        params = await self._form(request)
-        run = _run_id(request)
-        refund, events = await self.throttle.run(
-            "stripe:refunds.create", lambda: self.db.write(refund_job, params, run)
-        )
-        self._deliver(events, run)
-        self._idem_put(k, 200, refund)
-        return json_response(refund)
+        """POST /v1/refunds (payment_intent= or charge=, amount=): refund.created, charge.refunded."""
+
+        async def work(params: dict[str, Any]) -> Any:
+            run = run_id(request.headers, params.get("metadata"))
+            return await self.db.write(refund_job, params, run)
+
+        return await self._stripe(request, "stripe:refunds.create", work)
+
+    async def customer_create(self, request: web.Request) -> web.Response:
+        """POST /v1/customers: customer.created."""
+
+        async def work(params: dict[str, Any]) -> Any:
+            run = run_id(request.headers, params.get("metadata"))
+            return await self.db.write(customer_job, params, run)
+
+        return await self._stripe(request, "stripe:customers.create", work)
+
+    async def object_retrieve(self, request: web.Request) -> web.Response:
+        """GET /v1/refunds/{id} and /v1/customers/{id}."""
+        kind = "refund" if request.path.startswith("/v1/refunds/") else "customer"
+        oid = request.match_info["id"]
+
+        async def work(params: dict[str, Any]) -> Any:
+            return await self.db.read(retrieve_object, kind, oid, params), [], None
+
+        return await self._stripe(request, f"stripe:{kind}s.retrieve", work)
 
     # --- admin ---------------------------------------------------------------------------------
 
@@ -538,6 +666,39 @@ class StandInApp:
         self._admin(request)
         run = request.match_info["run"]
         return json_response({"run": run, "deleted": await self.db.write(delete_run_job, run)})
+
+
+def _with_range(params: Any, range_header: str | None) -> list[tuple[str, str]]:
+    """The query's parameters, with a `Range: 0-9` header as offset and limit when they are absent."""
+    out = list(params)
+    if range_header and not any(k in ("limit", "offset") for k, _ in out):
+        lo, sep, hi = range_header.strip().partition("-")
+        if sep and lo.isascii() and lo.isdigit() and (not hi or (hi.isascii() and hi.isdigit())):
+            out.append(("offset", lo))
+            if hi:
+                if int(hi) < int(lo):
+                    raise PostgrestError(
+                        416,
+                        "PGRST103",
+                        "Requested range not satisfiable",
+                        "The lower boundary must be lower than or equal to the upper boundary in the Range header.",
+                    )
+                out.append(("limit", str(int(hi) - int(lo) + 1)))
+    return out
+
+
+def _answer(
+    rows: list[dict[str, Any]], media: str, q: Query, headers: dict[str, str], status: int
+) -> web.Response:
+    """Rows in the media type asked for: a JSON array, one object (vnd.pgrst.object) or CSV."""
+    if media == OBJECT:
+        return json_response(singular(rows), status, headers)
+    if media == CSV:
+        keys = [*q.columns, *(e.key for e in q.select.embeds)]
+        return web.Response(
+            text=to_csv(rows, keys), status=status, content_type="text/csv", headers=headers
+        )
+    return json_response(rows, status, headers)
 
 
 def _unknown_rpc(fn: str) -> PostgrestError:

@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import signal
+import sqlite3
 import sys
 import tomllib
 import urllib.error
@@ -96,6 +97,10 @@ def build_knobs(
                 ) from None
             except tomllib.TOMLDecodeError as exc:
                 raise InvalidInput(f"--knobs {knobs_file}: not valid TOML: {exc}") from None
+            except UnicodeDecodeError:
+                raise InvalidInput(
+                    f"--knobs {knobs_file}: not valid TOML: not UTF-8 text"
+                ) from None
         eps: dict[str, dict[str, Any]] = {}
         for name, v in _pairs(latency, "--latency"):
             eps.setdefault(name, {})["latency"] = v
@@ -133,7 +138,11 @@ def _announce(standin: Any, seeded: Inventory | None, db: str) -> None:
             f"re-entry {'allowed' if seeded.allow_reentry else 'not allowed'}"
         )
     lines.append("export these to replay against it (local test keys of this stand-in only):")
-    lines += [f"  export {k}={v}" for k, v in env.items()]
+    for k, v in env.items():
+        if k == "STRIPE_WEBHOOK_SECRET" and standin.secret_adopted:
+            lines.append(f"  # {k}: yours, taken from the environment (not shown)")
+        else:
+            lines.append(f"  export {k}={v}")
     lines.append(f"  publishable key (apikey header alone): {standin.publishable_key}")
     lines.append("Ctrl-C or SIGTERM stops it cleanly.")
     click.echo("\n".join(lines))
@@ -154,6 +163,8 @@ async def _serve(
             knobs=knobs,
             deliver_webhooks=deliver_webhooks,
         )
+    except sqlite3.DatabaseError as exc:
+        raise InvalidInput(f"--db {db}: not a SQLite database ({exc})") from None
     except OSError as exc:
         raise InvalidInput(f"cannot serve on {host}:{port}: {exc.strerror or exc}") from None
     stop = asyncio.Event()

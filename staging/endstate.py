@@ -121,7 +121,7 @@ def delete_run_job(conn: sqlite3.Connection, changes: list[Any], run_id: str) ->
     n_tickets += conn.execute("DELETE FROM tickets WHERE run_id = ?", (run_id,)).rowcount
     deleted["tickets"] = n_tickets
     deleted["orders"] = conn.execute("DELETE FROM orders WHERE run_id = ?", (run_id,)).rowcount
-    for table in ("webhook_events", "pending_refunds", "payment_intents"):
+    for table in ("webhook_events", "pending_refunds", "payment_intents", "stripe_objects"):
         deleted[table] = conn.execute(f"DELETE FROM {table} WHERE run_id = ?", (run_id,)).rowcount
     for tid in touched:
         _replay_ticket(conn, tid)

@@ -106,6 +106,7 @@ class Keys:
         return cls(**{f: d[f] for f in cls.__slots__})
 
 
+SB_PREFIXES = ("sb_publishable_", "sb_secret_")
 NO_KEY = {
     "message": "No API key found in request",
     "hint": "No `apikey` request header or url param was found.",
@@ -156,6 +157,7 @@ class Gatekeeper:
             raise AuthError(401, dict(BAD_KEY))
         if authorization:
             scheme, _, token = authorization.partition(" ")
+            token = token.strip()
             if scheme.lower() != "bearer" or not token:
                 raise AuthError(
                     401,
@@ -166,19 +168,20 @@ class Gatekeeper:
                         "hint": None,
                     },
                 )
-            if token != apikey or token.startswith(("sb_publishable_", "sb_secret_")):
-                jwt_role = self.jwt_role(token.strip())
-                if jwt_role is None:
-                    raise AuthError(
-                        401,
-                        {
-                            "code": "PGRST301",
-                            "message": "Invalid JWT in Authorization",
-                            "details": "expected a JWT signed by this project (the anon or service_role key, or a user session); sb_ keys go in apikey alone",
-                            "hint": None,
-                        },
-                    )
-                return jwt_role
+            if token == apikey:  # what supabase-py and supabase-js send: the same key twice
+                return role
+            jwt_role = None if token.startswith(SB_PREFIXES) else self.jwt_role(token)
+            if jwt_role is None:
+                raise AuthError(
+                    401,
+                    {
+                        "code": "PGRST301",
+                        "message": "Invalid JWT in Authorization",
+                        "details": "expected the apikey itself, or a JWT signed by this project (the anon or service_role key, or a user session)",
+                        "hint": None,
+                    },
+                )
+            return jwt_role
         return role
 
     def check_admin(self, apikey: str | None, authorization: str | None) -> None:

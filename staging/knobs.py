@@ -35,6 +35,8 @@ class KnobError(ValueError):
 
 
 _DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(us|µs|ms|s|m)?\s*$")
+MAX_DURATION = 3600.0  # seconds: longer latencies and stalls are typos, not studies
+MAX_SIGMA = 3.0  # lognormal sigma: beyond it one draw in a thousand is over e^9 times the median
 _UNITS = {"us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, None: 1e-3}
 
 
@@ -51,6 +53,8 @@ def parse_duration(text: Any, key: str) -> float:
         value = float(m.group(1)) * _UNITS[m.group(2)]
     if not math.isfinite(value) or value < 0:
         raise KnobError(f"{key}: expected a duration >= 0, got {text!r}")
+    if value > MAX_DURATION:
+        raise KnobError(f"{key}: {text!r} is longer than the limit of {MAX_DURATION:g} s")
     return value
 
 
@@ -69,10 +73,11 @@ class Latency:
         if self.kind == "uniform":
             return rng.uniform(self.a, self.b)
         if self.kind == "exp":
-            return rng.expovariate(1.0 / self.a) if self.a > 0 else 0.0
+            return min(MAX_DURATION, rng.expovariate(1.0 / self.a)) if self.a > 0 else 0.0
         if self.kind == "normal":
-            return max(0.0, rng.gauss(self.a, self.b))
-        return self.a * math.exp(rng.gauss(0.0, self.b))  # lognormal: median a, sigma b
+            return min(MAX_DURATION, max(0.0, rng.gauss(self.a, self.b)))
+        # lognormal: median a, sigma b; a draw never exceeds MAX_DURATION
+        return min(MAX_DURATION, self.a * math.exp(min(50.0, rng.gauss(0.0, self.b))))
 
     @property
     def mean(self) -> float:
@@ -120,8 +125,10 @@ def parse_latency(text: Any, key: str) -> Latency:
         if kind == "lognormal":
             median, _, sigma = rest.partition(",")
             s = float(sigma)
-            if not math.isfinite(s) or s < 0:
-                raise KnobError(f"{key}: lognormal sigma must be >= 0, got {sigma!r}")
+            if not math.isfinite(s) or s < 0 or s > MAX_SIGMA:
+                raise KnobError(
+                    f"{key}: lognormal sigma must be between 0 and {MAX_SIGMA:g}, got {sigma.strip()!r}"
+                )
             return Latency("lognormal", parse_duration(median, key), s)
     except KnobError:
         raise

@@ -9,9 +9,13 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from staging.errors import PostgrestError
+from staging.filters import Cond, evaluate, parse_cond, render, split_top
+from staging.values import MAX_JSON_DEPTH, too_deep
 
 COLUMN_TYPES = {
     "id": "int8",
@@ -34,9 +38,12 @@ COLUMN_TYPES = {
     "refunded_at": "timestamptz",
 }
 TABLES = ("tickets", "scans", "orders", "events")
-_FILTER_OPS = {"eq", "neq", "lt", "lte", "gt", "gte", "in"}
 _ids = itertools.count(1_000_001)
 QUEUE_LIMIT = 10_000  # frames waiting for a slow client before it is dropped
+
+
+# what postgres_changes filters take (realtime-py's on_postgres_changes docs)
+REALTIME_OPS = ("eq", "neq", "lt", "lte", "gt", "gte", "in", "like", "ilike", "is")
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,45 +55,28 @@ class Subscription:
     join_ref: str | None
     event: str  # "*", "INSERT", "UPDATE", "DELETE"
     table: str
-    filter: tuple[str, str, tuple[str, ...]] | None  # (column, op, values)
+    filter: tuple[Cond, ...] = ()  # every condition must hold (commas are AND)
 
     def matches(self, table: str, type_: str, record: dict[str, Any]) -> bool:
         """Whether a change of `table` goes to this subscription."""
         if table != self.table or (self.event != "*" and self.event != type_):
             return False
-        if self.filter is None:
-            return True
-        col, op, values = self.filter
-        v = record.get(col)
-        if v is None:
-            return False
-        sv = str(int(v) if isinstance(v, bool) else v)
-        if op == "eq":
-            return sv == values[0]
-        if op == "neq":
-            return sv != values[0]
-        if op == "in":
-            return sv in values
-        try:
-            a, b = float(sv), float(values[0])
-        except ValueError:
-            a, b = sv, values[0]  # type: ignore[assignment]
-        return {"lt": a < b, "lte": a <= b, "gt": a > b, "gte": a >= b}[op]
+        return all(evaluate(c, record) is True for c in self.filter)
 
 
-def parse_change_filter(text: str) -> tuple[str, str, tuple[str, ...]]:
-    """`event_id=eq.1` or `id=in.(1,2)` as (column, op, values); ValueError when malformed."""
-    col, sep, rest = text.partition("=")
-    op, sep2, value = rest.partition(".")
-    if not sep or not sep2 or not col or op not in _FILTER_OPS:
-        raise ValueError(
-            f"filter {text!r}: expected column=op.value with op one of {sorted(_FILTER_OPS)}"
-        )
-    if op == "in":
-        if not (value.startswith("(") and value.endswith(")")):
-            raise ValueError(f"filter {text!r}: in needs a parenthesised list")
-        return col, op, tuple(v.strip().strip('"') for v in value[1:-1].split(","))
-    return col, op, (value,)
+def parse_change_filter(text: str, table: str, types: Mapping[str, str]) -> tuple[Cond, ...]:
+    """`event_id=eq.1`, `id=in.(1,2)` or `a=gt.1,b=not.is.null` (AND) as conditions on `table`
+    (staging.filters' grammar, Realtime's operators); ValueError naming what is wrong."""
+    out = []
+    try:
+        for part in split_top(text):
+            col, sep, rest = part.strip().partition("=")
+            if not sep or not col:
+                raise ValueError(f"filter {text!r}: expected column=op.value")
+            out.append(parse_cond(table, col, rest, types, REALTIME_OPS))
+    except PostgrestError as exc:
+        raise ValueError(f"filter {text!r}: {exc.body['message']}") from None
+    return tuple(out)
 
 
 def frame(
@@ -103,6 +93,15 @@ def _error(topic: str, ref: Any, reason: str, join_ref: Any = None) -> str:
     return frame(
         topic, "phx_reply", {"status": "error", "response": {"reason": reason}}, ref, join_ref
     )
+
+
+class Refused(Exception):
+    """A client frame the server answers by closing the socket with `code` (RFC 6455 section 7.4.1)."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
 
 
 class Connection:
@@ -133,11 +132,18 @@ class Connection:
         self.out.put_nowait(text)
 
     def handle(self, text: str) -> list[str]:
-        """The replies to one client frame; a frame that is not Phoenix protocol gets an error reply."""
+        """The replies to one client frame; a frame that is not Phoenix protocol gets an error reply.
+
+        A frame nested deeper than MAX_JSON_DEPTH raises Refused: the socket is closed with 1008.
+        """
+        if too_deep(text):
+            raise Refused(1008, f"frame nests deeper than {MAX_JSON_DEPTH} levels")
         try:
             msg = json.loads(text)
             if self.arrays and isinstance(msg, list) and len(msg) == 5:
                 msg = dict(zip(("join_ref", "ref", "topic", "event", "payload"), msg, strict=True))
+        except RecursionError:
+            raise Refused(1008, f"frame nests deeper than {MAX_JSON_DEPTH} levels") from None
         except ValueError:
             return [
                 _error(
@@ -223,10 +229,10 @@ class Connection:
                         topic, ref, f"{where}: event must be *, INSERT, UPDATE or DELETE", join_ref
                     )
                 ]
-            flt = None
+            flt: tuple[Cond, ...] = ()
             if c.get("filter"):
                 try:
-                    flt = parse_change_filter(str(c["filter"]))
+                    flt = parse_change_filter(str(c["filter"]), table, self.hub.types[table])
                 except ValueError as exc:
                     return [_error(topic, ref, f"{where}: {exc}", join_ref)]
             subs.append(Subscription(next(_ids), topic, join_ref, ev, table, flt))
@@ -240,18 +246,7 @@ class Connection:
                     "event": s.event,
                     "schema": "public",
                     "table": s.table,
-                    **(
-                        {
-                            "filter": f"{s.filter[0]}={s.filter[1]}."
-                            + (
-                                f"({','.join(s.filter[2])})"
-                                if s.filter[1] == "in"
-                                else s.filter[2][0]
-                            )
-                        }
-                        if s.filter
-                        else {}
-                    ),
+                    **({"filter": ",".join(render(c) for c in s.filter)} if s.filter else {}),
                 }
                 for s in subs
             ]
@@ -288,7 +283,8 @@ class Connection:
 class Hub:
     """Every live subscription, by table; publishes committed changes to them."""
 
-    def __init__(self) -> None:
+    def __init__(self, types: Mapping[str, Mapping[str, str]]) -> None:
+        self.types = types  # table -> column -> kind, for parsing subscription filters
         self.by_table: dict[str, list[tuple[Connection, Subscription]]] = {}
         self.tables: frozenset[str] = frozenset()
         self.connections = 0

@@ -8,6 +8,7 @@ from typing import Any
 
 from staging.errors import PostgrestError
 from staging.schema import now_iso
+from staging.values import INT4, int_in_range, storable_text
 from traces.event import ALREADY_SCANNED, EXITED, INVALID, VALID, WRONG_EVENT
 
 SCAN_ARGS = ("p_ticket_code", "p_event_id", "p_gate", "p_lane", "p_direction")
@@ -25,20 +26,7 @@ class ScanArgs:
 
 
 def _as_int(v: Any, name: str) -> int:
-    if isinstance(v, bool):
-        raise PostgrestError(
-            400, "22P02", f'invalid input syntax for type integer: "{v}"', f"argument {name}"
-        )
-    if isinstance(v, int):
-        return v
-    if isinstance(v, str) and v.strip().lstrip("-").isdigit():
-        return int(v)
-    raise PostgrestError(
-        400,
-        "22P02",
-        f"invalid input syntax for type integer: {v!r}",
-        f"argument {name} must be an integer",
-    )
+    return int_in_range(v, INT4, name)  # PostgreSQL's integer: ASCII digits, 32 bits
 
 
 def _as_text(v: Any, name: str) -> str | None:
@@ -51,7 +39,7 @@ def _as_text(v: Any, name: str) -> str | None:
             f"invalid input syntax for type text: {v!r}",
             f"argument {name} must be a string",
         )
-    return str(v)
+    return storable_text(str(v), name)
 
 
 def parse_scan_args(body: Any) -> ScanArgs:
@@ -77,7 +65,9 @@ def parse_scan_args(body: Any) -> ScanArgs:
             "expected arguments: p_ticket_code text, p_event_id integer, p_gate text, p_lane text, p_direction text ('in' or 'out')",
         )
     code = body["p_ticket_code"]
-    if not isinstance(code, str):
+    if isinstance(code, str):
+        storable_text(code, "p_ticket_code")
+    else:
         raise PostgrestError(
             400,
             "22P02",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from staging.keys import Keys
@@ -88,6 +89,13 @@ CREATE TABLE IF NOT EXISTS payment_intents (
     created_at TEXT NOT NULL,
     run_id TEXT
 );
+CREATE TABLE IF NOT EXISTS stripe_objects (
+    id TEXT PRIMARY KEY,
+    type TEXT NOT NULL,
+    object TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    run_id TEXT
+);
 DROP VIEW IF EXISTS event_revenue;
 CREATE VIEW event_revenue AS
     SELECT e.id AS event_id, e.currency AS currency,
@@ -101,6 +109,20 @@ CREATE VIEW event_revenue AS
 
 # Tables and views that GET /rest/v1/{name} serves (payment_intents belong to the Stripe subset).
 REST_TABLES = ("events", "tickets", "orders", "scans", "event_revenue", "webhook_events")
+
+
+# Foreign keys PostgREST would read from the catalog: (table, column) -> (referenced table, column).
+# They decide embedding: `tickets?select=code,events(name)` (many-to-one: an object) and
+# `orders?select=id,tickets(code)` (one-to-many: an array).
+FOREIGN_KEYS = {
+    ("tickets", "event_id"): ("events", "id"),
+    ("tickets", "order_id"): ("orders", "id"),
+    ("orders", "event_id"): ("events", "id"),
+    ("scans", "ticket_id"): ("tickets", "id"),
+    ("scans", "event_id"): ("events", "id"),
+}
+VIEWS = frozenset({"event_revenue"})
+_KINDS = {"INTEGER": "int", "BOOLEAN": "bool", "TEXT": "text", "REAL": "float"}
 
 
 def now_iso(ts: float | None = None) -> str:
@@ -121,6 +143,29 @@ def create_schema(conn: sqlite3.Connection) -> None:
 def table_columns(conn: sqlite3.Connection) -> dict[str, tuple[str, ...]]:
     """Column names of every REST-served table or view."""
     return {t: tuple(r[1] for r in conn.execute(f"PRAGMA table_info({t})")) for t in REST_TABLES}
+
+
+def column_types(conn: sqlite3.Connection) -> dict[str, dict[str, str]]:
+    """Per REST table, each column's kind ("int", "bool", "float", "text"), in table order.
+
+    Views take their kinds from what they select (SQLite leaves their declared types empty).
+    """
+    out: dict[str, dict[str, str]] = {}
+    for t in REST_TABLES:
+        kinds = {}
+        for r in conn.execute(f"PRAGMA table_info({t})"):
+            decl = (r[2] or "").upper()
+            kinds[r[1]] = _KINDS.get(decl, "int" if t in VIEWS and r[1] != "currency" else "text")
+        out[t] = kinds
+    return out
+
+
+def table_info(conn: sqlite3.Connection) -> dict[str, dict[str, tuple[bool, bool]]]:
+    """Per REST table, each column's (NOT NULL, primary key) flags."""
+    return {
+        t: {r[1]: (bool(r[3]), bool(r[5])) for r in conn.execute(f"PRAGMA table_info({t})")}
+        for t in REST_TABLES
+    }
 
 
 def seed_inventory(conn: sqlite3.Connection, inventory: Inventory) -> int:
@@ -166,19 +211,14 @@ def load_or_store_keys(
 ) -> Keys:
     """The keys kept with this database (so a restart keeps clients' exported keys), made if absent.
 
-    `keys` given explicitly replace the stored ones; `webhook_secret` overrides the stored secret.
+    `keys` given explicitly replace the stored ones. `webhook_secret` (the user's own, adopted
+    from $STRIPE_WEBHOOK_SECRET) is used but never stored: the file keeps its own secret.
     """
     if keys is None:
         row = conn.execute("SELECT value FROM meta WHERE key='keys'").fetchone()
-        if row is not None:
-            stored = json.loads(row[0])
-            if webhook_secret:
-                stored["webhook_secret"] = webhook_secret
-            keys = Keys.from_dict(stored)
-        else:
-            keys = Keys.generate(webhook_secret)
+        keys = Keys.from_dict(json.loads(row[0])) if row is not None else Keys.generate()
     conn.execute(
         "INSERT INTO meta(key, value) VALUES ('keys', ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
         (json.dumps(keys.to_dict()),),
     )
-    return keys
+    return replace(keys, webhook_secret=webhook_secret) if webhook_secret else keys

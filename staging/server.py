@@ -20,7 +20,8 @@ from staging.db import Database
 from staging.endstate import end_state
 from staging.keys import Keys
 from staging.knobs import Knobs
-from staging.schema import create_schema, load_or_store_keys, seed_inventory, table_columns
+from staging.postgrest import Catalog
+from staging.schema import REST_TABLES, create_schema, load_or_store_keys, seed_inventory
 from traces.header import Inventory
 
 WEBHOOK_SECRET_ENV = "STRIPE_WEBHOOK_SECRET"
@@ -36,6 +37,7 @@ class StandIn:
     app: StandInApp
     _runner: web.AppRunner = field(repr=False)
     _tmpdir: str | None = field(default=None, repr=False)
+    secret_adopted: bool = False  # the webhook secret is the user's $STRIPE_WEBHOOK_SECRET
     _stopped: bool = field(default=False, repr=False)
 
     @property
@@ -126,12 +128,15 @@ async def start_standin(
     webhook_secret: str | None = None,
     deliver_webhooks: bool = True,
     keys: Keys | None = None,
+    idle_timeout: float = 60.0,
 ) -> StandIn:
     """Start a stand-in on the running loop; `port=0` picks a free port (see `.url`).
 
     `db=":memory:"` keeps the data in a temporary file removed at stop (WAL needs a file).
     A database file keeps its keys, so a restart on it serves the same keys. `webhook_secret`
-    defaults to $STRIPE_WEBHOOK_SECRET, then to the stored or a generated one.
+    defaults to $STRIPE_WEBHOOK_SECRET, then to the stored or a generated one. A connection that
+    sends no complete request (or a websocket that sends nothing) for `idle_timeout` seconds is
+    closed, and a body not received within it is answered 408.
     """
     tmpdir = None
     if db == ":memory:":
@@ -139,6 +144,7 @@ async def start_standin(
         path = os.path.join(tmpdir, "standin.sqlite")
     else:
         path = db
+    adopted = not webhook_secret and bool(os.environ.get(WEBHOOK_SECRET_ENV))
     secret = webhook_secret or os.environ.get(WEBHOOK_SECRET_ENV) or None
     database = Database(path)
     try:
@@ -147,16 +153,27 @@ async def start_standin(
         the_keys = load_or_store_keys(conn, keys, secret)
         if inventory is not None:
             seed_inventory(conn, inventory)
-        columns = table_columns(conn)
+        catalog = Catalog.read(conn, REST_TABLES)
     except BaseException:
         database.close()
         raise
     loop = asyncio.get_running_loop()
     database.start(loop)
     app = StandInApp(
-        database, the_keys, knobs or Knobs(), columns, deliver_webhooks=deliver_webhooks
+        database,
+        the_keys,
+        knobs or Knobs(),
+        catalog,
+        deliver_webhooks=deliver_webhooks,
+        idle_timeout=idle_timeout,
     )
-    runner = web.AppRunner(app.build(), access_log=None, handle_signals=False, shutdown_timeout=5.0)
+    runner = web.AppRunner(
+        app.build(),
+        access_log=None,
+        handle_signals=False,
+        shutdown_timeout=5.0,
+        keepalive_timeout=idle_timeout,
+    )
     await runner.setup()
     site = web.TCPSite(
         runner, host, port, backlog=4096
@@ -172,7 +189,15 @@ async def start_standin(
     shown = f"[{bound_host}]" if ":" in bound_host else bound_host
     url = f"http://{shown}:{bound_port}"
     app.attach_deliverer(f"{url}/functions/v1/stripe-webhook")
-    return StandIn(url=url, keys=the_keys, db_path=path, app=app, _runner=runner, _tmpdir=tmpdir)
+    return StandIn(
+        url=url,
+        keys=the_keys,
+        db_path=path,
+        app=app,
+        _runner=runner,
+        _tmpdir=tmpdir,
+        secret_adopted=adopted,
+    )
 
 
 class ThreadedStandIn:

@@ -8,8 +8,9 @@ from typing import Any
 
 import stripe
 
-from staging.errors import FunctionError
+from staging.errors import FunctionError, PostgrestError
 from staging.schema import now_iso
+from staging.values import INT8, int_in_range, parse_json
 from traces.event import DUPLICATE, PROCESSED, order_ticket_code
 
 FULFIL_TYPES = frozenset(
@@ -20,7 +21,6 @@ FULFIL_TYPES = frozenset(
     }
 )
 REFUND_TYPES = frozenset({"charge.refunded"})
-RUN_METADATA = "gaterush_run"  # the run id, carried in Stripe metadata
 
 
 def verify_event(
@@ -44,9 +44,11 @@ def verify_event(
     except UnicodeDecodeError as exc:
         raise FunctionError(400, f"Webhook payload is not UTF-8: {exc}") from None
     try:
-        d = json.loads(payload)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise FunctionError(400, f"Webhook payload is not valid JSON: {exc}") from None
+        d = parse_json(payload)
+    except PostgrestError as exc:
+        raise FunctionError(
+            400, f"Webhook payload is not valid JSON: {exc.body['details'] or exc.body['message']}"
+        ) from None
     if not isinstance(d, dict):
         raise FunctionError(400, "Webhook payload must be a JSON object (a Stripe event)")
     if not isinstance(d.get("id"), str) or not isinstance(d.get("type"), str):
@@ -55,14 +57,6 @@ def verify_event(
     if not isinstance(data, dict) or not isinstance(data.get("object"), dict):
         raise FunctionError(400, f"Stripe event {d['id']}: 'data.object' must be an object")
     return d
-
-
-def event_run_id(event: dict[str, Any]) -> str | None:
-    """The run id a Stripe event carries in its object's metadata, if any."""
-    md = event["data"]["object"].get("metadata")
-    if isinstance(md, dict) and md.get(RUN_METADATA):
-        return str(md[RUN_METADATA])
-    return None
 
 
 def _payment(event: dict[str, Any]) -> dict[str, Any] | None:
@@ -86,11 +80,13 @@ def _payment(event: dict[str, Any]) -> dict[str, Any] | None:
             400, f"{where}: amount must be a non-negative integer of cents, got {amount!r}"
         )
     try:
-        event_id = int(md["event_id"])
-        quantity = int(md.get("quantity", 1))
-    except (KeyError, TypeError, ValueError):
+        event_id = int_in_range(md["event_id"], INT8)
+        quantity = int_in_range(md.get("quantity", 1), INT8)
+    except (KeyError, PostgrestError):
         raise FunctionError(
-            400, f"{where}: metadata.event_id and metadata.quantity must be integers, got {md!r}"
+            400,
+            f"{where}: metadata.event_id and metadata.quantity must be integers, "
+            f"got {str(md.get('event_id'))[:40]!r} and {str(md.get('quantity'))[:40]!r}",
         ) from None
     if quantity < 1 or quantity > 1000:
         raise FunctionError(400, f"{where}: metadata.quantity must be 1..1000, got {quantity}")
@@ -100,9 +96,13 @@ def _payment(event: dict[str, Any]) -> dict[str, Any] | None:
         "currency": str(obj.get("currency") or "usd"),
         "event_id": event_id,
         "quantity": quantity,
-        "buyer": md.get("buyer"),
-        "order_ref": md.get("order_ref"),
+        "buyer": _text(md.get("buyer")),
+        "order_ref": _text(md.get("order_ref")),
     }
+
+
+def _text(v: Any) -> str | None:
+    return None if v is None else v if isinstance(v, str) else json.dumps(v)
 
 
 def webhook_job(
@@ -123,7 +123,7 @@ def webhook_job(
     obj = event["data"]["object"]
     cur = conn.execute(
         "INSERT OR IGNORE INTO webhook_events(id, type, object_id, received_at, run_id) VALUES (?,?,?,?,?)",
-        (eid, typ, obj.get("id"), now, run_id),
+        (eid, typ, _text(obj.get("id")), now, run_id),
     )
     if cur.rowcount == 0:
         conn.execute("UPDATE webhook_events SET deliveries = deliveries + 1 WHERE id = ?", (eid,))
@@ -132,7 +132,9 @@ def webhook_job(
         pay = _payment(event)
         if pay is not None:
             _fulfil(conn, changes, pay, eid, run_id, now, publish)
-    elif typ in REFUND_TYPES:
+    elif (
+        typ in REFUND_TYPES and obj.get("refunded") is not False
+    ):  # a partial refund keeps the order
         pi = obj.get("payment_intent") if obj.get("object") != "payment_intent" else obj.get("id")
         if not isinstance(pi, str) or not pi:
             raise FunctionError(400, f"Stripe event {eid} ({typ}): no payment_intent on the charge")

@@ -25,8 +25,12 @@ SCHEMA = pa.schema(
         ("outcome", pa.string()),
         ("expect", pa.string()),
         ("metric", pa.string()),
+        ("group", pa.string()),
     ]
 )
+
+# Columns a result file may lack (written before the column existed): read as nulls.
+OPTIONAL_COLUMNS = ("metric", "group")
 
 # Values of the `metric` column (null = an HTTP request).
 DROPPED_EVENTS = "dropped_events"

@@ -31,7 +31,7 @@ import heapq
 import hmac
 import re
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from fractions import Fraction
 from typing import Any
@@ -78,6 +78,22 @@ def _derived(header: TraceHeader, name: str, **changes: Any) -> TraceHeader:
     return replace(
         header, counts={}, targets={}, expected={}, source=f"transform:{name}", **changes
     )
+
+
+def united_thresholds(headers: Sequence[TraceHeader]) -> dict[str, list[Any]]:
+    """Every input's thresholds (k6 mappings), each expression once: the merged trace holds only
+    when every input's thresholds hold. (The judge keeps the stricter of two alike expressions.)"""
+    out: dict[str, list[Any]] = {}
+    for h in headers:
+        mapping = (h.scenario or {}).get("thresholds") or {}
+        if not isinstance(mapping, Mapping):
+            continue
+        for selector, exprs in mapping.items():
+            items = out.setdefault(str(selector), [])
+            for e in [exprs] if isinstance(exprs, str | Mapping) else list(exprs or ()):
+                if e not in items:
+                    items.append(e)
+    return out
 
 
 def _check_sorted(events: Iterable[Event], where: str = "input") -> Iterator[Event]:
@@ -396,7 +412,8 @@ def merge(inputs: Sequence[tuple[TraceHeader, Source]], *, pieces: bool = False)
     if pieces:
         return _merge_pieces(inputs)
     inventory = _united_inventory(headers)
-    new_header = _derived(headers[0], "merge", inventory=inventory)
+    scenario = {**(headers[0].scenario or {}), "thresholds": united_thresholds(headers)}
+    new_header = _derived(headers[0], "merge", inventory=inventory, scenario=scenario)
 
     def gen() -> Iterator[Event]:
         used: set[str] = set()

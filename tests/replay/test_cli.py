@@ -91,11 +91,17 @@ def trace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_trace(tmp_path_factory.mktemp("tr") / "t.grt")
 
 
+# These tests judge the target and the plumbing, not how well a shared 2-core machine keeps the
+# sender's schedule: the fidelity limit is relaxed for them (test_fidelity_* hold it).
+LENIENT = ("--max-schedule-lag", "2000")
+
+
 def test_local_run_passes_and_leaks_no_secret(trace: Path, tmp_path: Path) -> None:
     local = Captured()
     out, summary = tmp_path / "r.parquet", tmp_path / "s.json"
     r = CliRunner().invoke(cli(local), ["replay", str(trace), "-o", str(out), "--summary-json", str(summary),
-                                        "--threshold", "http_req_duration=p(95)<5000"])  # fmt: skip
+                                        "--threshold", "http_req_duration=p(95)<5000",
+                                        *LENIENT])  # fmt: skip
     assert r.exit_code == 0, r.output
     header, table = read_results(out)
     assert header.complete and header.scenario == "cli-test" and table.num_rows >= 31
@@ -116,7 +122,8 @@ def test_added_latency_above_threshold_exits_99(trace: Path, tmp_path: Path) -> 
     )
     assert r.exit_code == 99, r.output
     fast = CliRunner().invoke(
-        cli(Captured()), ["replay", str(trace), "-o", str(tmp_path / "fast.grr"), "--threshold", th]
+        cli(Captured()),
+        ["replay", str(trace), "-o", str(tmp_path / "fast.grr"), "--threshold", th, *LENIENT],
     )
     assert fast.exit_code == 0, fast.output
 
@@ -193,7 +200,7 @@ def test_workers_shard_actors_and_keep_their_order(
 ) -> None:
     t = write_trace(tmp_path / "w.grt", n_scans=400, actors=7, webhooks=False, gap_us=1_000)
     out = tmp_path / "w.grr"
-    r = CliRunner().invoke(cli(), ["replay", str(t), "--target", loop_server.url, "-o", str(out), "--workers", "2", "-q"],
+    r = CliRunner().invoke(cli(), ["replay", str(t), "--target", loop_server.url, "-o", str(out), "--workers", "2", "-q", *LENIENT],
                            env={"SUPABASE_ANON_KEY": "sb_publishable_x"})  # fmt: skip
     assert r.exit_code == 0, r.output
     header, table = read_results(out)
@@ -243,7 +250,7 @@ def test_realtime_update_latency_for_every_write_and_viewer(tmp_path: Path, work
         w.write_many(evs)
     out = tmp_path / "rt.grr"
     r = CliRunner().invoke(
-        cli(Captured()), ["replay", str(t), "-o", str(out), "--workers", workers, "-q"]
+        cli(Captured()), ["replay", str(t), "-o", str(out), "--workers", workers, "-q", *LENIENT]
     )
     assert r.exit_code == 0, r.output
     rows = read_results(out)[1].to_pylist()

@@ -30,12 +30,13 @@ def row(
     bytes_sent: int = 100,
     bytes_received: int = 50,
     actor: str = "attendee:1",
+    group: str | None = None,
 ) -> tuple:
     """A result row in resultlog's column order, with sensible defaults."""
     sent = scheduled_us if sent_us is None else sent_us
     done = sent + 1000 if done_us is None else done_us
     return (seq, target, kind, actor, scheduled_us, sent, done, status, error,
-            bytes_sent, bytes_received, outcome, expect, metric)  # fmt: skip
+            bytes_sent, bytes_received, outcome, expect, metric, group)  # fmt: skip
 
 
 def metrics_of(rows: list[tuple], **kw) -> m.Metrics:

@@ -124,9 +124,13 @@ def test_report_cli_rejudges_and_exits_like_k6(tmp_path) -> None:
     assert r.exit_code == 99
     assert "✗ 'p(95)<200 over 1s'" in r.output
     tfile = tmp_path / "t.toml"
-    tfile.write_text('[thresholds]\nhttp_reqs = ["count>=600"]\n')
+    tfile.write_text('[thresholds]\nhttp_reqs = ["count>=600"]\nhttp_req_failed = ["rate<0.1"]\n')
     r = CliRunner().invoke(cli(), ["report", str(res), "--thresholds", str(tfile)])
     assert r.exit_code == 0 and "'count>=600'" in r.output and "p(95)<200" not in r.output
+    # the plan's http_req_failed rate==0 applies unless the thresholds given replace it: 2% failed
+    tfile.write_text('[thresholds]\nhttp_reqs = ["count>=600"]\n')
+    r = CliRunner().invoke(cli(), ["report", str(res), "--thresholds", str(tfile)])
+    assert r.exit_code == 99 and "thresholds failed: http_req_failed 'rate==0'" in r.output
 
 
 @pytest.mark.parametrize(

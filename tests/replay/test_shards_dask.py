@@ -22,7 +22,7 @@ from replay.resultlog import read_results  # noqa: E402
 from replay.scheduler import shard_of  # noqa: E402
 from tests.replay.dask_cluster import DaskCluster  # noqa: E402
 from tests.replay.loopback_server import LoopbackServer  # noqa: E402
-from tests.replay.test_shards import scan_trace  # noqa: E402
+from tests.replay.test_shards import NO_LAG_LIMIT, scan_trace  # noqa: E402
 
 WORKER_ENV = {"SUPABASE_ANON_KEY": "sb_publishable_worker_only"}
 
@@ -41,7 +41,7 @@ def test_cluster_replay_sends_each_request_once_in_actor_order(tmp_path: Path, l
         loop_server.set_recording(True)
         # the client has no key at all: the workers read theirs from their own environment
         r = CliRunner().invoke(gaterush_cli, ["replay", str(t), "--target", loop_server.url, "--scheduler", dc.url,
-                                              "--workers", "2", "-o", str(out), "-q", "--summary-json", str(summary)],
+                                              "--workers", "2", "-o", str(out), "-q", "--summary-json", str(summary), *NO_LAG_LIMIT],
                                env={"SUPABASE_ANON_KEY": None})  # fmt: skip
         assert r.exit_code == 0, r.output
     stamps = loop_server.stamps()
@@ -132,7 +132,7 @@ def test_report_merges_shard_files_written_under_out_dir(tmp_path: Path, loop_se
     out_dir = tmp_path / "shards"
     with DaskCluster(tmp_path, 2, env=WORKER_ENV) as dc:
         r = CliRunner().invoke(gaterush_cli, ["replay", str(t), "--target", loop_server.url, "--scheduler", dc.url,
-                                              "--workers", "2", "-o", f"{out_dir}/", "-q"],
+                                              "--workers", "2", "-o", f"{out_dir}/", "-q", *NO_LAG_LIMIT],
                                env={"SUPABASE_ANON_KEY": None})  # fmt: skip
         assert r.exit_code == 0, r.output
     files = sorted(p.name for p in out_dir.iterdir())
@@ -141,7 +141,9 @@ def test_report_merges_shard_files_written_under_out_dir(tmp_path: Path, loop_se
         h, _ = read_results(out_dir / f)
         assert h.shard == i and h.complete and len(h.clocks) == 1
     js = tmp_path / "s.json"
-    r = CliRunner().invoke(gaterush_cli, ["report", str(out_dir), "--summary-json", str(js)])
+    r = CliRunner().invoke(
+        gaterush_cli, ["report", str(out_dir), "--summary-json", str(js), *NO_LAG_LIMIT]
+    )
     assert r.exit_code == 0, r.output
     assert json.loads(js.read_text())["metrics"]["http_reqs"]["values"]["count"] == n
 

@@ -72,7 +72,10 @@ def test_terminal_summary_has_k6_shape(run) -> None:
     assert any(ln.lstrip().startswith(f"{{ target:{SCAN} }}") for ln in lines)  # per-target line
     assert any(ln.lstrip().startswith("http_reqs.") and ln.endswith("320 10/s") for ln in lines)
     assert any(ln.lstrip().startswith("dashboard_load.") and "avg=1.20s" in ln for ln in lines)
-    assert lines[-1] == "  ✗ 2 of 5 thresholds failed"
+    assert lines[-1] == (
+        "  ✗ 2 of 5 thresholds failed: "
+        "http_req_duration{target:rpc:scan_ticket_atomic} 'p(95)<40 over 5s', checks 'rate>0.99'"
+    )
     # the metric names line up on one column, as in k6
     cols = {ln.index(": ") for ln in lines if ln.startswith("    ") and "....: " in ln}
     assert len(cols) == 1

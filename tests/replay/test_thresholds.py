@@ -171,15 +171,58 @@ def test_k6_semantics_of_each_aggregation(run: m.Metrics) -> None:
     assert (v.ok, v.observed, v.samples) == (False, 1.0, 1)
 
 
-def test_empty_metrics_follow_k6(run: m.Metrics) -> None:
-    # a trend with no samples reads 0 (k6's TrendSink), so an upper bound holds...
+def test_no_samples_is_not_a_pass(run: m.Metrics) -> None:
+    # a trend with no samples reads 0 (k6's TrendSink), but a bound on nothing is no evidence...
     v = judge(run, "http_req_duration{target:rpc:nothing}", "p(95)<200")
-    assert (v.ok, v.observed, v.samples, v.empty) == (True, 0.0, 0, True)
-    # ...a counter counts 0...
+    assert (v.ok, v.observed, v.samples, v.empty) == (False, 0.0, 0, True)
+    # ...a counter counts 0, judged as such...
     assert judge(run, "http_reqs{target:rpc:nothing}", "count>=1").ok is False
-    # ...and a rate without samples has no value: not judged, flagged empty
+    assert judge(run, "http_reqs{target:rpc:nothing}", "count==0").ok is True
+    # ...and a rate without samples has no value: it fails, flagged empty
     v = judge(run, "http_req_failed{target:rpc:nothing}", "rate==0")
-    assert v.ok is True and v.empty and math.isnan(v.observed)
+    assert v.ok is False and v.empty and math.isnan(v.observed)
+    # windowed: no judged window fails too
+    assert judge(run, "http_req_duration{target:rpc:nothing}", "p(95)<200 over 10s").ok is False
+
+
+def test_a_threshold_may_allow_no_samples(run: m.Metrics) -> None:
+    (t,) = th.parse_mapping(
+        {"http_req_duration{target:rpc:nothing}": [{"threshold": "p(95)<200", "allowEmpty": True}]}
+    )
+    assert t.allow_empty and th.judge(run, t).ok is True
+    # the flag survives the result header's mapping form
+    assert th.parse_mapping(th.to_mapping([t])) == (t,)
+    with pytest.raises(th.ThresholdError, match="allowEmpty"):
+        th.parse_mapping({"http_reqs": [{"threshold": "count>1", "allowEmpty": "yes"}]})
+
+
+def test_defaults_apply_unless_the_metric_has_its_own_threshold() -> None:
+    mine = th.parse_mapping({"http_req_duration": ["p(95)<500"]})
+    names = [t.name for t in th.with_defaults(mine)]
+    assert names == [
+        "http_req_duration: p(95)<500",
+        "http_req_failed: rate==0",
+        "schedule_lag: p(99)<10",
+    ]
+    # a whole-metric threshold replaces the default; a tagged one does not
+    replaced = th.parse_mapping(
+        {"http_req_failed": ["rate<0.01"], "schedule_lag{target:rpc:x}": ["p(99)<50"]}
+    )
+    names = [t.name for t in th.with_defaults(replaced)]
+    assert "http_req_failed: rate==0" not in names and "schedule_lag: p(99)<10" in names
+
+
+def test_merged_sets_keep_every_condition_and_the_stricter_of_alike_ones() -> None:
+    a = {"http_req_duration": ["p(95)<500"], "http_req_failed": ["rate==0"]}
+    b = {"http_req_duration": ["p(95)<300", "max<3000"], "checks": ["rate==1"]}
+    c = {"http_req_duration": ["p(95)<800", "p(95)<500 over 10s"], "dashboard_load": "p(95)<3000"}
+    merged = th.merge_sets([a, b, c])
+    assert merged == {
+        "http_req_duration": ["p(95)<300", "max<3000", "p(95)<500 over 10s"],
+        "http_req_failed": ["rate==0"],
+        "checks": ["rate==1"],
+        "dashboard_load": ["p(95)<3000"],
+    }
 
 
 def burst_run(

@@ -13,6 +13,7 @@ from click.testing import CliRunner
 
 from replay import cli_report
 from replay import verify as ver
+from replay.resultlog import ResultHeader, ResultWriter
 from traces.event import Event, pack_payload, ticket_code
 from traces.header import Inventory, TraceHeader, VenueEvent
 from traces.io import open_writer
@@ -143,35 +144,37 @@ def trace(tmp_path) -> str:
     return path
 
 
-def cli(end_state_of=None) -> click.Group:
+def cli() -> click.Group:
     @click.group()
     def g() -> None:
         pass
 
-    cli_report.register(g, end_state_of=end_state_of)
+    cli_report.register(g)
     return g
+
+
+def local_results(path, end_state) -> str:
+    """The result file of a `replay --target local` run whose stand-in ended in `end_state`."""
+    h = ResultHeader(run_id="r-local", target_url="http://127.0.0.1:1", trace_path="t.grt")
+    with ResultWriter(path, h) as w:
+        w.close(end_us=1, end_state=end_state)
+    return str(path)
 
 
 def test_verify_cli_exit_codes(trace: str, tmp_path) -> None:
     expected = project(trace_events())
     assert expected["webhooks_processed"] == 2 and expected["admitted"] == 2
-    calls = []
-
-    def same(url, keys):
-        calls.append((url, tuple(keys)))
-        return dict(expected)
-
+    same = local_results(tmp_path / "same.parquet", dict(expected))
     out = tmp_path / "v.json"
-    r = CliRunner().invoke(cli(same), ["verify", trace, "--target", "local", "--json", str(out)])
+    r = CliRunner().invoke(
+        cli(), ["verify", trace, "--target", "local", "--results", same, "--json", str(out)]
+    )
     assert r.exit_code == 0, r.output
     assert "✓ end state matches" in r.output
-    assert calls == [("local", ver.KEYS)]
     assert json.loads(out.read_text())["ok"] is True
 
-    def twice(url, keys):
-        return {**expected, "webhooks_processed": 3}
-
-    r = CliRunner().invoke(cli(twice), ["verify", trace, "--target", "local"])
+    twice = local_results(tmp_path / "twice.grr", {**expected, "webhooks_processed": 3})
+    r = CliRunner().invoke(cli(), ["verify", trace, "--target", "local", "--results", twice])
     assert r.exit_code == 99
     assert "webhooks_processed: expected 2, target has 3 (+1)" in r.output
 
@@ -179,10 +182,18 @@ def test_verify_cli_exit_codes(trace: str, tmp_path) -> None:
 def test_verify_cli_bad_input_exits_104(trace: str, tmp_path, monkeypatch) -> None:
     monkeypatch.delenv("SUPABASE_SERVICE_ROLE_KEY", raising=False)
     monkeypatch.delenv("SUPABASE_ANON_KEY", raising=False)
-    g = cli(lambda url, keys: None)  # knows no target: the PostgREST path is taken
+    g = cli()
     r = CliRunner().invoke(g, ["verify", str(tmp_path / "nope.parquet"), "--target", "local"])
     assert r.exit_code == 104 and "nope.parquet" in r.output and "Traceback" not in r.output
+    monkeypatch.chdir(tmp_path)  # no results.parquet here: nothing to read the local end state from
     r = CliRunner().invoke(g, ["verify", trace, "--target", "local"])
+    assert r.exit_code == 104 and "results.parquet" in r.output
+    h = ResultHeader(run_id="r", target_url="http://127.0.0.1:1", trace_path="t.grt")
+    with ResultWriter(tmp_path / "results.parquet", h):
+        pass  # a run whose trailer kept no end state (not a --target local run)
+    r = CliRunner().invoke(g, ["verify", trace, "--target", "local"])
+    assert r.exit_code == 104 and "keeps no stand-in end state" in r.output
+    r = CliRunner().invoke(g, ["verify", trace, "--target", "staging"])
     assert r.exit_code == 104 and "expected 'local' or an http(s) URL" in r.output
     r = CliRunner().invoke(g, ["verify", trace, "--target", "http://127.0.0.1:9", "--run", "r1"])
     assert r.exit_code == 104 and "SUPABASE_SERVICE_ROLE_KEY" in r.output
@@ -196,13 +207,14 @@ def test_an_empty_trace_expects_an_untouched_target(tmp_path) -> None:
     path = str(tmp_path / "empty.parquet")
     with open_writer(path, TraceHeader()):
         pass
-    r = CliRunner().invoke(cli(lambda u, k: project([])), ["verify", path, "--target", "local"])
+    res = local_results(tmp_path / "r.parquet", project([]))
+    r = CliRunner().invoke(cli(), ["verify", path, "--target", "local", "--results", res])
     assert r.exit_code == 0, r.output
-    r = CliRunner().invoke(
-        cli(lambda u, k: {**project([]), "orders": 1}), ["verify", path, "--target", "local"]
-    )
+    one = local_results(tmp_path / "one.parquet", {**project([]), "orders": 1})
+    r = CliRunner().invoke(cli(), ["verify", path, "--target", "local", "--results", one])
     assert r.exit_code == 99 and "orders: expected 0, target has 1 (+1)" in r.output
-    r = CliRunner().invoke(cli(lambda u, k: {}), ["verify", path, "--target", "local"])
+    none = local_results(tmp_path / "none.parquet", {})
+    r = CliRunner().invoke(cli(), ["verify", path, "--target", "local", "--results", none])
     assert r.exit_code == 99 and "nothing to compare" in r.output
 
 

@@ -166,14 +166,14 @@ CASES: list[tuple[str, str, str, Any, int, str]] = [
         "Invalid API key",
     ),
     (
-        "publishable key as bearer",
+        "another sb_ key as bearer",
         "POST",
         SCAN,
         lambda s: {
             "json": {"p_ticket_code": "x", "p_event_id": 1},
             "headers": {
                 "apikey": s.publishable_key,
-                "Authorization": f"Bearer {s.publishable_key}",
+                "Authorization": f"Bearer {s.keys.secret_key}",
             },
         },
         401,

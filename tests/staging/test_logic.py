@@ -17,9 +17,9 @@ from staging.endstate import delete_run_job, end_state
 from staging.errors import FunctionError, PostgrestError
 from staging.keys import AuthError, Gatekeeper, Keys, sign_jwt, verify_jwt
 from staging.knobs import KnobError, Knobs, knobs_from_dict, merge_knobs, parse_latency
-from staging.postgrest import content_range, parse_query, to_sql
+from staging.postgrest import Catalog, content_range, parse_query, run_read
 from staging.scans import ScanArgs, parse_scan_args, scan_job
-from staging.schema import create_schema, seed_inventory, table_columns
+from staging.schema import REST_TABLES, create_schema, seed_inventory
 from staging.throttle import Throttle
 from staging.webhooks import webhook_job
 from traces.event import TARGET_SCAN, TARGET_WEBHOOK, Event, pack_payload, ticket_code
@@ -292,11 +292,14 @@ def test_filters_order_limit_offset_match_python(
     offset: int,
     neg: bool,
 ) -> None:
-    conn = sqlite3.connect(":memory:")
+    conn = sqlite3.connect(":memory:", isolation_level=None)
     conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, g INTEGER, n INTEGER, b BOOLEAN)")
     conn.executemany("INSERT INTO t(g, n, b) VALUES (?,?,?)", rows)
-    cols = ("id", "g", "n", "b")
+    cat = Catalog(
+        {"t": {"id": "int", "g": "int", "n": "int", "b": "bool"}}, {"t": frozenset({"id"})}, {}
+    )
     q = parse_query(
+        cat,
         "t",
         [
             ("select", "id,n"),
@@ -305,9 +308,8 @@ def test_filters_order_limit_offset_match_python(
             ("limit", str(limit)),
             ("offset", str(offset)),
         ],
-        cols,
     )
-    got = [r[0] for r in conn.execute(*to_sql(q))]
+    got = [r["id"] for r in run_read(conn, cat, q, False)[0]]
     cmp = {
         "eq": lambda a: a == v,
         "neq": lambda a: a != v,
@@ -324,34 +326,41 @@ def test_filters_order_limit_offset_match_python(
 
 
 def test_in_and_is_filters_and_content_range() -> None:
-    cols = ("id", "code", "inside")
+    conn = db()
+    cat = Catalog.read(conn, REST_TABLES)
     q = parse_query(
-        "tickets", [("id", "in.(1,2,3)"), ("inside", "is.true"), ("code", "like.T1*")], cols
+        cat, "tickets", [("id", "in.(1,2,3)"), ("inside", "is.false"), ("code", "like.T1*")]
     )
-    sql, args = to_sql(q)
-    assert "IN (?,?,?)" in sql and "IS 1" in sql and args[:3] == ["1", "2", "3"]
+    rows, total = run_read(conn, cat, q, True)
+    assert [r["id"] for r in rows] == [1, 2, 3] and total == 3
+    assert all(r["inside"] is False for r in rows)  # booleans as booleans
     assert content_range(0, 20, 3573) == "0-19/3573" and content_range(5, 0, 0) == "*/0"
     assert content_range(10, 5, None) == "10-14/*"
     for bad in (
         [("nope", "eq.1")],
         [("id", "eq")],
         [("order", "id.sideways")],
-        [("select", "orders(*)")],
+        [("select", "users(*)")],
+        [("id", "eq.\u0661")],  # an Arabic-Indic digit is not an integer to PostgreSQL
+        [("limit", "\u00b2")],
+        [("offset", "9223372036854775808")],
     ):
         with pytest.raises(PostgrestError):
-            parse_query("tickets", bad, cols)
+            parse_query(cat, "tickets", bad)
 
 
 def test_rest_columns_cover_the_schema() -> None:
-    cols = table_columns(db())
-    assert {"code", "first_scanned_at", "run_id"} <= set(cols["tickets"])
-    assert set(cols["event_revenue"]) == {
+    cat = Catalog.read(db(), REST_TABLES)
+    assert {"code", "first_scanned_at", "run_id"} <= set(cat.types["tickets"])
+    assert set(cat.types["event_revenue"]) == {
         "event_id",
         "currency",
         "revenue_cents",
         "orders",
         "tickets_sold",
     }
+    assert cat.types["tickets"]["inside"] == "bool" and cat.types["tickets"]["id"] == "int"
+    assert {"id", "code"} <= cat.unique["tickets"]
 
 
 # --- keys ---------------------------------------------------------------------------------------
@@ -379,11 +388,15 @@ def test_gatekeeper_follows_supabase_rules() -> None:
     assert g.check(k.anon_key, None) == "anon"
     assert g.check(k.publishable_key, None) == "anon"
     assert g.check(k.publishable_key, f"Bearer {k.service_key}") == "service_role"
+    # supabase-py and supabase-js send an sb_ key as apikey and as Bearer
+    # (https://supabase.com/docs/guides/api/api-keys)
+    assert g.check(k.publishable_key, f"Bearer {k.publishable_key}") == "anon"
+    assert g.check(k.secret_key, f"Bearer {k.secret_key}") == "service_role"
     expired = sign_jwt({"role": "authenticated", "exp": 1}, k.jwt_secret)
     for apikey, auth in [
         (None, None),
         ("x", None),
-        (k.publishable_key, f"Bearer {k.publishable_key}"),
+        (k.publishable_key, f"Bearer {k.secret_key}"),  # an sb_ Bearer must be the apikey itself
         (k.anon_key, f"Bearer {expired}"),
         (k.anon_key, "Basic abc"),
     ]:

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 from typing import Any
 
 import aiohttp
+import pytest
 
+from staging.filters import Cond
 from staging.realtime import Connection, Hub, parse_change_filter
+from staging.schema import column_types, create_schema
 from tests.staging.conftest import headers
 
 
@@ -110,12 +114,21 @@ def test_websocket_needs_a_key(standin: Any) -> None:
     assert asyncio.run(go()) == 401
 
 
+def _types() -> dict[str, dict[str, str]]:
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    create_schema(conn)
+    return column_types(conn)
+
+
+TYPES = _types()
+
+
 def test_join_errors_name_the_problem() -> None:
-    hub = Hub()
+    hub = Hub(TYPES)
     conn = Connection(hub, lambda tok: tok == "good")
     bad_table = conn.handle(_join("realtime:x", "users"))
     assert "unknown table" in json.loads(bad_table[0])["payload"]["response"]["reason"]
-    bad_filter = conn.handle(_join("realtime:x", "tickets", "event_id=like.1"))
+    bad_filter = conn.handle(_join("realtime:x", "tickets", "event_id=between.1"))
     assert "filter" in json.loads(bad_filter[0])["payload"]["response"]["reason"]
     bad_topic = conn.handle(_join("lobby", "tickets"))
     assert "realtime:" in json.loads(bad_topic[0])["payload"]["response"]["reason"]
@@ -129,7 +142,7 @@ def test_join_errors_name_the_problem() -> None:
 
 
 def test_change_filters_match_like_supabase() -> None:
-    hub = Hub()
+    hub = Hub(TYPES)
     a, b = Connection(hub, lambda t: True), Connection(hub, lambda t: True)
     a.handle(_join("realtime:a", "tickets", "event_id=in.(1,3)"))
     b.handle(_join("realtime:b", "tickets", "admissions=gt.1"))
@@ -144,7 +157,14 @@ def test_change_filters_match_like_supabase() -> None:
     assert [
         m["payload"]["data"]["record"]["id"] for m in got_b if m["event"] == "postgres_changes"
     ] == [2]
-    assert parse_change_filter("code=eq.T1-0000001") == ("code", "eq", ("T1-0000001",))
+    assert parse_change_filter("code=eq.T1-0000001", "tickets", TYPES["tickets"]) == (
+        Cond("code", "eq", "T1-0000001"),
+    )
+    both = parse_change_filter("event_id=eq.1,inside=not.is.null", "tickets", TYPES["tickets"])
+    assert both == (Cond("event_id", "eq", 1), Cond("inside", "is", None, True))
+    # the column's type reads the value, as PostgreSQL would: "١" is not the integer 1
+    with pytest.raises(ValueError, match="bigint"):
+        parse_change_filter("event_id=eq.\u0661", "tickets", TYPES["tickets"])
 
 
 def test_an_order_from_a_webhook_reaches_an_orders_subscriber_after_commit(standin: Any) -> None:
@@ -196,7 +216,7 @@ def test_an_order_from_a_webhook_reaches_an_orders_subscriber_after_commit(stand
 
 
 def test_vsn_2_speaks_arrays() -> None:
-    hub = Hub()
+    hub = Hub(TYPES)
     conn = Connection(hub, lambda t: True, "2.0.0")
     change = {"event": "*", "schema": "public", "table": "tickets"}
     join = ["1", "1", "realtime:v2", "phx_join", {"config": {"postgres_changes": [change]}}]

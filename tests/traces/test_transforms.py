@@ -374,6 +374,22 @@ def test_merge_keeps_colliding_actors_distinct_and_after_links() -> None:
     assert [(v.id, v.presold) for v in h.inventory.events] == [(1, 9), (2, 5)]
 
 
+def test_merge_keeps_every_inputs_thresholds() -> None:
+    # the first input's thresholds alone would let the others' scenarios pass unjudged
+    scan = {"name": "scanner-burst", "thresholds": {"http_req_failed": ["rate==0"]}}
+    dash = {
+        "name": "dashboard-load",
+        "thresholds": {"dashboard_load": ["p(95)<3000"], "http_req_failed": "rate==0"},
+    }
+    hooks = {"name": "webhook-burst", "thresholds": {"checks{target:fn:stripe-webhook}": "rate==1"}}
+    h, _ = run(tf.merge([(TraceHeader(scenario=sc), list) for sc in (scan, dash, hooks)]))
+    assert h.scenario["thresholds"] == {
+        "http_req_failed": ["rate==0"],
+        "dashboard_load": ["p(95)<3000"],
+        "checks{target:fn:stripe-webhook}": ["rate==1"],
+    }
+
+
 def test_merge_refuses_mixed_reentry_rules() -> None:
     with pytest.raises(ValueError, match="allow_reentry"):
         tf.merge(

@@ -1,0 +1,206 @@
+"""HTTP/1.1 on the wire, without I/O: encoding a request's head and reading one response at a time.
+
+:func:`encode_request` turns a built request into bytes, refusing a head that would not say what the
+request holds (CR, LF or NUL in a name or value, or a character outside latin-1). The reader parses
+responses with llhttp (through ``httptools``, the parser uvicorn uses): it knows the request's
+method (a HEAD answer has no body whatever its ``Content-Length`` says), skips 1xx interim responses,
+follows ``Content-Length``, chunked framing (in linear time, however the bytes are split) and
+``Connection`` token lists, reads a body to the end of the connection when the response has no
+framing, and caps the response head. The transport (``replay.transport``) owns the sockets.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import NamedTuple
+
+import httptools
+
+MAX_HEAD = 64 * 1024  # bytes of response head (status line, headers, interim responses) accepted
+
+
+class Request(NamedTuple):
+    """One HTTP request a builder made: where, what, and the exact body bytes."""
+
+    origin: str  # scheme://host[:port], no path
+    method: str
+    path: str  # path and query string, starting with /
+    headers: tuple[tuple[str, str], ...]
+    body: bytes = b""
+
+
+class RequestError(ValueError):
+    """A request that cannot be written as HTTP/1.1 as it is: the message names the bad part."""
+
+
+class ResponseError(Exception):
+    """The bytes the server sent are not a response we can read: the message says why."""
+
+
+_BODY_METHODS = frozenset(("POST", "PUT", "PATCH"))
+# control characters a head may not hold besides the CRLFs we write (HTAB is allowed in values)
+_CTL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f\u0100-\U0010ffff]")
+_BAD_TOKEN = re.compile(r"[\x00-\x20\x7f\u0100-\U0010ffff]")
+
+
+def encode_request(req: Request, host_header: str) -> bytes:
+    """The request as HTTP/1.1 bytes on a keep-alive connection; RequestError if it cannot be.
+
+    Refused: a control character (CR, LF and NUL included; HTAB is allowed in a value) or a
+    character outside latin-1 anywhere in the head, and a space in the method, path or a name.
+    """
+    lines = [f"{req.method} {req.path} HTTP/1.1\r\nHost: {host_header}\r\n"]
+    lines.extend(f"{k}: {v}\r\n" for k, v in req.headers)
+    if req.body or req.method in _BODY_METHODS:
+        lines.append(f"Content-Length: {len(req.body)}\r\n")
+    lines.append("\r\n")
+    head = "".join(lines)
+    # every line ends in the one CRLF we wrote (the first item holds two lines): any other CR, LF
+    # or NUL came from the method, the path, a name or a value
+    n = len(lines) + 1
+    if head.count("\n") != n or head.count("\r") != n or _CTL.search(head) or " " in req.path:
+        raise RequestError(_bad_part(req))
+    try:
+        return head.encode("latin-1") + req.body
+    except UnicodeEncodeError:
+        raise RequestError(_bad_part(req)) from None
+
+
+def check_request(req: Request) -> None:
+    """Raise RequestError if the request's method, path or a header would not encode as itself."""
+    encode_request(req, "h")
+
+
+def _bad_part(req: Request) -> str:
+    """Which part of the request is bad, by name only (a value may be a key: never shown)."""
+    if _BAD_TOKEN.search(req.method):
+        return "bad request method"
+    if _BAD_TOKEN.search(req.path):
+        return "bad request path (a space, a control character or one outside latin-1)"
+    for k, v in req.headers:
+        if _BAD_TOKEN.search(k):
+            return "bad header name (a space, a control character or one outside latin-1)"
+        if _BAD_VALUE.search(v):
+            return f"bad header value in {k} (CR, LF or another control character, or one outside latin-1)"
+    return "bad request head"
+
+
+class _Stop(Exception):
+    """Raised from a parser callback to stop llhttp at the end of a HEAD answer's head."""
+
+
+class ResponseReader:
+    """Reads one response per request from the bytes of a keep-alive connection (no I/O).
+
+    Call :meth:`begin` when a request is written, then :meth:`feed` with what arrives until it
+    returns True; then ``status``, ``body``, ``keep_alive`` and ``extra`` (bytes after the response:
+    the connection cannot be trusted) hold the answer. :meth:`eof` says whether the end of the
+    connection completes the response. Raises ResponseError on a malformed or oversize response.
+    """
+
+    __slots__ = (
+        "parser",
+        "max_head",
+        "head_request",
+        "head_done",
+        "head_size",
+        "fed",
+        "interim",
+        "framed",
+        "complete",
+        "extra",
+        "status",
+        "keep_alive",
+        "body",
+    )
+
+    def __init__(self, max_head: int = MAX_HEAD) -> None:
+        self.max_head = max_head
+        self.parser: httptools.HttpResponseParser | None = None
+        self.begin(False)
+
+    def begin(self, head_request: bool) -> None:
+        """Expect the response to a new request (a HEAD request's answer has no body)."""
+        if self.parser is None:
+            self.parser = httptools.HttpResponseParser(self)
+        self.head_request = head_request
+        self.head_done = False
+        self.head_size = 0
+        self.fed = 0
+        self.interim = False
+        self.framed = False
+        self.complete = False
+        self.extra = False
+        self.status = 0
+        self.keep_alive = False
+        self.body = bytearray()
+
+    def feed(self, data: bytes) -> bool:
+        """Parse the next bytes; True once the final response is complete."""
+        try:
+            self.parser.feed_data(data)  # type: ignore[union-attr]
+        except httptools.HttpParserUpgrade:
+            self.parser = None
+            raise ResponseError("unexpected 101 Switching Protocols") from None
+        except httptools.HttpParserError as e:
+            self.parser = None  # llhttp stays in its error state: a fresh parser for the next one
+            if not self.complete:
+                if isinstance(e.__context__, ResponseError):
+                    raise e.__context__ from None
+                raise ResponseError(f"bad response: {e}") from None
+            if not self.head_request:
+                self.extra = True  # garbage after a complete response
+        if not self.head_done:
+            self.fed += len(data)
+            if self.fed > self.max_head:
+                self.parser = None
+                raise ResponseError(f"response head larger than {self.max_head} bytes")
+        return self.complete
+
+    def eof(self) -> bool:
+        """The connection ended: True if that completes the response (a body read to the end)."""
+        if self.head_done and not self.complete and not self.framed:
+            self.complete = True
+            self.keep_alive = False
+        return self.complete
+
+    # llhttp callbacks (httptools calls only those defined)
+
+    def on_message_begin(self) -> None:
+        if self.complete:
+            self.extra = True
+        self.head_size = 0
+        self.framed = False
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.head_size += len(name) + len(value) + 4
+        n = len(name)
+        if (n == 14 or n == 17) and name.lower() in (b"content-length", b"transfer-encoding"):
+            self.framed = True
+
+    def on_headers_complete(self) -> None:
+        p = self.parser
+        status = p.get_status_code()  # type: ignore[union-attr]
+        if self.head_size + self.fed > self.max_head:
+            raise ResponseError(f"response head larger than {self.max_head} bytes")
+        if status < 200:
+            self.interim = True
+            return
+        self.status = status
+        self.head_done = True
+        if self.head_request:
+            self.keep_alive = p.should_keep_alive()  # type: ignore[union-attr]
+            self.complete = True
+            self.parser = None  # llhttp would wait for the body a HEAD answer does not have
+            raise _Stop
+
+    def on_body(self, data: bytes) -> None:
+        self.body += data
+
+    def on_message_complete(self) -> None:
+        if self.interim:
+            self.interim = False
+            return
+        self.keep_alive = self.parser.should_keep_alive()  # type: ignore[union-attr]
+        self.complete = True
