@@ -126,12 +126,13 @@ def test_killed_worker_is_reported_and_the_other_shards_rows_kept(tmp_path: Path
     assert len(codes) == len(set(codes))
 
 
-def test_report_merges_shard_files_written_under_out_dir(tmp_path: Path, loop_server: LoopbackServer) -> None:  # fmt: skip
+def test_shards_read_an_fsspec_url_and_write_files_that_report_merges(tmp_path: Path, loop_server: LoopbackServer) -> None:  # fmt: skip
     n = 600
     t = scan_trace(tmp_path / "t.grt", n, 30, gap_us=2_000)
     out_dir = tmp_path / "shards"
     with DaskCluster(tmp_path, 2, env=WORKER_ENV) as dc:
-        r = CliRunner().invoke(gaterush_cli, ["replay", str(t), "--target", loop_server.url, "--scheduler", dc.url,
+        # the trace as an fsspec URL: the client and each worker fetch it themselves
+        r = CliRunner().invoke(gaterush_cli, ["replay", f"file://{t}", "--target", loop_server.url, "--scheduler", dc.url,
                                               "--workers", "2", "-o", f"{out_dir}/", "-q", *NO_LAG_LIMIT],
                                env={"SUPABASE_ANON_KEY": None})  # fmt: skip
         assert r.exit_code == 0, r.output
