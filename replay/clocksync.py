@@ -24,6 +24,7 @@ class ClockOffset:
     offset_s: float
     uncertainty_s: float  # half the round trip of the best probe
     rounds: int
+    worst_delay_s: float = 0.0  # the slowest round trip: how late a message may arrive (the lead)
 
     def to_dict(self, **extra: Any) -> dict[str, Any]:
         """Microseconds for a result header (`extra`: shard, host)."""
@@ -42,15 +43,17 @@ def measure_offset(
     if rounds < 1:
         raise ValueError(f"rounds: expected an integer >= 1, got {rounds}")
     best: tuple[float, float] | None = None
+    worst = 0.0
     for _ in range(rounds):
         t0 = clock()
         remote = probe()
         t1 = clock()
         delay = max(0.0, t1 - t0)
+        worst = max(worst, delay)
         if best is None or delay < best[0]:
             best = (delay, remote - (t0 + t1) / 2)
     assert best is not None
-    return ClockOffset(best[1], best[0] / 2, rounds)
+    return ClockOffset(best[1], best[0] / 2, rounds, worst)
 
 
 def clock_summary(clocks: Sequence[dict[str, Any]]) -> dict[str, Any]:

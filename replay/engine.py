@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Protocol
 
+import msgpack
+
 from replay.builders import STRIPE_API, BuildContext, Keys, public_url
 from replay.metrics import request_failed
 from replay.profile import load_profile
@@ -291,7 +293,8 @@ def _run_sharded(cfg: ReplayConfig, ctx: BuildContext, keys: Keys, opts: Schedul
     out_dir = cfg.out if is_out_dir(cfg.out) else None
     blank = dataclasses.replace(ctx, keys=Keys())  # the plan never holds a key
     shard_cfg = cfg if cfg.scheduler else dataclasses.replace(cfg, trace=local_trace)
-    plans = [ShardPlan(k, n, shard_cfg, blank, opts, origins, out_dir, hdr, stripe_mode, required_env)
+    row_format = "arrow" if cfg.scheduler else "msgpack"
+    plans = [ShardPlan(k, n, shard_cfg, blank, opts, origins, out_dir, hdr, stripe_mode, required_env, row_format)
              for k in range(n)]  # fmt: skip
     client = None
     if cfg.scheduler:
@@ -323,6 +326,14 @@ def _run_sharded(cfg: ReplayConfig, ctx: BuildContext, keys: Keys, opts: Schedul
             w.add(row)
             prog.on_row(row)
 
+    unpacker = msgpack.Unpacker(raw=False, strict_map_key=False)
+
+    def on_packed(data: bytes, rows: int) -> None:
+        box["w"].add_packed(data, rows)
+        unpacker.feed(data)
+        for row in unpacker:
+            prog.on_row(row)
+
     def on_counts(rows: int, errors: int, dropped: int) -> None:
         prog.done += rows
         prog.errors += errors
@@ -337,9 +348,8 @@ def _run_sharded(cfg: ReplayConfig, ctx: BuildContext, keys: Keys, opts: Schedul
     lost: list[dict[str, Any]] = []
     try:
         with _stop_signals() as stopped_by:
-            outcome = drive(
-                ss, n, on_start, on_rows, on_counts, tick, lambda: stopped_by() is not None
-            )
+            stopping = lambda: stopped_by() is not None  # noqa: E731
+            outcome = drive(ss, n, on_start, on_rows, on_counts, tick, stopping, on_packed)
             signum = stopped_by()
         if any(s.lost for s in outcome.shards.values()):
             lost = outcome.lost(events_per_shard(local_trace, n))

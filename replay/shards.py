@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+import msgpack
+
 from replay.builders import BuildContext, Keys
 from replay.clocksync import ClockOffset, measure_offset
 from replay.realtime import Realtime
@@ -73,6 +75,9 @@ class ShardPlan:
     header: Mapping[str, Any] = field(default_factory=dict)  # for its own result file
     stripe_mode: str = "standin"  # standin | real | URL: how the worker checks its Stripe key
     required_env: tuple[str, ...] = ()  # keys the worker's environment must hold (a remote target)
+    # how streamed rows travel: "arrow" (IPC batches, for Dask) or "msgpack" (the .grr encoding,
+    # cheapest for a local pipe: the parent appends the bytes to the log as they are)
+    row_format: str = "arrow"
 
 
 def install_uvloop() -> None:
@@ -273,24 +278,34 @@ def _send(plan: ShardPlan, ctx: BuildContext, link: ShardLink, trace: str) -> tu
     stopper = Stopper()
     link.watch(stopper)
     rows: list[tuple] = []
-    box: dict[str, Any] = {}
+    packed = bytearray()
+    pack = msgpack.Packer(use_bin_type=True).pack
+    arrow = plan.row_format == "arrow"
+    box: dict[str, Any] = {"n": 0}
 
     def sink(row: tuple) -> None:
         if "w" in box:
             box["w"].add(row)
             box["n"] += 1
-        else:
+        elif arrow:
             rows.append(row)
+        else:
+            packed.extend(pack(list(row)))
+            box["n"] += 1
 
     def ship(stats: Stats) -> None:
+        counts = (stats.sent, stats.errors, stats.dropped, plan.row_format)
         if "w" in box:
             box["w"].flush()
             n, box["n"] = box["n"], 0
-            link.send(("rows", k, None, n, stats.sent, stats.errors, stats.dropped))
+            link.send(("rows", k, None, n, *counts))
         elif rows:
-            batch = rows_to_ipc(rows)
-            link.send(("rows", k, batch, len(rows), stats.sent, stats.errors, stats.dropped))
+            link.send(("rows", k, rows_to_ipc(rows), len(rows), *counts))
             rows.clear()
+        elif packed:
+            n, box["n"] = box["n"], 0
+            link.send(("rows", k, bytes(packed), n, *counts))
+            packed.clear()
 
     async def get_start() -> float | None:
         link.send(("ready", k, {"host": socket.gethostname(), "pid": os.getpid()}))
@@ -304,7 +319,6 @@ def _send(plan: ShardPlan, ctx: BuildContext, link: ShardLink, trace: str) -> tu
                 **{**plan.header, "start_unix_us": agreed_us, "shard": k, "clocks": [clock]}
             )
             box["w"] = ResultWriter(shard_file(plan.out_dir, k, plan.shards), header)
-            box["n"] = 0
             box["agreed_us"] = agreed_us
         box["start"] = start = now() + (local_unix - time.time())
         return start
@@ -398,10 +412,11 @@ class Outcome:
 def drive(ss: ShardSet, shards: int, on_start: Callable[[int, list[dict[str, Any]]], None],
           on_rows: Callable[[list[tuple]], None], on_counts: Callable[[int, int, int], None],
           tick: Callable[[], None], stopping: Callable[[], bool],
-          lead_s: float = START_LEAD_S) -> Outcome:  # fmt: skip
+          on_packed: Callable[[bytes, int], None] | None = None, lead_s: float = START_LEAD_S) -> Outcome:  # fmt: skip
     """Wait for every shard, measure clocks, agree the start, collect rows until all are done or lost.
 
-    `on_start(start_unix_us, clocks)` before the start is sent; `on_rows` for streamed rows;
+    `on_start(start_unix_us, clocks)` before the start is sent; `on_rows` for streamed rows (or
+    `on_packed(bytes, n)` for rows a local shard packed as the .grr log holds them);
     `on_counts(rows, errors, dropped)` for rows a shard wrote to its own file.
     """
     state = {k: ShardState() for k in range(shards)}
@@ -423,8 +438,9 @@ def drive(ss: ShardSet, shards: int, on_start: Callable[[int, list[dict[str, Any
     clocks = [
         offsets[k].to_dict(shard=k, host=(state[k].info or {}).get("host")) for k in sorted(state)
     ]
-    # far enough ahead that the start reaches every shard before it: a few of the slowest round trips
-    lead = max(lead_s, 0.2 + 8 * max(o.uncertainty_s * 2 for o in offsets.values()))
+    # far enough ahead that the start reaches every shard, and each is back in its loop, before it:
+    # several of the slowest round trips seen (a loaded host wakes a process late)
+    lead = max(lead_s, 0.2 + 4 * max(o.worst_delay_s for o in offsets.values()))
     start_unix = time.time() + lead
     start_us = round(start_unix * 1e6)
     on_start(start_us, clocks)
@@ -436,9 +452,10 @@ def drive(ss: ShardSet, shards: int, on_start: Callable[[int, list[dict[str, Any
             k = msg[1]
             s = state[k]
             if msg[0] == "rows":
-                if msg[2] is not None:
-                    rows = rows_from_ipc(msg[2])
-                    on_rows(rows)
+                if msg[2] is not None and msg[7] == "msgpack" and on_packed is not None:
+                    on_packed(msg[2], msg[3])
+                elif msg[2] is not None:
+                    on_rows(rows_from_ipc(msg[2]))
                 else:
                     on_counts(msg[3], msg[5] - s.errors, msg[6] - s.dropped)
                 s.rows += msg[3]

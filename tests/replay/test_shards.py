@@ -109,6 +109,7 @@ def test_measured_offset_is_within_its_uncertainty(offset: float, delays: list) 
     got = measure_offset(probe, rounds=len(delays), clock=timed_local)
     assert abs(got.offset_s - offset) <= got.uncertainty_s + 1e-6
     assert got.uncertainty_s == pytest.approx(min(a + b for a, b in delays) / 2, abs=1e-6)
+    assert got.worst_delay_s == pytest.approx(max(a + b for a, b in delays), abs=1e-6)
 
 
 def test_clock_summary_and_rounds() -> None:
