@@ -10,7 +10,14 @@ from typing import Any
 import click
 
 from replay import cli_report
-from replay.engine import ReplayConfig, ReplayError, StartLocal, run_replay
+from replay.engine import (
+    ReplayConfig,
+    ReplayError,
+    ReplayStopped,
+    StartLocal,
+    is_out_dir,
+    run_replay,
+)
 from replay.profile import ProfileError
 from replay.safety import SafetyError
 from traces.clitypes import FiniteFloat
@@ -52,7 +59,8 @@ def register(group: click.Group, start_local: StartLocal | None = None) -> None:
         "--out",
         default="results.parquet",
         show_default=True,
-        help="Result log (.parquet, or .grr to stream); readable while the run goes.",
+        help="Result log (.parquet, or .grr to stream); readable while the run goes. "
+        "A directory (DIR/): each shard writes its own file there; `report DIR` merges them.",
     )
     @click.option(
         "--target",
@@ -79,7 +87,12 @@ def register(group: click.Group, start_local: StartLocal | None = None) -> None:
         type=click.IntRange(min=1),
         default=1,
         show_default=True,
-        help="Sender processes; actors are sharded across them.",
+        help="Shards (sender processes, or Dask tasks with --scheduler); actors are sharded across them.",
+    )
+    @click.option(
+        "--scheduler",
+        metavar="dask://HOST:PORT",
+        help="Run the shards on this Dask cluster (pip install 'gaterush[dask]'); keys come from each worker's environment.",
     )
     @click.option(
         "--stripe",
@@ -146,7 +159,7 @@ def register(group: click.Group, start_local: StartLocal | None = None) -> None:
     @cli_report.max_schedule_lag_option
     @click.option("--quiet", "-q", is_flag=True, help="No progress line and no summary.")
     def replay_cmd(trace: str, out: str, target: str, speed: float, max_in_flight: int, workers: int,
-                   stripe_mode: str, profile: str | None, rate_caps: tuple[str, ...], timeout: float,
+                   scheduler: str | None, stripe_mode: str, profile: str | None, rate_caps: tuple[str, ...], timeout: float,
                    transport: str, connections: int | None, run_id: str | None, specs: tuple[str, ...], files: tuple[str, ...],
                    summary_json: str | None, dry_run: bool, max_lag: float | None, quiet: bool) -> None:  # fmt: skip
         """Fire a trace at a target in real (or scaled) time and judge it; exit 99 if a threshold failed.
@@ -155,19 +168,22 @@ def register(group: click.Group, start_local: StartLocal | None = None) -> None:
         Example:
           gaterush replay day.parquet --target local -o results.parquet
           SUPABASE_URL=... SUPABASE_ANON_KEY=... gaterush replay day.parquet --target env --speed 2
+          gaterush replay day.parquet --target URL --scheduler dask://10.0.0.5:8786 --workers 8 -o out/
         """
         from replay import report as rep
         from replay import summary as summ
         from replay import thresholds as th
 
-        if not out.endswith((".parquet", ".grr")):
-            raise InvalidInput(f"--out {out}: a result log ends in .parquet or .grr")
+        if not out.endswith((".parquet", ".grr")) and not is_out_dir(out):
+            raise InvalidInput(
+                f"--out {out}: a result log ends in .parquet or .grr (or give a directory, DIR/)"
+            )
         refuse_inputs(out, trace, profile, *files, option="--out")
         refuse_inputs(summary_json, trace, out, profile, *files, option="--summary-json")
         thresholds = cli_report.collect_thresholds(specs, files)
         cfg = ReplayConfig(
             trace=trace, out=out, target=target, speed=speed, max_in_flight=max_in_flight, workers=workers,
-            stripe=stripe_mode, profile=profile, rate_caps=_rate_caps(rate_caps), timeout=timeout,
+            stripe=stripe_mode, profile=profile, scheduler=scheduler, rate_caps=_rate_caps(rate_caps), timeout=timeout,
             transport=transport, connections=connections, run_id=run_id, progress=not quiet,
         )  # fmt: skip
         try:
@@ -176,6 +192,9 @@ def register(group: click.Group, start_local: StartLocal | None = None) -> None:
                 dry_run_out=sys.stdout if dry_run else None,
                 thresholds=None if thresholds is None else _threshold_mapping(thresholds),
             )  # fmt: skip
+        except ReplayStopped as e:
+            click.echo(f"replay: {e}", err=True)
+            raise SystemExit(128 + e.signum) from None
         except (SafetyError, ProfileError, TraceError, ValueError, ReplayError) as e:
             raise InvalidInput(str(e)) from None
         if result is None:

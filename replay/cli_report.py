@@ -64,7 +64,7 @@ def register(group: click.Group) -> None:
     """Add `report` and `verify` to the gaterush group."""
 
     @group.command("report")
-    @click.argument("results", nargs=-1, required=True, type=click.Path(dir_okay=False))
+    @click.argument("results", nargs=-1, required=True, type=click.Path())
     @click.option(
         "--html", "html_out", type=click.Path(dir_okay=False), help="Write the HTML report here."
     )

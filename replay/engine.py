@@ -5,9 +5,11 @@ is a separate process: the stand-in's work must not hold up the sender (one GIL 
 
 ``run_replay`` checks the keys (a live Stripe key stops everything before the first request),
 starts the local stand-in if asked, opens the trace and the result log, and runs the scheduler:
-in this process for ``workers == 1``, else in ``workers`` processes that shard the actors
-(``shard_of``), start at one agreed instant (CLOCK_MONOTONIC is shared by every process), and
-ship their rows to this process, which alone writes the result log and the progress line.
+in this process for one worker and a remote target; else as shards (replay.shards), on local
+processes (replay.processes) or on a Dask cluster with ``--scheduler`` (replay.cluster). The shards
+start at one agreed instant (their clocks measured first) and stream their rows here, which alone
+writes the result log and the progress line, or each writes its own file under ``--out DIR/``.
+SIGTERM and SIGINT stop every shard; their rows are kept and the run ends with ReplayStopped.
 """
 
 from __future__ import annotations
@@ -15,16 +17,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import gc
 import math
-import multiprocessing
 import os
 import secrets
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import IO, Any, Protocol
 
@@ -33,7 +34,6 @@ import msgpack
 from replay.builders import STRIPE_API, BuildContext, Keys, public_url
 from replay.metrics import request_failed
 from replay.profile import load_profile
-from replay.realtime import Realtime
 from replay.resultlog import DROPPED_EVENTS, ResultHeader, ResultWriter
 from replay.safety import (
     check_keys,
@@ -42,15 +42,25 @@ from replay.safety import (
     is_loopback,
     make_plan,
     merge_caps,
-    redact,
 )
-from replay.scheduler import ScheduleOptions, Scheduler, shard_of
-from replay.transport import make_transport
-from traces.event import TARGET_WEBHOOK, Event
-from traces.io import in_order, open_reader
+from replay.scheduler import ScheduleOptions, Stats, shard_of
+from replay.shards import (  # noqa: F401 - ReplayError is part of this module's API
+    START_LEAD_S,
+    Outcome,
+    ReplayError,
+    ShardPlan,
+    drive,
+    install_uvloop,
+    lost_line,
+    quiet_gc,
+    run_events,
+    shard_events,
+    trace_file,
+)
+from traces.event import TARGET_WEBHOOK
+from traces.io import open_reader
 
 now = time.monotonic
-START_LEAD_S = 0.3  # between agreeing on the start instant and the first deadline
 
 
 class LocalTarget(Protocol):
@@ -84,6 +94,12 @@ class ReplayConfig:
     warm: int = 8  # keep-alive connections opened per origin before the start
     connections: int | None = None  # cap on connections per origin (None: as many as in flight)
     progress: bool = True
+    scheduler: str | None = None  # dask://HOST:PORT: the shards run on that Dask cluster
+
+
+def is_out_dir(out: str) -> bool:
+    """Whether --out names a directory (each shard writes its own result file there)."""
+    return out.endswith(("/", os.sep)) or Path(out).is_dir()
 
 
 @dataclass(slots=True)
@@ -91,12 +107,25 @@ class ReplayResult:
     """What a finished replay produced."""
 
     header: ResultHeader
-    out: Path
+    out: Path  # the result log, or the directory of shard files
     rows: int
     sent: int
     errors: int
     dropped: int
     secrets: list[str]  # the secret values in force (to check outputs); never print them
+    clocks: list[dict[str, Any]] = field(default_factory=list)  # per shard (replay.clocksync)
+    lost: list[dict[str, Any]] = field(default_factory=list)  # shards whose worker died
+
+
+class ReplayStopped(ReplayError):
+    """SIGTERM or SIGINT stopped the replay; every shard was stopped and the rows kept."""
+
+    def __init__(self, signum: int, result: ReplayResult) -> None:
+        self.signum = signum
+        self.result = result
+        super().__init__(
+            f"stopped by {signal.Signals(signum).name}: {result.rows} rows kept in {result.out}"
+        )
 
 
 def keys_from_env(env: Mapping[str, str]) -> Keys:
@@ -191,116 +220,146 @@ def _origins(ctx: BuildContext, targets: Mapping[str, int]) -> dict[str, int]:
     return origins
 
 
-def _install_uvloop() -> None:
-    try:
-        import uvloop
+def _run_here(cfg: ReplayConfig, ctx: BuildContext, opts: ScheduleOptions, origins: dict[str, int],
+              hdr: dict[str, Any], prog: Progress) -> tuple[ResultWriter, Stats]:  # fmt: skip
+    install_uvloop()
+    box: dict[str, Any] = {}
 
-        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
-        pass
+    def sink(row: tuple) -> None:
+        box["w"].add(row)
+        prog.on_row(row)
+
+    def tick(_: Stats) -> None:
+        box["w"].flush()
+        prog.tick()
+
+    async def get_start() -> float:
+        start = now() + START_LEAD_S
+        start_unix_us = time.time_ns() // 1000 + round(START_LEAD_S * 1e6)
+        box["w"] = ResultWriter(cfg.out, ResultHeader(start_unix_us=start_unix_us, **hdr))
+        box["start"] = start
+        return start
+
+    async def main() -> Stats:
+        return await run_events(ctx, opts, cfg, origins, shard_events(cfg.trace, 0, 1), 0, 1, sink,
+                                get_start, tick)  # fmt: skip
+
+    try:
+        with quiet_gc():
+            stats = asyncio.run(main())
+    finally:
+        if "w" in box:
+            box["w"].close(end_us=round((now() - box["start"]) * 1e6))
+    return box["w"], stats
 
 
 @contextlib.contextmanager
-def _quiet_gc() -> Iterator[None]:
-    """Fewer, later collections while sending: a full collection is a pause of milliseconds."""
-    old = gc.get_threshold()
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(100_000, 50, 1000)
+def _stop_signals() -> Iterator[Callable[[], int | None]]:
+    """While sharded shards run, SIGTERM/SIGINT ask for a stop; yields what stopped us (or None)."""
+    got: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: None
+        return
+    old = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    for sig in old:
+        signal.signal(sig, lambda signum, _frame: got.append(signum))
     try:
-        yield
+        yield lambda: got[0] if got else None
     finally:
-        gc.set_threshold(*old)
-        gc.unfreeze()
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
 
 
-def _events(trace: str, shard: int, workers: int) -> Iterator[Event]:
+def events_per_shard(trace: str, shards: int) -> dict[int, int]:
+    """How many events each shard sends (realtime events count in every shard)."""
+    counts = dict.fromkeys(range(shards), 0)
     with open_reader(trace) as r:
-        for ev in in_order(r, trace):
-            if ev.target is not None and (
-                workers == 1
-                or shard_of(ev.actor, workers) == shard
-                or ev.target.startswith("realtime:")  # every worker watches: see replay.realtime
-            ):
-                yield ev
+        for ev in r:
+            if ev.target is None:
+                continue
+            if ev.target.startswith("realtime:"):
+                for k in counts:
+                    counts[k] += 1
+            else:
+                counts[shard_of(ev.actor, shards)] += 1
+    return counts
 
 
-async def _run_one(ctx: BuildContext, opts: ScheduleOptions, cfg: ReplayConfig, origins: dict[str, int],
-                   trace: str, shard: int, workers: int, sink: Callable[[tuple], None],
-                   get_start: Callable[[], Any], tick: Callable[[], None] | None) -> Any:  # fmt: skip
-    """Warm up, agree on the start instant, send every event of this shard; the Scheduler's stats."""
-    transport = make_transport(cfg.transport, cfg.timeout, cfg.connections)
-    await transport.start({o: (cfg.warm if n == 0 else n) for o, n in origins.items()})
-    start = await get_start()
-    sched: Scheduler | None = None
+def _run_sharded(cfg: ReplayConfig, ctx: BuildContext, keys: Keys, opts: ScheduleOptions,
+                 origins: dict[str, int], hdr: dict[str, Any], prog: Progress, local_trace: str,
+                 stripe_mode: str, required_env: tuple[str, ...]) -> tuple[Any, Outcome, list[dict[str, Any]], int | None]:  # fmt: skip
+    """Run the shards (processes, or Dask tasks) and write what they send: (writer, outcome, lost, signal)."""
+    n = cfg.workers
+    out_dir = cfg.out if is_out_dir(cfg.out) else None
+    blank = dataclasses.replace(ctx, keys=Keys())  # the plan never holds a key
+    shard_cfg = cfg if cfg.scheduler else dataclasses.replace(cfg, trace=local_trace)
+    row_format = "arrow" if cfg.scheduler else "msgpack"
+    plans = [ShardPlan(k, n, shard_cfg, blank, opts, origins, out_dir, hdr, stripe_mode, required_env, row_format)
+             for k in range(n)]  # fmt: skip
+    client = None
+    if cfg.scheduler:
+        from replay.cluster import DaskShards  # noqa: PLC0415 - Dask is optional
+        from traces.cluster import dask_client  # noqa: PLC0415
 
-    def us(t: float) -> int:
-        return round((t - start) * 1e6)
+        client = dask_client(cfg.scheduler)
+        try:
+            ss: Any = DaskShards(client, plans, ctx.run_id, cfg.trace)
+        except BaseException:
+            client.close()
+            raise
+    else:
+        from replay.processes import ProcessShards  # noqa: PLC0415
 
-    realtime = Realtime(ctx, sink, us, lambda s: redact(s, ctx.keys.values()), shard, workers)
-    sched = Scheduler(ctx, transport, sink, start, opts, realtime)
+        ss = ProcessShards(plans, keys)
+    box: dict[str, Any] = {}
 
-    async def ticker() -> None:
-        while True:
-            await asyncio.sleep(0.2)
-            if tick is not None:
-                tick()
+    def on_start(start_us: int, clocks: list[dict[str, Any]]) -> None:
+        box["t0"] = now()
+        if out_dir is None:
+            box["w"] = ResultWriter(
+                cfg.out, ResultHeader(start_unix_us=start_us, clocks=clocks, **hdr)
+            )
 
-    tk = asyncio.get_running_loop().create_task(ticker())
+    def on_rows(rows: list[tuple]) -> None:
+        w = box["w"]
+        for row in rows:
+            w.add(row)
+            prog.on_row(row)
+
+    unpacker = msgpack.Unpacker(raw=False, strict_map_key=False)
+
+    def on_packed(data: bytes, rows: int) -> None:
+        box["w"].add_packed(data, rows)
+        unpacker.feed(data)
+        for row in unpacker:
+            prog.on_row(row)
+
+    def on_counts(rows: int, errors: int, dropped: int) -> None:
+        prog.done += rows
+        prog.errors += errors
+        prog.dropped += dropped
+
+    def tick() -> None:
+        if "w" in box:
+            box["w"].flush()
+        prog.tick()
+
+    outcome: Outcome | None = None
+    lost: list[dict[str, Any]] = []
     try:
-        stats = await sched.run(_events(trace, shard, workers))
+        with _stop_signals() as stopped_by:
+            stopping = lambda: stopped_by() is not None  # noqa: E731
+            outcome = drive(ss, n, on_start, on_rows, on_counts, tick, stopping, on_packed)
+            signum = stopped_by()
+        if any(s.lost for s in outcome.shards.values()):
+            lost = outcome.lost(events_per_shard(local_trace, n))
     finally:
-        tk.cancel()
-        await realtime.close()
-        await transport.close()
-    return stats
-
-
-def _worker_main(shard: int, workers: int, cfg: ReplayConfig, ctx: BuildContext, opts: ScheduleOptions,
-                 origins: dict[str, int], conn: Connection) -> None:  # fmt: skip
-    """A worker process: send one shard's events, shipping packed rows to the parent."""
-    _install_uvloop()
-    packer = msgpack.Packer(use_bin_type=True)
-    buf = bytearray()
-    count = 0
-
-    def sink(row: tuple) -> None:
-        nonlocal count
-        buf.extend(packer.pack(list(row)))
-        count += 1
-
-    def ship() -> None:
-        nonlocal count
-        if buf:
-            conn.send(("rows", bytes(buf), count))
-            buf.clear()
-            count = 0
-
-    async def get_start() -> float:
-        conn.send(("ready",))
-        loop = asyncio.get_running_loop()
-        msg = await loop.run_in_executor(None, conn.recv)
-        return float(msg[1])
-
-    async def main() -> Any:
-        return await _run_one(
-            ctx, opts, cfg, origins, cfg.trace, shard, workers, sink, get_start, ship
-        )
-
-    try:
-        with _quiet_gc():
-            stats = asyncio.run(main())
-        ship()
-        conn.send(("done", stats.sent, stats.errors, stats.dropped))
-    except Exception as e:  # noqa: BLE001 - reported to the parent, which fails the run
-        with contextlib.suppress(Exception):
-            conn.send(("error", redact(f"{type(e).__name__}: {e}", ctx.keys.values())))
-    finally:
-        conn.close()
-
-
-class ReplayError(Exception):
-    """The replay could not run (a worker failed, a target is missing): the message says why."""
+        ss.close()
+        if client is not None:
+            client.close()
+        if "w" in box:
+            box["w"].close(end_us=round((now() - box["t0"]) * 1e6), lost=lost)
+    return box.get("w"), outcome, lost, signum
 
 
 def run_replay(cfg: ReplayConfig, env: Mapping[str, str] | None = None, start_local: StartLocal | None = None,
@@ -309,7 +368,8 @@ def run_replay(cfg: ReplayConfig, env: Mapping[str, str] | None = None, start_lo
     """Replay a trace at a target, writing the result log; None for a dry run (the plan is printed).
 
     `thresholds` (k6 mapping) replace the trace's in the result header. Raises SafetyError (live
-    keys, caps) and ReplayError/ValueError/TraceError for bad input, all before anything is sent.
+    keys, caps) and ReplayError/ValueError/TraceError for bad input, all before anything is sent;
+    ReplayStopped when SIGTERM/SIGINT stopped a sharded run (its rows are kept).
     """
     env = os.environ if env is None else env
     keys = keys_from_env(env)
@@ -328,22 +388,41 @@ def run_replay(cfg: ReplayConfig, env: Mapping[str, str] | None = None, start_lo
         raise ValueError(
             f"--target: expected local, env ($SUPABASE_URL) or an http(s):// URL, got {cfg.target!r}"
         )
+    local = cfg.target == "local"
+    if cfg.scheduler is not None:
+        from traces.cluster import scheduler_address  # noqa: PLC0415
+
+        scheduler_address(cfg.scheduler)  # a malformed address is a usage error before any work
+        if local:
+            raise ValueError(
+                "--scheduler: the local stand-in runs in this process, which the cluster's workers "
+                "cannot reach; give --target URL (a `gaterush staging serve` they can reach, or a project)"
+            )
     profile = load_profile(cfg.profile)
-    with open_reader(cfg.trace) as r:
+    with contextlib.ExitStack() as stack:
+        local_trace = stack.enter_context(trace_file(cfg.trace, None))
+        return _replay(cfg, env, keys, local, local_trace, profile, start_local, progress,
+                       dry_run_out, thresholds, stack)  # fmt: skip
+    return None  # pragma: no cover
+
+
+def _replay(cfg: ReplayConfig, env: Mapping[str, str], keys: Keys, local: bool, local_trace: str, profile: Any,
+            start_local: StartLocal | None, progress: IO[str] | None, dry_run_out: IO[str] | None,
+            thresholds: Mapping[str, list[str]] | None, stack: contextlib.ExitStack) -> ReplayResult | None:  # fmt: skip
+    with open_reader(local_trace) as r:
         theader = r.header
     targets = dict(theader.targets)
-    local = cfg.target == "local"
     stripe_mode = cfg.stripe
     loopback = local or is_loopback(cfg.target)
     caps = merge_caps(default_rate_caps(targets, loopback, stripe_mode), cfg.rate_caps, stripe_mode)
     opts = ScheduleOptions(
         speed=cfg.speed,
         max_in_flight=cfg.max_in_flight,
-        rate_caps={t: c / cfg.workers for t, c in caps.items()},
+        rate_caps={t: c / cfg.workers for t, c in caps.items()},  # each shard its share
         drain_s=cfg.timeout + 1.0,  # the transport's own timeout fires first
     )
     if dry_run_out is not None:
-        with open_reader(cfg.trace) as r:
+        with open_reader(local_trace) as r:
             plan = make_plan(r, cfg.speed)
         dry_run_out.write(
             format_plan(
@@ -352,12 +431,17 @@ def run_replay(cfg: ReplayConfig, env: Mapping[str, str] | None = None, start_lo
             + "\n"
         )
         return None
+    required_env: tuple[str, ...] = ()
     if not local:
-        if not keys.anon_key:
+        required_env = ("SUPABASE_ANON_KEY",) + (
+            ("STRIPE_WEBHOOK_SECRET",) if TARGET_WEBHOOK in targets else ()
+        )
+        # on a cluster each worker checks its own environment (the keys never travel in a task)
+        if not keys.anon_key and cfg.scheduler is None:
             raise ValueError(
                 "--target URL: set SUPABASE_ANON_KEY (the project's anon or publishable key)"
             )
-        if TARGET_WEBHOOK in targets and not keys.webhook_secret:
+        if TARGET_WEBHOOK in targets and not keys.webhook_secret and cfg.scheduler is None:
             raise ValueError(
                 f"the trace sends Stripe webhooks ({TARGET_WEBHOOK}): set STRIPE_WEBHOOK_SECRET, "
                 "the endpoint's whsec_ secret, so they are signed at send time"
@@ -374,69 +458,77 @@ def run_replay(cfg: ReplayConfig, env: Mapping[str, str] | None = None, start_lo
         raise ReplayError(
             "--target local needs the stand-in, which this build does not provide; give --target URL"
         )
-
-    with contextlib.ExitStack() as stack:
-        if local:
-            standin = stack.enter_context(start_local(inventory=theader.inventory))  # type: ignore[misc]
-            supabase_url = standin.url
-            keys = Keys(
-                anon_key=standin.anon_key,
-                # real Stripe test mode keeps the user's key; the stand-in's Stripe subset takes its own
-                stripe_key=keys.stripe_key if stripe_mode == "real" else standin.stripe_key,
-                webhook_secret=standin.webhook_secret,
-            )
-            stripe_url = (
-                standin.url
-                if stripe_mode == "standin"
-                else (STRIPE_API if stripe_mode == "real" else stripe_mode)
-            )
-        else:
-            supabase_url = cfg.target
-            stripe_url = STRIPE_API if stripe_mode == "real" else stripe_mode
-        run_id = cfg.run_id or new_run_id()
-        ctx = BuildContext(
-            supabase_url=supabase_url,
-            run_id=run_id,
-            keys=keys,
-            stripe_url=stripe_url,
-            profile=profile,
+    if local:
+        standin = stack.enter_context(start_local(inventory=theader.inventory))  # type: ignore[misc]
+        supabase_url = standin.url
+        keys = Keys(
+            anon_key=standin.anon_key,
+            # real Stripe test mode keeps the user's key; the stand-in's Stripe subset takes its own
+            stripe_key=keys.stripe_key if stripe_mode == "real" else standin.stripe_key,
+            webhook_secret=standin.webhook_secret,
         )
-        origins = _origins(ctx, targets)
-        scenario = theader.scenario or {}
-        expected = sum(targets.values())
-        last_t_us = _last_t_us(str(cfg.trace)) or 0
-        duration_s = last_t_us / 1e6 / cfg.speed
-        prog = Progress(expected, duration_s, progress if cfg.progress else None)
-        hdr = dict(
-            run_id=run_id,
-            target_url=public_url(supabase_url),
-            trace_path=str(cfg.trace),
-            speed=cfg.speed,
-            scenario=scenario.get("name"),
-            thresholds={
-                k: list(v)
-                for k, v in (
-                    thresholds if thresholds is not None else scenario.get("thresholds") or {}
-                ).items()
-            },
-            expected_requests=expected,
-            workers=cfg.workers,
-            max_in_flight=cfg.max_in_flight,
-            stripe="real"
-            if stripe_mode == "real"
-            else ("standin" if stripe_mode == "standin" else public_url(stripe_mode)),
-            trace_duration_us=last_t_us,
+        stripe_url = (
+            standin.url
+            if stripe_mode == "standin"
+            else (STRIPE_API if stripe_mode == "real" else stripe_mode)
         )
-        if cfg.workers == 1 and not local:
-            writer, stats = _run_here(cfg, ctx, opts, origins, hdr, prog)
-            sent, errors, dropped = stats.sent, stats.errors, stats.dropped
-        else:
-            writer, sent, errors, dropped = _run_workers(cfg, ctx, opts, origins, hdr, prog)
+    else:
+        supabase_url = cfg.target
+        stripe_url = STRIPE_API if stripe_mode == "real" else stripe_mode
+    run_id = cfg.run_id or new_run_id()
+    ctx = BuildContext(
+        supabase_url=supabase_url,
+        run_id=run_id,
+        keys=keys,
+        stripe_url=stripe_url,
+        profile=profile,
+    )
+    origins = _origins(ctx, targets)
+    scenario = theader.scenario or {}
+    expected = sum(targets.values())
+    last_t_us = _last_t_us(local_trace) or 0
+    duration_s = last_t_us / 1e6 / cfg.speed
+    prog = Progress(expected, duration_s, progress if cfg.progress else None)
+    hdr = dict(
+        run_id=run_id,
+        target_url=public_url(supabase_url),
+        trace_path=str(cfg.trace),
+        speed=cfg.speed,
+        scenario=scenario.get("name"),
+        thresholds={
+            k: list(v)
+            for k, v in (
+                thresholds if thresholds is not None else scenario.get("thresholds") or {}
+            ).items()
+        },
+        expected_requests=expected,
+        workers=cfg.workers,
+        max_in_flight=cfg.max_in_flight,
+        stripe="real"
+        if stripe_mode == "real"
+        else ("standin" if stripe_mode == "standin" else public_url(stripe_mode)),
+        trace_duration_us=last_t_us,
+    )
+    if cfg.workers == 1 and not local and cfg.scheduler is None and not is_out_dir(cfg.out):
+        writer, stats = _run_here(
+            dataclasses.replace(cfg, trace=local_trace), ctx, opts, origins, hdr, prog
+        )
         prog.tick(final=True)
-        return ReplayResult(
-            writer.header, Path(cfg.out), writer.rows, sent, errors, dropped, keys.values()
-        )
-    return None  # pragma: no cover
+        return ReplayResult(writer.header, Path(cfg.out), writer.rows, stats.sent, stats.errors,
+                            stats.dropped, keys.values())  # fmt: skip
+    writer, outcome, lost, signum = _run_sharded(cfg, ctx, keys, opts, origins, hdr, prog, local_trace,
+                                                 stripe_mode, required_env)  # fmt: skip
+    prog.tick(final=True)
+    header = writer.header if writer is not None else ResultHeader(start_unix_us=outcome.start_unix_us,
+                                                                   clocks=outcome.clocks, **hdr)  # fmt: skip
+    rows = writer.rows if writer is not None else sum(s.rows for s in outcome.shards.values())
+    result = ReplayResult(header, Path(cfg.out), rows, outcome.sent, outcome.errors, outcome.dropped,
+                          keys.values(), outcome.clocks, lost)  # fmt: skip
+    if lost and progress is not None:
+        progress.write(f"replay: {lost_line(lost)}\n")
+    if signum is not None:
+        raise ReplayStopped(signum, result)
+    return result
 
 
 def _last_t_us(trace: str) -> int | None:
@@ -456,97 +548,3 @@ def _last_t_us(trace: str) -> int | None:
         )
     except (ValueError, OSError, TypeError):
         return None
-
-
-def _run_here(cfg: ReplayConfig, ctx: BuildContext, opts: ScheduleOptions, origins: dict[str, int],
-              hdr: dict[str, Any], prog: Progress) -> tuple[ResultWriter, Any]:  # fmt: skip
-    _install_uvloop()
-    box: dict[str, Any] = {}
-
-    def sink(row: tuple) -> None:
-        box["w"].add(row)
-        prog.on_row(row)
-
-    def tick() -> None:
-        box["w"].flush()
-        prog.tick()
-
-    async def get_start() -> float:
-        start = now() + START_LEAD_S
-        start_unix_us = time.time_ns() // 1000 + round(START_LEAD_S * 1e6)
-        box["w"] = ResultWriter(cfg.out, ResultHeader(start_unix_us=start_unix_us, **hdr))
-        box["start"] = start
-        return start
-
-    async def main() -> Any:
-        return await _run_one(ctx, opts, cfg, origins, cfg.trace, 0, 1, sink, get_start, tick)
-
-    try:
-        with _quiet_gc():
-            stats = asyncio.run(main())
-    finally:
-        if "w" in box:
-            box["w"].close(end_us=round((now() - box["start"]) * 1e6))
-    return box["w"], stats
-
-
-def _run_workers(cfg: ReplayConfig, ctx: BuildContext, opts: ScheduleOptions, origins: dict[str, int],
-                 hdr: dict[str, Any], prog: Progress) -> tuple[ResultWriter, int, int, int]:  # fmt: skip
-    mp = multiprocessing.get_context("spawn")
-    conns: list[Connection] = []
-    procs = []
-    for i in range(cfg.workers):
-        parent, child = mp.Pipe()
-        p = mp.Process(target=_worker_main, args=(i, cfg.workers, cfg, ctx, opts, origins, child), daemon=True,
-                       name=f"gaterush-replay-{i}")  # fmt: skip
-        p.start()
-        child.close()
-        conns.append(parent)
-        procs.append(p)
-    writer: ResultWriter | None = None
-    start = 0.0
-    try:
-        for c, p in zip(conns, procs, strict=True):
-            if not c.poll(120):
-                raise ReplayError(f"worker {p.name} did not get ready in 120 s")
-            msg = c.recv()
-            if msg[0] != "ready":
-                raise ReplayError(f"worker {p.name}: {msg[1] if len(msg) > 1 else msg}")
-        start = now() + START_LEAD_S
-        start_unix_us = time.time_ns() // 1000 + round(START_LEAD_S * 1e6)
-        writer = ResultWriter(cfg.out, ResultHeader(start_unix_us=start_unix_us, **hdr))
-        for c in conns:
-            c.send(("start", start))
-        sent = errors = dropped = 0
-        live = set(conns)
-        unpacker = msgpack.Unpacker(raw=False, strict_map_key=False)
-        while live:
-            for c in wait(list(live), timeout=0.2):
-                try:
-                    msg = c.recv()
-                except EOFError:
-                    live.discard(c)
-                    raise ReplayError("a replay worker died before finishing") from None
-                if msg[0] == "rows":
-                    writer.add_packed(msg[1], msg[2])
-                    unpacker.feed(msg[1])
-                    for row in unpacker:
-                        prog.on_row(row)
-                elif msg[0] == "done":
-                    sent += msg[1]
-                    errors += msg[2]
-                    dropped += msg[3]
-                    live.discard(c)
-                elif msg[0] == "error":
-                    raise ReplayError(f"replay worker failed: {msg[1]}")
-            writer.flush()
-            prog.tick()
-        return writer, sent, errors, dropped
-    finally:
-        if writer is not None:
-            writer.close(end_us=round((now() - start) * 1e6))
-        for p in procs:
-            p.join(5)
-            if p.is_alive():
-                p.terminate()
-                p.join(5)

@@ -21,8 +21,9 @@ import pyarrow as pa
 from replay import metrics as m
 from replay import summary as summ
 from replay import thresholds as th
+from replay.clocksync import clock_summary
 from replay.fidelity import Fidelity, assess
-from replay.resultlog import ResultHeader, ResultLogError, read_results
+from replay.resultlog import ResultHeader, ResultLogError, read_results, result_files
 from traces.outputs import write_text
 
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf")
@@ -63,6 +64,10 @@ def load(paths: Sequence[str | Path]) -> Results:
         raise ReportError("no result files given")
     parts = []
     headers = []
+    try:
+        paths = result_files(list(paths))
+    except ResultLogError as e:
+        raise ReportError(str(e)) from e
     for p in paths:
         try:
             header, table = read_results(p)
@@ -462,6 +467,9 @@ def summary_extra(results: Results) -> dict[str, Any]:
         "scenarios": sorted({h.scenario for h in hs if h.scenario}),
         "result_files": list(results.paths),
         "complete": all(h.complete for h in hs),
+        "clocks": [c for h in hs for c in h.clocks],  # each shard's offset against the client
+        "clock_summary": clock_summary([c for h in hs for c in h.clocks]),
+        "lost_shards": [x for h in hs for x in h.lost],
     }
 
 

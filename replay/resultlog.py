@@ -135,6 +135,10 @@ class ResultHeader:
     max_in_flight: int = 0
     stripe: str = "standin"  # standin | real | URL | skip
     trace_duration_us: int = 0  # last event's t_us (trace time, before --speed)
+    shard: int | None = None  # which shard wrote this file (None: the whole run in one file)
+    clocks: list[dict[str, Any]] = field(default_factory=list)  # per shard: see replay.clocksync
+    # from the trailer: the shards whose worker died (replay.shards)
+    lost: list[dict[str, Any]] = field(default_factory=list)
     complete: bool = False  # set by the reader when the trailer was found (a clean close)
     end_us: int | None = None  # from the trailer: when the run ended, relative to start
     # from the trailer: the stand-in's end state when the run was at --target local (for verify)
@@ -155,7 +159,7 @@ class ResultHeader:
         return cls(**known)
 
 
-TRAILER_FIELDS = ("end_state", "sender")
+TRAILER_FIELDS = ("end_state", "sender", "lost")  # lost: shards whose worker died (shards)
 
 
 class ResultLogError(Exception):
@@ -295,6 +299,8 @@ class ResultWriter:
         end = {"end_us": end_us, "rows": self.rows, **extra}
         self._file.write(self._packer.pack({"end": end}))
         self._file.close()
+        if extra.get("lost"):
+            self.header = ResultHeader.from_dict({**self.header.to_dict(), "lost": extra["lost"]})
         if self.parquet:
             final = ResultHeader.from_dict(
                 {**self.header.to_dict(), "complete": True, "end_us": end_us, **extra}
@@ -307,6 +313,51 @@ class ResultWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def rows_to_ipc(rows: list[tuple]) -> bytes:
+    """Rows (COLUMNS order) as one Arrow IPC stream of one record batch: what shards stream back."""
+    n = len(COLUMNS)
+    full = (
+        r if len(r) == n else (*r, *[None] * (n - len(r))) for r in rows
+    )  # rows without `group`
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, SCHEMA) as w:
+        for batch in _batches(full, 0):  # type: ignore[arg-type]
+            w.write_batch(batch)
+    return sink.getvalue().to_pybytes()
+
+
+def rows_from_ipc(data: bytes) -> list[ResultRow]:
+    """The rows of an Arrow IPC stream written by rows_to_ipc."""
+    table = pa.ipc.open_stream(data).read_all()
+    return [
+        ResultRow(*r) for r in zip(*(table.column(c).to_pylist() for c in COLUMNS), strict=True)
+    ]
+
+
+SHARD_GLOB = "shard-*-of-*"
+
+
+def shard_file(directory: str | os.PathLike[str], shard: int, shards: int) -> Path:
+    """Where shard `shard` of `shards` writes its own result file under ``--out DIR``."""
+    return Path(directory) / f"shard-{shard:03d}-of-{shards:03d}.parquet"
+
+
+def result_files(paths: list[str | os.PathLike[str]]) -> list[Path]:
+    """The result files named by `paths`: a directory stands for the shard files in it."""
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if not p.is_dir():
+            out.append(p)
+            continue
+        # a crashed shard left only its .parquet.grr stream, which reading its .parquet name finds
+        names = sorted({f.name.removesuffix(".grr") if f.name.endswith(".parquet.grr") else f.name
+                        for f in p.glob(SHARD_GLOB) if f.name.endswith((".parquet", ".grr"))})  # fmt: skip
+        if not names:
+            raise ResultLogError(f"{p}: a directory with no shard result files ({SHARD_GLOB})")
+        out.extend(p / n for n in names)
+    return out
 
 
 def _grr_to_parquet(src: Path, dst: Path, final: ResultHeader, batch_rows: int = 65536) -> None:

@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 from sim.predict import Judge, evaluate, lookup, with_values
 from sim.scenario import ScenarioError
 from sim.whatif import _number
+from traces import cluster
 from traces.outputs import atomic
 
 # plot(title, x values, {series label: y values}, x label, y unit) -> an inline SVG (injected by gaterush.py)
@@ -135,26 +136,18 @@ def evaluate_point(
 
 
 def _scheduler_address(scheduler: str) -> str:
-    if not scheduler.startswith("dask://") or not scheduler.removeprefix("dask://"):
-        raise ScenarioError("", f"--scheduler {scheduler!r}: expected dask://HOST:PORT")
-    return "tcp://" + scheduler.removeprefix("dask://")
+    try:
+        return cluster.scheduler_address(scheduler)
+    except cluster.ClusterError as e:
+        raise ScenarioError("", str(e)) from None
 
 
 def dask_client(scheduler: str) -> Any:
     """A distributed.Client connected to `dask://HOST:PORT` (ScenarioError when it cannot be)."""
-    address = _scheduler_address(scheduler)
     try:
-        from distributed import Client  # noqa: PLC0415 - optional: only --scheduler needs it
-    except ImportError:
-        raise ScenarioError(
-            "", "--scheduler needs Dask: pip install 'gaterush[dask]' (the distributed package)"
-        ) from None
-    try:
-        return Client(address, timeout="10s")
-    except (OSError, TimeoutError) as e:
-        raise ScenarioError(
-            "", f"--scheduler {scheduler!r}: cannot reach the scheduler: {e}"
-        ) from None
+        return cluster.dask_client(scheduler)
+    except cluster.ClusterError as e:
+        raise ScenarioError("", str(e)) from None
 
 
 def run_points(

@@ -247,7 +247,9 @@ def test_realtime_update_latency_for_every_write_and_viewer(tmp_path: Path, work
                 "valid",
             )
         )
-    evs.append(Event(2_600_000, 99, "unsubscribe", "viewer:1", "realtime:tickets", pack_payload({})))
+    evs.append(
+        Event(2_600_000, 99, "unsubscribe", "viewer:1", "realtime:tickets", pack_payload({}))
+    )
     with open_writer(t, TraceHeader(scenario={"name": "rt"}, inventory=INVENTORY)) as w:
         w.write_many(evs)
     out = tmp_path / "rt.grr"
