@@ -7,12 +7,10 @@ so the hooks that join them (the local stand-in for `--target local`, scenario i
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import json
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -197,14 +195,6 @@ DEMO_STEPS = (
 )
 
 
-@contextlib.contextmanager
-def _standin_keeping_state(states: dict[str, Any], **kwargs: Any) -> Iterator[Any]:
-    """The local stand-in for one replay; its end state is kept in `states` before it stops."""
-    with start_local_standin(**kwargs) as standin:
-        yield standin
-        states["end_state"] = standin.end_state()
-
-
 @dataclass(frozen=True, slots=True)
 class DemoOutcome:
     """What one demo scenario showed: the judgement of its replay and of the end state."""
@@ -258,14 +248,11 @@ def _demo_replay(
     with traces.io.open_reader(trace) as reader:
         expected = reader.header.expected
     click.secho(f"\n━━ {scenario}  (replay at {speed:g}x) ━━", bold=True)
-    states: dict[str, Any] = {}
     cfg = replay.engine.ReplayConfig(trace=str(trace), out=str(results), speed=speed)
     replay.engine.run_replay(
-        cfg,
-        env={},
-        start_local=functools.partial(_standin_keeping_state, states, knobs=knobs),
+        cfg, env={}, start_local=functools.partial(start_local_standin, knobs=knobs),
         progress=sys.stderr,
-    )
+    )  # fmt: skip
     loaded = replay.report.load([str(results)])
     judged = replay.report.judge_run(loaded, max_schedule_lag_ms=max_lag)
     click.echo(
@@ -281,7 +268,8 @@ def _demo_replay(
             fidelity=judged.fidelity,
         ),  # fmt: skip
     )
-    verification = replay.verify.compare(expected, states.get("end_state", {}))
+    # the stand-in's end state when the run ended, kept in the result file (as verify reads it)
+    verification = replay.verify.compare(expected, loaded.headers[0].end_state or {})
     click.echo(verification.render())
     target = [v for v in judged.verdicts if not replay.fidelity.is_fidelity(v)]
     outcome = DemoOutcome(

@@ -17,8 +17,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import math
 import os
+import resource
 import secrets
 import signal
 import sys
@@ -129,12 +131,26 @@ class ReplayStopped(ReplayError):
 
 
 def keys_from_env(env: Mapping[str, str]) -> Keys:
-    """The keys from SUPABASE_ANON_KEY, STRIPE_TEST_SK and STRIPE_WEBHOOK_SECRET."""
+    """The keys from SUPABASE_ANON_KEY, STRIPE_TEST_SK, STRIPE_WEBHOOK_SECRET and (for recorded
+    service-role requests only) SUPABASE_SERVICE_ROLE_KEY."""
     return Keys(
         anon_key=env.get("SUPABASE_ANON_KEY", ""),
         stripe_key=env.get("STRIPE_TEST_SK", ""),
         webhook_secret=env.get("STRIPE_WEBHOOK_SECRET", ""),
+        service_key=env.get("SUPABASE_SERVICE_ROLE_KEY", ""),
     )
+
+
+Trailer = Callable[[], dict[str, Any]]  # what the result trailer keeps that is known at the end
+
+
+def _no_trailer() -> dict[str, Any]:
+    return {}
+
+
+def _sender_cost(cpu_s: float, wall_s: float, processes: int) -> dict[str, Any]:
+    """The result trailer's `sender` (replay.fidelity reads the sender's CPU share from it)."""
+    return {"cpu_s": round(cpu_s, 3), "wall_s": round(wall_s, 3), "processes": processes}
 
 
 def new_run_id() -> str:
@@ -221,8 +237,9 @@ def _origins(ctx: BuildContext, targets: Mapping[str, int]) -> dict[str, int]:
 
 
 def _run_here(cfg: ReplayConfig, ctx: BuildContext, opts: ScheduleOptions, origins: dict[str, int],
-              hdr: dict[str, Any], prog: Progress) -> tuple[ResultWriter, Stats]:  # fmt: skip
+              hdr: dict[str, Any], prog: Progress, trailer: Trailer = _no_trailer) -> tuple[ResultWriter, Stats]:  # fmt: skip
     install_uvloop()
+    cpu0 = time.process_time()
     box: dict[str, Any] = {}
 
     def sink(row: tuple) -> None:
@@ -249,7 +266,9 @@ def _run_here(cfg: ReplayConfig, ctx: BuildContext, opts: ScheduleOptions, origi
             stats = asyncio.run(main())
     finally:
         if "w" in box:
-            box["w"].close(end_us=round((now() - box["start"]) * 1e6))
+            wall = now() - box["start"]
+            cost = _sender_cost(time.process_time() - cpu0, wall, 1)
+            box["w"].close(end_us=round(wall * 1e6), sender=cost, **trailer())
     return box["w"], stats
 
 
@@ -287,9 +306,11 @@ def events_per_shard(trace: str, shards: int) -> dict[int, int]:
 
 def _run_sharded(cfg: ReplayConfig, ctx: BuildContext, keys: Keys, opts: ScheduleOptions,
                  origins: dict[str, int], hdr: dict[str, Any], prog: Progress, local_trace: str,
-                 stripe_mode: str, required_env: tuple[str, ...]) -> tuple[Any, Outcome, list[dict[str, Any]], int | None]:  # fmt: skip
+                 stripe_mode: str, required_env: tuple[str, ...],
+                 trailer: Trailer = _no_trailer) -> tuple[Any, Outcome, list[dict[str, Any]], int | None]:  # fmt: skip
     """Run the shards (processes, or Dask tasks) and write what they send: (writer, outcome, lost, signal)."""
     n = cfg.workers
+    children0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     out_dir = cfg.out if is_out_dir(cfg.out) else None
     blank = dataclasses.replace(ctx, keys=Keys())  # the plan never holds a key
     shard_cfg = cfg if cfg.scheduler else dataclasses.replace(cfg, trace=local_trace)
@@ -358,7 +379,13 @@ def _run_sharded(cfg: ReplayConfig, ctx: BuildContext, keys: Keys, opts: Schedul
         if client is not None:
             client.close()
         if "w" in box:
-            box["w"].close(end_us=round((now() - box["t0"]) * 1e6), lost=lost)
+            wall = now() - box["t0"]
+            cost = None
+            if cfg.scheduler is None:  # the shards were our children, now waited for
+                c = resource.getrusage(resource.RUSAGE_CHILDREN)
+                cpu = c.ru_utime + c.ru_stime - children0.ru_utime - children0.ru_stime
+                cost = _sender_cost(cpu, wall, n)
+            box["w"].close(end_us=round(wall * 1e6), lost=lost, sender=cost, **trailer())
     return box.get("w"), outcome, lost, signum
 
 
@@ -466,6 +493,7 @@ def _replay(cfg: ReplayConfig, env: Mapping[str, str], keys: Keys, local: bool, 
             # real Stripe test mode keeps the user's key; the stand-in's Stripe subset takes its own
             stripe_key=keys.stripe_key if stripe_mode == "real" else standin.stripe_key,
             webhook_secret=standin.webhook_secret,
+            service_key=standin.service_key,  # for recorded service-role requests only
         )
         stripe_url = (
             standin.url
@@ -509,15 +537,16 @@ def _replay(cfg: ReplayConfig, env: Mapping[str, str], keys: Keys, local: bool, 
         else ("standin" if stripe_mode == "standin" else public_url(stripe_mode)),
         trace_duration_us=last_t_us,
     )
+    trailer = functools.partial(_standin_end, standin) if local else _no_trailer
     if cfg.workers == 1 and not local and cfg.scheduler is None and not is_out_dir(cfg.out):
         writer, stats = _run_here(
-            dataclasses.replace(cfg, trace=local_trace), ctx, opts, origins, hdr, prog
+            dataclasses.replace(cfg, trace=local_trace), ctx, opts, origins, hdr, prog, trailer
         )
         prog.tick(final=True)
         return ReplayResult(writer.header, Path(cfg.out), writer.rows, stats.sent, stats.errors,
                             stats.dropped, keys.values())  # fmt: skip
     writer, outcome, lost, signum = _run_sharded(cfg, ctx, keys, opts, origins, hdr, prog, local_trace,
-                                                 stripe_mode, required_env)  # fmt: skip
+                                                 stripe_mode, required_env, trailer)  # fmt: skip
     prog.tick(final=True)
     header = writer.header if writer is not None else ResultHeader(start_unix_us=outcome.start_unix_us,
                                                                    clocks=outcome.clocks, **hdr)  # fmt: skip
@@ -529,6 +558,15 @@ def _replay(cfg: ReplayConfig, env: Mapping[str, str], keys: Keys, local: bool, 
     if signum is not None:
         raise ReplayStopped(signum, result)
     return result
+
+
+def _standin_end(standin: Any) -> dict[str, Any]:
+    """The local stand-in's end state, kept in the result trailer for `verify --target local`."""
+    try:
+        return {"end_state": standin.end_state()}
+    except (OSError, ValueError) as e:  # the run's rows matter more than this: say so, keep them
+        sys.stderr.write(f"replay: the stand-in's end state could not be read ({e})\n")
+        return {}
 
 
 def _last_t_us(trace: str) -> int | None:

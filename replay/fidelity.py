@@ -12,7 +12,8 @@ judged apart (k6 reports ``dropped_iterations`` for the same reason):
   reported, not held against the replay;
 * the sender's CPU share, when the result header has it (``sender``: CPU-seconds and wall seconds
   per process): a sender near 100% of its core that fell behind ran out of CPU;
-* the clock offsets between sender hosts, when the result header has them (``sender.clock``).
+* the clock offsets between sender hosts, when the result header has them (``clocks``, measured
+  before the agreed start: replay.clocksync), reported with their uncertainty.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from replay.clocksync import clock_summary
 from replay.metrics import Metrics
 from replay.thresholds import FIDELITY_METRICS, Verdict
 from traces.results import DROPPED_EVENTS
@@ -111,12 +113,13 @@ def _drop_reasons(table: pa.Table) -> dict[str, int]:
 
 def _sender(headers: Sequence[Any]) -> tuple[float | None, dict[str, Any] | None]:
     cpu = wall = 0.0
-    clock: dict[str, Any] | None = None
+    clocks: list[dict[str, Any]] = []
     for h in headers:
+        clocks += getattr(h, "clocks", None) or []
         s = getattr(h, "sender", None) or {}
         if s.get("cpu_s") is None or not s.get("wall_s"):
             continue
         cpu += float(s["cpu_s"])
         wall += float(s["wall_s"]) * max(1, int(s.get("processes", 1)))
-        clock = s.get("clock") or clock
+    clock = clock_summary(clocks) if clocks else None
     return (cpu / wall if wall > 0 else None), clock

@@ -226,10 +226,10 @@ def fidelity_line(f: Fidelity) -> str:
         parts.append(f"{f.cap_drops} held back by --rate-cap (as asked)")
     if f.cpu_share is not None:
         parts.append(f"sender CPU {f.cpu_share * 100:.0f}% of a core")
-    if f.clock and f.clock.get("max_offset_ms") is not None:
+    if f.clock and f.clock.get("shards"):
         parts.append(
-            f"clocks within {format_time(f.clock['max_offset_ms'])}"
-            f" ±{format_time(f.clock.get('uncertainty_ms', 0.0))}"
+            f"{f.clock['shards']} shard clocks within {format_time(f.clock['max_abs_offset_ms'])}"
+            f" ±{format_time(f.clock['max_uncertainty_ms'])}"
         )
     facts = "; ".join(parts) if parts else "nothing to judge"
     if f.ok:
