@@ -226,7 +226,7 @@ def fidelity_line(f: Fidelity) -> str:
         parts.append(f"{f.cap_drops} held back by --rate-cap (as asked)")
     if f.cpu_share is not None:
         parts.append(f"sender CPU {f.cpu_share * 100:.0f}% of a core")
-    if f.clock and f.clock.get("shards"):
+    if f.clock and f.clock.get("shards", 0) > 1:  # one shard agrees with itself
         parts.append(
             f"{f.clock['shards']} shard clocks within {format_time(f.clock['max_abs_offset_ms'])}"
             f" ±{format_time(f.clock['max_uncertainty_ms'])}"
