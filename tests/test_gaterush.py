@@ -102,3 +102,39 @@ def test_demo_with_a_slow_standin_fails_and_names_why(
         True,
         True,
     )
+
+
+def test_a_merged_plan_with_a_wrong_anon_key_fails_and_names_what_failed(tmp_path: Path) -> None:
+    # The four plan scenarios merged into one trace and replayed at a stand-in with a wrong anon
+    # key: most requests answer 401. Every input's thresholds are judged (not only the first's),
+    # the plan's http_req_failed applies, and loads made of 401s are no samples of a pass.
+    import staging.process
+
+    run = CliRunner()
+    parts = []
+    for name, sets in (
+        ("scanner-burst", ()),
+        ("webhook-burst", SHORT_WEBHOOK_BURST.sets),
+        ("purchase-load", ("sales.buyers=10",)),
+        ("dashboard-load", ("arrivals.attendees=40", "sales.buyers=4", "arrivals.duration_s=20",
+                            "sales.window_s=20", 'dashboard.stay={dist="fixed",mean=22.0}')),
+    ):  # fmt: skip
+        out = tmp_path / f"{name}.grt"
+        args = ["simulate", name, "-o", str(out), *[x for s in sets for x in ("--set", s)]]
+        r = run.invoke(gaterush.main, args)
+        assert r.exit_code == 0, r.output
+        parts.append(str(out))
+    merged = tmp_path / "plan.grt"
+    r = run.invoke(gaterush.main, ["trace", "merge", *parts, "-o", str(merged)])
+    assert r.exit_code == 0, r.output
+    with staging.process.standin_in_process(deliver_webhooks=False) as standin:
+        env = {**standin.env(), "SUPABASE_ANON_KEY": "eyJhbGciOiJIUzI1NiJ9.e30.wrong-key"}
+        args = ["replay", str(merged), "--target", standin.url, "--stripe", standin.url,
+                "--speed", "4", "-o", str(tmp_path / "r.parquet"), "--max-schedule-lag", "2000"]  # fmt: skip
+        r = run.invoke(gaterush.main, args, env=env)
+    assert r.exit_code == 99, r.output
+    failed = next(line for line in r.output.splitlines() if "thresholds failed:" in line)
+    assert "http_req_failed 'rate==0'" in failed  # the plan's, whatever the first input said
+    assert "dashboard_load 'p(95)<3000' (no samples)" in failed  # every load answered 401
+    assert "realtime_update_latency 'p(95)<100' (no samples)" in failed
+    assert "✓ all" not in r.output

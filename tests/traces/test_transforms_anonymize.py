@@ -210,3 +210,34 @@ def test_anonymize_keeps_test_payment_methods_and_event_ids() -> None:
 def test_anonymize_needs_a_key() -> None:
     with pytest.raises(ValueError, match="key"):
         tf.anonymize(TraceHeader(), [], b"")
+
+
+def test_anonymize_reaches_into_recorded_requests() -> None:
+    # a recording keeps the request as sent (traces.importers.request): its form body, query and
+    # path hold the same personal data as the business payload, and must lose it the same way
+    from traces.importers.request import REQUEST, body_of
+
+    _, body = body_of(
+        b"amount=8500&currency=usd&receipt_email=ann%40example.com&metadata[buyer]=ann%40example.com",
+        "application/x-www-form-urlencoded",
+    )
+    payload = {
+        "buyer": "ann@example.com",
+        REQUEST: {
+            "method": "POST",
+            "path": "/v1/customers/cus_Q1w2e3r4t5y6",
+            "query": [["email", "ann@example.com"]],
+            "body": body,
+        },
+    }
+    e = Event(
+        0, 1, ev.CHECKOUT, "buyer:ann@example.com", ev.TARGET_PI_CREATE, pack_payload(payload)
+    )
+    _, out = tf.anonymize(TraceHeader(), [e], b"k")
+    (a,) = list(out)
+    assert b"ann" not in a.payload and "ann" not in a.actor
+    assert b"cus_Q1w2e3r4t5y6" not in a.payload
+    got = ev.unpack_payload(a.payload)
+    # the same person gets the same token inside the request as in the payload
+    assert got["buyer"] == got[REQUEST]["body"]["metadata"]["buyer"]
+    assert got[REQUEST]["body"]["amount"] == "8500"  # business values stay
