@@ -27,7 +27,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from replay.clocksync import clock_summary
-from replay.metrics import Metrics
 from replay.thresholds import FIDELITY_METRICS, Verdict
 from traces.results import DROPPED_EVENTS
 
@@ -85,11 +84,8 @@ def is_fidelity(v: Verdict) -> bool:
     return v.threshold.selector.metric in FIDELITY_METRICS
 
 
-def assess(
-    table: pa.Table, metrics: Metrics, verdicts: Sequence[Verdict], headers: Sequence[Any] = ()
-) -> Fidelity:
-    """The fidelity of a run from its result table, metrics, verdicts and result headers."""
-    del metrics  # the verdicts carry what the metrics say; kept for a stable signature
+def assess(table: pa.Table, verdicts: Sequence[Verdict], headers: Sequence[Any] = ()) -> Fidelity:
+    """The fidelity of a run from its result table, its verdicts and its result headers."""
     drops = _drop_reasons(table)
     overload = sum(n for why, n in drops.items() if why.startswith(OVERLOAD_DROP))
     capped = sum(n for why, n in drops.items() if why.startswith(CAP_DROP))

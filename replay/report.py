@@ -455,7 +455,7 @@ def judge_run(
 ) -> Judgement:
     """Judge results the one way replay, report and demo do: judge_results plus fidelity."""
     mt, verdicts = judge_results(results, thresholds, max_schedule_lag_ms)
-    return Judgement(mt, verdicts, assess(results.table, mt, verdicts, results.headers))
+    return Judgement(mt, verdicts, assess(results.table, verdicts, results.headers))
 
 
 def summary_extra(results: Results) -> dict[str, Any]:

@@ -67,7 +67,7 @@ def test_overload_drops_make_a_replay_unfaithful_and_rate_caps_do_not(tmp_path: 
         [row(0), row(1, metric=DROPPED_EVENTS, status=0, error="dropped: rate cap 5/s on x")]
     )
     mt = m.from_table(capped)
-    f = fid.assess(capped, mt, th.evaluate(mt, th.with_defaults(())))
+    f = fid.assess(capped, th.evaluate(mt, th.with_defaults(())))
     assert f.ok and f.cap_drops == 1
 
 
