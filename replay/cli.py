@@ -128,6 +128,14 @@ def register(group: click.Group, start_local: StartLocal | None = None) -> None:
         help="HTTP client: raw keep-alive protocol (fastest) or aiohttp.",
     )
     @click.option(
+        "--pacer",
+        type=click.Choice(["auto", "timerfd", "loop"]),
+        default="auto",
+        show_default=True,
+        help="How the sender waits for each deadline: timerfd sleeps (cheap, the default on Linux); "
+        "loop spins a core (keeps its schedule when other processes crowd the CPU).",
+    )
+    @click.option(
         "--connections",
         type=click.IntRange(min=1),
         default=None,
@@ -160,7 +168,7 @@ def register(group: click.Group, start_local: StartLocal | None = None) -> None:
     @click.option("--quiet", "-q", is_flag=True, help="No progress line and no summary.")
     def replay_cmd(trace: str, out: str, target: str, speed: float, max_in_flight: int, workers: int,
                    scheduler: str | None, stripe_mode: str, profile: str | None, rate_caps: tuple[str, ...], timeout: float,
-                   transport: str, connections: int | None, run_id: str | None, specs: tuple[str, ...], files: tuple[str, ...],
+                   transport: str, pacer: str, connections: int | None, run_id: str | None, specs: tuple[str, ...], files: tuple[str, ...],
                    summary_json: str | None, dry_run: bool, max_lag: float | None, quiet: bool) -> None:  # fmt: skip
         """Fire a trace at a target in real (or scaled) time and judge it; exit 99 if a threshold failed.
 
@@ -184,7 +192,7 @@ def register(group: click.Group, start_local: StartLocal | None = None) -> None:
         cfg = ReplayConfig(
             trace=trace, out=out, target=target, speed=speed, max_in_flight=max_in_flight, workers=workers,
             stripe=stripe_mode, profile=profile, scheduler=scheduler, rate_caps=_rate_caps(rate_caps), timeout=timeout,
-            transport=transport, connections=connections, run_id=run_id, progress=not quiet,
+            transport=transport, pacer=pacer, connections=connections, run_id=run_id, progress=not quiet,
         )  # fmt: skip
         try:
             result = run_replay(

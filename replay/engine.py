@@ -97,6 +97,9 @@ class ReplayConfig:
     connections: int | None = None  # cap on connections per origin (None: as many as in flight)
     progress: bool = True
     scheduler: str | None = None  # dask://HOST:PORT: the shards run on that Dask cluster
+    pacer: str = (
+        "auto"  # timerfd (sleeps to each deadline), loop (spins a core), auto: timerfd if any
+    )
 
 
 def is_out_dir(out: str) -> bool:
@@ -447,6 +450,7 @@ def _replay(cfg: ReplayConfig, env: Mapping[str, str], keys: Keys, local: bool, 
         max_in_flight=cfg.max_in_flight,
         rate_caps={t: c / cfg.workers for t, c in caps.items()},  # each shard its share
         drain_s=cfg.timeout + 1.0,  # the transport's own timeout fires first
+        pacer=cfg.pacer,
     )
     if dry_run_out is not None:
         with open_reader(local_trace) as r:

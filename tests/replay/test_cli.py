@@ -195,6 +195,31 @@ def test_missing_trace_and_missing_standin(tmp_path: Path, trace: Path) -> None:
     assert r.exit_code == 104 and "stand-in" in r.output
 
 
+@pytest.mark.parametrize("pacer", ["loop", "timerfd"])
+def test_the_pacer_is_the_users_choice(
+    tmp_path: Path, loop_server: LoopbackServer, monkeypatch: pytest.MonkeyPatch, pacer: str
+) -> None:
+    from replay import scheduler
+
+    chosen = []
+    real = scheduler.make_pacer
+
+    def spy(name, *a, **kw):
+        chosen.append(name)
+        return real(name, *a, **kw)
+
+    monkeypatch.setattr(scheduler, "make_pacer", spy)
+    t = write_trace(tmp_path / "p.grt", n_scans=50, actors=5, webhooks=False, gap_us=2_000)
+    out = tmp_path / "p.grr"
+    r = CliRunner().invoke(cli(), ["replay", str(t), "--target", loop_server.url, "-o", str(out),
+                                   "--pacer", pacer, "-q", *LENIENT],
+                           env={"SUPABASE_ANON_KEY": "sb_publishable_x"})  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert chosen == [pacer] and read_results(out)[1].num_rows == 50
+    r = CliRunner().invoke(cli(), ["replay", str(t), "--pacer", "spin", "--dry-run"])
+    assert r.exit_code == 2 and "--pacer" in r.output
+
+
 def test_workers_shard_actors_and_keep_their_order(
     tmp_path: Path, loop_server: LoopbackServer
 ) -> None:
