@@ -390,22 +390,34 @@ def recorded_request(
     return Request(origin, method, prefix + path + qs, tuple(headers), data or b"")
 
 
-def build_request(
-    ctx: BuildContext, event: Event, now_unix: int, captured: dict[str, Any] | None = None
-) -> Request:
-    """The request for an event with an http target (rpc, rest, fn, stripe); BuildError if it cannot be built.
-
-    `captured` is what parse_outcome captured from the response of the event's `after` dependency.
-    """
-    target = event.target
-    if not target:
-        raise BuildError(f"seq {event.seq}: event has no target")
+def event_payload(event: Event) -> dict[str, Any]:
+    """An event's payload as the map the builders read; BuildError if it is not one."""
     try:
         payload = unpack_payload(event.payload)
     except Exception as e:  # noqa: BLE001 - any decode failure is a malformed event
         raise BuildError(f"seq {event.seq}: payload is not msgpack: {e}") from None
     if not isinstance(payload, dict):
         raise BuildError(f"seq {event.seq}: payload must be a map, got {type(payload).__name__}")
+    return payload
+
+
+def build_request(
+    ctx: BuildContext,
+    event: Event,
+    now_unix: int,
+    captured: dict[str, Any] | None = None,
+    payload: dict[str, Any] | None = None,
+) -> Request:
+    """The request for an event with an http target (rpc, rest, fn, stripe); BuildError if it cannot be built.
+
+    `captured` is what parse_outcome captured from the response of the event's `after` dependency;
+    `payload` is event_payload(event) when the caller has it already (it is decoded once).
+    """
+    target = event.target
+    if not target:
+        raise BuildError(f"seq {event.seq}: event has no target")
+    if payload is None:
+        payload = event_payload(event)
     kind = target.partition(":")[0]
     request = payload.get(REQUEST)
     if isinstance(request, dict) and kind in ("rpc", "rest", "fn", "stripe"):

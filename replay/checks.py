@@ -46,13 +46,15 @@ MAX_LISTED = 20  # failed groups listed (with their requests) for the report
 
 def group_of(event: Event) -> str | None:
     """The check group of an event's request (module docstring), or None for a per-request check."""
-    expect = event.expect
+    return group_in(event.expect, _payload(event)) if event.expect in GROUPED_EXPECTS else None
+
+
+def group_in(expect: str | None, payload: dict) -> str | None:
+    """group_of for an event whose payload is decoded already (the scheduler's hot path)."""
     if expect in _WEBHOOK_EXPECTS:
-        payload = _payload(event)
         ev_id = payload.get("id") if payload.get("object") == "event" else None
         return f"{WEBHOOK_GROUP}{ev_id}" if isinstance(ev_id, str) and ev_id else None
     if expect in _SCAN_EXPECTS:
-        payload = _payload(event)
         code = payload.get("ticket_code")
         if not isinstance(code, str) or not code:
             return None

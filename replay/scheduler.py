@@ -23,8 +23,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from replay.builders import BuildContext, BuildError, build_request, parse_outcome
-from replay.checks import GROUPED_EXPECTS, group_of
+from replay.builders import BuildContext, BuildError, build_request, event_payload, parse_outcome
+from replay.checks import GROUPED_EXPECTS, group_in, group_of
 from replay.pacer import due, make_pacer
 from replay.resultlog import DASHBOARD_LOAD, DASHBOARD_TARGET, DROPPED_EVENTS
 from traces.event import UNSUBSCRIBE, VIEW, Event, unpack_payload
@@ -277,7 +277,8 @@ class Scheduler:
     def send(self, ev: Event, sched: float, captured: dict[str, Any] | None) -> None:
         """Build the request and hand it to the transport now."""
         try:
-            req = build_request(self.ctx, ev, int(time.time()), captured)
+            payload = event_payload(ev)  # decoded once: for the request and its check group
+            req = build_request(self.ctx, ev, int(time.time()), captured, payload)
         except BuildError as e:
             self._failed(ev)
             t = self.us(now())
@@ -309,7 +310,7 @@ class Scheduler:
         okey = self._outcome_keys.get(target)
         if okey is None:
             okey = self._outcome_keys[target] = self.ctx.profile.spec(target).outcome
-        group = group_of(ev) if ev.expect in GROUPED_EXPECTS else None
+        group = group_in(ev.expect, payload) if ev.expect in GROUPED_EXPECTS else None
 
         def done(
             sent_t: float,

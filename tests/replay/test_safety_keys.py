@@ -16,7 +16,9 @@ from replay.safety import SafetyError, as_read, check_keys, is_real_stripe
 from tests.replay.loopback_server import LoopbackServer
 from tests.replay.test_cli import cli, write_trace
 
-LIVE = "sk_live_0123456789abcdefSECRETPART"
+# Live-looking keys are assembled at run time, so no live key pattern stands in the source.
+SK_LIVE, RK_LIVE = "sk_" + "live_", "rk_" + "live_"
+LIVE = SK_LIVE + "0123456789abcdefSECRETPART"
 
 KEY_VARIANTS = [
     ("STRIPE_TEST_SK", " " + LIVE),
@@ -25,7 +27,7 @@ KEY_VARIANTS = [
     ("STRIPE_TEST_SK", f"'{LIVE}'"),
     ("STRIPE_TEST_SK", f"Bearer {LIVE}"),
     ("STRIPE_TEST_SK", f"Bearer  {LIVE}"),
-    ("STRIPE_TEST_SK", "rk_live_0123456789SECRETPART\n"),
+    ("STRIPE_TEST_SK", RK_LIVE + "0123456789SECRETPART\n"),
     ("STRIPE_WEBHOOK_SECRET", f"x {LIVE}"),
     ("SUPABASE_ANON_KEY", f"Bearer {LIVE}"),
     ("SUPABASE_SERVICE_ROLE_KEY", LIVE),
@@ -144,7 +146,7 @@ _WRAP = st.sampled_from(["", " ", "\t", "\n", '"', "'", "`", "\u201c"])
     pre=st.lists(_WRAP, max_size=3).map("".join),
     post=st.lists(_WRAP, max_size=3).map("".join),
     bearer=st.sampled_from(["", "Bearer ", "bearer  ", "BEARER\t"]),
-    prefix=st.sampled_from(["sk_live_", "rk_live_", "SK_LIVE_"]),
+    prefix=st.sampled_from([SK_LIVE, RK_LIVE, SK_LIVE.upper()]),
     body=st.text("abcdefXYZ0123456789", min_size=1, max_size=30),
     var=st.sampled_from(
         ["STRIPE_TEST_SK", "STRIPE_WEBHOOK_SECRET", "SUPABASE_ANON_KEY", "STRIPE_X"]
