@@ -20,16 +20,16 @@ import msgpack
 import numpy as np
 import pyarrow as pa
 
+import judge.fidelity
+import judge.metrics
+import judge.report
+import judge.resultlog
+import judge.summary
+import judge.thresholds
 import replay.cli
 import replay.cli_record
 import replay.cli_report
 import replay.engine
-import replay.fidelity
-import replay.metrics
-import replay.report
-import replay.resultlog
-import replay.summary
-import replay.thresholds
 import replay.verify
 import sim.cli
 import sim.cli_study
@@ -61,7 +61,7 @@ def failure_message(err: BaseException) -> str | None:
     if isinstance(err, RecursionError):
         return "input nested too deeply"
     expected = (pa.ArrowException, msgpack.UnpackException, ValueError, TraceError,
-                replay.resultlog.ResultLogError, UnicodeError, EOFError)  # fmt: skip
+                judge.resultlog.ResultLogError, UnicodeError, EOFError)  # fmt: skip
     if isinstance(err, expected):
         text = " ".join(str(err).split()) or type(err).__name__
         return text if len(text) <= 500 else text[:497] + "..."
@@ -119,23 +119,23 @@ def judge_predicted(table: pa.Table, mapping: dict[str, list[str]]) -> sim.predi
         dataclasses.replace(t, allow_empty=True)
         if t.selector.metric in sim.predict.UNPREDICTED
         else t
-        for t in replay.thresholds.parse_mapping(mapping)
+        for t in judge.thresholds.parse_mapping(mapping)
     ]
-    verdicts = replay.thresholds.evaluate(replay.metrics.from_table(table), thresholds)
+    verdicts = judge.thresholds.evaluate(judge.metrics.from_table(table), thresholds)
     checks = tuple(sim.predict.Check(v.threshold.name, v.ok, v.observed) for v in verdicts)
-    return sim.predict.Judgement(replay.thresholds.passed(verdicts), checks)
+    return sim.predict.Judgement(judge.thresholds.passed(verdicts), checks)
 
 
 def sweep_plot(
     title: str, x: list[float], series: dict[str, list[float]], x_label: str, unit: str
 ) -> str:
-    """replay.report's SVG line chart for a sweep page: one line per series, x in grid units."""
-    palette = replay.report.PALETTE
+    """judge.report's SVG line chart for a sweep page: one line per series, x in grid units."""
+    palette = judge.report.PALETTE
     lines = [
-        replay.report.Line(label, np.asarray(y, float), palette[i % len(palette)])
+        judge.report.Line(label, np.asarray(y, float), palette[i % len(palette)])
         for i, (label, y) in enumerate(series.items())
     ]
-    return replay.report.line_chart(title, np.asarray(x, float), lines, unit, x_unit="")
+    return judge.report.line_chart(title, np.asarray(x, float), lines, unit, x_unit="")
 
 
 traces.cli.register(main)
@@ -143,7 +143,7 @@ traces.cli_recorded.register(main)  # adds to the `trace` group: must come after
 sim.cli.register(main)
 # module-level hooks: the process pool and Dask pickle them
 sim.cli_study.register(
-    main, judge=judge_predicted, read_results=replay.resultlog.read_results, plot=sweep_plot
+    main, judge=judge_predicted, read_results=judge.resultlog.read_results, plot=sweep_plot
 )
 replay.cli_report.register_cleanup(main)  # before staging's, which then leaves `cleanup` to it
 staging.cli.register(main, inventory_for=sim.scenario.inventory_for)
@@ -253,14 +253,14 @@ def _demo_replay(
         cfg, env={}, start_local=functools.partial(start_local_standin, knobs=knobs),
         progress=sys.stderr,
     )  # fmt: skip
-    loaded = replay.report.load([str(results)])
-    judged = replay.report.judge_run(loaded, max_schedule_lag_ms=max_lag)
+    loaded = judge.report.load([str(results)])
+    judged = judge.report.judge_run(loaded, max_schedule_lag_ms=max_lag)
     click.echo(
-        replay.summary.render(judged.metrics, judged.verdicts, fidelity=judged.fidelity), nl=False
+        judge.summary.render(judged.metrics, judged.verdicts, fidelity=judged.fidelity), nl=False
     )
-    replay.report.write_html(
+    judge.report.write_html(
         html,
-        replay.report.render_html(
+        judge.report.render_html(
             judged.metrics,
             judged.verdicts,
             results=loaded,
@@ -271,7 +271,7 @@ def _demo_replay(
     # the stand-in's end state when the run ended, kept in the result file (as verify reads it)
     verification = replay.verify.compare(expected, loaded.headers[0].end_state or {})
     click.echo(verification.render())
-    target = [v for v in judged.verdicts if not replay.fidelity.is_fidelity(v)]
+    target = [v for v in judged.verdicts if not judge.fidelity.is_fidelity(v)]
     outcome = DemoOutcome(
         scenario, all(v.ok for v in target), judged.fidelity.ok, verification.ok, str(html), speed
     )
@@ -280,7 +280,7 @@ def _demo_replay(
 
 def _demo_line(o: DemoOutcome, judged: Any) -> str:
     """One line saying what held in a scenario, and what did not with its figure."""
-    target = [v for v in judged.verdicts if not replay.fidelity.is_fidelity(v)]
+    target = [v for v in judged.verdicts if not judge.fidelity.is_fidelity(v)]
     failed = [
         f"{v.threshold.selector.name} '{v.threshold.expression.source}'" for v in target if not v.ok
     ]

@@ -12,10 +12,10 @@ import time
 import numpy as np
 import pyarrow as pa
 
-from replay import metrics as m
-from replay import report as rep
-from replay import summary as summ
-from replay import thresholds as th
+from judge import metrics as m
+from judge import report as rep
+from judge import summary as summ
+from judge import thresholds as th
 
 TARGETS = [
     "rpc:scan_ticket_atomic",

@@ -42,8 +42,8 @@ from pathlib import Path
 import numpy as np
 
 from bench import pacers, senders
+from judge.resultlog import read_results
 from replay.engine import ReplayConfig, run_replay
-from replay.resultlog import read_results
 from tests.replay.loopback_server import LoopbackServer
 from traces.event import TARGET_SCAN, Event, pack_payload
 from traces.header import TraceHeader

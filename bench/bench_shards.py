@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from bench.bench_replay import ENV, lag_stats, machine_state, make_trace
+from judge.resultlog import read_results
 from replay.clocksync import measure_offset
 from replay.engine import ReplayConfig, run_replay
-from replay.resultlog import read_results
 from tests.replay.dask_cluster import DaskCluster
 from tests.replay.loopback_server import LoopbackServer
 

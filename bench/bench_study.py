@@ -23,9 +23,9 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pyarrow as pa
 
-from replay import metrics, thresholds
+from judge import metrics, thresholds
+from judge.resultlog import read_results
 from replay.engine import ReplayConfig, run_replay
-from replay.resultlog import read_results
 from sim import calibrate as cal
 from sim import predict as pr
 from sim import runner, scenario

@@ -9,7 +9,7 @@ import numpy as np
 import simpy
 
 from models.distributions import choices
-from models.profiles import RateProfile, thinned
+from models.rate_profiles import RateProfile, thinned
 from models.sink import Emit
 from traces.event import ARRIVE
 

@@ -16,7 +16,7 @@ from urllib.parse import quote, urlencode, urlsplit
 import stripe
 from stripe._encode import _api_encode  # the exact encoding stripe-python sends
 
-from replay.profile import Profile
+from replay.target_profiles import Profile
 from replay.transport import Request
 from traces.event import (
     CHECKOUT,
@@ -42,7 +42,7 @@ class BuildError(Exception):
 
 
 @dataclass(frozen=True, slots=True)
-class Keys:
+class Credentials:
     """Secrets from the environment. repr() shows which are set, never their values."""
 
     anon_key: str = field(default="", repr=False)
@@ -54,7 +54,7 @@ class Keys:
     def __repr__(self) -> str:
         names = ("anon_key", "stripe_key", "webhook_secret", "service_key")
         have = [n for n in names if getattr(self, n)]
-        return f"Keys(set: {', '.join(have) or 'none'})"
+        return f"Credentials(set: {', '.join(have) or 'none'})"
 
     def values(self) -> list[str]:
         """The secret values that are set (to check outputs never contain them)."""
@@ -93,7 +93,7 @@ class BuildContext:
 
     supabase_url: str
     run_id: str
-    keys: Keys = field(default_factory=Keys)
+    keys: Credentials = field(default_factory=Credentials)
     stripe_url: str = STRIPE_API
     profile: Profile = field(default_factory=Profile)
 

@@ -18,8 +18,8 @@ from replay.engine import (
     is_out_dir,
     run_replay,
 )
-from replay.profile import ProfileError
 from replay.safety import SafetyError
+from replay.target_profiles import ProfileError
 from traces.clitypes import FiniteFloat
 from traces.event import TraceError
 from traces.exitcodes import THRESHOLDS_FAILED, InvalidInput
@@ -178,9 +178,9 @@ def register(group: click.Group, start_local: StartLocal | None = None) -> None:
           SUPABASE_URL=... SUPABASE_ANON_KEY=... gaterush replay day.parquet --target env --speed 2
           gaterush replay day.parquet --target URL --scheduler dask://10.0.0.5:8786 --workers 8 -o out/
         """
-        from replay import report as rep
-        from replay import summary as summ
-        from replay import thresholds as th
+        from judge import report as rep
+        from judge import summary as summ
+        from judge import thresholds as th
 
         if not out.endswith((".parquet", ".grr")) and not is_out_dir(out):
             raise InvalidInput(

@@ -1,4 +1,4 @@
-"""The `gaterush report` and `gaterush verify` commands: parse, call replay.report / replay.verify, format."""
+"""The `gaterush report` and `gaterush verify` commands: parse, call judge.report / replay.verify, format."""
 
 from __future__ import annotations
 
@@ -8,13 +8,13 @@ from collections.abc import Sequence
 
 import click
 
-from replay import report as rep
-from replay import summary as summ
-from replay import thresholds as th
+from judge import report as rep
+from judge import summary as summ
+from judge import thresholds as th
+from judge.resultlog import ResultHeader
+from judge.thresholds import DEFAULT_MAX_SCHEDULE_LAG_MS as th_default
 from replay import verify as ver
 from replay.cleanup import cleanup_at
-from replay.resultlog import ResultHeader
-from replay.thresholds import DEFAULT_MAX_SCHEDULE_LAG_MS as th_default
 from traces.clitypes import FiniteFloat
 from traces.event import TraceError
 from traces.exitcodes import THRESHOLDS_FAILED, InvalidInput

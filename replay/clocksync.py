@@ -10,7 +10,7 @@ converts it to its own wall clock with its offset, then to its own monotonic clo
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,14 +54,3 @@ def measure_offset(
             best = (delay, remote - (t0 + t1) / 2)
     assert best is not None
     return ClockOffset(best[1], best[0] / 2, rounds, worst)
-
-
-def clock_summary(clocks: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """What a faithfulness line says of the shards' clocks: the largest offset and uncertainty (ms)."""
-    if not clocks:
-        return {"shards": 0, "max_abs_offset_ms": 0.0, "max_uncertainty_ms": 0.0}
-    return {
-        "shards": len(clocks),
-        "max_abs_offset_ms": max(abs(c["offset_us"]) for c in clocks) / 1000,
-        "max_uncertainty_ms": max(c["uncertainty_us"] for c in clocks) / 1000,
-    }

@@ -33,10 +33,9 @@ from typing import IO, Any, Protocol
 
 import msgpack
 
-from replay.builders import STRIPE_API, BuildContext, Keys, public_url
-from replay.metrics import request_failed
-from replay.profile import load_profile
-from replay.resultlog import DROPPED_EVENTS, ResultHeader, ResultWriter
+from judge.metrics import request_failed
+from judge.resultlog import DROPPED_EVENTS, ResultHeader, ResultWriter
+from replay.builders import STRIPE_API, BuildContext, Credentials, public_url
 from replay.safety import (
     check_keys,
     default_rate_caps,
@@ -59,6 +58,7 @@ from replay.shards import (  # noqa: F401 - ReplayError is part of this module's
     shard_events,
     trace_file,
 )
+from replay.target_profiles import load_profile
 from traces.event import TARGET_WEBHOOK
 from traces.io import open_reader
 
@@ -133,10 +133,10 @@ class ReplayStopped(ReplayError):
         )
 
 
-def keys_from_env(env: Mapping[str, str]) -> Keys:
+def keys_from_env(env: Mapping[str, str]) -> Credentials:
     """The keys from SUPABASE_ANON_KEY, STRIPE_TEST_SK, STRIPE_WEBHOOK_SECRET and (for recorded
     service-role requests only) SUPABASE_SERVICE_ROLE_KEY."""
-    return Keys(
+    return Credentials(
         anon_key=env.get("SUPABASE_ANON_KEY", ""),
         stripe_key=env.get("STRIPE_TEST_SK", ""),
         webhook_secret=env.get("STRIPE_WEBHOOK_SECRET", ""),
@@ -152,7 +152,7 @@ def _no_trailer() -> dict[str, Any]:
 
 
 def _sender_cost(cpu_s: float, wall_s: float, processes: int) -> dict[str, Any]:
-    """The result trailer's `sender` (replay.fidelity reads the sender's CPU share from it)."""
+    """The result trailer's `sender` (judge.fidelity reads the sender's CPU share from it)."""
     return {"cpu_s": round(cpu_s, 3), "wall_s": round(wall_s, 3), "processes": processes}
 
 
@@ -307,7 +307,7 @@ def events_per_shard(trace: str, shards: int) -> dict[int, int]:
     return counts
 
 
-def _run_sharded(cfg: ReplayConfig, ctx: BuildContext, keys: Keys, opts: ScheduleOptions,
+def _run_sharded(cfg: ReplayConfig, ctx: BuildContext, keys: Credentials, opts: ScheduleOptions,
                  origins: dict[str, int], hdr: dict[str, Any], prog: Progress, local_trace: str,
                  stripe_mode: str, required_env: tuple[str, ...],
                  trailer: Trailer = _no_trailer) -> tuple[Any, Outcome, list[dict[str, Any]], int | None]:  # fmt: skip
@@ -315,7 +315,7 @@ def _run_sharded(cfg: ReplayConfig, ctx: BuildContext, keys: Keys, opts: Schedul
     n = cfg.workers
     children0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     out_dir = cfg.out if is_out_dir(cfg.out) else None
-    blank = dataclasses.replace(ctx, keys=Keys())  # the plan never holds a key
+    blank = dataclasses.replace(ctx, keys=Credentials())  # the plan never holds a key
     shard_cfg = cfg if cfg.scheduler else dataclasses.replace(cfg, trace=local_trace)
     row_format = "arrow" if cfg.scheduler else "msgpack"
     plans = [ShardPlan(k, n, shard_cfg, blank, opts, origins, out_dir, hdr, stripe_mode, required_env, row_format)
@@ -436,7 +436,7 @@ def run_replay(cfg: ReplayConfig, env: Mapping[str, str] | None = None, start_lo
     return None  # pragma: no cover
 
 
-def _replay(cfg: ReplayConfig, env: Mapping[str, str], keys: Keys, local: bool, local_trace: str, profile: Any,
+def _replay(cfg: ReplayConfig, env: Mapping[str, str], keys: Credentials, local: bool, local_trace: str, profile: Any,
             start_local: StartLocal | None, progress: IO[str] | None, dry_run_out: IO[str] | None,
             thresholds: Mapping[str, list[str]] | None, stack: contextlib.ExitStack) -> ReplayResult | None:  # fmt: skip
     with open_reader(local_trace) as r:
@@ -492,7 +492,7 @@ def _replay(cfg: ReplayConfig, env: Mapping[str, str], keys: Keys, local: bool, 
     if local:
         standin = stack.enter_context(start_local(inventory=theader.inventory))  # type: ignore[misc]
         supabase_url = standin.url
-        keys = Keys(
+        keys = Credentials(
             anon_key=standin.anon_key,
             # real Stripe test mode keeps the user's key; the stand-in's Stripe subset takes its own
             stripe_key=keys.stripe_key if stripe_mode == "real" else standin.stripe_key,

@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-from replay.builders import Keys
+from replay.builders import Credentials
 from replay.shards import ShardPlan, Stopper, run_shard
 
 WATCH_S = 0.2
@@ -81,7 +81,7 @@ class PipeLink:
             signal.signal(sig, lambda *_: stopper.stop())
 
 
-def _process_main(plan: ShardPlan, keys: Keys, conn: Connection, parent_pid: int) -> None:
+def _process_main(plan: ShardPlan, keys: Credentials, conn: Connection, parent_pid: int) -> None:
     die_with_parent(parent_pid)
     try:
         run_shard(plan, PipeLink(conn, plan.shard), keys)
@@ -92,7 +92,7 @@ def _process_main(plan: ShardPlan, keys: Keys, conn: Connection, parent_pid: int
 class ProcessShards:
     """The parent's end: one spawned process per shard (a ShardSet for replay.shards.drive)."""
 
-    def __init__(self, plans: list[ShardPlan], keys: Keys) -> None:
+    def __init__(self, plans: list[ShardPlan], keys: Credentials) -> None:
         mp = multiprocessing.get_context("spawn")
         self.conns: dict[int, Connection] = {}
         self.procs: dict[int, Any] = {}

@@ -21,8 +21,8 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
 
+from judge.resultlog import REALTIME_JOIN, REALTIME_UPDATE_LATENCY
 from replay.builders import BuildContext, split_base
-from replay.resultlog import REALTIME_JOIN, REALTIME_UPDATE_LATENCY
 from replay.scheduler import shard_of
 from traces.event import (
     SCAN,

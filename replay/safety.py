@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
 
-from replay.builders import Keys, public_url
+from replay.builders import Credentials, public_url
 from traces.event import Event
 
 LIVE_PREFIXES = ("sk_live_", "rk_live_")
@@ -87,7 +87,7 @@ def _refuse_value(name: str, raw: str, is_key: bool) -> None:
         )
 
 
-def check_keys(keys: Keys, stripe_mode: str, env: Mapping[str, str] | None = None) -> None:
+def check_keys(keys: Credentials, stripe_mode: str, env: Mapping[str, str] | None = None) -> None:
     """Refuse what must never be sent: a live key or a `Bearer ` prefix in any variable gaterush
     reads, a key wrapped in blanks or quotes, Stripe's own API given as a URL (opt in with
     `--stripe real`), and real Stripe without a test key. Values are checked as services read them.

@@ -23,10 +23,10 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from judge.checks import GROUPED_EXPECTS, group_in, group_of
+from judge.resultlog import DASHBOARD_LOAD, DASHBOARD_TARGET, DROPPED_EVENTS
 from replay.builders import BuildContext, BuildError, build_request, event_payload, parse_outcome
-from replay.checks import GROUPED_EXPECTS, group_in, group_of
 from replay.pacer import due, make_pacer
-from replay.resultlog import DASHBOARD_LOAD, DASHBOARD_TARGET, DROPPED_EVENTS
 from traces.event import UNSUBSCRIBE, VIEW, Event, unpack_payload
 
 now = time.monotonic

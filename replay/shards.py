@@ -36,10 +36,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import msgpack
 
-from replay.builders import BuildContext, Keys
+from judge.resultlog import ResultHeader, ResultWriter, rows_from_ipc, rows_to_ipc, shard_file
+from replay.builders import BuildContext, Credentials
 from replay.clocksync import ClockOffset, measure_offset
 from replay.realtime import Realtime
-from replay.resultlog import ResultHeader, ResultWriter, rows_from_ipc, rows_to_ipc, shard_file
 from replay.safety import check_keys, redact
 from replay.scheduler import ScheduleOptions, Scheduler, Stats, shard_of
 from replay.transport import make_transport
@@ -209,9 +209,11 @@ class ShardLink(Protocol):
         """Call stopper.stop() when the coordinator asks, or end the process when it is gone."""
 
 
-def keys_here(env: Mapping[str, str], stripe_mode: str, required: tuple[str, ...] = ()) -> Keys:
+def keys_here(
+    env: Mapping[str, str], stripe_mode: str, required: tuple[str, ...] = ()
+) -> Credentials:
     """This worker's keys from its environment, checked as the client checks its own."""
-    keys = Keys(
+    keys = Credentials(
         anon_key=env.get("SUPABASE_ANON_KEY", ""),
         stripe_key=env.get("STRIPE_TEST_SK", ""),
         webhook_secret=env.get("STRIPE_WEBHOOK_SECRET", ""),
@@ -246,7 +248,7 @@ def trace_file(trace: str, data: bytes | None) -> Iterator[str]:
 
 
 def run_shard(
-    plan: ShardPlan, link: ShardLink, keys: Keys | None, data: bytes | None = None
+    plan: ShardPlan, link: ShardLink, keys: Credentials | None, data: bytes | None = None
 ) -> None:
     """Send one shard's events, streaming rows (or writing its own file) through `link`.
 

@@ -1,8 +1,8 @@
 """Study commands: `whatif`, `sweep`, `calibrate`, `capacity` (predictions, no network).
 
 sim/ may not import replay/, so gaterush.py injects what joins them: `judge` (result rows +
-thresholds -> sim.predict.Judgement, from replay.metrics/replay.thresholds), `read_results`
-(replay.resultlog.read_results) and `plot` (an inline SVG line chart, from replay.report).
+thresholds -> sim.predict.Judgement, from judge.metrics/judge.thresholds), `read_results`
+(judge.resultlog.read_results) and `plot` (an inline SVG line chart, from judge.report).
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import click
 import pyarrow as pa
 
 from sim import calibrate as cal
-from sim import capacity as capq
 from sim import scenario
+from sim import sizing as capq
 from sim import sweep as sw
 from sim import whatif as wi
 from sim.predict import RESULT_SCHEMA, Judge, Judgement, with_thresholds, with_values

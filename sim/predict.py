@@ -1,6 +1,6 @@
 """Predicted results without a network: a scenario's events through the backend capacity model.
 
-The rows have the replay result log's columns (replay/resultlog.py: seq, target, kind, actor,
+The rows have the replay result log's columns (judge/resultlog.py: seq, target, kind, actor,
 scheduled_us, sent_us, done_us, status, error, bytes_sent, bytes_received, outcome, expect, metric),
 so the very threshold set that judges a replay judges a prediction. sim/ may not import replay/, so
 the judging is a callable injected by gaterush.py (`Judge`); this module only builds rows.
@@ -26,12 +26,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from judge.rows import DASHBOARD_LOAD, DASHBOARD_TARGET
+from judge.rows import SCHEMA as RESULT_SCHEMA
 from models.capacity import Backend, CapacityParams, predict
 from sim import runner
 from sim.scenario import BackendConfig, Scenario, ScenarioError, apply_overrides, parse
 from traces.event import ARRIVE, DECLINED, SCAN, VIEW, Event
-from traces.results import DASHBOARD_LOAD, DASHBOARD_TARGET
-from traces.results import SCHEMA as RESULT_SCHEMA
 
 # Metrics the backend capacity model does not predict (no Realtime in it): a prediction has no
 # samples of them by design, so their thresholds are not judged on predicted rows.

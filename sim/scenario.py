@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from models import profiles
+from models import rate_profiles as profiles
 from models.capacity import Backend, CapacityParams
 from models.distributions import Dist
 from sim.validate import ScenarioError, build, spec, to_plain

@@ -22,7 +22,7 @@ import pytest
 from click.testing import CliRunner
 
 import gaterush
-from replay.resultlog import RESULT_FORMAT, ResultHeader, ResultRow, ResultWriter
+from judge.resultlog import RESULT_FORMAT, ResultHeader, ResultRow, ResultWriter
 from sim import runner, scenario
 from traces.event import TARGET_SCAN, Event, pack_payload, ticket_code
 from traces.header import Inventory, TraceHeader, VenueEvent
@@ -318,12 +318,12 @@ def test_debug_shows_the_traceback_and_the_default_does_not(corpus) -> None:
 
 
 def test_an_internal_error_is_one_line_too(corpus, monkeypatch: pytest.MonkeyPatch) -> None:
-    import replay.report
+    import judge.report
 
     def boom(*a, **k):
         raise KeyError("surprise")
 
-    monkeypatch.setattr(replay.report, "load", boom)
+    monkeypatch.setattr(judge.report, "load", boom)
     r = run(corpus, "report", "{r_parquet}")
     assert r.exit_code == 1 and "internal error" in r.output and "--debug" in r.output
     assert "Traceback" not in r.output

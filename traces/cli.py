@@ -86,7 +86,7 @@ def head_cmd(file: str, n: int, as_json: bool) -> None:
       gaterush trace head day.parquet -n 20
       gaterush trace head day.grt -n 5 --json
     """
-    from traces.head import event_json, format_event, head
+    from traces.listing import event_json, format_event, head
 
     fmt = event_json if as_json else format_event
     try:

@@ -31,8 +31,7 @@ import msgpack
 import pyarrow as pa
 
 from traces.event import Event, TraceError
-from traces.header import TraceHeader
-from traces.headercodec import cleared, finished, header_from_obj, header_to_obj
+from traces.header import TraceHeader, cleared, finished, header_from_obj, header_to_obj
 from traces.projection import Projection
 from traces.schema import check_event, check_events, events_to_batch, no_gc
 

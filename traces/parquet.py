@@ -25,8 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from traces.event import COLUMNS, Event, TraceError
-from traces.header import TraceHeader
-from traces.headercodec import finished, header_from_obj, header_json_of, header_to_obj
+from traces.header import TraceHeader, finished, header_from_obj, header_json_of, header_to_obj
 from traces.outputs import remove_partial
 from traces.projection import Projection
 from traces.schema import SCHEMA, batch_to_events, check_events, conform, events_to_batch

@@ -7,7 +7,7 @@ import simpy
 from scipy import stats
 
 from models.arrivals import ArrivalParams, arrivals
-from models.profiles import RateProfile, constant, stadium, thinned
+from models.rate_profiles import RateProfile, constant, stadium, thinned
 from models.sink import ListSink
 from traces.event import ARRIVE
 

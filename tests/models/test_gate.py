@@ -9,7 +9,7 @@ import simpy
 from models.arrivals import ArrivalParams, arrivals
 from models.distributions import Dist
 from models.gate import Gate, GateParams
-from models.profiles import constant
+from models.rate_profiles import constant
 from models.sink import ListSink
 from traces.event import ALREADY_SCANNED, ARRIVE, EXITED, INVALID, LEAVE, SCAN, VALID, WRONG_EVENT
 

@@ -9,8 +9,8 @@ import simpy
 from models.arrivals import ArrivalParams, arrivals
 from models.distributions import Dist
 from models.gate import Gate, GateParams
-from models.profiles import constant
 from models.queueing import erlang_c, mean_wait, wait_tail
+from models.rate_profiles import constant
 from models.sink import ListSink
 from traces.event import ARRIVE, SCAN
 

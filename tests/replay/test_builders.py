@@ -15,14 +15,14 @@ from replay.builders import (
     RUN_HEADER,
     BuildContext,
     BuildError,
-    Keys,
+    Credentials,
     build_request,
     form_encode,
     parse_outcome,
     public_url,
     supabase_auth_headers,
 )
-from replay.profile import profile_from_dict
+from replay.target_profiles import profile_from_dict
 from traces.event import (
     TARGET_PI_CONFIRM,
     TARGET_PI_CREATE,
@@ -37,7 +37,7 @@ from traces.importers.request import REQUEST
 
 JWT = "eyJhbGciOiJIUzI1NiJ9.eyJyb2xlIjoiYW5vbiJ9.c2lnbmF0dXJl"
 SECRET = "whsec_test_0123456789abcdef"
-KEYS = Keys(anon_key=JWT, stripe_key="sk_test_abc123", webhook_secret=SECRET)
+KEYS = Credentials(anon_key=JWT, stripe_key="sk_test_abc123", webhook_secret=SECRET)
 CTX = BuildContext(
     "https://proj.supabase.co", "run-42", KEYS, stripe_url="http://127.0.0.1:9/stripe"
 )
@@ -160,7 +160,7 @@ def test_webhook_signed_long_ago_is_rejected_by_the_same_check() -> None:
 
 
 def test_webhook_without_secret_is_a_build_error() -> None:
-    ctx = BuildContext("http://h:1", "r", Keys(anon_key=JWT))
+    ctx = BuildContext("http://h:1", "r", Credentials(anon_key=JWT))
     with pytest.raises(BuildError, match="STRIPE_WEBHOOK_SECRET"):
         build_request(ctx, ev(TARGET_WEBHOOK, EVENT_OBJ), 0)
 
@@ -372,5 +372,5 @@ def test_a_recorded_service_role_write_is_sent_with_the_service_key_when_given()
     assert request["auth"] == "service_role" and service not in repr(request)
     e = recorded("rest:events", request)
     assert dict(build_request(CTX, e, NOW).headers)["apikey"] == JWT  # no service key: anon's
-    ctx = BuildContext("https://proj.supabase.co", "run-42", Keys(JWT, service_key=service))
+    ctx = BuildContext("https://proj.supabase.co", "run-42", Credentials(JWT, service_key=service))
     assert dict(build_request(ctx, e, NOW).headers)["apikey"] == service

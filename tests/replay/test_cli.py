@@ -11,8 +11,8 @@ import click
 import pytest
 from click.testing import CliRunner
 
+from judge.resultlog import read_results
 from replay import cli as replay_cli
-from replay.resultlog import read_results
 from staging.knobs import Knobs, merge_knobs
 from staging.server import standin_in_thread
 from tests.replay.loopback_server import LoopbackServer

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import io
 
+from judge.resultlog import DROPPED_EVENTS
 from replay.engine import Progress, keys_from_env, new_run_id
-from replay.resultlog import DROPPED_EVENTS
 
 
 def row(status: int, dur_us: int, metric: str | None = None) -> tuple:

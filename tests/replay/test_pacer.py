@@ -14,10 +14,10 @@ import uvloop
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from judge.resultlog import ResultRow
 from replay import pacer as pacer_mod
-from replay.builders import BuildContext, Keys
+from replay.builders import BuildContext, Credentials
 from replay.pacer import LoopPacer, TimerfdPacer, due, make_pacer, timerfd_available
-from replay.resultlog import ResultRow
 from replay.scheduler import ScheduleOptions, Scheduler
 from traces.event import TARGET_SCAN, Event, pack_payload
 
@@ -172,7 +172,7 @@ def replay(events: list[Event], opts: ScheduleOptions) -> tuple[list[ResultRow],
     tr = FakeTransport(box)
 
     async def main() -> None:
-        ctx = BuildContext("http://127.0.0.1:9", "test-run", Keys())
+        ctx = BuildContext("http://127.0.0.1:9", "test-run", Credentials())
         s = box["s"] = Scheduler(
             ctx, tr, lambda r: rows.append(ResultRow(*r)), time.monotonic() + 0.01, opts
         )

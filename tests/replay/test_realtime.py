@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 
-from replay.builders import BuildContext, Keys
+from replay.builders import BuildContext, Credentials
 from replay.realtime import heartbeat_message, join_message, record_key, websocket_url, write_keys
 from traces.event import Event, order_ticket_code, pack_payload
 
 
 def test_websocket_url() -> None:
-    ctx = BuildContext("https://p.supabase.co", "r", Keys(anon_key="sb_publishable_k"))
+    ctx = BuildContext("https://p.supabase.co", "r", Credentials(anon_key="sb_publishable_k"))
     assert (
         websocket_url(ctx)
         == "wss://p.supabase.co/realtime/v1/websocket?vsn=1.0.0&apikey=sb_publishable_k"

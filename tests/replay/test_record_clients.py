@@ -15,9 +15,9 @@ import stripe
 from postgrest.exceptions import APIError
 from supabase import create_client
 
+from judge.resultlog import iter_rows
 from replay.engine import ReplayConfig, run_replay
 from replay.record import recorder_in_thread
-from replay.resultlog import iter_rows
 from replay.verify import standin_end_state
 from staging.server import standin_in_thread
 from traces import event as ev

@@ -16,9 +16,9 @@ import requests
 import stripe
 from hypothesis import HealthCheck, given, settings
 
+from judge.resultlog import iter_rows
 from replay.engine import ReplayConfig, run_replay
 from replay.record import Recorder, recorder_in_thread
-from replay.resultlog import iter_rows
 from staging.server import standin_in_thread
 from tests.traces.test_import_secrets import assert_absent, secret_texts
 from traces import event as ev

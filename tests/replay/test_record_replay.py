@@ -13,10 +13,10 @@ import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from replay.builders import BuildContext, Keys, build_request
+from judge.resultlog import iter_rows
+from replay.builders import BuildContext, Credentials, build_request
 from replay.engine import ReplayConfig, run_replay
 from replay.record import recorder_in_thread
-from replay.resultlog import iter_rows
 from staging.server import standin_in_thread
 from traces.event import FORMAT_VERSION
 from traces.header import Inventory, VenueEvent
@@ -117,7 +117,7 @@ def test_record_replay_record_gives_the_same_requests(standin, tmp_path_factory,
     assert len(recorded) == len(reqs)
     with recorder_in_thread(standin.url, second) as rec:
         ctx = BuildContext(supabase_url=rec.url, stripe_url=rec.url, run_id="gr-prop",
-                           keys=Keys(anon_key=standin.anon_key, stripe_key=standin.stripe_key))  # fmt: skip
+                           keys=Credentials(anon_key=standin.anon_key, stripe_key=standin.stripe_key))  # fmt: skip
         for e in recorded:
             q = build_request(ctx, e, 1_700_000_000)
             requests.request(q.method, q.origin + q.path, headers=dict(q.headers),

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
+from judge.resultlog import iter_rows
 from replay.engine import ReplayConfig, run_replay
 from replay.record import recorder_in_thread
-from replay.resultlog import iter_rows
 from sim.runner import simulate
 from sim.scenario import load
 from staging.server import standin_in_thread

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from replay.builders import Keys
+from replay.builders import Credentials
 from replay.safety import (
     STRIPE_TEST_MODE_LIMIT,
     SafetyError,
@@ -21,23 +21,23 @@ from traces.event import Event
 
 
 @pytest.mark.parametrize("keys,env", [
-    (Keys(stripe_key="sk_live_abc"), {}),
-    (Keys(stripe_key="rk_live_abc"), {}),
-    (Keys(), {"STRIPE_SECRET_KEY": "sk_live_zzz"}),
+    (Credentials(stripe_key="sk_live_abc"), {}),
+    (Credentials(stripe_key="rk_live_abc"), {}),
+    (Credentials(), {"STRIPE_SECRET_KEY": "sk_live_zzz"}),
 ])  # fmt: skip
-def test_live_keys_are_refused(keys: Keys, env: dict) -> None:
+def test_live_keys_are_refused(keys: Credentials, env: dict) -> None:
     with pytest.raises(SafetyError, match="live Stripe key") as e:
         check_keys(keys, "standin", env)
     assert "abc" not in str(e.value) and "zzz" not in str(e.value)
 
 
 def test_real_stripe_needs_a_test_key() -> None:
-    check_keys(Keys(stripe_key="sk_test_1"), "real")
-    check_keys(Keys(stripe_key="rk_test_1"), "real")
+    check_keys(Credentials(stripe_key="sk_test_1"), "real")
+    check_keys(Credentials(stripe_key="rk_test_1"), "real")
     with pytest.raises(SafetyError, match="needs STRIPE_TEST_SK"):
-        check_keys(Keys(), "real")
+        check_keys(Credentials(), "real")
     with pytest.raises(SafetyError, match="not a test-mode key"):
-        check_keys(Keys(stripe_key="pk_test_1"), "real")
+        check_keys(Credentials(stripe_key="pk_test_1"), "real")
 
 
 def test_redact() -> None:

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from replay.builders import Keys
+from replay.builders import Credentials
 from replay.safety import SafetyError, as_read, check_keys, is_real_stripe
 from tests.replay.loopback_server import LoopbackServer
 from tests.replay.test_cli import cli, write_trace
@@ -133,9 +133,9 @@ def test_other_hosts_are_not_stripe(url: str) -> None:
 
 
 def test_real_stripe_with_a_test_key_is_checked_as_read() -> None:
-    check_keys(Keys(stripe_key="sk_test_1"), "real")
+    check_keys(Credentials(stripe_key="sk_test_1"), "real")
     with pytest.raises(SafetyError, match="blanks or quotes"):
-        check_keys(Keys(stripe_key=" sk_test_1"), "real")
+        check_keys(Credentials(stripe_key=" sk_test_1"), "real")
 
 
 _WRAP = st.sampled_from(["", " ", "\t", "\n", '"', "'", "`", "\u201c"])
@@ -157,7 +157,7 @@ def test_any_wrapping_of_a_live_key_is_refused(
 ) -> None:
     value = pre + bearer + prefix + body + post
     with pytest.raises(SafetyError, match=var):
-        check_keys(Keys(), "standin", {var: value})
+        check_keys(Credentials(), "standin", {var: value})
 
 
 @settings(deadline=None)

@@ -16,9 +16,9 @@ import uvloop
 from hypothesis import given
 from hypothesis import strategies as st
 
+from judge.resultlog import DROPPED_EVENTS, ResultRow
 from replay import scheduler as scheduler_mod
-from replay.builders import BuildContext, Keys
-from replay.resultlog import DROPPED_EVENTS, ResultRow
+from replay.builders import BuildContext, Credentials
 from replay.scheduler import ScheduleOptions, Scheduler, TokenBucket, shard_of, warm_builders
 from replay.transport import RawTransport
 from tests.replay.loopback_server import LoopbackServer
@@ -61,7 +61,7 @@ def run(url: str, events, opts: ScheduleOptions = DEFAULT, connections: int | No
             await asyncio.get_running_loop().run_in_executor(
                 None, server.stall, start + stall[0], start + stall[1]
             )
-        ctx = BuildContext(url, "test-run", Keys(), stripe_url=url)
+        ctx = BuildContext(url, "test-run", Credentials(), stripe_url=url)
         s = Scheduler(ctx, tr, sink or (lambda r: rows.append(ResultRow(*r))), start, opts)
         box.update(start=start, sched=s)
         await s.run(events)
@@ -209,7 +209,9 @@ def test_warm_builders_builds_one_request_per_target_and_tolerates_failures(
         Event(30, 4, "subscribe", "viewer:1", "realtime:tickets", pack_payload({}), None, None),
         Event(40, 5, "arrive", "a:1", None, b"", None, None),
     ]
-    ctx = BuildContext("http://127.0.0.1:9", "test-run", Keys())  # no webhook secret: BuildError
+    ctx = BuildContext(
+        "http://127.0.0.1:9", "test-run", Credentials()
+    )  # no webhook secret: BuildError
     assert warm_builders(ctx, events) == 2  # the scan and the webhook targets; not realtime
     assert built == [TARGET_SCAN, TARGET_WEBHOOK]
     assert warm_builders(ctx, events, limit=1) == 1

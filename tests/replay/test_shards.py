@@ -16,8 +16,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gaterush import main as gaterush_cli
-from replay.clocksync import clock_summary, measure_offset
-from replay.resultlog import (
+from judge.fidelity import clock_summary
+from judge.resultlog import (
     COLUMNS,
     ResultHeader,
     ResultLogError,
@@ -29,6 +29,7 @@ from replay.resultlog import (
     rows_to_ipc,
     shard_file,
 )
+from replay.clocksync import measure_offset
 from replay.safety import SafetyError
 from replay.shards import ReplayError, keys_here
 from tests.replay.loopback_server import LoopbackServer

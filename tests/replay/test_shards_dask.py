@@ -17,8 +17,8 @@ from click.testing import CliRunner
 pytest.importorskip("distributed")
 
 from gaterush import main as gaterush_cli  # noqa: E402
+from judge.resultlog import read_results  # noqa: E402
 from replay.engine import ReplayConfig, run_replay  # noqa: E402
-from replay.resultlog import read_results  # noqa: E402
 from replay.scheduler import shard_of  # noqa: E402
 from tests.replay.dask_cluster import DaskCluster  # noqa: E402
 from tests.replay.loopback_server import LoopbackServer  # noqa: E402

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import uvloop
 
+from judge.resultlog import read_results
 from replay import transport as transport_mod
 from replay.engine import ReplayConfig, run_replay
-from replay.resultlog import read_results
 from replay.transport import (
     CLOSED,
     AiohttpTransport,

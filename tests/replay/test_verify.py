@@ -11,9 +11,9 @@ import pytest
 import stripe
 from click.testing import CliRunner
 
+from judge.resultlog import ResultHeader, ResultWriter
 from replay import cli_report
 from replay import verify as ver
-from replay.resultlog import ResultHeader, ResultWriter
 from traces.event import Event, pack_payload, ticket_code
 from traces.header import Inventory, TraceHeader, VenueEvent
 from traces.io import open_writer

@@ -12,10 +12,10 @@ from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from judge.resultlog import read_results
 from models.capacity import Backend
 from models.distributions import Dist
 from replay.engine import ReplayConfig, run_replay
-from replay.resultlog import read_results
 from sim import calibrate as cal
 from sim import predict as pr
 from sim import runner, scenario

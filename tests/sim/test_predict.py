@@ -9,11 +9,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from judge import metrics
+from judge.resultlog import SCHEMA
 from models import queueing
 from models.capacity import Backend, CapacityParams, predict
 from models.distributions import Dist
-from replay import metrics
-from replay.resultlog import SCHEMA
 from sim import predict as pr
 from sim import runner, scenario
 from sim.scenario import ScenarioError

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from replay.metrics import percentile
+from judge.metrics import percentile
 from sim import scenario
 from sim import whatif as wi
 from sim.predict import with_values

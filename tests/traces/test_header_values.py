@@ -9,8 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from traces.event import TraceError
-from traces.header import Inventory, TraceHeader, VenueEvent
-from traces.headercodec import header_problem
+from traces.header import Inventory, TraceHeader, VenueEvent, header_problem
 from traces.io import open_reader, open_writer
 from traces.limits import ALLOW_HUGE_ENV, MAX_TICKETS
 

@@ -120,8 +120,8 @@ def test_chromium_har_of_the_stand_in_imports(tmp_path: Path) -> None:
     )
 
     # the import replays at a fresh stand-in seeded from the inventory it inferred
+    from judge.resultlog import iter_rows
     from replay.engine import ReplayConfig, run_replay
-    from replay.resultlog import iter_rows
     from traces.io import open_writer
 
     assert [(v.id, v.presold) for v in header.inventory.events] == [(1, 2)]

@@ -15,8 +15,7 @@ from hypothesis import strategies as st
 
 from tests.strategies import headers, traces
 from traces.event import Event, TraceError, pack_payload
-from traces.header import TraceHeader
-from traces.headercodec import normalized
+from traces.header import TraceHeader, normalized
 from traces.io import open_reader, open_writer
 from traces.projection import Projection, project
 from traces.schema import SCHEMA

@@ -1,6 +1,6 @@
 """The result row's columns and measurement names: one format for measured and predicted results.
 
-replay/ writes these rows for every request it sends (replay.resultlog documents each column);
+replay/ writes these rows for every request it sends (judge.resultlog documents each column);
 sim/ predicts the same rows through the backend capacity model, so one set of metrics and
 thresholds judges both. It lives here because both may import traces/ and neither the other.
 """

@@ -1,14 +1,14 @@
 """Group checks: what the target promises, whatever order duplicate deliveries and concurrent scans
-arrive in (replay.checks), judged through replay.metrics as a replay's rows are."""
+arrive in (judge.checks), judged through judge.metrics as a replay's rows are."""
 
 from __future__ import annotations
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from replay import checks
-from replay import metrics as m
-from tests.replay.test_metrics import row
+from judge import checks
+from judge import metrics as m
+from tests.judge.test_metrics import row
 from traces.event import Event, pack_payload
 
 HOOK = "fn:stripe-webhook"

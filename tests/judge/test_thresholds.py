@@ -10,9 +10,9 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from replay import metrics as m
-from replay import thresholds as th
-from tests.replay.test_metrics import SCAN, metrics_of, row
+from judge import metrics as m
+from judge import thresholds as th
+from tests.judge.test_metrics import SCAN, metrics_of, row
 
 
 def judge(mt: m.Metrics, selector: str, expr: str) -> th.Verdict:

@@ -7,14 +7,14 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from replay import fidelity as fid
-from replay import metrics as m
-from replay import report as rep
-from replay import summary as summ
-from replay import thresholds as th
-from replay.resultlog import DROPPED_EVENTS, ResultHeader, ResultRow, ResultWriter
-from tests.replay.test_metrics import row
-from tests.replay.test_report import cli
+from judge import fidelity as fid
+from judge import metrics as m
+from judge import report as rep
+from judge import summary as summ
+from judge import thresholds as th
+from judge.resultlog import DROPPED_EVENTS, ResultHeader, ResultRow, ResultWriter
+from tests.judge.test_metrics import row
+from tests.judge.test_report import cli
 
 SCAN = "rpc:scan_ticket_atomic"
 

@@ -10,8 +10,8 @@ from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sim import capacity as capq
 from sim import scenario
+from sim import sizing as capq
 from sim.scenario import ScenarioError
 from tests.sim.study_hooks import cli, judge
 from tests.sim.test_whatif import BOUNDARY, boundary_n

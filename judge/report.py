@@ -3,7 +3,7 @@
 The page fetches nothing: charts are inline SVG drawn here (polylines on a fixed grid, no script,
 no web fonts, no external CSS), so it renders the same offline, in CI artefacts and in mail.
 Several result files (shards of one run on several workers or hosts) merge into one report; their
-times are rebased on the earliest shard's start (see replay.metrics.merge_tables).
+times are rebased on the earliest shard's start (see judge.metrics.merge_tables).
 """
 
 from __future__ import annotations
@@ -18,12 +18,11 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from replay import metrics as m
-from replay import summary as summ
-from replay import thresholds as th
-from replay.clocksync import clock_summary
-from replay.fidelity import Fidelity, assess
-from replay.resultlog import ResultHeader, ResultLogError, read_results, result_files
+from judge import metrics as m
+from judge import summary as summ
+from judge import thresholds as th
+from judge.fidelity import Fidelity, assess, clock_summary
+from judge.resultlog import ResultHeader, ResultLogError, read_results, result_files
 from traces.outputs import write_text
 
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf")
@@ -258,7 +257,7 @@ def _threshold_table(verdicts: Sequence[th.Verdict]) -> str:
 
 
 def _failed_group_table(metrics: m.Metrics) -> str:
-    """The failed group checks and the requests each holds (replay.checks), or nothing."""
+    """The failed group checks and the requests each holds (judge.checks), or nothing."""
     if not metrics.failed_group_count:
         return ""
     rows = []

@@ -46,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from replay.metrics import (
+from judge.metrics import (
     AGGREGATIONS,
     METRICS,
     RATE,

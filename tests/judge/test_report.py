@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from judge import report as rep
+from judge.resultlog import ResultHeader, ResultRow, ResultWriter
 from replay import cli_report
-from replay import report as rep
-from replay.resultlog import ResultHeader, ResultRow, ResultWriter
 
 SCAN = "rpc:scan_ticket_atomic"
 HOOK = "fn:stripe-webhook"

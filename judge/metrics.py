@@ -3,7 +3,7 @@
 Every metric keeps all its samples (time, value and dictionary-coded tags in numpy arrays), so
 percentiles are exact over all samples, thresholds can select any tag subset, and windows and
 plots slice the same arrays. Nothing here does I/O: callers pass pyarrow tables (from
-``replay.resultlog.read_results``) or rows.
+``judge.resultlog.read_results``) or rows.
 
 Sample times are microseconds since the run start on the *scheduled* axis for requests (when the
 open-loop schedule said the request should go), so a stall shows where it was offered, not where
@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from replay.checks import FailedGroup, GroupVerdicts, judge_groups
+from judge.checks import FailedGroup, GroupVerdicts, judge_groups
 
 COUNTER = "counter"
 RATE = "rate"
@@ -60,7 +60,7 @@ METRICS: dict[str, MetricInfo] = dict(
             "checks",
             RATE,
             DEFAULT,
-            "share of checks held: a request's outcome against its expect, or a group's (replay.checks)",
+            "share of checks held: a request's outcome against its expect, or a group's (judge.checks)",
         ),
         _info("data_received", COUNTER, DATA, "response bytes received"),
         _info("data_sent", COUNTER, DATA, "request bytes sent"),
@@ -371,7 +371,7 @@ def from_table(
     scenario: str | None = None,
     duration_s: float | None = None,
 ) -> Metrics:
-    """Compute every metric of one result table (replay.resultlog.SCHEMA; `metric` optional).
+    """Compute every metric of one result table (judge.resultlog.SCHEMA; `metric` optional).
 
     `scenario` tags every sample unless the table has a `scenario` column; `duration_s` (for
     counter rates) defaults to the span from 0 (the run start) to the last completion.

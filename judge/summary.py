@@ -33,9 +33,9 @@ from typing import Any
 
 import numpy as np
 
-from replay.fidelity import Fidelity, is_fidelity
-from replay.metrics import COUNTER, DATA, METRICS, RATE, TIME, TREND, Metrics, Samples, trend_stats
-from replay.thresholds import Threshold, Verdict
+from judge.fidelity import Fidelity, is_fidelity
+from judge.metrics import COUNTER, DATA, METRICS, RATE, TIME, TREND, Metrics, Samples, trend_stats
+from judge.thresholds import Threshold, Verdict
 
 TREND_STATS = ("avg", "min", "med", "max", "p(90)", "p(95)")
 SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -218,7 +218,7 @@ def render(
 
 
 def fidelity_line(f: Fidelity) -> str:
-    """The replay's own verdict in one line (replay.fidelity), for the end of the summary."""
+    """The replay's own verdict in one line (judge.fidelity), for the end of the summary."""
     parts = [_fidelity_verdict(v) for v in f.verdicts]
     if f.overload_drops:
         parts.append(f"{f.overload_drops} events dropped with --max-in-flight full")

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from replay import summary as summ
-from replay import thresholds as th
-from tests.replay.test_metrics import SCAN, metrics_of, row
+from judge import summary as summ
+from judge import thresholds as th
+from tests.judge.test_metrics import SCAN, metrics_of, row
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ queue as the target's latency. So the verdict on the target comes with a verdict
 judged apart (k6 reports ``dropped_iterations`` for the same reason):
 
 * ``schedule_lag`` (sent - scheduled) against its threshold, by default ``p(99)<10``
-  (replay.thresholds.DEFAULT_THRESHOLDS; any threshold on ``schedule_lag`` or ``dropped_events``
+  (judge.thresholds.DEFAULT_THRESHOLDS; any threshold on ``schedule_lag`` or ``dropped_events``
   given by the user or the trace replaces it and is judged here too);
 * events the sender dropped because it was overloaded (``--max-in-flight`` full). Drops the user
   asked for (a ``--rate-cap``) and drops of events whose dependency failed at the target are
@@ -26,9 +26,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from replay.clocksync import clock_summary
-from replay.thresholds import FIDELITY_METRICS, Verdict
-from traces.results import DROPPED_EVENTS
+from judge.rows import DROPPED_EVENTS
+from judge.thresholds import FIDELITY_METRICS, Verdict
 
 OVERLOAD_DROP = "dropped: max-in-flight"
 CAP_DROP = "dropped: rate cap"
@@ -119,3 +118,14 @@ def _sender(headers: Sequence[Any]) -> tuple[float | None, dict[str, Any] | None
         wall += float(s["wall_s"]) * max(1, int(s.get("processes", 1)))
     clock = clock_summary(clocks) if clocks else None
     return (cpu / wall if wall > 0 else None), clock
+
+
+def clock_summary(clocks: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """What a faithfulness line says of the shards' clocks: the largest offset and uncertainty (ms)."""
+    if not clocks:
+        return {"shards": 0, "max_abs_offset_ms": 0.0, "max_uncertainty_ms": 0.0}
+    return {
+        "shards": len(clocks),
+        "max_abs_offset_ms": max(abs(c["offset_us"]) for c in clocks) / 1000,
+        "max_uncertainty_ms": max(c["uncertainty_us"] for c in clocks) / 1000,
+    }

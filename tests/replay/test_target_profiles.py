@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from replay.profile import ProfileError, load_profile, profile_from_dict
+from replay.target_profiles import ProfileError, load_profile, profile_from_dict
 
 
 def test_defaults_follow_supabase_conventions() -> None:

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from replay.resultlog import (
+from judge.resultlog import (
     COLUMNS,
     ResultHeader,
     ResultLogError,
@@ -102,7 +102,7 @@ def test_readable_while_running_and_after_crash(tmp_path: Path) -> None:
 def test_rows_reach_the_file_within_flush_interval(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import replay.resultlog as rl
+    import judge.resultlog as rl
 
     clock = [100.0]
     monkeypatch.setattr(rl.time, "monotonic", lambda: clock[0])

@@ -32,7 +32,7 @@ bytes_received     int64    response bytes on the wire
 outcome            string?  parsed from the response: a scan's outcome, ``processed``, ...
 expect             string?  the event's ``expect`` (checks compare it with ``outcome``)
 metric             string?  null for a request row; else the measurement the row holds (below)
-group              string?  what a check judges over a group of rows (replay.checks), not one row:
+group              string?  what a check judges over a group of rows (judge.checks), not one row:
                             ``evt:<Stripe event id>`` for webhook deliveries, ``ticket:<event>/<code>``
                             for scans; null for a check of one request
 =================  =======  ==================================================================
@@ -74,10 +74,8 @@ import msgpack
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from traces.outputs import atomic
-
 # The columns' types and the `metric` values are shared with sim/'s predicted rows.
-from traces.results import (  # noqa: F401 - re-exported for replay/
+from judge.rows import (  # noqa: F401 - re-exported for replay/
     DASHBOARD_LOAD,
     DASHBOARD_TARGET,
     DROPPED_EVENTS,
@@ -86,6 +84,7 @@ from traces.results import (  # noqa: F401 - re-exported for replay/
     REALTIME_UPDATE_LATENCY,
     SCHEMA,
 )
+from traces.outputs import atomic
 
 RESULT_FORMAT = "gaterush-results"
 RESULT_VERSION = 2
@@ -114,9 +113,7 @@ class ResultRow(NamedTuple):
 
 
 COLUMNS = ResultRow._fields
-assert tuple(SCHEMA.names) == COLUMNS, (
-    "ResultRow and traces.results.SCHEMA must list the same columns"
-)
+assert tuple(SCHEMA.names) == COLUMNS, "ResultRow and judge.rows.SCHEMA must list the same columns"
 
 
 @dataclass(frozen=True, slots=True)

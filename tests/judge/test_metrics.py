@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from replay import metrics as m
+from judge import metrics as m
 
 SCAN = "rpc:scan_ticket_atomic"
 
@@ -325,7 +325,7 @@ def test_empty_table_gives_empty_metrics() -> None:
 
 
 def test_reads_resultlog_tables() -> None:
-    """The table shape of replay.resultlog (strings nullable, status int32) is accepted as is."""
+    """The table shape of judge.resultlog (strings nullable, status int32) is accepted as is."""
     schema = pa.schema([(c, pa.string()) for c in m.ROW_COLUMNS])
     ints = {"seq", "scheduled_us", "sent_us", "done_us", "bytes_sent", "bytes_received"}
     schema = pa.schema(
