@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from judge.checks import FailedGroup, GroupVerdicts, judge_groups
+from judge.realtime_messages import time_messages
 
 COUNTER = "counter"
 RATE = "rate"
@@ -553,7 +554,7 @@ def merge_tables(parts: Sequence[tuple[pa.Table, str | None, int]]) -> tuple[pa.
                 i = table.column_names.index(c)
                 table = table.set_column(i, c, pc.add(table[c], pa.scalar(shift, pa.int64())))
         tables.append(table)
-    return pa.concat_tables(tables, promote_options="permissive"), base
+    return time_messages(pa.concat_tables(tables, promote_options="permissive")), base
 
 
 @dataclass(frozen=True, slots=True, eq=False)

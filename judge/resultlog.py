@@ -54,7 +54,9 @@ Rows whose ``metric`` is not null are not HTTP requests and count in no ``http_*
 * ``realtime_update_latency``: one row per postgres_changes message a viewer received that matches
   a write this run made; ``target`` the subscription's target (``realtime:tickets``), ``actor`` the
   viewer, ``seq`` the write's seq, ``sent_us`` the write's completion, ``done_us`` the message's
-  arrival; the value is ``done_us - sent_us``.
+  arrival; the value is ``done_us - sent_us``. A viewer's shard writes a ``realtime_message`` row
+  for a message about another shard's write; reading makes it one of these
+  (judge.realtime_messages).
 * ``realtime_join``: one row per subscription attempt (``status`` 200 when joined; ``error`` the
   reason otherwise), the value ``done_us - sent_us``.
 """
@@ -73,6 +75,8 @@ from typing import Any, BinaryIO, NamedTuple
 import msgpack
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from judge.realtime_messages import time_messages
 
 # The columns' types and the `metric` values are shared with sim/'s predicted rows.
 from judge.rows import (  # noqa: F401 - re-exported for replay/
@@ -543,9 +547,10 @@ def read_results(path: str | os.PathLike[str]) -> tuple[ResultHeader, pa.Table]:
         pf = _parquet_file(p)
         header = _parquet_header(p, pf)
         try:
-            return header, _with_optional_columns(pf.read().replace_schema_metadata(None))
+            table = _with_optional_columns(pf.read().replace_schema_metadata(None))
+            return header, time_messages(table)
         except (pa.ArrowException, OSError) as e:
             raise ResultLogError(f"{p}: damaged Parquet data ({e})") from None
     header, rows = _open_grr(p)
     batches = list(_batches(rows, 262144))
-    return header_after(header, rows), pa.Table.from_batches(batches, schema=SCHEMA)
+    return header_after(header, rows), time_messages(pa.Table.from_batches(batches, schema=SCHEMA))

@@ -293,16 +293,11 @@ def _stop_signals() -> Iterator[Callable[[], int | None]]:
 
 
 def events_per_shard(trace: str, shards: int) -> dict[int, int]:
-    """How many events each shard sends (realtime events count in every shard)."""
+    """How many events each shard sends."""
     counts = dict.fromkeys(range(shards), 0)
     with open_reader(trace) as r:
         for ev in r:
-            if ev.target is None:
-                continue
-            if ev.target.startswith("realtime:"):
-                for k in counts:
-                    counts[k] += 1
-            else:
+            if ev.target is not None:
                 counts[shard_of(ev.actor, shards)] += 1
     return counts
 

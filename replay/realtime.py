@@ -1,14 +1,18 @@
 """Realtime viewers: one websocket per viewer on Supabase's Phoenix channel protocol (vsn 1.0.0).
 
-With ``--workers N`` every worker opens every viewer's socket (the writes are spread over the
-workers, and only the worker that made a write knows when it completed); each worker reports the
-messages matching its own writes, and only the viewer's own worker (``shard_of``) reports the join.
+A viewer's socket is opened by its own shard only (``shard_of`` its actor, like its other events):
+the target pushes every change over it, whichever shard made the write. A ``subscribe`` event
+opens the socket and joins ``realtime:<table>`` with a postgres_changes binding (a
+``realtime_join`` row); each postgres_changes message that matches a write this run made (a
+scanned ticket, the tickets of a paid order) gives a ``realtime_update_latency`` row: from the
+write's HTTP completion to the message's arrival (0 when the message beat the response).
+``unsubscribe`` closes the socket. Message builders are pure.
 
-A ``subscribe`` event opens the viewer's socket and joins ``realtime:<table>`` with a
-postgres_changes binding (a ``realtime_join`` row); each postgres_changes message that matches a
-write this run made (a scanned ticket, the tickets of a paid order) gives a
-``realtime_update_latency`` row: from the write's HTTP completion to the message's arrival (0 when
-the message beat the response). ``unsubscribe`` closes the socket. Message builders are pure.
+Which write a message is about comes from the trace: every shard reads every event, and a
+``WriteIndex`` keeps each ticket code's writes, so the latest one due before the message is the
+one. When this shard sent it, the row is complete here; when another shard did, only that shard
+knows its completion, so this one writes a ``realtime_message`` row that reading the results
+makes the latency row (judge.realtime_messages).
 """
 
 from __future__ import annotations
@@ -21,9 +25,9 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
 
+from judge.realtime_messages import REALTIME_MESSAGE
 from judge.resultlog import REALTIME_JOIN, REALTIME_UPDATE_LATENCY
 from replay.builders import BuildContext, split_base
-from replay.scheduler import shard_of
 from traces.event import (
     SCAN,
     SUBSCRIBE,
@@ -37,6 +41,8 @@ from traces.event import (
 now = time.monotonic
 HEARTBEAT_S = 25.0
 RECENT = 200_000  # writes remembered for matching messages
+WRITE_KINDS = (SCAN, WEBHOOK)
+PER_CODE = 8  # writes remembered per ticket code (a ticket scanned in and out, or shared)
 
 
 def websocket_url(ctx: BuildContext) -> str:
@@ -103,17 +109,50 @@ def record_key(msg: dict[str, Any]) -> str | None:
     return str(code) if code else None
 
 
+class WriteIndex:
+    """The trace's writes by the ticket code they change, every shard's: whose write a message is."""
+
+    def __init__(self, speed: float = 1.0) -> None:
+        self.k = 1.0 / speed
+        self.by_code: OrderedDict[str, list[tuple[int, int, bool]]] = OrderedDict()
+        self.listener: Callable[[str, int, int, bool], None] | None = None
+
+    def add(self, ev: Event, own: bool) -> None:
+        """Note a write as the trace is read (`own`: this shard sends it)."""
+        if ev.kind not in WRITE_KINDS:
+            return
+        due_us = round(ev.t_us * self.k)
+        for code in write_keys(ev):
+            writes = self.by_code.get(code)
+            if writes is None:
+                writes = self.by_code[code] = []
+                if len(self.by_code) > RECENT:
+                    self.by_code.popitem(last=False)
+            writes.append((due_us, ev.seq, own))
+            del writes[:-PER_CODE]
+            if self.listener is not None:
+                self.listener(code, due_us, ev.seq, own)
+
+    def latest(self, code: str, at_us: int) -> tuple[int, bool] | None:
+        """(seq, own) of the last write of `code` due by `at_us` (µs since the start), if any."""
+        for due_us, seq, own in reversed(self.by_code.get(code, ())):
+            if due_us <= at_us:
+                return seq, own
+        return None
+
+
 class Realtime:
     """The run's viewers and the writes their messages are matched against."""
 
     def __init__(self, ctx: BuildContext, sink: Callable[[tuple], None], us: Callable[[float], int],
-                 redact: Callable[[str], str] = lambda s: s, shard: int = 0, workers: int = 1) -> None:  # fmt: skip
+                 redact: Callable[[str], str] = lambda s: s, writes: WriteIndex | None = None) -> None:  # fmt: skip
         self.ctx = ctx
-        self.shard = shard
-        self.workers = workers
         self.sink = sink
         self.us = us
         self.redact = redact
+        self.writes = writes  # None: one sender, every write is ours
+        if writes is not None:
+            writes.listener = self._write_read
         self.viewers: dict[str, Any] = {}  # actor -> websocket
         self.tasks: dict[str, asyncio.Task] = {}
         self.recent: OrderedDict[str, tuple[int, float]] = (
@@ -226,20 +265,40 @@ class Realtime:
         code = record_key(m)
         if code is None:
             return
+        w = None if self.writes is None else self.writes.latest(code, self.us(t))
+        if w is not None and not w[1]:  # another shard's write: only it knows the completion
+            self._message_row(w[0], target, actor, t)
+            return
         hit = self.recent.get(code)
-        if hit is not None:
+        if hit is not None and (w is None or hit[0] == w[0]):
             seq, done_t = hit
             self._row(seq, target, actor, done_t, max(t, done_t))
-        else:
+        else:  # our write has not answered yet (or the trace is not read that far)
             self.early.setdefault(code, []).append((actor, target, t))
             if len(self.early) > RECENT:
                 self.early.popitem(last=False)
 
+    def _write_read(self, code: str, due_us: int, seq: int, own: bool) -> None:
+        """A write just read from the trace: the messages that came before it was read."""
+        if own or code not in self.early:
+            return
+        keep = []
+        for actor, target, t_msg in self.early.pop(code):
+            if self.us(t_msg) >= due_us:
+                self._message_row(seq, target, actor, t_msg)
+            else:  # came before this write was due: about another one
+                keep.append((actor, target, t_msg))
+        if keep:
+            self.early[code] = keep
+
+    def _message_row(self, seq: int, target: str, actor: str, msg_t: float) -> None:
+        m = self.us(msg_t)  # judge.realtime_messages times it from the write's own row
+        self.sink((seq, target, "postgres_changes", actor, m, m, m, 0, None, 0, 0, None, None,
+                   REALTIME_MESSAGE))  # fmt: skip
+
     def _join_row(
         self, ev: Event, sched: float, t0: float, t1: float, status: int, error: str | None
     ) -> None:
-        if self.workers > 1 and shard_of(ev.actor, self.workers) != self.shard:
-            return  # another worker owns this viewer and reports its join
         self.sink((ev.seq, ev.target, ev.kind, ev.actor, self.us(sched), self.us(t0), self.us(t1), status, error,
                    0, 0, "joined" if status == 200 else None, ev.expect, REALTIME_JOIN))  # fmt: skip
 

@@ -1,9 +1,10 @@
 """Replay shards: one shard runner for every kind of worker, and the coordinator that drives them.
 
-A shard is the events of the actors that ``shard_of`` gives it (so an actor's requests, its
-``after`` dependencies and its dashboard loads stay on one sender), plus every realtime event (each
-shard watches every viewer for its own writes: see replay.realtime). Rate caps are divided across
-the shards by the engine. ``run_shard`` is the same code on a local process (``--workers N``) and on
+A shard is the events of the actors that ``shard_of`` gives it, so an actor's requests, its
+``after`` dependencies, its dashboard loads and a viewer's subscriptions stay on one sender. Each
+shard still reads the whole trace: the writes of every shard go to a WriteIndex, so a viewer's
+messages are matched with whichever shard's write caused them (see replay.realtime). Rate caps are
+divided across the shards by the engine. ``run_shard`` is the same code on a local process (``--workers N``) and on
 a Dask worker (``--scheduler``, replay.cluster); only the link that carries its messages differs.
 
 The exchange, in messages (tuples; lists once they crossed Dask):
@@ -39,7 +40,7 @@ import msgpack
 from judge.resultlog import ResultHeader, ResultWriter, rows_from_ipc, rows_to_ipc, shard_file
 from replay.builders import BuildContext, Credentials
 from replay.clocksync import ClockOffset, measure_offset
-from replay.realtime import Realtime
+from replay.realtime import Realtime, WriteIndex
 from replay.safety import check_keys, redact
 from replay.scheduler import ScheduleOptions, Scheduler, Stats, shard_of
 from replay.transport import make_transport
@@ -113,15 +114,24 @@ def quiet_gc() -> Iterator[None]:
         gc.unfreeze()
 
 
-def shard_events(trace: str, shard: int, workers: int) -> Iterator[Event]:
-    """The events shard `shard` of `workers` sends (its actors', and every realtime event)."""
+def shard_events(
+    trace: str, shard: int, workers: int, writes: WriteIndex | None = None
+) -> Iterator[Event]:
+    """The events shard `shard` of `workers` sends: its actors' (viewers included).
+
+    With `writes`, and realtime events in the trace, every shard's writes are noted there as read.
+    """
     with open_reader(trace) as r:
+        targets = r.header.targets
+        if writes is not None and targets and not any(t.startswith("realtime:") for t in targets):
+            writes = None  # no viewer anywhere: nothing to match
         for ev in in_order(r, trace):  # an unsorted trace stops the run with its first bad seq
-            if ev.target is not None and (
-                workers == 1
-                or shard_of(ev.actor, workers) == shard
-                or ev.target.startswith("realtime:")  # every worker watches: see replay.realtime
-            ):
+            if ev.target is None:
+                continue
+            mine = workers == 1 or shard_of(ev.actor, workers) == shard
+            if writes is not None:
+                writes.add(ev, mine)
+            if mine:
                 yield ev
 
 
@@ -150,10 +160,11 @@ class Stopper:
 async def run_events(ctx: BuildContext, opts: ScheduleOptions, cfg: ReplayConfig, origins: Mapping[str, int],
                      events: Iterator[Event], shard: int, workers: int, sink: Callable[[tuple], None],
                      get_start: Callable[[], Any], tick: Callable[[Stats], None] | None,
-                     stopper: Stopper | None = None) -> Stats:  # fmt: skip
+                     stopper: Stopper | None = None, writes: WriteIndex | None = None) -> Stats:  # fmt: skip
     """Warm up, agree on the start instant, send the events; the Scheduler's counts.
 
     `get_start` returns the start on this process's monotonic clock, or None if stopped before it.
+    `writes`: every shard's writes, as `events` reads them (for the viewers' messages).
     """
     transport = make_transport(cfg.transport, cfg.timeout, cfg.connections)
     await transport.start({o: (cfg.warm if n == 0 else n) for o, n in origins.items()})
@@ -167,7 +178,7 @@ async def run_events(ctx: BuildContext, opts: ScheduleOptions, cfg: ReplayConfig
         def us(t: float) -> int:
             return round((t - start) * 1e6)
 
-        realtime = Realtime(ctx, sink, us, lambda s: redact(s, ctx.keys.values()), shard, workers)
+        realtime = Realtime(ctx, sink, us, lambda s: redact(s, ctx.keys.values()), writes)
         sched = Scheduler(ctx, transport, sink, start, opts, realtime)
 
         async def ticker() -> None:
@@ -326,8 +337,10 @@ def _send(plan: ShardPlan, ctx: BuildContext, link: ShardLink, trace: str) -> tu
         return start
 
     async def main() -> Stats:
-        return await run_events(ctx, plan.opts, plan.cfg, plan.origins, shard_events(trace, k, plan.shards),
-                                k, plan.shards, sink, get_start, ship, stopper)  # fmt: skip
+        writes = WriteIndex(plan.opts.speed) if plan.shards > 1 else None
+        events = shard_events(trace, k, plan.shards, writes)
+        return await run_events(ctx, plan.opts, plan.cfg, plan.origins, events, k, plan.shards, sink,
+                                get_start, ship, stopper, writes)  # fmt: skip
 
     try:
         with quiet_gc(), asyncio.Runner(loop_factory=_loop_factory()) as runner:
