@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import statistics
 import subprocess
@@ -171,3 +172,47 @@ def test_killed_client_stops_every_shard(tmp_path: Path, loop_server: LoopbackSe
         f"\nrequests after the client's SIGKILL: {len(late)}, the last {late[-1] if late else 0:.2f} s after"
     )
     assert len(stamps) < 30_000 and not [x for x in late if x > 3.0]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_stopped_client_cancels_the_shards_keeps_the_rows_and_exits_128_plus_signal(tmp_path: Path, loop_server: LoopbackServer, sig: signal.Signals) -> None:  # fmt: skip
+    """SIGTERM (or Ctrl-C) of `gaterush replay --scheduler`: the shards stop, their rows are kept."""
+    from distributed import Client
+
+    t = scan_trace(tmp_path / "t.grt", 30_000, 50, gap_us=1_000)  # 30 s: far from done
+    out = tmp_path / "r.grr"
+    with DaskCluster(tmp_path, 2, env=WORKER_ENV) as dc:
+        loop_server.set_recording(True)
+        p = subprocess.Popen([sys.executable, "-m", "gaterush", "replay", str(t), "--target", loop_server.url,
+                              "--scheduler", dc.url, "--workers", "2", "-o", str(out), "-q"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             env={**os.environ, "SUPABASE_ANON_KEY": ""})  # fmt: skip
+        deadline = time.monotonic() + 120
+        while len(loop_server.stamps()) < 1000:
+            assert p.poll() is None and time.monotonic() < deadline, p.stderr.read().decode()
+            time.sleep(0.1)
+        p.send_signal(sig)
+        try:
+            err = p.communicate(timeout=60)[1].decode()  # the shards' grace is 10 s
+        except subprocess.TimeoutExpired:
+            p.kill()
+            raise
+        ended = time.monotonic()
+        time.sleep(2)
+        stamps = loop_server.stamps()
+        with Client(dc.address, timeout="30s") as c:  # no task of the run is left on the cluster
+            left = c.run_on_scheduler(lambda dask_scheduler: list(dask_scheduler.tasks))
+            assert not any(c.processing().values()) and not left
+    assert p.returncode == 128 + sig, err
+    assert f"stopped by {sig.name}" in err and "rows kept" in err
+    header, table = read_results(out)
+    rows = table.to_pylist()
+    seqs = [x["seq"] for x in rows]
+    assert header.complete and len(header.clocks) == 2 and not header.lost
+    assert (
+        len(seqs) == len(set(seqs)) and 1000 <= len(rows) < 30_000
+    )  # both shards' rows, up to the stop
+    assert {shard_of(x["actor"], 2) for x in rows} == {0, 1}
+    answered = {f"T1-{x['seq'] - 1:07d}" for x in rows if x["status"] == 200}
+    assert answered <= {c for _, c in stamps}  # a row says 200 only for a request that arrived
+    assert not [ts for ts, _ in stamps if ts > ended]  # nothing sent once the client has exited
