@@ -44,11 +44,12 @@ from replay.safety import (
     make_plan,
     merge_caps,
 )
-from replay.scheduler import ScheduleOptions, Stats, shard_of
+from replay.scheduler import ScheduleOptions, Stats
 from replay.shards import (  # noqa: F401 - ReplayError is part of this module's API
     START_LEAD_S,
     Outcome,
     ReplayError,
+    ShardOwners,
     ShardPlan,
     drive,
     install_uvloop,
@@ -295,10 +296,11 @@ def _stop_signals() -> Iterator[Callable[[], int | None]]:
 def events_per_shard(trace: str, shards: int) -> dict[int, int]:
     """How many events each shard sends."""
     counts = dict.fromkeys(range(shards), 0)
+    owners = ShardOwners(shards)
     with open_reader(trace) as r:
         for ev in r:
             if ev.target is not None:
-                counts[shard_of(ev.actor, shards)] += 1
+                counts[owners.of(ev)] += 1
     return counts
 
 

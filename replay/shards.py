@@ -1,7 +1,8 @@
 """Replay shards: one shard runner for every kind of worker, and the coordinator that drives them.
 
 A shard is the events of the actors that ``shard_of`` gives it, so an actor's requests, its
-``after`` dependencies, its dashboard loads and a viewer's subscriptions stay on one sender. Each
+``after`` dependencies, its dashboard loads and a viewer's subscriptions stay on one sender (an
+``after`` on another actor's Stripe call follows that call: ShardOwners). Each
 shard still reads the whole trace: the writes of every shard go to a WriteIndex, so a viewer's
 messages are matched with whichever shard's write caused them (see replay.realtime). Rate caps are
 divided across the shards by the engine. ``run_shard`` is the same code on a local process (``--workers N``) and on
@@ -30,6 +31,7 @@ import os
 import socket
 import tempfile
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +58,7 @@ START_LEAD_S = (
 )
 READY_TIMEOUT_S = 120.0
 STOP_GRACE_S = 10.0  # after a stop, how long shards get to ship their rows
+OWNED_CALLS = 200_000  # Stripe calls remembered for the events that come `after` them
 
 
 class ReplayError(Exception):
@@ -114,13 +117,40 @@ def quiet_gc() -> Iterator[None]:
         gc.unfreeze()
 
 
+class ShardOwners:
+    """Which shard sends each event, read in trace order: its actor's (``shard_of``), except that
+    an event whose ``after`` is a Stripe call goes where that call went, since it needs the call's
+    answer (a PaymentIntent id). The models keep ``after`` within an actor; a recorded trace may not.
+    """
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self.calls: OrderedDict[int, int] = (
+            OrderedDict()
+        )  # seq of a recent Stripe call -> its shard
+
+    def of(self, ev: Event) -> int:
+        """The shard of `ev` (an event with a target; call in trace order)."""
+        if self.workers == 1:
+            return 0
+        k = shard_of(ev.actor, self.workers)
+        if ev.after is not None:
+            k = self.calls.get(ev.after, k)
+        if ev.target is not None and ev.target.startswith("stripe:"):
+            self.calls[ev.seq] = k
+            if len(self.calls) > OWNED_CALLS:
+                self.calls.popitem(last=False)
+        return k
+
+
 def shard_events(
     trace: str, shard: int, workers: int, writes: WriteIndex | None = None
 ) -> Iterator[Event]:
-    """The events shard `shard` of `workers` sends: its actors' (viewers included).
+    """The events shard `shard` of `workers` sends: its actors' (viewers included; ShardOwners).
 
     With `writes`, and realtime events in the trace, every shard's writes are noted there as read.
     """
+    owners = ShardOwners(workers)
     with open_reader(trace) as r:
         targets = r.header.targets
         if writes is not None and targets and not any(t.startswith("realtime:") for t in targets):
@@ -128,7 +158,7 @@ def shard_events(
         for ev in in_order(r, trace):  # an unsorted trace stops the run with its first bad seq
             if ev.target is None:
                 continue
-            mine = workers == 1 or shard_of(ev.actor, workers) == shard
+            mine = owners.of(ev) == shard
             if writes is not None:
                 writes.add(ev, mine)
             if mine:
