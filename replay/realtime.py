@@ -29,6 +29,9 @@ from judge.realtime_messages import REALTIME_MESSAGE
 from judge.resultlog import REALTIME_JOIN, REALTIME_UPDATE_LATENCY
 from replay.builders import BuildContext, split_base
 from traces.event import (
+    ALREADY_SCANNED,
+    DUPLICATE,
+    INVALID,
     SCAN,
     SUBSCRIBE,
     UNSUBSCRIBE,
@@ -42,6 +45,7 @@ now = time.monotonic
 HEARTBEAT_S = 25.0
 RECENT = 200_000  # writes remembered for matching messages
 WRITE_KINDS = (SCAN, WEBHOOK)
+NO_CHANGE = frozenset((ALREADY_SCANNED, INVALID, DUPLICATE))  # expected to change no row
 PER_CODE = 8  # writes remembered per ticket code (a ticket scanned in and out, or shared)
 
 
@@ -114,7 +118,8 @@ class WriteIndex:
 
     def __init__(self, speed: float = 1.0) -> None:
         self.k = 1.0 / speed
-        self.by_code: OrderedDict[str, list[tuple[int, int, bool]]] = OrderedDict()
+        # code -> (due µs since the start, seq, this shard's, expected to change the row)
+        self.by_code: OrderedDict[str, list[tuple[int, int, bool, bool]]] = OrderedDict()
         self.listener: Callable[[str, int, int, bool], None] | None = None
 
     def add(self, ev: Event, own: bool) -> None:
@@ -122,23 +127,27 @@ class WriteIndex:
         if ev.kind not in WRITE_KINDS:
             return
         due_us = round(ev.t_us * self.k)
+        changes = ev.expect not in NO_CHANGE
         for code in write_keys(ev):
             writes = self.by_code.get(code)
             if writes is None:
                 writes = self.by_code[code] = []
                 if len(self.by_code) > RECENT:
                     self.by_code.popitem(last=False)
-            writes.append((due_us, ev.seq, own))
+            writes.append((due_us, ev.seq, own, changes))
             del writes[:-PER_CODE]
             if self.listener is not None:
                 self.listener(code, due_us, ev.seq, own)
 
     def latest(self, code: str, at_us: int) -> tuple[int, bool] | None:
-        """(seq, own) of the last write of `code` due by `at_us` (µs since the start), if any."""
-        for due_us, seq, own in reversed(self.by_code.get(code, ())):
-            if due_us <= at_us:
+        """(seq, own) of the write of `code` a message at `at_us` (µs since the start) is about:
+        the last one due by then, preferring one the trace expects to change the row (a
+        duplicate scan a moment later does not)."""
+        due = [w for w in self.by_code.get(code, ()) if w[0] <= at_us]
+        for _, seq, own, changes in reversed(due):
+            if changes:
                 return seq, own
-        return None
+        return (due[-1][1], due[-1][2]) if due else None
 
 
 class Realtime:
@@ -158,9 +167,8 @@ class Realtime:
         self.recent: OrderedDict[str, tuple[int, float]] = (
             OrderedDict()
         )  # code -> (write seq, done)
-        self.early: OrderedDict[str, list[tuple[str, str, float]]] = (
-            OrderedDict()
-        )  # messages before the write
+        # messages before their write answered: (viewer, target, arrival, the write's seq if known)
+        self.early: OrderedDict[str, list[tuple[str, str, float, int | None]]] = OrderedDict()
         self.session = None
         self._ref = 0
 
@@ -185,8 +193,14 @@ class Realtime:
             self.recent[code] = (ev.seq, done_t)
             if len(self.recent) > RECENT:
                 self.recent.popitem(last=False)
-            for actor, target, t_msg in self.early.pop(code, ()):
-                self._row(ev.seq, target, actor, done_t, max(done_t, t_msg))
+            keep = []
+            for actor, target, t_msg, seq in self.early.pop(code, ()):
+                if seq is None or seq == ev.seq:
+                    self._row(ev.seq, target, actor, done_t, max(done_t, t_msg))
+                else:
+                    keep.append((actor, target, t_msg, seq))
+            if keep:
+                self.early[code] = keep
 
     def _row(self, seq: int, target: str, actor: str, write_t: float, msg_t: float) -> None:
         w = self.us(write_t)
@@ -274,7 +288,7 @@ class Realtime:
             seq, done_t = hit
             self._row(seq, target, actor, done_t, max(t, done_t))
         else:  # our write has not answered yet (or the trace is not read that far)
-            self.early.setdefault(code, []).append((actor, target, t))
+            self.early.setdefault(code, []).append((actor, target, t, None if w is None else w[0]))
             if len(self.early) > RECENT:
                 self.early.popitem(last=False)
 
@@ -283,11 +297,11 @@ class Realtime:
         if own or code not in self.early:
             return
         keep = []
-        for actor, target, t_msg in self.early.pop(code):
-            if self.us(t_msg) >= due_us:
+        for actor, target, t_msg, wanted in self.early.pop(code):
+            if wanted is None and self.us(t_msg) >= due_us:
                 self._message_row(seq, target, actor, t_msg)
-            else:  # came before this write was due: about another one
-                keep.append((actor, target, t_msg))
+            else:  # came before this write was due, or waits for one of ours
+                keep.append((actor, target, t_msg, wanted))
         if keep:
             self.early[code] = keep
 

@@ -92,13 +92,7 @@ def _viewer_trace(path: Path, viewers: int, scans: int) -> Path:
         for i in range(viewers)
     ]  # fmt: skip
     for i in range(scans):
-        p = {
-            "ticket_code": ticket_code(1, i),
-            "event_id": 1,
-            "gate": "A",
-            "lane": "1",
-            "direction": "in",
-        }
+        p = dict(ticket_code=ticket_code(1, i), event_id=1, gate="A", lane="1", direction="in")
         # writes 2 s in: every viewer has joined by then even on a loaded machine
         evs.append(Event(2_000_000 + i * 10_000, 100 + i, "scan", f"attendee:{i}", TARGET_SCAN,
                          pack_payload(p), None, "valid"))  # fmt: skip
@@ -208,3 +202,23 @@ def test_a_message_is_matched_with_the_last_write_due_whichever_shard_sends_it()
     writes.add(_scan(4, 6_000, "C"), False)  # due after the message: not its write
     writes.add(_scan(5, 4_000, "C"), False)
     assert len(rows) == n + 1 and rows[-1][0] == 5 and rows[-1][13] == REALTIME_MESSAGE
+
+
+def test_a_duplicate_scan_a_moment_later_does_not_take_the_admissions_message() -> None:
+    rows: list[tuple] = []
+    writes = WriteIndex()
+    rt = Realtime(
+        BuildContext("http://127.0.0.1:1", "r"),
+        rows.append,
+        lambda t: round(t * 1e6),
+        writes=writes,
+    )
+    rt.tasks["viewer:1"] = None  # type: ignore[assignment] - a viewer is open
+    valid = _scan(1, 1_000, "A")
+    shared = Event(1_500, 2, "scan", "attendee:9", TARGET_SCAN, pack_payload({"ticket_code": "A"}), None,
+                   "already_scanned")  # fmt: skip
+    writes.add(valid, True)
+    writes.add(shared, False)  # another shard's, expected to change nothing
+    rt.note_write(valid, 0.0013, b"")
+    rt._message("viewer:1", "realtime:tickets", _change("A"), 0.0016)
+    assert [(r[0], r[5], r[6], r[13]) for r in rows] == [(1, 1300, 1600, "realtime_update_latency")]
