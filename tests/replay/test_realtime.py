@@ -165,16 +165,17 @@ def _change(code: str) -> dict:
     return {"event": "postgres_changes", "payload": {"data": {"record": {"code": code}}}}
 
 
+def _watching(rows: list[tuple]) -> tuple[Realtime, WriteIndex]:
+    """A Realtime with one viewer open (no socket), its rows into `rows`, times in µs of seconds."""
+    writes = WriteIndex()
+    rt = Realtime(BuildContext("http://127.0.0.1:1", "r"), rows.append, lambda t: round(t * 1e6), writes=writes)  # fmt: skip
+    rt.tasks["viewer:1"] = None  # type: ignore[assignment]
+    return rt, writes
+
+
 def test_a_message_is_matched_with_the_last_write_due_whichever_shard_sends_it() -> None:
     rows: list[tuple] = []
-    writes = WriteIndex()
-    rt = Realtime(
-        BuildContext("http://127.0.0.1:1", "r"),
-        rows.append,
-        lambda t: round(t * 1e6),
-        writes=writes,
-    )
-    rt.tasks["viewer:1"] = None  # type: ignore[assignment] - a viewer is open
+    rt, writes = _watching(rows)
     a1, b, a2 = _scan(1, 1_000, "A"), _scan(2, 2_000, "B"), _scan(3, 3_000, "A")
     for ev, own in ((a1, True), (b, False), (a2, True)):
         writes.add(ev, own)
@@ -206,14 +207,7 @@ def test_a_message_is_matched_with_the_last_write_due_whichever_shard_sends_it()
 
 def test_a_duplicate_scan_a_moment_later_does_not_take_the_admissions_message() -> None:
     rows: list[tuple] = []
-    writes = WriteIndex()
-    rt = Realtime(
-        BuildContext("http://127.0.0.1:1", "r"),
-        rows.append,
-        lambda t: round(t * 1e6),
-        writes=writes,
-    )
-    rt.tasks["viewer:1"] = None  # type: ignore[assignment] - a viewer is open
+    rt, writes = _watching(rows)
     valid = _scan(1, 1_000, "A")
     shared = Event(1_500, 2, "scan", "attendee:9", TARGET_SCAN, pack_payload({"ticket_code": "A"}), None,
                    "already_scanned")  # fmt: skip
