@@ -28,7 +28,7 @@ import judge.summary
 import judge.thresholds
 import replay.cli
 import replay.cli_record
-import replay.cli_report
+import replay.cli_verify
 import replay.engine
 import replay.verify
 import sim.cli
@@ -145,10 +145,10 @@ sim.cli.register(main)
 sim.cli_study.register(
     main, judge=judge_predicted, read_results=judge.resultlog.read_results, plot=sweep_plot
 )
-replay.cli_report.register_cleanup(main)  # before staging's, which then leaves `cleanup` to it
+replay.cli_verify.register_cleanup(main)  # before staging's, which then leaves `cleanup` to it
 staging.cli.register(main, inventory_for=sim.scenario.inventory_for)
 replay.cli.register(main, start_local=start_local_standin)
-replay.cli_report.register(main)
+replay.cli_verify.register(main)
 replay.cli_record.register(main)
 
 
@@ -300,7 +300,7 @@ def _demo_line(o: DemoOutcome, judged: Any) -> str:
               help="Stand-in knobs TOML (latency, workers, faults), as `staging serve --knobs`.")  # fmt: skip
 @click.option("--latency", multiple=True, metavar="EP=DIST",
               help="Added stand-in latency, e.g. 'rpc:*=300ms', as `staging serve --latency`.")  # fmt: skip
-@replay.cli_report.max_schedule_lag_option
+@replay.cli_verify.max_schedule_lag_option
 def demo_cmd(
     out_dir: str, seed: int, knobs_file: str | None, latency: tuple[str, ...], max_lag: float | None
 ) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from replay import cli_report
+from replay import cli_verify as cli_report
 from replay.engine import (
     ReplayConfig,
     ReplayError,

@@ -11,7 +11,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from replay import cli_report
+from replay import cli_verify as cli_report
 from replay.cleanup import CLEANUP_ORDER
 
 SERVICE_KEY = "sb_secret_test_cleanup_key"
