@@ -125,11 +125,6 @@ class Plan:
         return (self.header.duration_us or 0) / 1e6 / self.cfg.speed
 
     @property
-    def out_dir(self) -> str | None:
-        """The directory each shard writes its own result file in, or None (one result log)."""
-        return self.cfg.out if is_out_dir(self.cfg.out) else None
-
-    @property
     def stripe_shown(self) -> str:
         """Where Stripe calls go, safe to print: standin, real or a public URL."""
         if self.stripe_mode in ("standin", "real"):
