@@ -28,7 +28,7 @@ import judge.summary
 import judge.thresholds
 import replay.cli
 import replay.cli_record
-import replay.cli_report
+import replay.cli_verify
 import replay.engine
 import replay.verify
 import sim.cli
@@ -40,7 +40,6 @@ import staging.cli
 import staging.process
 import traces.cli
 import traces.cli_recorded
-import traces.io
 from traces.event import TraceError
 from traces.exitcodes import THRESHOLDS_FAILED, InvalidInput
 
@@ -99,7 +98,8 @@ class BoundedGroup(click.Group):
 )
 @click.version_option(package_name="gaterush")
 @click.option("--debug", is_flag=True, help="Show the Python traceback of a failure.")
-def main(debug: bool) -> None:
+@click.pass_context
+def main(ctx: click.Context, debug: bool) -> None:
     """Simulate event-day traffic, replay it at a target, and judge it against thresholds.
 
     \b
@@ -107,6 +107,7 @@ def main(debug: bool) -> None:
       gaterush simulate event-day -o day.parquet
       gaterush replay day.parquet --target local
     """
+    ctx.meta[replay.cli.START_LOCAL] = start_local_standin  # `replay --target local` starts it
 
 
 def judge_predicted(table: pa.Table, mapping: dict[str, list[str]]) -> sim.predict.Judgement:
@@ -145,11 +146,12 @@ sim.cli.register(main)
 sim.cli_study.register(
     main, judge=judge_predicted, read_results=judge.resultlog.read_results, plot=sweep_plot
 )
-replay.cli_report.register_cleanup(main)  # before staging's, which then leaves `cleanup` to it
+main.add_command(replay.cli_verify.cleanup_cmd)  # before staging's, which then leaves it to us
 staging.cli.register(main, inventory_for=sim.scenario.inventory_for)
-replay.cli.register(main, start_local=start_local_standin)
-replay.cli_report.register(main)
-replay.cli_record.register(main)
+main.add_command(replay.cli.replay_cmd)
+replay.cli_verify.register(main)
+main.add_command(replay.cli_verify.verify_cmd)
+main.add_command(replay.cli_record.record_cmd)
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,19 +244,17 @@ def _demo_step(
 def _demo_replay(
     scenario: str, trace: Path, speed: float, out_dir: Path, knobs: Any, max_lag: float | None
 ) -> tuple[DemoOutcome, Any]:
-    """One replay of a demo trace at a fresh stand-in: judged, reported and verified."""
+    """One replay of a demo trace at a fresh stand-in, on `replay`'s own run path (resolve, run,
+    judge: replay.engine.replay_and_judge); reported and verified."""
     results = out_dir / f"{scenario}.results.parquet"
     html = out_dir / f"{scenario}.html"
-    with traces.io.open_reader(trace) as reader:
-        expected = reader.header.expected
     click.secho(f"\n━━ {scenario}  (replay at {speed:g}x) ━━", bold=True)
     cfg = replay.engine.ReplayConfig(trace=str(trace), out=str(results), speed=speed)
-    replay.engine.run_replay(
+    done = replay.engine.replay_and_judge(
         cfg, env={}, start_local=functools.partial(start_local_standin, knobs=knobs),
-        progress=sys.stderr,
+        progress=sys.stderr, max_schedule_lag_ms=max_lag,
     )  # fmt: skip
-    loaded = judge.report.load([str(results)])
-    judged = judge.report.judge_run(loaded, max_schedule_lag_ms=max_lag)
+    judged = done.judged
     click.echo(
         judge.summary.render(judged.metrics, judged.verdicts, fidelity=judged.fidelity), nl=False
     )
@@ -263,13 +263,14 @@ def _demo_replay(
         judge.report.render_html(
             judged.metrics,
             judged.verdicts,
-            results=loaded,
+            results=done.loaded,
             title=f"gaterush demo: {scenario}",
             fidelity=judged.fidelity,
         ),  # fmt: skip
     )
     # the stand-in's end state when the run ended, kept in the result file (as verify reads it)
-    verification = replay.verify.compare(expected, loaded.headers[0].end_state or {})
+    expected = done.plan.header.expected
+    verification = replay.verify.compare(expected, done.loaded.headers[0].end_state or {})
     click.echo(verification.render())
     target = [v for v in judged.verdicts if not judge.fidelity.is_fidelity(v)]
     outcome = DemoOutcome(
@@ -300,7 +301,7 @@ def _demo_line(o: DemoOutcome, judged: Any) -> str:
               help="Stand-in knobs TOML (latency, workers, faults), as `staging serve --knobs`.")  # fmt: skip
 @click.option("--latency", multiple=True, metavar="EP=DIST",
               help="Added stand-in latency, e.g. 'rpc:*=300ms', as `staging serve --latency`.")  # fmt: skip
-@replay.cli_report.max_schedule_lag_option
+@replay.cli_verify.max_schedule_lag_option
 def demo_cmd(
     out_dir: str, seed: int, knobs_file: str | None, latency: tuple[str, ...], max_lag: float | None
 ) -> None:

@@ -1,15 +1,19 @@
-"""The replay engine: a trace, a target and options in; a result log and run statistics out.
+"""The replay engine: a plan (replay.plan) in; a result log and run statistics out; then judged.
+
+One run path for every caller (`gaterush replay`, `gaterush demo`, the tests and benches):
+``replay.plan.resolve`` decides everything before the first request (keys and their safety checks,
+the target, caps, shards: a live Stripe key stops everything there), ``run`` carries the plan out,
+``judge`` judges what it wrote (judge.report.judge_run); ``replay_and_judge`` is the three in turn.
 
 The local stand-in runs in this process (a thread), so with ``--target local`` even one worker
 is a separate process: the stand-in's work must not hold up the sender (one GIL each).
 
-``run_replay`` checks the keys (a live Stripe key stops everything before the first request),
-starts the local stand-in if asked, opens the trace and the result log, and runs the scheduler:
-in this process for one worker and a remote target; else as shards (replay.shards), on local
-processes (replay.processes) or on a Dask cluster with ``--scheduler`` (replay.cluster). The shards
-start at one agreed instant (their clocks measured first) and stream their rows here, which alone
-writes the result log and the progress line, or each writes its own file under ``--out DIR/``.
-SIGTERM and SIGINT stop every shard; their rows are kept and the run ends with ReplayStopped.
+``run`` starts the local stand-in if asked and runs the scheduler: in this process for one worker
+and a remote target; else as shards (replay.shards), on local processes (replay.processes) or on a
+Dask cluster with ``--scheduler`` (replay.cluster). The shards start at one agreed instant (their
+clocks measured first) and stream their rows here, which alone writes the result log and the
+progress line, or each writes its own file under ``--out DIR/``. SIGTERM and SIGINT stop every
+shard; their rows are kept and the run ends with ReplayStopped.
 """
 
 from __future__ import annotations
@@ -19,31 +23,33 @@ import contextlib
 import dataclasses
 import functools
 import math
-import os
 import resource
-import secrets
 import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Protocol
 
 import msgpack
 
+from judge import report
 from judge.metrics import request_failed
 from judge.resultlog import DROPPED_EVENTS, ResultHeader, ResultWriter
-from replay.builders import STRIPE_API, BuildContext, Credentials, public_url
-from replay.safety import (
-    check_keys,
-    default_rate_caps,
-    format_plan,
-    is_loopback,
-    make_plan,
-    merge_caps,
+from judge.thresholds import Threshold
+from replay.builders import BuildContext, Credentials, public_url
+from replay.plan import (  # noqa: F401 - ReplayConfig, new_run_id: part of this module's API
+    Plan,
+    ReplayConfig,
+    environment,
+    is_out_dir,
+    new_run_id,
+    origins,
+    resolve,
 )
+from replay.safety import format_plan, keys_from_env, make_plan  # noqa: F401 - keys_from_env: API
 from replay.scheduler import ScheduleOptions, Stats
 from replay.shards import (  # noqa: F401 - ReplayError is part of this module's API
     START_LEAD_S,
@@ -57,10 +63,7 @@ from replay.shards import (  # noqa: F401 - ReplayError is part of this module's
     quiet_gc,
     run_events,
     shard_events,
-    trace_file,
 )
-from replay.target_profiles import load_profile
-from traces.event import TARGET_WEBHOOK
 from traces.io import open_reader
 
 now = time.monotonic
@@ -76,36 +79,6 @@ class LocalTarget(Protocol):
 
 
 StartLocal = Callable[..., contextlib.AbstractContextManager[LocalTarget]]
-
-
-@dataclass(frozen=True, slots=True)
-class ReplayConfig:
-    """Everything a replay needs besides the keys (which come from the environment only)."""
-
-    trace: str
-    out: str
-    target: str = "local"  # local | env ($SUPABASE_URL) | http(s)://... (a Supabase project URL)
-    speed: float = 1.0
-    max_in_flight: int = 10_000
-    workers: int = 1
-    stripe: str = "standin"  # standin | real | http(s)://... (a Stripe API stand-in)
-    profile: str | None = None
-    rate_caps: Mapping[str, float] = field(default_factory=dict)
-    timeout: float = 60.0
-    transport: str = "raw"
-    run_id: str | None = None
-    warm: int = 8  # keep-alive connections opened per origin before the start
-    connections: int | None = None  # cap on connections per origin (None: as many as in flight)
-    progress: bool = True
-    scheduler: str | None = None  # dask://HOST:PORT: the shards run on that Dask cluster
-    pacer: str = (
-        "auto"  # timerfd (sleeps to each deadline), loop (spins a core), auto: timerfd if any
-    )
-
-
-def is_out_dir(out: str) -> bool:
-    """Whether --out names a directory (each shard writes its own result file there)."""
-    return out.endswith(("/", os.sep)) or Path(out).is_dir()
 
 
 @dataclass(slots=True)
@@ -134,17 +107,6 @@ class ReplayStopped(ReplayError):
         )
 
 
-def keys_from_env(env: Mapping[str, str]) -> Credentials:
-    """The keys from SUPABASE_ANON_KEY, STRIPE_TEST_SK, STRIPE_WEBHOOK_SECRET and (for recorded
-    service-role requests only) SUPABASE_SERVICE_ROLE_KEY."""
-    return Credentials(
-        anon_key=env.get("SUPABASE_ANON_KEY", ""),
-        stripe_key=env.get("STRIPE_TEST_SK", ""),
-        webhook_secret=env.get("STRIPE_WEBHOOK_SECRET", ""),
-        service_key=env.get("SUPABASE_SERVICE_ROLE_KEY", ""),
-    )
-
-
 Trailer = Callable[[], dict[str, Any]]  # what the result trailer keeps that is known at the end
 
 
@@ -155,11 +117,6 @@ def _no_trailer() -> dict[str, Any]:
 def _sender_cost(cpu_s: float, wall_s: float, processes: int) -> dict[str, Any]:
     """The result trailer's `sender` (judge.fidelity reads the sender's CPU share from it)."""
     return {"cpu_s": round(cpu_s, 3), "wall_s": round(wall_s, 3), "processes": processes}
-
-
-def new_run_id() -> str:
-    """A fresh run id: sortable by time, unique enough to clean up after."""
-    return time.strftime("gr-%Y%m%d-%H%M%S-", time.gmtime()) + secrets.token_hex(3)
 
 
 class Progress:
@@ -227,17 +184,6 @@ class Progress:
         else:
             self.stream.write(text + "\n")
         self.stream.flush()
-
-
-def _origins(ctx: BuildContext, targets: Mapping[str, int]) -> dict[str, int]:
-    origins: dict[str, int] = {}
-    for t in targets:
-        kind = t.partition(":")[0]
-        if kind in ("rpc", "rest", "fn"):
-            origins.setdefault(ctx.supabase[0], 0)
-        elif kind == "stripe":
-            origins.setdefault(ctx.stripe[0], 0)
-    return origins
 
 
 def _run_here(cfg: ReplayConfig, ctx: BuildContext, opts: ScheduleOptions, origins: dict[str, int],
@@ -389,165 +335,40 @@ def _run_sharded(cfg: ReplayConfig, ctx: BuildContext, keys: Credentials, opts: 
     return box.get("w"), outcome, lost, signum
 
 
-def run_replay(cfg: ReplayConfig, env: Mapping[str, str] | None = None, start_local: StartLocal | None = None,
-               progress: IO[str] | None = sys.stderr, dry_run_out: IO[str] | None = None,
-               thresholds: Mapping[str, list[str]] | None = None) -> ReplayResult | None:  # fmt: skip
-    """Replay a trace at a target, writing the result log; None for a dry run (the plan is printed).
+def run(plan: Plan, start_local: StartLocal | None = None,
+        progress: IO[str] | None = sys.stderr) -> ReplayResult:  # fmt: skip
+    """Carry a plan out: start the local stand-in if it says so, send, collect the result log.
 
-    `thresholds` (k6 mapping) replace the trace's in the result header. Raises SafetyError (live
-    keys, caps) and ReplayError/ValueError/TraceError for bad input, all before anything is sent;
-    ReplayStopped when SIGTERM/SIGINT stopped a sharded run (its rows are kept).
+    Raises ReplayError when a shard fails, ReplayStopped when SIGTERM/SIGINT stopped a sharded run
+    (its rows are kept).
     """
-    env = os.environ if env is None else env
-    keys = keys_from_env(env)
-    check_keys(keys, cfg.stripe, env)
-    if cfg.workers < 1:
-        raise ValueError(f"--workers: expected an integer >= 1, got {cfg.workers}")
-    if cfg.stripe not in ("standin", "real") and not cfg.stripe.startswith(("http://", "https://")):
-        raise ValueError(
-            f"--stripe: expected standin, real or an http(s):// URL, got {cfg.stripe!r}"
-        )
-    if cfg.target == "env":
-        if not env.get("SUPABASE_URL"):
-            raise ValueError("--target env: SUPABASE_URL is not set")
-        cfg = dataclasses.replace(cfg, target=env["SUPABASE_URL"])
-    if cfg.target != "local" and not cfg.target.startswith(("http://", "https://")):
-        raise ValueError(
-            f"--target: expected local, env ($SUPABASE_URL) or an http(s):// URL, got {cfg.target!r}"
-        )
-    local = cfg.target == "local"
-    if cfg.scheduler is not None:
-        from traces.cluster import scheduler_address  # noqa: PLC0415
-
-        scheduler_address(cfg.scheduler)  # a malformed address is a usage error before any work
-        if local:
-            raise ValueError(
-                "--scheduler: the local stand-in runs in this process, which the cluster's workers "
-                "cannot reach; give --target URL (a `gaterush staging serve` they can reach, or a project)"
-            )
-    profile = load_profile(cfg.profile)
     with contextlib.ExitStack() as stack:
-        local_trace = stack.enter_context(trace_file(cfg.trace, None))
-        return _replay(cfg, env, keys, local, local_trace, profile, start_local, progress,
-                       dry_run_out, thresholds, stack)  # fmt: skip
-    return None  # pragma: no cover
+        standin = None
+        if plan.local:
+            if start_local is None:
+                raise ReplayError(
+                    "--target local needs the stand-in, which this build does not provide; give --target URL"
+                )
+            standin = stack.enter_context(start_local(inventory=plan.header.inventory))
+        return _run_plan(plan, plan.context(standin), standin, progress)
 
 
-def _replay(cfg: ReplayConfig, env: Mapping[str, str], keys: Credentials, local: bool, local_trace: str, profile: Any,
-            start_local: StartLocal | None, progress: IO[str] | None, dry_run_out: IO[str] | None,
-            thresholds: Mapping[str, list[str]] | None, stack: contextlib.ExitStack) -> ReplayResult | None:  # fmt: skip
-    with open_reader(local_trace) as r:
-        theader = r.header
-    targets = dict(theader.targets)
-    stripe_mode = cfg.stripe
-    loopback = local or is_loopback(cfg.target)
-    caps = merge_caps(default_rate_caps(targets, loopback, stripe_mode), cfg.rate_caps, stripe_mode)
-    opts = ScheduleOptions(
-        speed=cfg.speed,
-        max_in_flight=cfg.max_in_flight,
-        rate_caps={t: c / cfg.workers for t, c in caps.items()},  # each shard its share
-        drain_s=cfg.timeout + 1.0,  # the transport's own timeout fires first
-        pacer=cfg.pacer,
-    )
-    if dry_run_out is not None:
-        with open_reader(local_trace) as r:
-            plan = make_plan(r, cfg.speed)
-        dry_run_out.write(
-            format_plan(
-                plan, "local stand-in" if local else public_url(cfg.target), stripe_mode, caps
-            )
-            + "\n"
-        )
-        return None
-    required_env: tuple[str, ...] = ()
-    if not local:
-        required_env = ("SUPABASE_ANON_KEY",) + (
-            ("STRIPE_WEBHOOK_SECRET",) if TARGET_WEBHOOK in targets else ()
-        )
-        # on a cluster each worker checks its own environment (the keys never travel in a task)
-        if not keys.anon_key and cfg.scheduler is None:
-            raise ValueError(
-                "--target URL: set SUPABASE_ANON_KEY (the project's anon or publishable key)"
-            )
-        if TARGET_WEBHOOK in targets and not keys.webhook_secret and cfg.scheduler is None:
-            raise ValueError(
-                f"the trace sends Stripe webhooks ({TARGET_WEBHOOK}): set STRIPE_WEBHOOK_SECRET, "
-                "the endpoint's whsec_ secret, so they are signed at send time"
-            )
-    if not local and stripe_mode == "standin" and any(t.startswith("stripe:") for t in targets):
-        base = env.get("STRIPE_API_BASE")
-        if not base:
-            raise ValueError(
-                "the trace calls the Stripe API: with --target URL give --stripe URL (a stand-in's Stripe API), "
-                "set STRIPE_API_BASE, or opt in to Stripe test mode with --stripe real"
-            )
-        stripe_mode = base
-    if local and start_local is None:
-        raise ReplayError(
-            "--target local needs the stand-in, which this build does not provide; give --target URL"
-        )
-    if local:
-        standin = stack.enter_context(start_local(inventory=theader.inventory))  # type: ignore[misc]
-        supabase_url = standin.url
-        keys = Credentials(
-            anon_key=standin.anon_key,
-            # real Stripe test mode keeps the user's key; the stand-in's Stripe subset takes its own
-            stripe_key=keys.stripe_key if stripe_mode == "real" else standin.stripe_key,
-            webhook_secret=standin.webhook_secret,
-            service_key=standin.service_key,  # for recorded service-role requests only
-        )
-        stripe_url = (
-            standin.url
-            if stripe_mode == "standin"
-            else (STRIPE_API if stripe_mode == "real" else stripe_mode)
-        )
-    else:
-        supabase_url = cfg.target
-        stripe_url = STRIPE_API if stripe_mode == "real" else stripe_mode
-    run_id = cfg.run_id or new_run_id()
-    ctx = BuildContext(
-        supabase_url=supabase_url,
-        run_id=run_id,
-        keys=keys,
-        stripe_url=stripe_url,
-        profile=profile,
-    )
-    origins = _origins(ctx, targets)
-    scenario = theader.scenario or {}
-    expected = sum(targets.values())
-    last_t_us = _last_t_us(local_trace) or 0
-    duration_s = last_t_us / 1e6 / cfg.speed
-    prog = Progress(expected, duration_s, progress if cfg.progress else None)
-    hdr = dict(
-        run_id=run_id,
-        target_url=public_url(supabase_url),
-        trace_path=str(cfg.trace),
-        speed=cfg.speed,
-        scenario=scenario.get("name"),
-        thresholds={
-            k: list(v)
-            for k, v in (
-                thresholds if thresholds is not None else scenario.get("thresholds") or {}
-            ).items()
-        },
-        expected_requests=expected,
-        workers=cfg.workers,
-        max_in_flight=cfg.max_in_flight,
-        stripe="real"
-        if stripe_mode == "real"
-        else ("standin" if stripe_mode == "standin" else public_url(stripe_mode)),
-        trace_duration_us=last_t_us,
-    )
-    trailer = functools.partial(_standin_end, standin) if local else _no_trailer
-    if cfg.workers == 1 and not local and cfg.scheduler is None and not is_out_dir(cfg.out):
-        writer, stats = _run_here(
-            dataclasses.replace(cfg, trace=local_trace), ctx, opts, origins, hdr, prog, trailer
-        )
+def _run_plan(plan: Plan, ctx: BuildContext, standin: LocalTarget | None,
+              progress: IO[str] | None) -> ReplayResult:  # fmt: skip
+    """Call the runner the plan asks for (this process, or shards) with what it takes."""
+    cfg, opts, keys = plan.cfg, plan.opts, ctx.keys
+    to = origins(ctx, plan.targets)
+    hdr = plan.result_header(ctx)
+    prog = Progress(plan.expected_requests, plan.duration_s, progress if cfg.progress else None)
+    trailer = functools.partial(_standin_end, standin) if standin is not None else _no_trailer
+    if not plan.sharded:
+        writer, stats = _run_here(dataclasses.replace(cfg, trace=plan.trace), ctx, opts, to, hdr,
+                                  prog, trailer)  # fmt: skip
         prog.tick(final=True)
         return ReplayResult(writer.header, Path(cfg.out), writer.rows, stats.sent, stats.errors,
                             stats.dropped, keys.values())  # fmt: skip
-    writer, outcome, lost, signum = _run_sharded(cfg, ctx, keys, opts, origins, hdr, prog, local_trace,
-                                                 stripe_mode, required_env, trailer)  # fmt: skip
+    writer, outcome, lost, signum = _run_sharded(cfg, ctx, keys, opts, to, hdr, prog, plan.trace,
+                                                 plan.stripe_mode, plan.required_env, trailer)  # fmt: skip
     prog.tick(final=True)
     header = writer.header if writer is not None else ResultHeader(start_unix_us=outcome.start_unix_us,
                                                                    clocks=outcome.clocks, **hdr)  # fmt: skip
@@ -561,6 +382,72 @@ def _replay(cfg: ReplayConfig, env: Mapping[str, str], keys: Credentials, local:
     return result
 
 
+def dry_run_text(plan: Plan) -> str:
+    """What --dry-run prints: requests per target, peak rates at the plan's speed, caps."""
+    with open_reader(plan.trace) as r:  # the peaks at this speed: one pass over the events
+        counted = make_plan(r, plan.cfg.speed)
+    target = "local stand-in" if plan.local else public_url(plan.cfg.target)
+    return format_plan(counted, target, plan.stripe_mode, plan.caps)
+
+
+def judge(result: ReplayResult, thresholds: Sequence[Threshold] | None = None,
+          max_schedule_lag_ms: float | None = None) -> tuple[report.Results, report.Judgement]:  # fmt: skip
+    """A finished run's result log, judged (its own thresholds unless `thresholds` are given)."""
+    loaded = report.load([str(result.out)])
+    return loaded, report.judge_run(loaded, thresholds, max_schedule_lag_ms)
+
+
+@dataclass(frozen=True, slots=True)
+class Replayed:
+    """A replay carried out and judged: its plan, what it wrote, and the judgement."""
+
+    plan: Plan
+    result: ReplayResult
+    loaded: report.Results
+    judged: report.Judgement
+
+
+def replay_and_judge(cfg: ReplayConfig, env: Mapping[str, str] | None = None,
+                     start_local: StartLocal | None = None, progress: IO[str] | None = sys.stderr,
+                     thresholds: Sequence[Threshold] | None = None,
+                     max_schedule_lag_ms: float | None = None) -> Replayed:  # fmt: skip
+    """The one run path of `gaterush replay` and `gaterush demo`: resolve, run, judge.
+
+    `thresholds` replace the trace's (in the judgement and the result header).
+    """
+    mapping = None if thresholds is None else threshold_mapping(thresholds)
+    with environment(cfg, env, standin=start_local is not None) as e:
+        plan = resolve(cfg, e, mapping)
+        result = run(plan, start_local, progress)
+    loaded, judged = judge(result, thresholds, max_schedule_lag_ms)
+    return Replayed(plan, result, loaded, judged)
+
+
+def threshold_mapping(thresholds: Sequence[Threshold]) -> dict[str, list[str]]:
+    """Thresholds as the k6 mapping a result header keeps (metric -> expressions)."""
+    out: dict[str, list[str]] = {}
+    for t in thresholds:
+        out.setdefault(t.selector.name, []).append(t.expression.source)
+    return out
+
+
+def run_replay(cfg: ReplayConfig, env: Mapping[str, str] | None = None, start_local: StartLocal | None = None,
+               progress: IO[str] | None = sys.stderr, dry_run_out: IO[str] | None = None,
+               thresholds: Mapping[str, list[str]] | None = None) -> ReplayResult | None:  # fmt: skip
+    """Resolve and run a replay, writing the result log; None for a dry run (the plan is printed).
+
+    `thresholds` (k6 mapping) replace the trace's in the result header. Raises SafetyError (live
+    keys, caps) and ReplayError/ValueError/TraceError for bad input, all before anything is sent;
+    ReplayStopped when SIGTERM/SIGINT stopped a sharded run (its rows are kept).
+    """
+    with environment(cfg, env, standin=start_local is not None) as e:
+        plan = resolve(cfg, e, thresholds, dry_run=dry_run_out is not None)
+        if dry_run_out is not None:
+            dry_run_out.write(dry_run_text(plan) + "\n")
+            return None
+        return run(plan, start_local, progress)
+
+
 def _standin_end(standin: Any) -> dict[str, Any]:
     """The local stand-in's end state, kept in the result trailer for `verify --target local`."""
     try:
@@ -568,22 +455,3 @@ def _standin_end(standin: Any) -> dict[str, Any]:
     except (OSError, ValueError) as e:  # the run's rows matter more than this: say so, keep them
         sys.stderr.write(f"replay: the stand-in's end state could not be read ({e})\n")
         return {}
-
-
-def _last_t_us(trace: str) -> int | None:
-    """The trace's last t_us when the file says so cheaply (Parquet column statistics), else None."""
-    if not trace.endswith(".parquet"):
-        return None
-    try:
-        import pyarrow.parquet as pq
-
-        md = pq.ParquetFile(trace).metadata
-        col = md.schema.names.index("t_us")
-        maxima = [md.row_group(i).column(col).statistics for i in range(md.num_row_groups)]
-        return (
-            max(int(st.max) for st in maxima if st is not None and st.has_min_max)
-            if maxima
-            else None
-        )
-    except (ValueError, OSError, TypeError):
-        return None

@@ -41,6 +41,17 @@ _DOTS = str.maketrans({"\u3002": ".", "\uff0e": ".", "\uff61": "."})
 STRIPE_DOMAIN = "stripe.com"
 
 
+def keys_from_env(env: Mapping[str, str]) -> Credentials:
+    """The keys from SUPABASE_ANON_KEY, STRIPE_TEST_SK, STRIPE_WEBHOOK_SECRET and (for recorded
+    service-role requests only) SUPABASE_SERVICE_ROLE_KEY: the one place a replay reads them."""
+    return Credentials(
+        anon_key=env.get("SUPABASE_ANON_KEY", ""),
+        stripe_key=env.get("STRIPE_TEST_SK", ""),
+        webhook_secret=env.get("STRIPE_WEBHOOK_SECRET", ""),
+        service_key=env.get("SUPABASE_SERVICE_ROLE_KEY", ""),
+    )
+
+
 def as_read(value: str) -> str:
     """A variable's value as a service would take it: surrounding blanks and quotes removed."""
     v = value.strip()

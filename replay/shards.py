@@ -43,7 +43,7 @@ from judge.resultlog import ResultHeader, ResultWriter, rows_from_ipc, rows_to_i
 from replay.builders import BuildContext, Credentials
 from replay.clocksync import ClockOffset, measure_offset
 from replay.realtime import Realtime, WriteIndex
-from replay.safety import check_keys, redact
+from replay.safety import check_keys, keys_from_env, redact
 from replay.scheduler import ScheduleOptions, Scheduler, Stats, shard_of
 from replay.transport import make_transport
 from traces.event import Event
@@ -254,11 +254,7 @@ def keys_here(
     env: Mapping[str, str], stripe_mode: str, required: tuple[str, ...] = ()
 ) -> Credentials:
     """This worker's keys from its environment, checked as the client checks its own."""
-    keys = Credentials(
-        anon_key=env.get("SUPABASE_ANON_KEY", ""),
-        stripe_key=env.get("STRIPE_TEST_SK", ""),
-        webhook_secret=env.get("STRIPE_WEBHOOK_SECRET", ""),
-    )
+    keys = keys_from_env(env)
     check_keys(keys, stripe_mode, env)
     missing = [name for name in required if not env.get(name)]
     if missing:

@@ -5,7 +5,8 @@ Layout (every part is one msgpack object, so the whole file is a plain msgpack s
     header map      {"format": "gaterush-trace", "version": 1, "scenario": ..., ...}
                     (counts, targets and expected are empty here: they are not known yet)
     event arrays    [t_us, seq, kind, actor, target, payload, after, expect], one per event
-    trailer map     {"trailer": {"events": N, "crc32": C, "counts": ..., "targets": ..., "expected": ...}}
+    trailer map     {"trailer": {"events": N, "crc32": C, "counts": ..., "targets": ..., "expected": ...,
+                                 "duration_us": ..., "peak_rps": ..., "peak_rps_by_target": ...}}
                     (C is the CRC-32 of every byte before the trailer, so damage is noticed)
     trailer offset  uint64 in its fixed 9-byte form (0xcf + 8 bytes big-endian): where the
                     trailer map starts, so a reader finds the header stats without a scan
@@ -31,7 +32,15 @@ import msgpack
 import pyarrow as pa
 
 from traces.event import Event, TraceError
-from traces.header import TraceHeader, cleared, finished, header_from_obj, header_to_obj
+from traces.header import (
+    TIMING_FIELDS,
+    Timing,
+    TraceHeader,
+    cleared,
+    finished,
+    header_from_obj,
+    header_to_obj,
+)
 from traces.projection import Projection
 from traces.schema import check_event, check_events, events_to_batch, no_gc
 
@@ -59,6 +68,7 @@ class GrtWriter:
         self.path = Path(path)
         self._packer = msgpack.Packer(use_bin_type=True)
         self._projection = Projection()
+        self._timing = Timing()
         self._last: tuple[int, int] | None = None
         self._closed = False
         self._crc = 0
@@ -85,6 +95,7 @@ class GrtWriter:
         for events, offset in reader.scan(stop_at_cut=True):
             end = offset
             self._projection.add_many(events)
+            self._timing.add_many(events)
             if events:
                 self._last = (events[-1].t_us, events[-1].seq)
         self._file = open(self.path, "r+b")  # noqa: SIM115 - closed in close()
@@ -122,6 +133,7 @@ class GrtWriter:
         self._crc = zlib.crc32(data, self._crc)
         self._last = last
         self._projection.add_many(events)
+        self._timing.add_many(events)
 
     def flush(self, fsync: bool = False) -> None:
         """Hand everything written so far to the OS (and to the disk with fsync=True)."""
@@ -134,14 +146,15 @@ class GrtWriter:
         if self._closed:
             return
         self._closed = True
-        self.header = finished(self.header, self._projection)
+        self.header = h = finished(self.header, self._projection, self._timing)
         trailer = {
             "trailer": {
                 "events": self._projection.events,
                 "crc32": self._crc,
-                "counts": self.header.counts,
-                "targets": self.header.targets,
-                "expected": self.header.expected,
+                "counts": h.counts,
+                "targets": h.targets,
+                "expected": h.expected,
+                **{k: getattr(h, k) for k in TIMING_FIELDS},
             }
         }
         at = self._file.tell()
@@ -196,6 +209,7 @@ class GrtReader:
                 {
                     **header.to_dict(),
                     **{k: trailer.get(k) or {} for k in ("counts", "targets", "expected")},
+                    **{k: trailer.get(k) for k in TIMING_FIELDS},  # None: an older writer's
                 }
             )
         self.header = header

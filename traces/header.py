@@ -12,10 +12,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from traces.event import FORMAT_NAME, FORMAT_VERSION, TraceError
+import numpy as np
+import pyarrow as pa
+
+from traces.event import FORMAT_NAME, FORMAT_VERSION, Event, TraceError
 from traces.limits import MAX_EVENT_ID, MAX_PRICE_CENTS, MAX_TICKETS, allow_huge
 from traces.projection import Projection
 
@@ -63,8 +67,11 @@ class Inventory:
 class TraceHeader:
     """Header of a trace: format, scenario config, seed, origin, counts and expected end state.
 
-    `counts`, `targets` and `expected` are projections of the events (traces.projection); writers
-    fill them in when they close, so they are empty in a header given to a writer.
+    `counts`, `targets` and `expected` are projections of the events (traces.projection), and
+    `duration_us`, `peak_rps` and `peak_rps_by_target` their timing (Timing); writers fill them in
+    when they close, so they are empty in a header given to a writer. A trace written before the
+    header kept its timing has None there (a Parquet reader fills `duration_us` from the column
+    statistics); readers that need the peaks then count them from the events.
     """
 
     scenario: dict[str, Any] = field(default_factory=dict)  # the full, validated scenario config
@@ -74,6 +81,9 @@ class TraceHeader:
     counts: dict[str, int] = field(default_factory=dict)  # events per kind
     targets: dict[str, int] = field(default_factory=dict)  # events per target
     expected: dict[str, Any] = field(default_factory=dict)  # expected end state (projection)
+    duration_us: int | None = None  # t_us of the last event: a replay at speed 1 lasts this long
+    peak_rps: int | None = None  # the most requests (events with a target) in one whole second
+    peak_rps_by_target: dict[str, int] | None = None  # the same per target
     source: str = "simulate"  # simulate | record | import:<format> | transform:<name>
     format: str = FORMAT_NAME
     version: int = FORMAT_VERSION
@@ -171,7 +181,23 @@ def header_problem(header: TraceHeader) -> str | None:
         for k, v in getattr(header, name).items():
             if not _int_in(v, 0, 2**63 - 1):
                 return f"{name}.{k}: expected an integer >= 0, got {v!r:.60}"
-    return _inventory_problem(header.inventory)
+    return _timing_problem(header) or _inventory_problem(header.inventory)
+
+
+def _timing_problem(header: TraceHeader) -> str | None:
+    if header.duration_us is not None and not _int_in(header.duration_us, -(2**63), 2**63 - 1):
+        return f"duration_us: expected an integer or null, got {header.duration_us!r:.60}"
+    if header.peak_rps is not None and not _int_in(header.peak_rps, 0, 2**63 - 1):
+        return f"peak_rps: expected an integer >= 0 or null, got {header.peak_rps!r:.60}"
+    by_target = header.peak_rps_by_target
+    if by_target is None:
+        return None
+    if not isinstance(by_target, dict):
+        return f"peak_rps_by_target: expected a dict or null, got {by_target!r:.60}"
+    for k, v in by_target.items():
+        if not _int_in(v, 0, 2**63 - 1):
+            return f"peak_rps_by_target.{k}: expected an integer >= 0, got {v!r:.60}"
+    return None
 
 
 def _inventory_problem(inventory: Any) -> str | None:
@@ -195,18 +221,96 @@ def normalized(header: TraceHeader) -> TraceHeader:
     return TraceHeader.from_dict(header_to_obj(header))
 
 
-def finished(header: TraceHeader, projection: Projection) -> TraceHeader:
-    """The header with counts, targets and expected end state taken from the folded events."""
+def finished(header: TraceHeader, projection: Projection, timing: Timing) -> TraceHeader:
+    """The header with counts, targets, expected end state and timing taken from the folded events."""
     return normalized(
         dataclasses.replace(
             header,
             counts=projection.sorted_counts(),
             targets=projection.sorted_targets(),
             expected=projection.result(),
+            **timing.result(),
         )
     )
 
 
 def cleared(header: TraceHeader) -> TraceHeader:
-    """The header without the projections a writer recomputes (what a stream writes first)."""
-    return dataclasses.replace(header, counts={}, targets={}, expected={})
+    """The header without the folds a writer recomputes (what a stream writes first)."""
+    return dataclasses.replace(header, counts={}, targets={}, expected={}, duration_us=None,
+                               peak_rps=None, peak_rps_by_target=None)  # fmt: skip
+
+
+TIMING_FIELDS = ("duration_us", "peak_rps", "peak_rps_by_target")
+
+
+class Timing:
+    """The last event's t_us and the busiest whole second (requests per target), folded in order.
+
+    The writers fold every event they write (`add_many` for Events, `add_batch` for RecordBatches:
+    the same result), so a replay's progress, result header and plan read them from the header.
+    """
+
+    __slots__ = ("last_us", "peak", "peaks", "_sec", "_current")
+
+    def __init__(self) -> None:
+        self.last_us: int | None = None
+        self.peak = 0
+        self.peaks: dict[str, int] = {}
+        self._sec: int | None = None
+        self._current: dict[str, int] = {}
+
+    def _close_second(self) -> None:
+        current = self._current
+        if current:
+            self.peak = max(self.peak, sum(current.values()))
+            peaks = self.peaks
+            for t, n in current.items():
+                if n > peaks.get(t, 0):
+                    peaks[t] = n
+            self._current = {}
+
+    def add_many(self, events: Iterable[Event]) -> None:
+        """Fold events (sorted by t_us) one by one."""
+        for e in events:
+            t_us, target = e[0], e[4]
+            self.last_us = t_us
+            if target is None:
+                continue
+            sec = t_us // 1_000_000
+            if sec != self._sec:
+                self._close_second()
+                self._sec = sec
+            current = self._current
+            current[target] = current.get(target, 0) + 1
+
+    def add_batch(self, batch: pa.RecordBatch) -> None:
+        """Fold a RecordBatch of traces.schema.SCHEMA (sorted by t_us) column-wise."""
+        if batch.num_rows == 0:
+            return
+        t_us = batch.column("t_us").to_numpy()
+        self.last_us = int(t_us[-1])
+        target = batch.column("target")
+        if target.null_count == len(target):
+            return
+        if not pa.types.is_dictionary(target.type):
+            target = target.dictionary_encode()
+        names = target.dictionary.to_pylist()
+        idx = target.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+        mask = idx >= 0
+        secs = np.floor_divide(t_us[mask], 1_000_000)
+        pairs, tally = np.unique(np.stack([secs, idx[mask]], axis=1), axis=0, return_counts=True)
+        for (sec, i), n in zip(pairs.tolist(), tally.tolist(), strict=True):
+            if sec != self._sec:
+                self._close_second()
+                self._sec = sec
+            current = self._current
+            current[names[i]] = current.get(names[i], 0) + n
+
+    def result(self) -> dict[str, Any]:
+        """The header's timing fields."""
+        self._close_second()
+        return {
+            "duration_us": self.last_us if self.last_us is not None else 0,
+            "peak_rps": self.peak,
+            "peak_rps_by_target": dict(sorted(self.peaks.items())),
+        }

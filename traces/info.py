@@ -501,16 +501,23 @@ def summarize(path: str | os.PathLike, bucket_us: int | None = None) -> TraceInf
         projection.sorted_targets(),
         projection.result(),
     )
+    peak_by_target = {peaks.names[g]: p for g, p in peaks.peaks.items()}
     mismatches = ()
     if complete:
+        timing = {  # a trace written before the header kept its timing has None there
+            "duration_us": last if last is not None else 0,
+            "peak_rps": 0 if peaks.peak is None else peaks.peak.requests,
+            "peak_rps_by_target": {t: p.requests for t, p in sorted(peak_by_target.items())},
+        }
         mismatches = tuple(
             name
             for name, mine, theirs in (
                 ("counts", counts, header.counts),
                 ("targets", targets, header.targets),
                 ("expected", expected, header.expected),
+                *((k, v, getattr(header, k)) for k, v in timing.items()),
             )
-            if mine != theirs
+            if mine != theirs and theirs is not None
         )
     return TraceInfo(
         path=str(path),
@@ -524,7 +531,7 @@ def summarize(path: str | os.PathLike, bucket_us: int | None = None) -> TraceInf
         targets=targets,
         requests=sum(targets.values()),
         peak=peaks.peak,
-        peak_by_target={peaks.names[g]: p for g, p in peaks.peaks.items()},
+        peak_by_target=peak_by_target,
         expected=expected,
         mismatches=mismatches,
         problem=problem,
@@ -648,6 +655,7 @@ def format_info(info: TraceInfo) -> str:
     else:
         lines.append(
             "header    ok: its counts, targets and expected end state equal a fold over the events"
+            + ("" if h.peak_rps is None else ", and so do its duration and peaks")
         )
     return "\n".join(lines)
 

@@ -14,6 +14,7 @@ block on an exception removes its file rather than leave a trace of an unknown p
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import os
@@ -25,7 +26,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from traces.event import COLUMNS, Event, TraceError
-from traces.header import TraceHeader, finished, header_from_obj, header_json_of, header_to_obj
+from traces.header import (
+    Timing,
+    TraceHeader,
+    finished,
+    header_from_obj,
+    header_json_of,
+    header_to_obj,
+)
 from traces.outputs import remove_partial
 from traces.projection import Projection
 from traces.schema import SCHEMA, batch_to_events, check_events, conform, events_to_batch
@@ -56,6 +64,7 @@ class ParquetTraceWriter:
         self._pending: list[Event] = []
         self._last: tuple[int, int] | None = None
         self._projection = Projection()
+        self._timing = Timing()
         self._closed = False
         try:
             self._writer = pq.ParquetWriter(
@@ -95,6 +104,7 @@ class ParquetTraceWriter:
         except TraceError as err:
             raise TraceError(f"{self.path}: {err}") from None
         self._projection.add_batch(batch)
+        self._timing.add_batch(batch)
         self._writer.write_batch(batch, row_group_size=self._rows)
 
     def flush(self) -> None:
@@ -109,7 +119,7 @@ class ParquetTraceWriter:
             return
         self.flush()
         self._closed = True
-        self.header = finished(self.header, self._projection)
+        self.header = finished(self.header, self._projection, self._timing)
         self._writer.add_key_value_metadata(
             {HEADER_KEY: header_json_of(header_to_obj(self.header))}
         )
@@ -171,9 +181,20 @@ class ParquetTraceReader:
             obj = json.loads(raw)
         except ValueError as err:
             raise TraceError(f"{where}: malformed header metadata: {err}") from None
-        self.header = header_from_obj(obj, where)
+        header = header_from_obj(obj, where)
+        if header.duration_us is None:  # written before the header kept it: the statistics say
+            header = dataclasses.replace(header, duration_us=self._last_t_us())
+        self.header = header
         self.num_events: int | None = meta.num_rows
         self.complete = True
+
+    def _last_t_us(self) -> int | None:
+        """The last t_us from the row groups' column statistics (None if they do not say)."""
+        md = self._file.metadata
+        col = md.schema.names.index("t_us")
+        stats = [md.row_group(i).column(col).statistics for i in range(md.num_row_groups)]
+        maxima = [int(st.max) for st in stats if st is not None and st.has_min_max]
+        return max(maxima) if maxima else (0 if md.num_rows == 0 else None)
 
     def batches(self, rows: int = ROW_GROUP_ROWS) -> Iterator[pa.RecordBatch]:
         """The events as RecordBatches of traces.schema.SCHEMA, at most `rows` each."""

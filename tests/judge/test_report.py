@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from judge import report as rep
 from judge.resultlog import ResultHeader, ResultRow, ResultWriter
-from replay import cli_report
+from replay import cli_verify as cli_report
 
 SCAN = "rpc:scan_ticket_atomic"
 HOOK = "fn:stripe-webhook"

@@ -11,7 +11,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from replay import cli_report
+from replay import cli_verify
 from replay.cleanup import CLEANUP_ORDER
 
 SERVICE_KEY = "sb_secret_test_cleanup_key"
@@ -66,7 +66,7 @@ def cli() -> click.Group:
     def g() -> None:
         pass
 
-    cli_report.register_cleanup(g)
+    g.add_command(cli_verify.cleanup_cmd)
     return g
 
 

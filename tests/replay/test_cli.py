@@ -79,10 +79,11 @@ class Captured:
 
 def cli(start_local=None) -> click.Group:
     @click.group()
-    def g() -> None:
-        pass
+    @click.pass_context
+    def g(ctx: click.Context) -> None:
+        ctx.meta[replay_cli.START_LOCAL] = start_local
 
-    replay_cli.register(g, start_local=start_local)
+    g.add_command(replay_cli.replay_cmd)
     return g
 
 

@@ -257,7 +257,7 @@ def test_record_upstream_down_answers_502_and_writes_nothing(tmp_path: Path) -> 
 def test_record_killed_keeps_every_answered_request(standin, tmp_path: Path) -> None:
     """`gaterush record` killed with SIGKILL: every request answered before the kill is in the trace."""
     out = tmp_path / "killed.grt"
-    code = "import click, sys; from replay.cli_record import register; g = click.Group('g'); register(g); g(sys.argv[1:])"
+    code = "import click, sys; from replay.cli_record import record_cmd; g = click.Group('g'); g.add_command(record_cmd); g(sys.argv[1:])"
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -311,7 +311,7 @@ def test_record_killed_keeps_every_answered_request(standin, tmp_path: Path) -> 
 @pytest.mark.timeout(60)
 def test_record_command_stops_cleanly_on_sigint(standin, tmp_path: Path) -> None:
     out = tmp_path / "int.grt"
-    code = "import click, sys; from replay.cli_record import register; g = click.Group('g'); register(g); g(sys.argv[1:])"
+    code = "import click, sys; from replay.cli_record import record_cmd; g = click.Group('g'); g.add_command(record_cmd); g(sys.argv[1:])"
     proc = subprocess.Popen(
         [
             sys.executable,

@@ -12,7 +12,7 @@ import stripe
 from click.testing import CliRunner
 
 from judge.resultlog import ResultHeader, ResultWriter
-from replay import cli_report
+from replay import cli_verify
 from replay import verify as ver
 from traces.event import Event, pack_payload, ticket_code
 from traces.header import Inventory, TraceHeader, VenueEvent
@@ -149,7 +149,7 @@ def cli() -> click.Group:
     def g() -> None:
         pass
 
-    cli_report.register(g)
+    g.add_command(cli_verify.verify_cmd)
     return g
 
 

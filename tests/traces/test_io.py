@@ -66,8 +66,26 @@ def test_header_stats_equal_a_fold_over_the_events(tmp_path: Path, header, event
         assert h.targets == p.sorted_targets()
         stored, _ = read(tmp_path / f"x.{fmt}")
         assert stored.expected == h.expected
-        # everything but the projections is the header that was given
-        assert dataclasses.replace(stored, counts={}, targets={}, expected={}) == normalized(header)
+        # the timing is a fold too: the last t_us, the busiest whole second (brute force)
+        per: dict[tuple[int, str], int] = {}
+        for e in events:
+            if e.target is not None:
+                per[(e.t_us // 1_000_000, e.target)] = (
+                    per.get((e.t_us // 1_000_000, e.target), 0) + 1
+                )
+        total: dict[int, int] = {}
+        for (sec, _), n in per.items():
+            total[sec] = total.get(sec, 0) + n
+        by_target: dict[str, int] = {}
+        for (_, t), n in per.items():
+            by_target[t] = max(by_target.get(t, 0), n)
+        assert stored.duration_us == h.duration_us == (events[-1].t_us if events else 0)
+        assert stored.peak_rps == max(total.values(), default=0)
+        assert stored.peak_rps_by_target == dict(sorted(by_target.items()))
+        # everything but the folds is the header that was given
+        folds = dict(counts={}, targets={}, expected={}, duration_us=None, peak_rps=None,
+                     peak_rps_by_target=None)  # fmt: skip
+        assert dataclasses.replace(stored, **folds) == normalized(header)
 
 
 @SETTINGS
@@ -307,3 +325,65 @@ def test_any_bit_flip_before_the_grt_trailer_is_an_error(tmp_path, events, where
     path.write_bytes(bytes(data))
     with pytest.raises(TraceError, match=str(path)):
         read(path)
+
+
+@SETTINGS
+@given(events=traces(max_size=40, day=True), cut=st.integers(0, 40))
+def test_timing_folds_the_same_from_events_and_from_batches(events, cut) -> None:
+    from traces.header import Timing
+    from traces.schema import events_to_batch
+
+    one, two = Timing(), Timing()
+    one.add_many(events)
+    for part in (events[:cut], events[cut:]):  # a second may straddle two batches
+        if part:
+            two.add_batch(events_to_batch(part))
+    assert one.result() == two.result()
+
+
+def _without_timing(path: Path) -> None:
+    """Rewrite a trace as a gaterush that did not keep the header's timing would have written it."""
+    from traces.header import TIMING_FIELDS
+
+    with open_reader(path) as r:
+        header, events = r.header, list(r)
+    obj = {k: v for k, v in header.to_dict().items() if k not in TIMING_FIELDS}
+    if path.suffix == ".parquet":
+        table = pq.read_table(path)
+        meta = {b"gaterush.header": json.dumps(obj, sort_keys=True).encode()}
+        pq.write_table(table.replace_schema_metadata(meta), path, write_statistics=["t_us"])
+        return
+    import struct
+    import zlib
+
+    import msgpack
+
+    head = {**obj, "counts": {}, "targets": {}, "expected": {}}
+    body = msgpack.packb(head) + b"".join(msgpack.packb(list(e)) for e in events)
+    trailer = {"trailer": {"events": len(events), "crc32": zlib.crc32(body),
+                           "counts": header.counts, "targets": header.targets,
+                           "expected": header.expected}}  # fmt: skip
+    path.write_bytes(body + msgpack.packb(trailer) + struct.pack(">BQ", 0xCF, len(body)))
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_a_trace_without_timing_in_its_header_still_reads(tmp_path: Path, fmt: str) -> None:
+    from traces.info import summarize
+
+    evs = [
+        Event(i * 400_000, i, "scan", f"a:{i}", "rpc:x" if i % 2 else None, b"") for i in range(9)
+    ]
+    path = tmp_path / f"old.{fmt}"
+    write(path, TraceHeader(), evs)
+    _without_timing(path)
+    h, back = read(path)
+    assert back == evs and h.peak_rps is None and h.peak_rps_by_target is None
+    # the Parquet footer's statistics give the duration; an old .grt's is unknown (as before)
+    assert h.duration_us == (3_200_000 if fmt == "parquet" else None)
+    assert summarize(path).mismatches == ()
+    fresh = write(tmp_path / f"new.{fmt}", h, back)  # rewriting it computes them
+    assert (fresh.duration_us, fresh.peak_rps, fresh.peak_rps_by_target) == (
+        3_200_000,
+        2,
+        {"rpc:x": 2},
+    )
