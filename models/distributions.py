@@ -8,54 +8,23 @@ from typing import Any
 
 import numpy as np
 
-from traces.config import KeyedError, describe
+from traces.config import KeyedError, Value, describe
 from traces.limits import MAX_SECONDS, over_limit
 
 KINDS = ("exponential", "lognormal", "fixed", "uniform")
 BATCH = 4096  # values drawn per numpy call
 
 
-class Dist:
-    """A non-negative distribution of seconds: exponential(mean), lognormal(mean, sd), fixed(mean), uniform(low, high).
-
-    Immutable. A plain class, not a dataclass, so that the config layer reads it with read_dist
-    (a table per kind, or a bare number) rather than as a table of its five fields.
-    """
+class Dist(Value):
+    """A non-negative distribution of seconds: exponential(mean), lognormal(mean, sd), fixed(mean), uniform(low, high)."""
 
     __slots__ = ("dist", "mean", "sd", "low", "high")
-
-    def __init__(
-        self,
-        dist: str = "fixed",
-        mean: float = 0.0,
-        sd: float = 0.0,
-        low: float = 0.0,
-        high: float = 0.0,
-    ) -> None:
-        for name, v in zip(self.__slots__, (dist, mean, sd, low, high), strict=True):
-            object.__setattr__(self, name, v)
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        raise AttributeError(f"Dist is immutable: cannot set {name}")
-
-    def _key(self) -> tuple:
-        return (self.dist, self.mean, self.sd, self.low, self.high)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Dist) and self._key() == other._key()
-
-    def __hash__(self) -> int:
-        return hash(self._key())
-
-    def __repr__(self) -> str:
-        return (
-            "Dist("
-            + ", ".join(f"{k}={v!r}" for k, v in zip(self.__slots__, self._key(), strict=True))
-            + ")"
-        )
-
-    def __reduce__(self):  # pickled to sweep and what-if workers
-        return (Dist, self._key())
+    DEFAULTS = ("fixed", 0.0, 0.0, 0.0, 0.0)
+    dist: str
+    mean: float
+    sd: float
+    low: float
+    high: float
 
     @property
     def expected(self) -> float:

@@ -23,7 +23,7 @@ import msgspec
 from traces.durations import Duration
 from traces.limits import MAX_SECONDS, over_limit
 
-__all__ = ["ConfigError", "KeyedError", "Section", "decode", "describe", "to_plain"]
+__all__ = ["ConfigError", "KeyedError", "Section", "Value", "decode", "describe", "to_plain"]
 
 
 class ConfigError(ValueError):
@@ -46,6 +46,42 @@ class KeyedError(ValueError):
 
 class Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """A table of a config file: frozen, unknown keys refused."""
+
+
+class Value:
+    """An immutable value that a config reads from its own syntax (a Dist from its table, a latency
+    from `exp:5ms`), not as a table of its fields: a plain class, since msgspec would read a
+    dataclass as a table. Subclasses name their fields in `__slots__` and defaults in `DEFAULTS`."""
+
+    __slots__ = ()
+    DEFAULTS: tuple = ()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        names = self.__slots__
+        values = list(args) + list(self.DEFAULTS[len(args) :])
+        for name, v in kwargs.items():
+            values[names.index(name)] = v
+        for name, v in zip(names, values, strict=True):
+            object.__setattr__(self, name, v)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"{type(self).__name__} is immutable: cannot set {name}")
+
+    def _key(self) -> tuple:
+        return tuple(getattr(self, n) for n in self.__slots__)
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and self._key() == other._key()  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{n}={v!r}" for n, v in zip(self.__slots__, self._key(), strict=True))
+        return f"{type(self).__name__}({args})"
+
+    def __reduce__(self):  # pickled to sweep and what-if workers
+        return (type(self), self._key())
 
 
 Readers = dict[type, Callable[[Any], Any]]  # custom field types -> reader of the raw value
@@ -119,7 +155,7 @@ def _strip(tp: Any) -> tuple[Any, msgspec.Meta | None]:
             tp, metas = args[0], [m for m in args[1:] if isinstance(m, msgspec.Meta)]
             meta = metas[0] if metas else meta
         elif origin in (typing.Union, types.UnionType):
-            inner = [a for a in typing.get_args(tp) if a is not type(None)]
+            inner = [a for a in typing.get_args(tp) if a not in (type(None), msgspec.UnsetType)]
             if len(inner) != 1:
                 return tp, meta
             tp = inner[0]
@@ -196,7 +232,9 @@ def _bounds(meta: msgspec.Meta | None) -> str:
 
 
 def _expected(tp: Any, meta: msgspec.Meta | None) -> str:
-    """What a value of this type must be, in words."""
+    """What a value of this type must be, in words (`Meta(extra={"expected": ...})` says it)."""
+    if meta is not None and meta.extra and "expected" in meta.extra:
+        return meta.extra["expected"]
     origin = typing.get_origin(tp)
     if tp is bool:
         return "true or false"
