@@ -2,7 +2,7 @@
 
 A duration is one or more terms `<number><unit>` (a number is `12`, `1.5`, `.5`, optionally with an
 exponent); units are `us` (or `µs`), `ms`, `s` (or `sec`), `m` (or `min`), `h` and `d`, in any case.
-A bare number has no unit of its own: each place that reads durations says which unit it means
+A bare number (alone: `1h30` is not a duration) has no unit of its own: each place that reads durations says which unit it means
 (`bare="s"` for trace transforms and buckets, `bare="ms"` for the stand-in's knobs) or refuses it
 (`bare=None`, as threshold windows do).
 """
@@ -44,7 +44,8 @@ def parse_fraction(text: str, *, bare: str | None = "s") -> Fraction:
     pos, total = 0, Fraction(0)
     while pos < len(s):
         m = _TERM.match(s, pos)
-        unit = m and (m[2] or bare)
+        alone = m is not None and pos == 0 and m.end() == len(s)  # only a lone number may be bare
+        unit = m and (m[2] or (bare if alone else None))
         if not m or m.end() == pos or unit is None:
             raise ValueError(
                 f"bad duration {text!r}: expected a number with a unit {UNITS_TEXT}"
@@ -83,7 +84,7 @@ def format_us(us: int | Fraction) -> str:
             return f"{us // size}{unit}"
     if us == 0:
         return "0s"
-    return f"{float(us / 1_000_000):g}s"
+    return f"{float(us / 1_000_000)!r}s"  # below a microsecond: every digit
 
 
 class Duration(float):
@@ -105,8 +106,8 @@ class Duration(float):
         return round(self * 1_000_000)
 
     def format(self) -> str:
-        """The canonical text (parses back to the same duration)."""
-        return format_us(Fraction(self) * 1_000_000)
+        """The canonical text, to the microsecond (parses back to the same `us`)."""
+        return format_us(self.us)
 
 
 class DurationMs(Duration):
