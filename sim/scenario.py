@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import re
 import tomllib
 from pathlib import Path
 from typing import Any
 
 from msgspec import field
 
+from judge.thresholds import ThresholdError, parse_expression, parse_selector
 from models import rate_profiles as profiles
 from models.arrivals import CrowdParams
 from models.capacity import Backend, CapacityConfig, CapacityParams
@@ -89,13 +89,6 @@ class Scenario(Section):
 
 SCENARIOS_DIR = Path(__file__).parent / "scenarios"  # the built-ins
 
-# k6 threshold expressions: aggregation, operator, number, and an optional window ("over 10s")
-_THRESHOLD = re.compile(
-    r"^\s*(avg|min|med|max|count|rate|value|p\(\d+(\.\d+)?\))\s*(<=|>=|===|==|!=|<|>)\s*"
-    r"-?\d+(\.\d+)?\s*(over\s+\d+(\.\d+)?(ms|s|m|h))?\s*$"
-)
-_METRIC = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\{[^{}]+\})?$")
-
 
 def _check(sc: Scenario) -> None:
     """Checks across fields, after each field is valid on its own."""
@@ -163,14 +156,21 @@ def _check(sc: Scenario) -> None:
         )
     for metric, exprs in sc.thresholds.items():
         key = f'thresholds."{metric}"'
-        if not _METRIC.match(metric):
-            raise ScenarioError(key, "expected a metric name with optional {tag:value} filters")
-        for e in exprs:
-            if not _THRESHOLD.match(e):
+        try:
+            parse_selector(metric)
+        except ThresholdError as e:
+            raise ScenarioError(
+                key, f"expected a metric name with optional {{tag:value}} filters ({e})"
+            ) from None
+        for expr in exprs:
+            try:
+                parse_expression(expr)  # the judge's own grammar: what it accepts, it can judge
+            except ThresholdError as e:
                 raise ScenarioError(
                     key,
-                    f'expected k6 threshold expressions like "p(95)<500" or "rate==0", got {e!r}',
-                )
+                    f'expected k6 threshold expressions like "p(95)<500" or "rate==0", got {expr!r}'
+                    f" ({e})",
+                ) from None
 
 
 def arrival_profile(sc: Scenario) -> profiles.RateProfile | None:

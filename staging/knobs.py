@@ -88,7 +88,7 @@ class Latency(config.Value):
 
     def spec(self) -> str:
         """The text form parse_latency reads back."""
-        ms = lambda s: f"{s * 1e3:g}ms"  # noqa: E731
+        ms = lambda s: DurationMs(s).format()  # noqa: E731
         return {
             "fixed": lambda: ms(self.a),
             "uniform": lambda: f"uniform:{ms(self.a)}..{ms(self.b)}",
@@ -171,7 +171,7 @@ class EndpointKnobs:
             d["error_rate"] = self.error_rate
         if self.stall_rate:
             d["stall_rate"] = self.stall_rate
-            d["stall"] = f"{self.stall * 1e3:g}ms"
+            d["stall"] = DurationMs(self.stall).format()
         return d
 
 
@@ -189,7 +189,7 @@ class DeliveryKnobs:
             "delay": self.delay.spec(),
             "duplicate_rate": self.duplicate_rate,
             "max_attempts": self.max_attempts,
-            "retry_base": f"{self.retry_base * 1e3:g}ms",
+            "retry_base": DurationMs(self.retry_base).format(),
         }
 
 

@@ -217,7 +217,10 @@ def _locate(tp: Any, data: Any, key: str, e: msgspec.ValidationError, hook, quot
     missing = re.match(r"Object missing required field `(.*)`", text)
     if missing:
         return _join(key, missing[1], quote), "missing (required)"
-    return key, f"expected {_expected(bare, meta)}, got {describe(cur)}"
+    got = describe(cur)
+    if isinstance(cur, list) and typing.get_origin(bare) is tuple:
+        got = f"{len(cur)}"  # an array of the wrong length
+    return key, f"expected {_expected(bare, meta)}, got {got}"
 
 
 def _bounds(meta: msgspec.Meta | None) -> str:
