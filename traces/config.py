@@ -11,6 +11,7 @@ read from the environment at the moment a config is read.
 from __future__ import annotations
 
 import difflib
+import functools
 import math
 import re
 import types
@@ -163,16 +164,18 @@ def _strip(tp: Any) -> tuple[Any, msgspec.Meta | None]:
             return tp, meta
 
 
+@functools.lru_cache(maxsize=512)
 def _fields(tp: type) -> dict[str, Any]:
+    """The field types of a struct, annotations resolved (once per class)."""
     return typing.get_type_hints(tp, include_extras=True)
 
 
-def _fails(tp: Any, v: Any, hook) -> bool:
+def _error(tp: Any, v: Any, hook) -> msgspec.ValidationError | None:
     try:
         msgspec.convert(v, tp, dec_hook=hook)
-    except msgspec.ValidationError:
-        return True
-    return False
+    except msgspec.ValidationError as e:
+        return e
+    return None
 
 
 def _locate(tp: Any, data: Any, key: str, e: msgspec.ValidationError, hook, quote: bool):
@@ -181,7 +184,7 @@ def _locate(tp: Any, data: Any, key: str, e: msgspec.ValidationError, hook, quot
     path = path.rstrip("`").removeprefix("$")
     if not text:
         text, path = str(e), ""
-    cur_tp, cur, meta = tp, data, None
+    cur_tp, cur = tp, data
     for m in _PATH.finditer(path):
         stripped, _ = _strip(cur_tp)
         if m[1] is not None:  # a field of a struct
@@ -198,11 +201,9 @@ def _locate(tp: Any, data: Any, key: str, e: msgspec.ValidationError, hook, quot
         else:  # a value of a table: find which one (msgspec does not say)
             vt = typing.get_args(stripped)[1]
             for k, v in (cur or {}).items():
-                if _fails(vt, v, hook):
-                    try:
-                        msgspec.convert(v, vt, dec_hook=hook)
-                    except msgspec.ValidationError as inner:
-                        return _locate(vt, v, _join(key, str(k), quote, True), inner, hook, quote)
+                inner = _error(vt, v, hook)
+                if inner is not None:
+                    return _locate(vt, v, _join(key, str(k), quote, True), inner, hook, quote)
             return key, text
     cause = e.__cause__
     if isinstance(cause, KeyedError):
