@@ -39,7 +39,7 @@ import sim.scenario
 import staging.cli
 import staging.process
 import traces.cli
-import traces.cli_recorded
+import traces.cli_transforms
 from traces.event import TraceError
 from traces.exitcodes import THRESHOLDS_FAILED, InvalidInput
 
@@ -140,7 +140,7 @@ def sweep_plot(
 
 
 traces.cli.register(main)
-traces.cli_recorded.register(main)  # adds to the `trace` group: must come after it
+traces.cli_transforms.register(main)  # adds to the `trace` group: must come after it
 sim.cli.register(main)
 # module-level hooks: the process pool and Dask pickle them
 sim.cli_study.register(

@@ -57,6 +57,7 @@ from judge.metrics import (
     format_number,
     sliding_windows,
 )
+from traces import durations
 
 
 class ThresholdError(ValueError):
@@ -77,8 +78,7 @@ _SCAN_ORDER = ("<=", "<", ">=", ">", "===", "==", "!=")
 NEGATION = {"<": ">=", "<=": ">", ">": "<=", ">=": "<", "==": "!=", "===": "!=", "!=": "=="}
 
 _NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
-_OVER = re.compile(r"^(?P<expr>.*?)\s+over\s+(?P<n>\d+(\.\d+)?)\s*(?P<unit>ms|s|m|h)\s*$")
-_UNITS = {"ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+_OVER = re.compile(r"^(?P<expr>.*?)\s+over\s+(?P<window>\S.*?)\s*$")
 _METRIC_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 WINDOW_STEPS = 10  # windows per width: a window starts every width / WINDOW_STEPS
 
@@ -202,14 +202,22 @@ def parse_selector(text: str) -> Selector:
     return Selector(metric, tuple(tags))
 
 
+def _window_s(text: str) -> float | None:
+    """A window's width in seconds (one duration grammar, a unit required), or None."""
+    try:
+        return durations.parse_seconds(text, bare=None)
+    except ValueError:
+        return None
+
+
 def parse_expression(text: str) -> Expression:
     """Parse one k6 threshold expression (`p(99.9)<5`, `rate==0`), optionally `... over 10s`."""
     src = text.strip()
     body, window_s = src, None
     m = _OVER.match(src)
-    if m:
-        body = m["expr"].strip()
-        window_s = float(m["n"]) * _UNITS[m["unit"]]
+    window = _window_s(m["window"]) if m else None
+    if window is not None:
+        body, window_s = m["expr"].strip(), window
         if window_s <= 0:
             raise ThresholdError(f"threshold {text!r}: window must be longer than 0")
     elif re.search(r"\bover\b", src):

@@ -13,21 +13,31 @@ import heapq
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Annotated, NamedTuple
 
+import msgspec
 import numpy as np
+from msgspec import Meta
 
 from models.distributions import Dist, batched
+from traces.config import Positive, Section
 from traces.event import Event
+from traces.limits import MAX_WORKERS
 
 
-@dataclass(frozen=True, slots=True)
-class Backend:
+class Backend(Section, kw_only=False):
     """One endpoint's capacity: parallel workers, service time, and the client's timeout."""
 
-    workers: int = 8
+    workers: Annotated[int, Meta(ge=1, extra={"limit": MAX_WORKERS})] = 8
     service: Dist = Dist("exponential", 0.02)
-    timeout_s: float | None = None
+    timeout_s: Positive | None = None
+
+
+class CapacityConfig(Section):
+    """The [capacity] table: backend capacity per target (`default` for the others)."""
+
+    default: Backend = msgspec.field(default_factory=Backend)
+    targets: dict[str, Backend] = msgspec.field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Generator
-from dataclasses import dataclass
+from typing import Annotated
 
 import numpy as np
 import simpy
+from msgspec import Meta
 
 from models.distributions import Dist
 from models.sink import Emit
+from traces.config import NonNegative, Section
 from traces.event import (
     OK,
     SUBSCRIBE,
@@ -20,16 +22,16 @@ from traces.event import (
     UNSUBSCRIBE,
     VIEW,
 )
+from traces.limits import MAX_VIEWERS
 
 
-@dataclass(frozen=True, slots=True)
-class DashboardParams:
-    """`viewers` opening the dashboard uniformly over [start_s, start_s + window_s), staying `stay`."""
+class DashboardParams(Section):
+    """The [dashboard] table: `viewers` opening the dashboard uniformly over
+    [start_s, start_s + window_s), staying `stay`."""
 
-    event_id: int = 1
-    viewers: int = 20
-    start_s: float = 0.0
-    window_s: float = 10.0
+    viewers: Annotated[int, Meta(ge=0, extra={"limit": MAX_VIEWERS})] = 20
+    start_s: NonNegative = 0.0
+    window_s: NonNegative = 10.0
     stay: Dist = Dist("fixed", 300.0)
     reload: Dist = Dist("exponential", 60.0)  # time between reloads while subscribed
 
@@ -53,22 +55,26 @@ def load_queries(event_id: int) -> list[tuple[str, dict]]:
 
 
 def dashboard(
-    env: simpy.Environment, params: DashboardParams, rng: np.random.Generator, emit: Emit
+    env: simpy.Environment,
+    params: DashboardParams,
+    rng: np.random.Generator,
+    emit: Emit,
+    event_id: int = 1,
 ) -> Generator[simpy.Event, None, None]:
-    """Start the viewers; each view of one load shares its load id."""
+    """Start the viewers of event `event_id`; each view of one load shares its load id."""
     t_rng, s_rng, r_rng = rng.spawn(3)
     times = params.start_s + np.sort(t_rng.uniform(0.0, params.window_s, params.viewers))
     stays = params.stay.sample(s_rng, params.viewers).tolist()
     reloads = params.reload.stream(r_rng)
-    queries = load_queries(params.event_id)
+    queries = load_queries(event_id)
     loads = [0]
     for v, t in enumerate(times.tolist()):
         if t > env.now:
             yield env.timeout(t - env.now)
-        env.process(_viewer(env, params, emit, v, stays[v], reloads, queries, loads))
+        env.process(_viewer(env, event_id, emit, v, stays[v], reloads, queries, loads))
 
 
-def _viewer(env, p: DashboardParams, emit: Emit, v: int, stay: float, reloads, queries, loads):
+def _viewer(env, event_id: int, emit: Emit, v: int, stay: float, reloads, queries, loads):
     actor = f"viewer:{v}"
     end = env.now + stay
 
@@ -79,7 +85,7 @@ def _viewer(env, p: DashboardParams, emit: Emit, v: int, stay: float, reloads, q
             emit(VIEW, actor, target, {"load": load_id, "query": query}, None, OK)
 
     load()
-    sub = {"table": "tickets", "filter": f"event_id=eq.{p.event_id}"}
+    sub = {"table": "tickets", "filter": f"event_id=eq.{event_id}"}
     emit(SUBSCRIBE, actor, TARGET_REALTIME_TICKETS, sub, None, OK)
     while True:
         gap = next(reloads)

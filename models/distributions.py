@@ -2,24 +2,29 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
-from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+
+from traces.config import KeyedError, Value, describe
+from traces.limits import MAX_SECONDS, over_limit
 
 KINDS = ("exponential", "lognormal", "fixed", "uniform")
 BATCH = 4096  # values drawn per numpy call
 
 
-@dataclass(frozen=True, slots=True)
-class Dist:
+class Dist(Value):
     """A non-negative distribution of seconds: exponential(mean), lognormal(mean, sd), fixed(mean), uniform(low, high)."""
 
-    dist: str = "fixed"
-    mean: float = 0.0
-    sd: float = 0.0
-    low: float = 0.0
-    high: float = 0.0
+    __slots__ = ("dist", "mean", "sd", "low", "high")
+    DEFAULTS = ("fixed", 0.0, 0.0, 0.0, 0.0)
+    dist: str
+    mean: float
+    sd: float
+    low: float
+    high: float
 
     @property
     def expected(self) -> float:
@@ -65,3 +70,61 @@ def choices(rng: np.random.Generator, weights: tuple[float, ...]) -> Iterator[in
     p = np.asarray(weights, dtype=float)
     p = p / p.sum()
     return batched(lambda: rng.choice(len(p), size=BATCH, p=p))
+
+
+_PARAMS = {
+    "exponential": ("mean",),
+    "fixed": ("mean",),
+    "lognormal": ("mean", "sd"),
+    "uniform": ("low", "high"),
+}
+
+
+def _seconds(sub: str, v: Any, positive: bool) -> float:
+    what = "a number > 0" if positive else "a number >= 0"
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        raise KeyedError(sub, f"expected {what}, got {describe(v)}")
+    if not math.isfinite(v):
+        raise KeyedError(sub, f"expected a finite number, got {v!r}")
+    if v < 0 or (positive and v == 0):
+        raise KeyedError(sub, f"expected {what}, got {v!r}")
+    problem = over_limit(v, MAX_SECONDS, size=False)
+    if problem:
+        raise KeyedError(sub, problem)
+    return float(v)
+
+
+def read_dist(v: Any) -> Dist:
+    """A Dist from a config value: a table {dist = "lognormal", mean = 3.5, sd = 1.5} or a number
+    of seconds (fixed); KeyedError naming the key below the value."""
+    if isinstance(v, int | float) and not isinstance(v, bool):
+        return Dist("fixed", _seconds("", v, False))
+    if not isinstance(v, dict):
+        raise KeyedError(
+            "",
+            'expected a distribution table like {dist = "exponential", mean = 3.0}'
+            f" or a number of seconds, got {describe(v)}",
+        )
+    kind = v.get("dist")
+    if kind not in KINDS:
+        raise KeyedError(".dist", f"expected one of {', '.join(KINDS)}, got {describe(kind)}")
+    allowed = _PARAMS[kind]
+    for k in v:
+        if k != "dist" and k not in allowed:
+            raise KeyedError(
+                f".{k}", f"unknown key for a {kind} distribution (it takes {', '.join(allowed)})"
+            )
+    for k in allowed:
+        if k not in v:
+            raise KeyedError(f".{k}", f"missing (a {kind} distribution needs {', '.join(allowed)})")
+    nums = {k: _seconds(f".{k}", v[k], k == "mean" and kind == "lognormal") for k in allowed}
+    if kind == "uniform" and nums["high"] < nums["low"]:
+        raise KeyedError(
+            ".high", f"expected a number >= low ({nums['low']:g}), got {nums['high']!r}"
+        )
+    return Dist(kind, **nums)
+
+
+def dist_plain(d: Dist) -> dict[str, Any]:
+    """A Dist as the table read_dist reads back."""
+    return {"dist": d.dist, **{k: getattr(d, k) for k in _PARAMS.get(d.dist, ("mean",))}}

@@ -12,13 +12,16 @@ from array import array
 from bisect import bisect_right
 from collections import deque
 from collections.abc import Generator
-from dataclasses import dataclass
+from typing import Annotated, Literal
 
 import numpy as np
 import simpy
+from msgspec import Meta, field
 
 from models.distributions import Dist, uniforms
 from models.sink import Emit
+from models.venue import DEFAULT_EVENT, EventParams
+from traces.config import NonNegative, Probability, Section
 from traces.event import (
     ALREADY_SCANNED,
     ARRIVE,
@@ -31,6 +34,7 @@ from traces.event import (
     WRONG_EVENT,
     ticket_code,
 )
+from traces.limits import MAX_LANES
 
 GOLDEN = 0.6180339887498949
 # ticket kinds an attendee can hold
@@ -39,59 +43,78 @@ HOLDER, SCREENSHOT, FORGED, OTHER_EVENT = range(4)
 NEVER, INSIDE, OUTSIDE, LEFT = range(4)
 
 
-@dataclass(frozen=True, slots=True)
-class GateParams:
-    """Lanes, queueing, scan times, ticket mix, scanner errors, re-entry and departures of one gate."""
+Lanes = Annotated[int, Meta(ge=1, extra={"limit": MAX_LANES})]
 
-    event_id: int = 1
-    presold: int = 1000
-    gate: str = "main"
-    lanes: int = 4
-    queue: str = "shortest"  # "shortest": a queue per lane, join the shortest; "shared": one queue
+
+class TicketMix(Section):
+    """Weights of the tickets attendees hold."""
+
+    valid: NonNegative = 0.95
+    screenshot: NonNegative = 0.02  # a copy of someone's ticket: the first copy gets in
+    invalid: NonNegative = 0.02
+    wrong_event: NonNegative = 0.01
+
+    @property
+    def weights(self) -> tuple[float, float, float, float]:
+        """(valid, screenshot, invalid, wrong_event)."""
+        return (self.valid, self.screenshot, self.invalid, self.wrong_event)
+
+
+class GateParams(Section):
+    """The [gate] table: lanes, queueing, scan times, ticket mix, scanner errors, re-entry, departures."""
+
+    name: str = "main"
+    lanes: Lanes = 4
+    # "shortest": a queue per lane, join the shortest; "shared": one queue
+    queue: Literal["shortest", "shared"] = "shortest"
+    open_spread_s: NonNegative = 0.0  # lanes open one by one over this many seconds after opening
     service: Dist = Dist("lognormal", 3.5, 1.5)
-    # weights of valid / screenshot copy / invalid (forged) / wrong-event tickets
-    mix: tuple[float, float, float, float] = (0.95, 0.02, 0.02, 0.01)
-    screenshot_gap_s: float = (
-        60.0  # a screenshot copies a ticket whose holder came at least this earlier
-    )
-    wrong_event_id: int = 2
-    wrong_presold: int = 1
-    rescan_prob: float = 0.0  # a scanner error: the scan is repeated after rescan_delay
+    tickets: TicketMix = field(default_factory=TicketMix)
+    screenshot_gap_s: NonNegative = 60.0  # a screenshot copies a ticket held at least this earlier
+    rescan_prob: Probability = 0.0  # a scanner error: the scan is repeated after rescan_delay
     rescan_delay: Dist = Dist("uniform", low=2.0, high=6.0)
-    allow_reentry: bool = False
-    reentry_prob: float = 0.0  # after admission, the attendee passes out and comes back
+    reentry_prob: Probability = 0.0  # after admission, the attendee passes out and comes back
     passout_after: Dist = Dist("exponential", 1800.0)
     away: Dist = Dist("exponential", 600.0)
-    open_s: float = 0.0  # when the lanes start scanning (attendees who come earlier queue)
-    open_spread_s: float = (
-        0.0  # lanes open one by one, uniformly over this many seconds after open_s
-    )
-    end_s: float | None = None  # when the event ends and the crowd leaves (None: nobody leaves)
     leave_after: Dist = Dist("exponential", 900.0)
-    leave_resolution_s: float = 1.0  # departure times are rounded up to this (0: exact)
+    departures: bool = True  # a leave per attendee after the event ends
+
+
+LEAVE_RESOLUTION_S = 1.0  # departure times are rounded up to this (0: exact)
 
 
 class Gate:
     """A gate whose lanes are SimPy processes; arrivals hand it groups through `join`."""
 
     def __init__(
-        self, env: simpy.Environment, params: GateParams, rng: np.random.Generator, emit: Emit
+        self,
+        env: simpy.Environment,
+        params: GateParams,
+        rng: np.random.Generator,
+        emit: Emit,
+        event: EventParams = DEFAULT_EVENT,
+        open_s: float = 0.0,
     ):
+        """`event` holds the tickets scanned here; the lanes start scanning at `open_s`."""
         self.env, self.p, self.emit = env, params, emit
+        self.event_id, self.presold = event.id, event.presold
+        self.wrong_event_id, self.wrong_presold = event.other_event_id, event.other_presold
+        self.allow_reentry = event.allow_reentry
+        self.end_s = event.end_s if params.departures else None
         mix_rng, svc_rng, u_rng, rescan_rng, out_rng, away_rng, leave_rng, open_rng = rng.spawn(8)
-        self._opens = (
-            params.open_s + open_rng.uniform(0, params.open_spread_s, params.lanes)
-        ).tolist()
+        self._opens = (open_s + open_rng.uniform(0, params.open_spread_s, params.lanes)).tolist()
         self._offset = float(mix_rng.random())
-        self._cdf = np.cumsum(np.asarray(params.mix, dtype=float) / sum(params.mix)).tolist()
+        self._cdf = np.cumsum(
+            np.asarray(params.tickets.weights, dtype=float) / sum(params.tickets.weights)
+        ).tolist()
         self._service = params.service.stream(svc_rng)
         self._u = uniforms(u_rng)
         self._rescan_delay = params.rescan_delay.stream(rescan_rng)
         self._passout_after = params.passout_after.stream(out_rng)
         self._away = params.away.stream(away_rng)
         self._leave_rng = leave_rng
-        self._state = bytearray(params.presold)
-        self._holder = array("q", [-1]) * params.presold  # attendee admitted with each ticket
+        self._state = bytearray(event.presold)
+        self._holder = array("q", [-1]) * event.presold  # attendee admitted with each ticket
         self._holder_t = array("d")  # arrival time of the i-th ticket holder (holds ticket i)
         self._n = 0  # attendees seen
         self._spare = 0  # unheld tickets handed to screenshots with nothing to copy yet
@@ -105,7 +128,7 @@ class Gate:
         self._wake: list[simpy.Event | None] = [None] * params.lanes  # set while a lane is idle
         self._idle: deque[int] = deque()  # idle lanes in the order they became idle (shared mode)
         self.procs = [env.process(self._lane(i)) for i in range(params.lanes)]
-        if params.end_s is not None:
+        if self.end_s is not None:
             env.process(self._departures())
 
     # -- tickets -----------------------------------------------------------------------------------
@@ -126,22 +149,22 @@ class Gate:
             m = bisect_right(self._holder_t, now - p.screenshot_gap_s)
             if m:
                 i = int(next(self._u) * m)
-                return i, ticket_code(p.event_id, i)
-            i = p.presold - 1 - self._spare  # a ticket no attendee holds (yet): a no-show's
+                return i, ticket_code(self.event_id, i)
+            i = self.presold - 1 - self._spare  # a ticket no attendee holds (yet): a no-show's
             self._spare += 1
             if i >= len(self._holder_t):
-                return i, ticket_code(p.event_id, i)
+                return i, ticket_code(self.event_id, i)
             kind = FORGED
         if kind == HOLDER:
             i = len(self._holder_t)
-            if i < p.presold - self._spare:
+            if i < self.presold - self._spare:
                 self._holder_t.append(now)
-                return i, ticket_code(p.event_id, i)
+                return i, ticket_code(self.event_id, i)
             kind = FORGED  # more attendees than tickets: the extra ones hold forgeries
         if kind == OTHER_EVENT:
-            return -2, ticket_code(p.wrong_event_id, int(next(self._u) * p.wrong_presold))
+            return -2, ticket_code(self.wrong_event_id, int(next(self._u) * self.wrong_presold))
         self._forged += 1
-        return -1, f"X{p.event_id}-{self._forged:07d}"
+        return -1, f"X{self.event_id}-{self._forged:07d}"
 
     def join(self, actors: list[str]) -> None:
         """Attendees (one group) reach the gate and queue, each with their ticket."""
@@ -180,7 +203,7 @@ class Gate:
             return WRONG_EVENT
         st = self._state
         s = st[idx]
-        if s == NEVER or (s == OUTSIDE and self.p.allow_reentry):
+        if s == NEVER or (s == OUTSIDE and self.allow_reentry):
             st[idx] = INSIDE
             return VALID
         return ALREADY_SCANNED
@@ -202,8 +225,8 @@ class Gate:
             actor, idx, code = q.popleft()
             payload = {
                 "ticket_code": code,
-                "event_id": p.event_id,
-                "gate": p.gate,
+                "event_id": self.event_id,
+                "gate": p.name,
                 "lane": lane_name,
                 "direction": "in",
             }
@@ -223,47 +246,47 @@ class Gate:
                     self._min_load = k - 1
             if outcome == VALID:
                 self._holder[idx] = int(actor[9:])
-                if p.allow_reentry and p.reentry_prob and next(u) < p.reentry_prob:
+                if self.allow_reentry and p.reentry_prob and next(u) < p.reentry_prob:
                     env.process(self._passout(actor, idx, lane_name))
             else:
-                emit(LEAVE, actor, None, {"gate": p.gate, "reason": "turned_away"})
+                emit(LEAVE, actor, None, {"gate": p.name, "reason": "turned_away"})
 
     def _passout(self, actor: str, idx: int, lane: str) -> Generator[simpy.Event, None, None]:
         env, p = self.env, self.p
         out_after, away = next(self._passout_after), next(self._away)
-        if p.end_s is not None and env.now + out_after + away >= p.end_s:
+        if self.end_s is not None and env.now + out_after + away >= self.end_s:
             return
         yield env.timeout(out_after)
         if self._state[idx] != INSIDE:
             return
         self._state[idx] = OUTSIDE
         payload = {
-            "ticket_code": ticket_code(p.event_id, idx),
-            "event_id": p.event_id,
-            "gate": p.gate,
+            "ticket_code": ticket_code(self.event_id, idx),
+            "event_id": self.event_id,
+            "gate": p.name,
             "lane": lane,
             "direction": "out",
         }
         self.emit(SCAN, actor, TARGET_SCAN, payload, None, EXITED)
         yield env.timeout(away)
-        self.emit(ARRIVE, actor, None, {"gate": p.gate, "reentry": True})
-        self._enqueue((actor, idx, ticket_code(p.event_id, idx)))
+        self.emit(ARRIVE, actor, None, {"gate": p.name, "reentry": True})
+        self._enqueue((actor, idx, ticket_code(self.event_id, idx)))
 
     def _departures(self) -> Generator[simpy.Event, None, None]:
         env, p = self.env, self.p
-        yield env.timeout(max(0.0, p.end_s - env.now))
+        yield env.timeout(max(0.0, self.end_s - env.now))
         state = np.frombuffer(bytes(self._state), dtype=np.uint8)
         inside = np.flatnonzero(state == INSIDE)
         # who leaves when: departure offsets, stamped at leave_resolution_s (leaves are not replayed,
         # and a tick per second instead of a timeout per attendee keeps the model fast)
-        res = p.leave_resolution_s
+        res = LEAVE_RESOLUTION_S
         offsets = np.sort(p.leave_after.sample(self._leave_rng, len(inside)))
         if res > 0:
             offsets = np.ceil(offsets / res) * res
         order = self._leave_rng.permutation(len(inside))
         start = env.now
         holder, st = self._holder, self._state
-        payload = {"gate": p.gate, "reason": "event_end"}
+        payload = {"gate": p.name, "reason": "event_end"}
         for idx, off in zip(inside[order].tolist(), offsets.tolist(), strict=True):
             wait = start + off - env.now
             if wait > 0:

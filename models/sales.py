@@ -3,14 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import Generator
-from dataclasses import dataclass, field
+from typing import Annotated
 
 import numpy as np
 import simpy
+from msgspec import Meta, field
 
 from models.distributions import Dist, choices, uniforms
 from models.sink import Emit
-from models.stripe_objects import Deliverer, DeliveryParams, charge, event, payment_intent
+from models.stripe_objects import (
+    ORIGIN_UNIX_S,
+    Deliverer,
+    DeliveryParams,
+    charge,
+    event,
+    payment_intent,
+)
+from models.venue import DEFAULT_EVENT, EventParams
+from traces.config import NonNegative, Positive, Probability, Section, Weights
 from traces.event import (
     ABANDON,
     CHECKOUT,
@@ -21,24 +31,22 @@ from traces.event import (
     TARGET_PI_CONFIRM,
     TARGET_PI_CREATE,
 )
+from traces.limits import MAX_PEOPLE
 
 
-@dataclass(frozen=True, slots=True)
-class SalesParams:
-    """An on-sale rush: `buyers` arriving over `window_s` from `start_s` (most in the first `tau_s`)."""
+class SalesParams(Section):
+    """The [sales] table, an on-sale rush: `buyers` arriving over `window_s` from `start_s` (most in
+    the first `tau_s`)."""
 
-    event_id: int = 1
-    price_cents: int = 8500
-    currency: str = "usd"
-    buyers: int = 100
-    start_s: float = 0.0
-    window_s: float = 600.0
-    tau_s: float = 120.0  # arrivals decay as exp(-t / tau) over the window (0: uniform)
-    quantity_weights: tuple[float, ...] = (0.4, 0.35, 0.15, 0.1)  # P(quantity = 1, 2, ...)
+    buyers: Annotated[int, Meta(ge=0, extra={"limit": MAX_PEOPLE})] = 100
+    start_s: NonNegative = 0.0
+    window_s: Positive = 600.0
+    tau_s: NonNegative = 120.0  # arrivals decay as exp(-t / tau) over the window (0: uniform)
+    quantities: Weights = (0.4, 0.35, 0.15, 0.1)  # weights of 1, 2, ... tickets
     think: Dist = Dist("lognormal", 20.0, 10.0)  # from create to confirm
-    abandon_prob: float = 0.0
-    decline_prob: float = 0.0
-    refund_prob: float = 0.0
+    abandon_prob: Probability = 0.0
+    decline_prob: Probability = 0.0
+    refund_prob: Probability = 0.0
     refund_after: Dist = Dist("exponential", 3600.0)
     send_created: bool = True  # also deliver payment_intent.created
     delivery: DeliveryParams = field(default_factory=DeliveryParams)
@@ -56,13 +64,18 @@ def buyer_times(params: SalesParams, rng: np.random.Generator) -> np.ndarray:
 
 
 def sales(
-    env: simpy.Environment, params: SalesParams, rng: np.random.Generator, emit: Emit
+    env: simpy.Environment,
+    params: SalesParams,
+    rng: np.random.Generator,
+    emit: Emit,
+    event: EventParams = DEFAULT_EVENT,
+    origin_unix_s: int = ORIGIN_UNIX_S,
 ) -> Generator[simpy.Event, None, None]:
-    """Run the rush: one process per buyer (buyers are few next to attendees)."""
+    """Run the rush for `event`'s tickets: one process per buyer (buyers are few next to attendees)."""
     t_rng, q_rng, th_rng, u_rng, d_rng, r_rng, tag_rng = rng.spawn(7)
     tag = f"{int(tag_rng.integers(0, 2**32)):08x}"
-    deliver = Deliverer(env, params.delivery, d_rng, emit)
-    quantities = choices(q_rng, params.quantity_weights)
+    deliver = Deliverer(env, params.delivery, d_rng, emit, origin_unix_s)
+    quantities = choices(q_rng, params.quantities)
     think = params.think.stream(th_rng)
     u = uniforms(u_rng)
     refund_after = params.refund_after.stream(r_rng)
@@ -74,6 +87,7 @@ def sales(
             _buyer(
                 env,
                 params,
+                event,
                 emit,
                 deliver,
                 b,
@@ -91,6 +105,7 @@ def sales(
 def _buyer(
     env,
     p: SalesParams,
+    ev: EventParams,
     emit: Emit,
     deliver: Deliverer,
     b: int,
@@ -104,9 +119,9 @@ def _buyer(
 ):
     actor = f"buyer:{b}"
     pi_id = f"pi_{tag}_{b:06d}"
-    amount = p.price_cents * quantity
+    amount = ev.price_cents * quantity
     meta = {
-        "event_id": str(p.event_id),
+        "event_id": str(ev.id),
         "quantity": str(quantity),
         "buyer": f"buyer{b}@example.com",
         "order_ref": f"ord_{tag}_{b:06d}",
@@ -117,9 +132,9 @@ def _buyer(
         TARGET_PI_CREATE,
         {
             "amount": amount,
-            "currency": p.currency,
+            "currency": ev.currency,
             "quantity": quantity,
-            "event_id": p.event_id,
+            "event_id": ev.id,
             "buyer": meta["buyer"],
             "order_ref": meta["order_ref"],
         },
@@ -131,7 +146,7 @@ def _buyer(
             event(
                 f"evt_{tag}_{b:06d}_c",
                 "payment_intent.created",
-                payment_intent(pi_id, amount, p.currency, "requires_payment_method", meta),
+                payment_intent(pi_id, amount, ev.currency, "requires_payment_method", meta),
                 deliver.created(),
             )
         )
@@ -152,7 +167,7 @@ def _buyer(
             event(
                 f"evt_{tag}_{b:06d}_f",
                 "payment_intent.payment_failed",
-                payment_intent(pi_id, amount, p.currency, "requires_payment_method", meta),
+                payment_intent(pi_id, amount, ev.currency, "requires_payment_method", meta),
                 deliver.created(),
             )
         )
@@ -164,7 +179,7 @@ def _buyer(
         event(
             f"evt_{tag}_{b:06d}_s",
             "payment_intent.succeeded",
-            payment_intent(pi_id, amount, p.currency, "succeeded", meta),
+            payment_intent(pi_id, amount, ev.currency, "succeeded", meta),
             created,
         )
     )
@@ -172,7 +187,7 @@ def _buyer(
         event(
             f"evt_{tag}_{b:06d}_h",
             "charge.succeeded",
-            charge(f"ch_{tag}_{b:06d}", pi_id, amount, p.currency, meta),
+            charge(f"ch_{tag}_{b:06d}", pi_id, amount, ev.currency, meta),
             created,
         )
     )
@@ -182,7 +197,7 @@ def _buyer(
             event(
                 f"evt_{tag}_{b:06d}_r",
                 "charge.refunded",
-                charge(f"ch_{tag}_{b:06d}", pi_id, amount, p.currency, meta, refunded=True),
+                charge(f"ch_{tag}_{b:06d}", pi_id, amount, ev.currency, meta, refunded=True),
                 deliver.created(),
             )
         )

@@ -7,15 +7,17 @@ send time, so nothing here is secret. Metadata values are strings, as Stripe sen
 from __future__ import annotations
 
 from collections.abc import Generator, Iterator
-from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import simpy
+from msgspec import Meta
 
 from models.distributions import Dist, uniforms
 from models.sink import Emit
+from traces.config import NonNegative, Positive, Probability, Section
 from traces.event import DUPLICATE, PROCESSED, TARGET_WEBHOOK, WEBHOOK
+from traces.limits import MAX_COUNT
 
 API_VERSION = "2024-06-20"
 
@@ -75,18 +77,19 @@ def event(evt_id: str, etype: str, obj: dict, created: int) -> dict[str, Any]:
     }
 
 
-@dataclass(frozen=True, slots=True)
-class DeliveryParams:
+class DeliveryParams(Section):
     """How Stripe delivers: delay, duplicates, retries after endpoint failures (figures unverified)."""
 
     delay: Dist = Dist("lognormal", 2.0, 1.5)  # from the API call to the first delivery attempt
-    duplicate_prob: float = 0.02  # an extra, independent delivery of the same event
-    fail_prob: float = 0.0  # an attempt Stripe sees as failed (timeout, 5xx): it retries
-    fail_window: tuple[float, float] | None = None  # [start, end) s: every attempt in it fails
-    retry_base_s: float = 60.0  # backoff: base * factor**k, jittered x U[0.5, 1.5)
-    retry_factor: float = 2.0
-    max_retries: int = 3
-    origin_unix_s: int = 1_750_000_000  # Stripe's `created` = origin + simulated seconds
+    duplicate_prob: Probability = 0.02  # an extra, independent delivery of the same event
+    fail_prob: Probability = 0.0  # an attempt Stripe sees as failed (timeout, 5xx): it retries
+    fail_window: tuple[NonNegative, NonNegative] | None = None  # [start, end) s: all attempts fail
+    retry_base_s: Positive = 60.0  # backoff: base * factor**k, jittered x U[0.5, 1.5)
+    retry_factor: Annotated[float, Meta(ge=1)] = 2.0
+    max_retries: Annotated[int, Meta(ge=0, extra={"limit": MAX_COUNT})] = 3
+
+
+ORIGIN_UNIX_S = 1_750_000_000  # a default origin: Stripe's `created` = origin + simulated seconds
 
 
 class Deliverer:
@@ -98,9 +101,16 @@ class Deliverer:
     """
 
     def __init__(
-        self, env: simpy.Environment, params: DeliveryParams, rng: np.random.Generator, emit: Emit
+        self,
+        env: simpy.Environment,
+        params: DeliveryParams,
+        rng: np.random.Generator,
+        emit: Emit,
+        origin_unix_s: int = ORIGIN_UNIX_S,
     ):
+        """Stripe's `created` of an event made at simulated time t is origin_unix_s + t."""
         self.env, self.p, self.emit = env, params, emit
+        self.origin_unix_s = origin_unix_s
         d_rng, u_rng = rng.spawn(2)
         self._delay = params.delay.stream(d_rng)
         self._u: Iterator[float] = uniforms(u_rng)
@@ -110,7 +120,7 @@ class Deliverer:
 
     def created(self) -> int:
         """Stripe's `created` for an event made now."""
-        return self.p.origin_unix_s + int(self.env.now)
+        return self.origin_unix_s + int(self.env.now)
 
     def send(self, evt: dict[str, Any]) -> None:
         """Schedule the delivery of one Stripe event (and a duplicate, sometimes)."""

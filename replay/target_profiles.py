@@ -24,12 +24,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
+from msgspec import UNSET, Meta, UnsetType
+
+from traces import config
 from traces.event import target_kind
-
-_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
-_KEYS = {"path", "method", "arg_prefix", "args", "drop", "outcome"}
 
 
 @dataclass(frozen=True, slots=True, eq=False)  # identity hash: arg_name is memoised per spec
@@ -91,6 +91,28 @@ class ProfileError(ValueError):
     """A profile is invalid: the message names the file and key."""
 
 
+NonEmpty = Annotated[str, Meta(min_length=1)]
+
+
+class TargetTable(config.Section):
+    """A `[targets."<target>"]` table: what it overrides of the target's default spec."""
+
+    path: Annotated[str, Meta(pattern="^/", extra={"expected": "a string starting with '/'"})] | (
+        UnsetType
+    ) = UNSET
+    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] | UnsetType = UNSET
+    arg_prefix: str | UnsetType = UNSET
+    args: dict[str, NonEmpty] = {}  # payload key = argument name
+    drop: list[str] | UnsetType = UNSET
+    outcome: NonEmpty | UnsetType = UNSET
+
+
+class ProfileFile(config.Section):
+    """A target profile file."""
+
+    targets: dict[str, TargetTable] = {}
+
+
 def profile_from_dict(d: dict[str, Any], where: str = "profile") -> Profile:
     """Validate a parsed profile; errors name the key (``targets."rpc:x".args: ...``)."""
     unknown = set(d) - {"targets"}
@@ -98,46 +120,27 @@ def profile_from_dict(d: dict[str, Any], where: str = "profile") -> Profile:
         raise ProfileError(
             f'{where}: unknown key {sorted(unknown)[0]!r} (expected [targets."<target>"] tables)'
         )
-    targets = d.get("targets", {})
-    if not isinstance(targets, dict):
-        raise ProfileError(f"{where}: targets: expected a table")
-    out: dict[str, TargetSpec] = {}
-    for name, t in targets.items():
-        key = f'{where}: targets."{name}"'
+    bases = {}
+    for name in d.get("targets", {}) if isinstance(d.get("targets"), dict) else ():
         try:
-            base = default_spec(name)
+            bases[name] = default_spec(name)
         except ValueError as e:
-            raise ProfileError(f"{key}: {e}") from None
-        if not isinstance(t, dict):
-            raise ProfileError(f"{key}: expected a table")
-        bad = set(t) - _KEYS
-        if bad:
-            raise ProfileError(
-                f"{key}.{sorted(bad)[0]}: unknown key (expected one of {', '.join(sorted(_KEYS))})"
-            )
-        path = t.get("path", base.path)
-        if not isinstance(path, str) or not path.startswith("/"):
-            raise ProfileError(f"{key}.path: expected a string starting with '/', got {path!r}")
-        method = t.get("method", base.method)
-        if method not in _METHODS:
-            raise ProfileError(
-                f"{key}.method: expected one of {', '.join(_METHODS)}, got {method!r}"
-            )
-        prefix = t.get("arg_prefix", base.arg_prefix)
-        if not isinstance(prefix, str):
-            raise ProfileError(f"{key}.arg_prefix: expected a string, got {prefix!r}")
-        args = t.get("args", {})
-        if not isinstance(args, dict) or not all(isinstance(v, str) and v for v in args.values()):
-            raise ProfileError(
-                f"{key}.args: expected a table of payload key = argument name strings"
-            )
-        drop = t.get("drop", sorted(base.drop))
-        if not isinstance(drop, list) or not all(isinstance(v, str) for v in drop):
-            raise ProfileError(f"{key}.drop: expected a list of strings, got {drop!r}")
-        outcome = t.get("outcome", base.outcome)
-        if not isinstance(outcome, str) or not outcome:
-            raise ProfileError(f"{key}.outcome: expected a non-empty string, got {outcome!r}")
-        out[name] = TargetSpec(path, method, prefix, dict(args), frozenset(drop), outcome)
+            raise ProfileError(f'{where}: targets."{name}": {e}') from None
+    try:
+        parsed = config.decode(ProfileFile, d)
+    except config.ConfigError as e:
+        raise ProfileError(f"{where}: {e}") from None
+    out: dict[str, TargetSpec] = {}
+    for name, t in parsed.targets.items():
+        base = bases[name]
+        out[name] = TargetSpec(
+            base.path if t.path is UNSET else t.path,
+            base.method if t.method is UNSET else t.method,
+            base.arg_prefix if t.arg_prefix is UNSET else t.arg_prefix,
+            dict(t.args),
+            base.drop if t.drop is UNSET else frozenset(t.drop),
+            base.outcome if t.outcome is UNSET else t.outcome,
+        )
     return Profile(out)
 
 

@@ -15,13 +15,13 @@ over the events.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import tomllib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import msgpack
+import msgspec.structs
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -225,7 +225,7 @@ def gate_waits(sc: Scenario, seed: int) -> np.ndarray:
 
     Only the gate is simulated (the other models do not change it: each has its own random stream).
     """
-    gate_only = dataclasses.replace(sc, sales=None, webhook_burst=None, dashboard=None)
+    gate_only = msgspec.structs.replace(sc, sales=None, webhook_burst=None, dashboard=None)
     obs = _Observer(gate_open_us(sc))
     for _ in obs.watch(runner.events(gate_only, seed)):
         pass

@@ -18,14 +18,13 @@ from contextlib import contextmanager
 import numpy as np
 import simpy
 
-from models.arrivals import ArrivalParams, arrivals
-from models.dashboard import DashboardParams, dashboard
-from models.gate import Gate, GateParams
-from models.sales import SalesParams, sales
+from models.arrivals import arrivals
+from models.dashboard import dashboard
+from models.gate import Gate
+from models.sales import sales
 from models.sink import BATCH, StreamSink
-from models.stripe_objects import DeliveryParams
-from models.webhook_burst import BurstParams, webhook_burst
-from sim.scenario import DeliveryConfig, Scenario, arrival_profile, inventory
+from models.webhook_burst import webhook_burst
+from sim.scenario import Scenario, arrival_profile, inventory
 from traces.event import Event
 from traces.header import TraceHeader
 
@@ -60,19 +59,6 @@ def header(sc: Scenario, seed: int) -> TraceHeader:
     )
 
 
-def _delivery(d: DeliveryConfig, origin_s: int) -> DeliveryParams:
-    return DeliveryParams(
-        d.delay,
-        d.duplicate_prob,
-        d.fail_prob,
-        d.fail_window,
-        d.retry_base_s,
-        d.retry_factor,
-        d.max_retries,
-        origin_s,
-    )
-
-
 def horizon(sc: Scenario) -> float:
     """About when the simulated day ends (for progress only)."""
     ends = [1.0]
@@ -103,88 +89,21 @@ def gate_open_s(sc: Scenario) -> float:
 
 
 def build(env: simpy.Environment, sc: Scenario, seed: int, emit) -> None:
-    """Start the scenario's model processes in env."""
+    """Start the scenario's model processes in env: each model gets its own table of the scenario."""
     e = sc.event
     origin_s = origin_unix_us(sc) // 1_000_000
     if sc.arrivals is not None and sc.gate is not None:
-        a, g = sc.arrivals, sc.gate
-        m = g.tickets
-        gp = GateParams(
-            event_id=e.id,
-            presold=e.presold,
-            gate=g.name,
-            lanes=g.lanes,
-            queue=g.queue,
-            service=g.service,
-            mix=(m.valid, m.screenshot, m.invalid, m.wrong_event),
-            screenshot_gap_s=g.screenshot_gap_s,
-            wrong_event_id=e.other_event_id,
-            wrong_presold=e.other_presold,
-            rescan_prob=g.rescan_prob,
-            rescan_delay=g.rescan_delay,
-            allow_reentry=e.allow_reentry,
-            reentry_prob=g.reentry_prob,
-            passout_after=g.passout_after,
-            away=g.away,
-            open_s=gate_open_s(sc),
-            open_spread_s=g.open_spread_s,
-            end_s=(e.start_s + e.length_s) if g.departures else None,
-            leave_after=g.leave_after,
-        )
-        gate = Gate(env, gp, model_rng(seed, "gate"), emit)
-        prof = arrival_profile(sc)
-        ap = ArrivalParams(
-            profile=prof,
-            group_weights=a.group_sizes,
-            burst=a.attendees,
-            burst_at=tuple(a.start_s + w * a.wave_gap_s for w in range(a.waves)),
-            gate=g.name,
-        )
+        g = sc.gate
+        gate = Gate(env, g, model_rng(seed, "gate"), emit, e, gate_open_s(sc))
+        ap = sc.arrivals.process(e.start_s, g.name)
         env.process(arrivals(env, ap, model_rng(seed, "arrivals"), emit, gate.join))
     if sc.sales is not None:
-        s = sc.sales
-        sp = SalesParams(
-            event_id=e.id,
-            price_cents=e.price_cents,
-            currency=e.currency,
-            buyers=s.buyers,
-            start_s=s.start_s,
-            window_s=s.window_s,
-            tau_s=s.tau_s,
-            quantity_weights=s.quantities,
-            think=s.think,
-            abandon_prob=s.abandon_prob,
-            decline_prob=s.decline_prob,
-            refund_prob=s.refund_prob,
-            refund_after=s.refund_after,
-            send_created=s.send_created,
-            delivery=_delivery(s.delivery, origin_s),
-        )
-        env.process(sales(env, sp, model_rng(seed, "sales"), emit))
+        env.process(sales(env, sc.sales, model_rng(seed, "sales"), emit, e, origin_s))
     if sc.webhook_burst is not None:
-        b = sc.webhook_burst
-        bp = BurstParams(
-            event_id=e.id,
-            events=b.events,
-            start_s=b.start_s,
-            window_s=b.window_s,
-            price_cents=b.price_cents,
-            currency=e.currency,
-            quantity_weights=b.quantities,
-            delivery=_delivery(b.delivery, origin_s),
-        )
-        env.process(webhook_burst(env, bp, model_rng(seed, "webhook_burst"), emit))
+        rng = model_rng(seed, "webhook_burst")
+        env.process(webhook_burst(env, sc.webhook_burst, rng, emit, e.id, e.currency, origin_s))
     if sc.dashboard is not None:
-        d = sc.dashboard
-        dp = DashboardParams(
-            event_id=e.id,
-            viewers=d.viewers,
-            start_s=d.start_s,
-            window_s=d.window_s,
-            stay=d.stay,
-            reload=d.reload,
-        )
-        env.process(dashboard(env, dp, model_rng(seed, "dashboard"), emit))
+        env.process(dashboard(env, sc.dashboard, model_rng(seed, "dashboard"), emit, e.id))
 
 
 @contextmanager

@@ -10,30 +10,28 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import re
 import tomllib
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from msgspec import field
+
+from judge.thresholds import ThresholdError, parse_expression, parse_selector
 from models import rate_profiles as profiles
-from models.capacity import Backend, CapacityParams
-from models.distributions import Dist
-from sim.validate import ScenarioError, build, spec, to_plain
+from models.arrivals import CrowdParams
+from models.capacity import Backend, CapacityConfig, CapacityParams
+from models.dashboard import DashboardParams
+from models.gate import GateParams, TicketMix
+from models.sales import SalesParams
+from models.stripe_objects import DeliveryParams
+from models.venue import EventParams
+from models.webhook_burst import BurstParams
+from sim.validate import ScenarioError, build, to_plain
+from traces.config import Section
 from traces.header import Inventory, VenueEvent
-from traces.limits import (
-    MAX_COUNT,
-    MAX_EVENT_ID,
-    MAX_LANES,
-    MAX_PEOPLE,
-    MAX_PRICE_CENTS,
-    MAX_SECONDS,
-    MAX_TICKETS,
-    MAX_VIEWERS,
-    MAX_WORKERS,
-)
 
 __all__ = [
+    "TicketMix",
     "ScenarioError",
     "Scenario",
     "load",
@@ -47,187 +45,35 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
-class Meta:
-    """What the scenario is."""
+class Meta(Section):
+    """The [scenario] table: what the scenario is."""
 
-    name: str = spec("custom")
-    description: str = spec("")
-    origin: str = spec("2026-06-13T12:00:00+00:00", doc="wall-clock time of t = 0 (RFC 3339)")
-
-
-@dataclass(frozen=True, slots=True)
-class EventConfig:
-    """The venue event being sold and scanned, and another event whose tickets are wrong here."""
-
-    id: int = spec(1, ge=1, limit=MAX_EVENT_ID)
-    name: str = spec("Stadium match")
-    capacity: int = spec(1000, ge=0, limit=MAX_TICKETS)
-    presold: int = spec(
-        1000,
-        ge=0,
-        limit=MAX_TICKETS,
-        doc="tickets sold before t = 0: codes ticket_code(id, 0..presold-1)",
-    )
-    price_cents: int = spec(8500, ge=0, limit=MAX_PRICE_CENTS)
-    currency: str = spec("usd")
-    start_s: float = spec(0.0, ge=0, doc="when the event starts, seconds after the origin")
-    length_s: float = spec(7200.0, gt=0, doc="how long it lasts; the crowd leaves after")
-    allow_reentry: bool = spec(False)
-    other_event_id: int = spec(2, ge=1, limit=MAX_EVENT_ID)
-    other_presold: int = spec(100, ge=1, limit=MAX_TICKETS)
+    name: str = "custom"
+    description: str = ""
+    origin: str = "2026-06-13T12:00:00+00:00"  # wall-clock time of t = 0 (RFC 3339)
 
 
-@dataclass(frozen=True, slots=True)
-class ArrivalsConfig:
-    """How the crowd comes: profile stadium | constant | table | burst, in groups."""
-
-    profile: str = spec("constant", choices=("stadium", "constant", "table", "burst"))
-    attendees: int = spec(
-        1000,
-        ge=0,
-        limit=MAX_PEOPLE,
-        doc="expected attendees (stadium, constant, and per wave for burst; a table gives its own rates)",
-    )
-    group_sizes: tuple[float, ...] = spec((1.0,), ge=0, doc="weights of groups of 1, 2, 3, ...")
-    # stadium
-    gates_open_min: float = spec(
-        90.0, gt=0, doc="the lanes start scanning this long before the start"
-    )
-    early_min: float = spec(
-        30.0, ge=0, doc="the first arrivals come this long before the gates open, and queue"
-    )
-    late_share: float = spec(0.6, ge=0, le=1)
-    after_share: float = spec(0.03, ge=0, le=1)
-    after_min: float = spec(30.0, ge=0)
-    peak_min: float = spec(15.0, gt=0, lt=60)
-    # constant
-    start_s: float = spec(0.0, ge=0)
-    duration_s: float = spec(600.0, gt=0)
-    # table: [[t_s, attendees per second], ...]
-    table: tuple[tuple[float, float], ...] = spec((), ge=0, limit=MAX_SECONDS)
-    interpolate: str = spec("step", choices=("step", "linear"))
-    # burst: `attendees` at once, `waves` times, `wave_gap_s` apart, from start_s
-    waves: int = spec(1, ge=1, limit=MAX_COUNT)
-    wave_gap_s: float = spec(5.0, ge=0)
+# the models' parameter structs are the scenario's tables
+EventConfig = EventParams
+ArrivalsConfig = CrowdParams
+GateConfig = GateParams
+DeliveryConfig = DeliveryParams
+SalesConfig = SalesParams
+BurstConfig = BurstParams
+DashboardConfig = DashboardParams
+BackendConfig = Backend
 
 
-@dataclass(frozen=True, slots=True)
-class TicketMix:
-    """Weights of the tickets attendees hold."""
-
-    valid: float = spec(0.95, ge=0)
-    screenshot: float = spec(0.02, ge=0, doc="a copy of someone's ticket: the first copy gets in")
-    invalid: float = spec(0.02, ge=0)
-    wrong_event: float = spec(0.01, ge=0)
-
-
-@dataclass(frozen=True, slots=True)
-class GateConfig:
-    """Lanes and what happens at them."""
-
-    name: str = spec("main")
-    lanes: int = spec(4, ge=1, limit=MAX_LANES)
-    queue: str = spec("shortest", choices=("shortest", "shared"))
-    open_spread_s: float = spec(0.0, ge=0, doc="lanes open one by one over this many seconds")
-    service: Dist = spec(Dist("lognormal", 3.5, 1.5))
-    tickets: TicketMix = spec(factory=TicketMix)
-    screenshot_gap_s: float = spec(60.0, ge=0)
-    rescan_prob: float = spec(0.0, ge=0, le=1)
-    rescan_delay: Dist = spec(Dist("uniform", low=2.0, high=6.0))
-    reentry_prob: float = spec(0.0, ge=0, le=1)
-    passout_after: Dist = spec(Dist("exponential", 1800.0))
-    away: Dist = spec(Dist("exponential", 600.0))
-    leave_after: Dist = spec(Dist("exponential", 900.0))
-    departures: bool = spec(True, doc="emit a leave per attendee after the event ends")
-
-
-@dataclass(frozen=True, slots=True)
-class DeliveryConfig:
-    """Stripe's webhook delivery (figures unverified: see DOMAIN.md)."""
-
-    delay: Dist = spec(Dist("lognormal", 2.0, 1.5))
-    duplicate_prob: float = spec(0.02, ge=0, le=1)
-    fail_prob: float = spec(0.0, ge=0, le=1)
-    fail_window: tuple[float, float] | None = spec(None, ge=0)
-    retry_base_s: float = spec(60.0, gt=0)
-    retry_factor: float = spec(2.0, ge=1)
-    max_retries: int = spec(3, ge=0, limit=MAX_COUNT)
-
-
-@dataclass(frozen=True, slots=True)
-class SalesConfig:
-    """The on-sale rush."""
-
-    buyers: int = spec(100, ge=0, limit=MAX_PEOPLE)
-    start_s: float = spec(0.0, ge=0)
-    window_s: float = spec(600.0, gt=0)
-    tau_s: float = spec(120.0, ge=0)
-    quantities: tuple[float, ...] = spec(
-        (0.4, 0.35, 0.15, 0.1), ge=0, doc="weights of 1, 2, ... tickets"
-    )
-    think: Dist = spec(Dist("lognormal", 20.0, 10.0))
-    abandon_prob: float = spec(0.0, ge=0, le=1)
-    decline_prob: float = spec(0.0, ge=0, le=1)
-    refund_prob: float = spec(0.0, ge=0, le=1)
-    refund_after: Dist = spec(Dist("exponential", 3600.0))
-    send_created: bool = spec(True)
-    delivery: DeliveryConfig = spec(factory=DeliveryConfig)
-
-
-@dataclass(frozen=True, slots=True)
-class BurstConfig:
-    """Stripe events delivered all at once at the end of the event."""
-
-    events: int = spec(50, ge=0, limit=MAX_PEOPLE)
-    start_s: float = spec(0.0, ge=0)
-    window_s: float = spec(10.0, ge=0)
-    price_cents: int = spec(2500, ge=0, limit=MAX_PRICE_CENTS)
-    quantities: tuple[float, ...] = spec((0.7, 0.2, 0.1), ge=0)
-    delivery: DeliveryConfig = spec(
-        factory=lambda: DeliveryConfig(delay=Dist("fixed", 0.0), duplicate_prob=0.0)
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class DashboardConfig:
-    """Dashboard viewers."""
-
-    viewers: int = spec(20, ge=0, limit=MAX_VIEWERS)
-    start_s: float = spec(0.0, ge=0)
-    window_s: float = spec(10.0, ge=0)
-    stay: Dist = spec(Dist("fixed", 300.0))
-    reload: Dist = spec(Dist("exponential", 60.0))
-
-
-@dataclass(frozen=True, slots=True)
-class BackendConfig:
-    """One endpoint's capacity for what-if predictions."""
-
-    workers: int = spec(8, ge=1, limit=MAX_WORKERS)
-    service: Dist = spec(Dist("exponential", 0.02))
-    timeout_s: float | None = spec(None, gt=0)
-
-
-@dataclass(frozen=True, slots=True)
-class CapacityConfig:
-    """Backend capacity per target (`default` for the others)."""
-
-    default: BackendConfig = spec(factory=BackendConfig)
-    targets: dict[str, BackendConfig] = spec(factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class Scenario:
+class Scenario(Section):
     """A whole validated scenario; absent model tables are None (that model does not run)."""
 
     scenario: Meta = field(default_factory=Meta)
-    event: EventConfig = field(default_factory=EventConfig)
-    arrivals: ArrivalsConfig | None = None
-    gate: GateConfig | None = None
-    sales: SalesConfig | None = None
-    webhook_burst: BurstConfig | None = None
-    dashboard: DashboardConfig | None = None
+    event: EventParams = field(default_factory=EventParams)
+    arrivals: CrowdParams | None = None
+    gate: GateParams | None = None
+    sales: SalesParams | None = None
+    webhook_burst: BurstParams | None = None
+    dashboard: DashboardParams | None = None
     capacity: CapacityConfig | None = None
     thresholds: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
@@ -242,13 +88,6 @@ class Scenario:
 
 
 SCENARIOS_DIR = Path(__file__).parent / "scenarios"  # the built-ins
-
-# k6 threshold expressions: aggregation, operator, number, and an optional window ("over 10s")
-_THRESHOLD = re.compile(
-    r"^\s*(avg|min|med|max|count|rate|value|p\(\d+(\.\d+)?\))\s*(<=|>=|===|==|!=|<|>)\s*"
-    r"-?\d+(\.\d+)?\s*(over\s+\d+(\.\d+)?(ms|s|m|h))?\s*$"
-)
-_METRIC = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\{[^{}]+\})?$")
 
 
 def _check(sc: Scenario) -> None:
@@ -289,9 +128,7 @@ def _check(sc: Scenario) -> None:
             arrival_profile(sc)
         except ValueError as e:
             field = str(e).split()[0]  # the profile's messages start with the parameter's name
-            key = (
-                f"arrivals.{field}" if field in ArrivalsConfig.__dataclass_fields__ else "arrivals"
-            )
+            key = f"arrivals.{field}" if field in CrowdParams.__struct_fields__ else "arrivals"
             raise ScenarioError(key, str(e)) from e
     if g is not None:
         m = g.tickets
@@ -319,54 +156,39 @@ def _check(sc: Scenario) -> None:
         )
     for metric, exprs in sc.thresholds.items():
         key = f'thresholds."{metric}"'
-        if not _METRIC.match(metric):
-            raise ScenarioError(key, "expected a metric name with optional {tag:value} filters")
-        for e in exprs:
-            if not _THRESHOLD.match(e):
+        try:
+            parse_selector(metric)
+        except ThresholdError as e:
+            raise ScenarioError(
+                key, f"expected a metric name with optional {{tag:value}} filters ({e})"
+            ) from None
+        for expr in exprs:
+            try:
+                parse_expression(expr)  # the judge's own grammar: what it accepts, it can judge
+            except ThresholdError as e:
                 raise ScenarioError(
                     key,
-                    f'expected k6 threshold expressions like "p(95)<500" or "rate==0", got {e!r}',
-                )
+                    f'expected k6 threshold expressions like "p(95)<500" or "rate==0", got {expr!r}'
+                    f" ({e})",
+                ) from None
 
 
 def arrival_profile(sc: Scenario) -> profiles.RateProfile | None:
     """The attendee rate profile of the scenario (None for a burst)."""
-    a = sc.arrivals
-    if a is None or a.profile == "burst":
-        return None
-    if a.profile == "stadium":
-        return profiles.stadium(
-            a.attendees,
-            sc.event.start_s,
-            a.gates_open_min,
-            a.early_min,
-            a.late_share,
-            a.after_share,
-            a.after_min,
-            a.peak_min,
-        )
-    if a.profile == "constant":
-        return profiles.constant(a.attendees / a.duration_s, a.start_s, a.duration_s)
-    return profiles.RateProfile(
-        tuple(r[0] for r in a.table), tuple(r[1] for r in a.table), a.interpolate
-    )
+    return None if sc.arrivals is None else sc.arrivals.rate_profile(sc.event.start_s)
 
 
 def capacity_params(sc: Scenario) -> CapacityParams:
     """The backend capacity model of the scenario's [capacity] table (defaults when absent)."""
     cap = sc.capacity or CapacityConfig()
-
-    def backend(b: BackendConfig) -> Backend:
-        return Backend(b.workers, b.service, b.timeout_s)
-
-    return CapacityParams(
-        targets=tuple((name, backend(b)) for name, b in sorted(cap.targets.items())),
-        default=backend(cap.default),
-    )
+    return CapacityParams(targets=tuple(sorted(cap.targets.items())), default=cap.default)
 
 
 def parse(data: dict[str, Any]) -> Scenario:
     """A validated Scenario from parsed TOML data."""
+    origin = data.get("scenario", {}).get("origin") if isinstance(data, dict) else None
+    if isinstance(origin, dt.date):  # an unquoted TOML date-time
+        data = {**data, "scenario": {**data["scenario"], "origin": origin.isoformat()}}
     sc = build(Scenario, data)
     _check(sc)
     return sc

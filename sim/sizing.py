@@ -10,11 +10,12 @@ around the boundary is visible.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+import msgspec.structs
 
 from sim.predict import Judge, Judgement, evaluate, gate_waits, percentile
 from sim.scenario import Scenario, ScenarioError, parse
@@ -53,7 +54,7 @@ def fewest_lanes(
 
     def wait(lanes: int) -> float:
         if lanes not in tried:
-            more = dataclasses.replace(sc, gate=dataclasses.replace(sc.gate, lanes=lanes))
+            more = msgspec.structs.replace(sc, gate=msgspec.structs.replace(sc.gate, lanes=lanes))
             tried[lanes] = percentile(gate_waits(more, seed), quantile)
             if progress is not None:
                 progress(lanes, tried[lanes])

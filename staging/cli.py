@@ -1,4 +1,4 @@
-"""Commands that staging/ contributes to the gaterush CLI: `staging serve`, `staging state`, `cleanup`."""
+"""Commands that staging/ contributes to the gaterush CLI: `staging serve` and `staging state`."""
 
 from __future__ import annotations
 
@@ -220,146 +220,123 @@ def _admin_request(url: str, method: str, path: str) -> Any:
         raise click.ClickException(f"cannot reach {url}: {exc.reason}") from None
 
 
+@click.group("staging")
+def staging() -> None:
+    """The embedded stand-in target: Supabase-shaped endpoints and a Stripe subset on SQLite."""
+
+
+# `--seed-data SCENARIO` resolves through sim/, which staging may not import: register() sets it
+staging.inventory_for = None  # type: ignore[attr-defined]
+
+
+@staging.command("serve")
+@click.option(
+    "--host", default="127.0.0.1", show_default=True, help="Address to bind (keep it loopback)."
+)
+@click.option(
+    "--port",
+    default=DEFAULT_PORT,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="Port (0 picks a free one).",
+)
+@click.option(
+    "--db",
+    default=":memory:",
+    show_default=True,
+    help="SQLite file (kept across restarts) or :memory:.",
+)
+@click.option(
+    "--seed-data",
+    "seed_data",
+    metavar="SCENARIO|TRACE",
+    help="Seed events and pre-sold tickets: a scenario name or a trace file's header.",
+)
+@click.option(
+    "--knobs",
+    "knobs_file",
+    metavar="FILE.toml",
+    help="Knobs TOML (latency, workers, faults, delivery).",
+)
+@click.option(
+    "--latency",
+    multiple=True,
+    metavar="EP=SPEC",
+    help="Added latency, e.g. rpc:scan_ticket_atomic=exp:5ms (fixed, uniform, exp, normal, lognormal).",
+)
+@click.option(
+    "--workers", multiple=True, metavar="EP=N", help="Capacity of an endpoint; excess waits."
+)
+@click.option("--error-rate", multiple=True, metavar="EP=P", help="Share of requests answered 500.")
+@click.option(
+    "--stall",
+    multiple=True,
+    metavar="EP=P@DUR",
+    help="Share of requests stalled, e.g. fn:*=0.01@2s.",
+)
+@click.option(
+    "--delivery",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Webhook delivery: delay=exp:50ms, duplicate_rate=0.02, max_attempts=5, retry_base=250ms.",
+)
+@click.option(
+    "--no-deliver-webhooks",
+    is_flag=True,
+    help="The Stripe subset sends no webhooks (replay sends the trace's own).",
+)
+def serve(
+    host: str,
+    port: int,
+    db: str,
+    seed_data: str | None,
+    knobs_file: str | None,
+    latency: tuple[str, ...],
+    workers: tuple[str, ...],
+    error_rate: tuple[str, ...],
+    stall: tuple[str, ...],
+    delivery: tuple[str, ...],
+    no_deliver_webhooks: bool,
+) -> None:
+    """Serve the stand-in until Ctrl-C or SIGTERM.
+
+    \b
+    Example:
+      gaterush staging serve --db standin.sqlite --seed-data event-day --latency rpc:*=exp:5ms
+    """
+    knobs = build_knobs(knobs_file, latency, workers, error_rate, stall, delivery)
+    inventory = resolve_inventory(seed_data, staging.inventory_for) if seed_data else None
+    if db != ":memory:" and Path(db).is_dir():
+        raise InvalidInput(f"--db {db}: is a directory; give a file path or :memory:")
+    _run(_serve(host, port, db, inventory, knobs, not no_deliver_webhooks))
+
+
+@staging.command("state")
+@click.option(
+    "--url",
+    default=lambda: os.environ.get("SUPABASE_URL", DEFAULT_URL),
+    show_default="$SUPABASE_URL or " + DEFAULT_URL,
+    help="The stand-in's URL.",
+)
+@click.option("--run", "run_id", help="Only rows this run created.")
+def state(url: str, run_id: str | None) -> None:
+    """Print a stand-in's end state as JSON (the keys of a trace's expected projection).
+
+    \b
+    Example:
+      SUPABASE_SERVICE_ROLE_KEY=... gaterush staging state --url http://127.0.0.1:54321
+    """
+    q = f"?run={urllib.parse.quote(run_id)}" if run_id else ""
+    click.echo(
+        json.dumps(_admin_request(url, "GET", "/admin/v1/state" + q), indent=2, sort_keys=True)
+    )
+
+
 def register(group: click.Group, inventory_for: InventoryFor | None = None) -> None:
-    """Add this package's commands to the gaterush group.
+    """Add `staging serve` and `staging state` to the gaterush group (`cleanup` is replay's).
 
     `inventory_for(name_or_path) -> Inventory` resolves `--seed-data SCENARIO` (sim/ provides it;
     staging may not import sim). Without it, --seed-data takes trace files only.
     """
-
-    @group.group("staging")
-    def staging_group() -> None:
-        """The embedded stand-in target: Supabase-shaped endpoints and a Stripe subset on SQLite."""
-
-    @staging_group.command("serve")
-    @click.option(
-        "--host", default="127.0.0.1", show_default=True, help="Address to bind (keep it loopback)."
-    )
-    @click.option(
-        "--port",
-        default=DEFAULT_PORT,
-        show_default=True,
-        type=click.IntRange(0, 65535),
-        help="Port (0 picks a free one).",
-    )
-    @click.option(
-        "--db",
-        default=":memory:",
-        show_default=True,
-        help="SQLite file (kept across restarts) or :memory:.",
-    )
-    @click.option(
-        "--seed-data",
-        "seed_data",
-        metavar="SCENARIO|TRACE",
-        help="Seed events and pre-sold tickets: a scenario name or a trace file's header.",
-    )
-    @click.option(
-        "--knobs",
-        "knobs_file",
-        metavar="FILE.toml",
-        help="Knobs TOML (latency, workers, faults, delivery).",
-    )
-    @click.option(
-        "--latency",
-        multiple=True,
-        metavar="EP=SPEC",
-        help="Added latency, e.g. rpc:scan_ticket_atomic=exp:5ms (fixed, uniform, exp, normal, lognormal).",
-    )
-    @click.option(
-        "--workers", multiple=True, metavar="EP=N", help="Capacity of an endpoint; excess waits."
-    )
-    @click.option(
-        "--error-rate", multiple=True, metavar="EP=P", help="Share of requests answered 500."
-    )
-    @click.option(
-        "--stall",
-        multiple=True,
-        metavar="EP=P@DUR",
-        help="Share of requests stalled, e.g. fn:*=0.01@2s.",
-    )
-    @click.option(
-        "--delivery",
-        multiple=True,
-        metavar="KEY=VALUE",
-        help="Webhook delivery: delay=exp:50ms, duplicate_rate=0.02, max_attempts=5, retry_base=250ms.",
-    )
-    @click.option(
-        "--no-deliver-webhooks",
-        is_flag=True,
-        help="The Stripe subset sends no webhooks (replay sends the trace's own).",
-    )
-    def serve(
-        host: str,
-        port: int,
-        db: str,
-        seed_data: str | None,
-        knobs_file: str | None,
-        latency: tuple[str, ...],
-        workers: tuple[str, ...],
-        error_rate: tuple[str, ...],
-        stall: tuple[str, ...],
-        delivery: tuple[str, ...],
-        no_deliver_webhooks: bool,
-    ) -> None:
-        """Serve the stand-in until Ctrl-C or SIGTERM.
-
-        \b
-        Example:
-          gaterush staging serve --db standin.sqlite --seed-data event-day --latency rpc:*=exp:5ms
-        """
-        knobs = build_knobs(knobs_file, latency, workers, error_rate, stall, delivery)
-        inventory = resolve_inventory(seed_data, inventory_for) if seed_data else None
-        if db != ":memory:" and Path(db).is_dir():
-            raise InvalidInput(f"--db {db}: is a directory; give a file path or :memory:")
-        _run(_serve(host, port, db, inventory, knobs, not no_deliver_webhooks))
-
-    @staging_group.command("state")
-    @click.option(
-        "--url",
-        default=lambda: os.environ.get("SUPABASE_URL", DEFAULT_URL),
-        show_default="$SUPABASE_URL or " + DEFAULT_URL,
-        help="The stand-in's URL.",
-    )
-    @click.option("--run", "run_id", help="Only rows this run created.")
-    def state(url: str, run_id: str | None) -> None:
-        """Print a stand-in's end state as JSON (the keys of a trace's expected projection).
-
-        \b
-        Example:
-          SUPABASE_SERVICE_ROLE_KEY=... gaterush staging state --url http://127.0.0.1:54321
-        """
-        q = f"?run={urllib.parse.quote(run_id)}" if run_id else ""
-        click.echo(
-            json.dumps(_admin_request(url, "GET", "/admin/v1/state" + q), indent=2, sort_keys=True)
-        )
-
-    if "cleanup" in group.commands:  # another package (replay) already offers it
-        return
-
-    @group.command("cleanup")
-    @click.option("--run", "run_id", required=True, help="The run id whose rows to delete.")
-    @click.option(
-        "--url",
-        "--target",
-        "url",
-        default=lambda: os.environ.get("SUPABASE_URL", DEFAULT_URL),
-        show_default="$SUPABASE_URL or " + DEFAULT_URL,
-        help="The target's URL.",
-    )
-    def cleanup(run_id: str, url: str) -> None:
-        """Delete every row a run created (scans, orders, tickets, webhook events, payments).
-
-        \b
-        Example:
-          SUPABASE_SERVICE_ROLE_KEY=... gaterush cleanup --run 2024-05-01T18-00-00 --url http://127.0.0.1:54321
-        """
-        if not run_id.strip():
-            raise InvalidInput("--run: expected a non-empty run id")
-        out = _admin_request(url, "DELETE", "/admin/v1/runs/" + urllib.parse.quote(run_id, safe=""))
-        deleted = out.get("deleted", {})
-        total = sum(v for k, v in deleted.items() if k != "tickets_restored")
-        click.echo(
-            f"run {run_id}: deleted {total} row(s): "
-            + ", ".join(f"{k} {v}" for k, v in deleted.items())
-        )
+    staging.inventory_for = inventory_for  # type: ignore[attr-defined]
+    group.add_command(staging)

@@ -24,47 +24,45 @@ from __future__ import annotations
 
 import math
 import random
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Annotated, Any
+
+from msgspec import UNSET, Meta, UnsetType
+
+from traces import config
+from traces.durations import DurationMs
 
 
-class KnobError(ValueError):
+class KnobError(config.ConfigError):
     """A knob value is wrong; the message names the key."""
 
 
-_DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(us|µs|ms|s|m)?\s*$")
 MAX_DURATION = 3600.0  # seconds: longer latencies and stalls are typos, not studies
 MAX_SIGMA = 3.0  # lognormal sigma: beyond it one draw in a thousand is over e^9 times the median
-_UNITS = {"us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, None: 1e-3}
 
 
 def parse_duration(text: Any, key: str) -> float:
     """Seconds from '20ms', '1.5s', '300us' or a bare number of milliseconds."""
-    if isinstance(text, bool):
-        raise KnobError(f"{key}: expected a duration like '20ms', got {text!r}")
-    if isinstance(text, int | float):
-        value = float(text) * 1e-3
-    else:
-        m = _DURATION.match(str(text))
-        if not m:
-            raise KnobError(f"{key}: expected a duration like '20ms' or '1.5s', got {text!r}")
-        value = float(m.group(1)) * _UNITS[m.group(2)]
+    try:
+        value = DurationMs.parse(text)
+    except ValueError:
+        raise KnobError(key, f"expected a duration like '20ms' or '1.5s', got {text!r}") from None
     if not math.isfinite(value) or value < 0:
-        raise KnobError(f"{key}: expected a duration >= 0, got {text!r}")
+        raise KnobError(key, f"expected a duration >= 0, got {text!r}")
     if value > MAX_DURATION:
-        raise KnobError(f"{key}: {text!r} is longer than the limit of {MAX_DURATION:g} s")
-    return value
+        raise KnobError(key, f"{text!r} is longer than the limit of {MAX_DURATION:g} s")
+    return float(value)
 
 
-@dataclass(frozen=True, slots=True)
-class Latency:
+class Latency(config.Value):
     """A latency distribution in seconds: fixed, uniform, exp, normal (clipped at 0) or lognormal."""
 
-    kind: str = "fixed"
-    a: float = 0.0
-    b: float = 0.0
+    __slots__ = ("kind", "a", "b")
+    DEFAULTS = ("fixed", 0.0, 0.0)
+    kind: str
+    a: float
+    b: float
 
     def sample(self, rng: random.Random) -> float:
         """One draw, in seconds, never negative."""
@@ -90,7 +88,7 @@ class Latency:
 
     def spec(self) -> str:
         """The text form parse_latency reads back."""
-        ms = lambda s: f"{s * 1e3:g}ms"  # noqa: E731
+        ms = lambda s: DurationMs(s).format()  # noqa: E731
         return {
             "fixed": lambda: ms(self.a),
             "uniform": lambda: f"uniform:{ms(self.a)}..{ms(self.b)}",
@@ -98,6 +96,9 @@ class Latency:
             "normal": lambda: f"normal:{ms(self.a)},{ms(self.b)}",
             "lognormal": lambda: f"lognormal:{ms(self.a)},{self.b:g}",
         }[self.kind]()
+
+
+OFF = Latency("off")  # a patch's `latency = 0` or "": no added latency
 
 
 def parse_latency(text: Any, key: str) -> Latency:
@@ -115,7 +116,7 @@ def parse_latency(text: Any, key: str) -> Latency:
             lo, _, hi = rest.partition("..")
             a, b = parse_duration(lo, key), parse_duration(hi, key)
             if b < a:
-                raise KnobError(f"{key}: uniform needs low <= high, got {text!r}")
+                raise KnobError(key, f"uniform needs low <= high, got {text!r}")
             return Latency("uniform", a, b)
         if kind == "exp":
             return Latency("exp", parse_duration(rest, key))
@@ -127,15 +128,16 @@ def parse_latency(text: Any, key: str) -> Latency:
             s = float(sigma)
             if not math.isfinite(s) or s < 0 or s > MAX_SIGMA:
                 raise KnobError(
-                    f"{key}: lognormal sigma must be between 0 and {MAX_SIGMA:g}, got {sigma.strip()!r}"
+                    key,
+                    f"lognormal sigma must be between 0 and {MAX_SIGMA:g}, got {sigma.strip()!r}",
                 )
             return Latency("lognormal", parse_duration(median, key), s)
     except KnobError:
         raise
     except ValueError as exc:
-        raise KnobError(f"{key}: cannot read latency {text!r}: {exc}") from None
+        raise KnobError(key, f"cannot read latency {text!r}: {exc}") from None
     raise KnobError(
-        f"{key}: unknown latency distribution {kind!r}; use fixed, uniform, exp, normal or lognormal"
+        key, f"unknown latency distribution {kind!r}; use fixed, uniform, exp, normal or lognormal"
     )
 
 
@@ -169,7 +171,7 @@ class EndpointKnobs:
             d["error_rate"] = self.error_rate
         if self.stall_rate:
             d["stall_rate"] = self.stall_rate
-            d["stall"] = f"{self.stall * 1e3:g}ms"
+            d["stall"] = DurationMs(self.stall).format()
         return d
 
 
@@ -187,7 +189,7 @@ class DeliveryKnobs:
             "delay": self.delay.spec(),
             "duplicate_rate": self.duplicate_rate,
             "max_attempts": self.max_attempts,
-            "retry_base": f"{self.retry_base * 1e3:g}ms",
+            "retry_base": DurationMs(self.retry_base).format(),
         }
 
 
@@ -222,84 +224,91 @@ class Knobs:
         return d
 
 
-def _rate(v: Any, key: str) -> float:
-    if isinstance(v, bool) or not isinstance(v, int | float) or not (0.0 <= float(v) <= 1.0):
-        raise KnobError(f"{key}: expected a number between 0 and 1, got {v!r}")
-    return float(v)
+# What a TOML/JSON dict of knobs may hold: every key optional (UNSET: keep the base's value).
+Rate = Annotated[float, Meta(ge=0, le=1)]
 
 
-def _int(v: Any, key: str, lo: int) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-        raise KnobError(f"{key}: expected an integer >= {lo}, got {v!r}")
-    return v
+class EndpointPatch(config.Section):
+    """Knobs of one endpoint to change; `latency = 0` and `workers = 0` switch them off."""
+
+    latency: Latency | None | UnsetType = UNSET
+    workers: Annotated[int, Meta(ge=0)] | None | UnsetType = UNSET
+    error_rate: Rate | UnsetType = UNSET
+    stall_rate: Rate | UnsetType = UNSET
+    stall: DurationMs | UnsetType = UNSET
 
 
-def _endpoint(base: EndpointKnobs, d: Any, key: str) -> EndpointKnobs:
-    if not isinstance(d, Mapping):
-        raise KnobError(f"{key}: expected a table of knobs, got {d!r}")
-    changes: dict[str, Any] = {}
-    for k, v in d.items():
-        kk = f"{key}.{k}"
-        if k == "latency":
-            changes["latency"] = None if v in (None, "", "0", 0) else parse_latency(v, kk)
-        elif k == "workers":
-            changes["workers"] = None if v in (None, 0) else _int(v, kk, 1)
-        elif k == "error_rate":
-            changes["error_rate"] = _rate(v, kk)
-        elif k == "stall_rate":
-            changes["stall_rate"] = _rate(v, kk)
-        elif k == "stall":
-            changes["stall"] = parse_duration(v, kk)
-        else:
-            raise KnobError(
-                f"{kk}: unknown knob; known: latency, workers, error_rate, stall_rate, stall"
-            )
-    return replace(base, **changes)
+class DeliveryPatch(config.Section):
+    """Webhook delivery knobs to change."""
+
+    delay: Latency | UnsetType = UNSET
+    duplicate_rate: Rate | UnsetType = UNSET
+    max_attempts: Annotated[int, Meta(ge=1)] | UnsetType = UNSET
+    retry_base: DurationMs | UnsetType = UNSET
 
 
-def _delivery(base: DeliveryKnobs, d: Any, key: str) -> DeliveryKnobs:
-    if not isinstance(d, Mapping):
-        raise KnobError(f"{key}: expected a table, got {d!r}")
-    changes: dict[str, Any] = {}
-    for k, v in d.items():
-        kk = f"{key}.{k}"
-        if k == "delay":
-            changes["delay"] = parse_latency(v, kk)
-        elif k == "duplicate_rate":
-            changes["duplicate_rate"] = _rate(v, kk)
-        elif k == "max_attempts":
-            changes["max_attempts"] = _int(v, kk, 1)
-        elif k == "retry_base":
-            changes["retry_base"] = parse_duration(v, kk)
-        else:
-            raise KnobError(
-                f"{kk}: unknown knob; known: delay, duplicate_rate, max_attempts, retry_base"
-            )
+class KnobsPatch(config.Section):
+    """A TOML/JSON dict of knobs, decoded."""
+
+    endpoints: dict[str, EndpointPatch] = {}
+    delivery: DeliveryPatch = DeliveryPatch()
+    seed: Annotated[int, Meta(ge=0)] | None | UnsetType = UNSET
+
+
+def _read_latency(v: Any) -> Latency:
+    if v in ("", "0", 0) and not isinstance(v, bool):
+        return OFF
+    try:
+        return parse_latency(v, "")
+    except KnobError as e:
+        raise config.KeyedError("", e.message) from None
+
+
+def _read_duration(v: Any) -> DurationMs:
+    try:
+        return DurationMs(parse_duration(v, ""))
+    except KnobError as e:
+        raise config.KeyedError("", e.message) from None
+
+
+def _changes(patch: config.Section) -> dict[str, Any]:
+    return {k: getattr(patch, k) for k in patch.__struct_fields__ if getattr(patch, k) is not UNSET}
+
+
+def _endpoint(base: EndpointKnobs, patch: EndpointPatch) -> EndpointKnobs:
+    changes = _changes(patch)
+    if "latency" in changes and changes["latency"] in (None, OFF):
+        changes["latency"] = None
+    if changes.get("workers") == 0:
+        changes["workers"] = None
+    if "stall" in changes:
+        changes["stall"] = float(changes["stall"])
     return replace(base, **changes)
 
 
 def merge_knobs(base: Knobs, d: Any) -> Knobs:
     """`base` with the knobs of a TOML/JSON dict applied on top (an endpoint's unnamed knobs are kept)."""
     if not isinstance(d, Mapping):
-        raise KnobError(f"knobs: expected a table, got {type(d).__name__}")
+        raise KnobError("knobs", f"expected a table, got {type(d).__name__}")
+    if isinstance(d.get("endpoints"), Mapping):
+        for name in d["endpoints"]:
+            _check_endpoint_name(name)
+    patch = config.decode(
+        KnobsPatch,
+        dict(d),
+        readers={Latency: _read_latency, DurationMs: _read_duration},
+        error=KnobError,
+        quote=False,
+    )
     endpoints = dict(base.endpoints)
-    delivery = base.delivery
-    seed = base.seed
-    for k, v in d.items():
-        if k == "endpoints":
-            if not isinstance(v, Mapping):
-                raise KnobError(f"endpoints: expected a table of endpoint names, got {v!r}")
-            for name, ek in v.items():
-                _check_endpoint_name(name)
-                endpoints[name] = _endpoint(endpoints.get(name, INERT), ek, f"endpoints.{name}")
-        elif k == "delivery":
-            delivery = _delivery(delivery, v, "delivery")
-        elif k == "seed":
-            seed = None if v is None else _int(v, "seed", 0)
-        else:
-            raise KnobError(f"{k}: unknown key; known: endpoints, delivery, seed")
+    for name, ep in patch.endpoints.items():
+        endpoints[name] = _endpoint(endpoints.get(name, INERT), ep)
+    delivery = _changes(patch.delivery)
+    if "retry_base" in delivery:
+        delivery["retry_base"] = float(delivery["retry_base"])
+    seed = base.seed if patch.seed is UNSET else patch.seed
     endpoints = {n: e for n, e in endpoints.items() if not e.inert}
-    return Knobs(endpoints=endpoints, delivery=delivery, seed=seed)
+    return Knobs(endpoints=endpoints, delivery=replace(base.delivery, **delivery), seed=seed)
 
 
 def knobs_from_dict(d: Any) -> Knobs:
@@ -310,5 +319,6 @@ def knobs_from_dict(d: Any) -> Knobs:
 def _check_endpoint_name(name: Any) -> None:
     if not isinstance(name, str) or not name or (name != "*" and ":" not in name):
         raise KnobError(
-            f"endpoints.{name}: expected a target name like 'rpc:scan_ticket_atomic', 'rest:*' or '*'"
+            f"endpoints.{name}",
+            "expected a target name like 'rpc:scan_ticket_atomic', 'rest:*' or '*'",
         )

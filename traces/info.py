@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from traces import durations
 from traces.event import (
     ARRIVE,
     EXITED,
@@ -143,7 +144,7 @@ class Timeline:
         }
 
 
-_BUCKET = re.compile(r"(\d+)\s*(ms|s|sec|m|min|h|d)?")
+_FRACTIONAL = re.compile(r"\d[.e]|\.\d")  # a bucket is a whole number of its unit
 _UNIT_US = {"ms": 1000, "s": SECOND, "sec": SECOND, "m": MINUTE, "min": MINUTE, "h": HOUR, "d": DAY}
 _MAX_BUCKET_US = 366 * DAY
 
@@ -153,12 +154,14 @@ def parse_bucket(text: str, what: str = "bucket") -> int:
 
     ValueError naming `what` and the text when it is not one, is zero, or is longer than a year.
     """
-    m = _BUCKET.fullmatch(text.strip().lower())
-    if m is None:
+    try:
+        us = durations.parse_us(text, bare="s")
+    except ValueError:
+        us = None
+    if us is None or _FRACTIONAL.search(text.lower()):
         raise ValueError(
             f"{what} {text!r}: expected a whole number and a unit (ms, s, m, h, d), e.g. 10s or 5m"
         )
-    us = int(m.group(1)) * _UNIT_US[m.group(2) or "s"]
     if us <= 0:
         raise ValueError(f"{what} {text!r}: must be longer than 0")
     if us > _MAX_BUCKET_US:

@@ -36,6 +36,7 @@ from dataclasses import replace
 from fractions import Fraction
 from typing import Any
 
+from traces import durations
 from traces.event import Event, TraceError, pack_payload, unpack_payload
 from traces.header import Inventory, TraceHeader, VenueEvent
 
@@ -43,34 +44,10 @@ Transformed = tuple[TraceHeader, Iterator[Event]]
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 SERVICE_ACTORS = frozenset({"stripe"})  # shared services, not people: never cloned or renamed
 
-_UNITS = {
-    "us": 1,
-    "ms": 1_000,
-    "s": 1_000_000,
-    "m": 60_000_000,
-    "min": 60_000_000,
-    "h": 3_600_000_000,
-}
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(us|ms|s|min|m|h)?")
-
 
 def parse_duration(text: str) -> int:
     """A duration like '90s', '5m', '1h30m', '250ms' or '12.5' (seconds) in microseconds."""
-    s = text.strip().lower()
-    pos, total = 0, Fraction(0)
-    while pos < len(s):
-        m = _DURATION.match(s, pos)
-        if not m or m.end() == pos:
-            raise ValueError(
-                f"bad duration {text!r}: expected a number with a unit us, ms, s, m or h (e.g. 90s, 5m, 1h30m)"
-            )
-        total += Fraction(m[1]) * _UNITS[m[2] or "s"]
-        pos = m.end()
-        while pos < len(s) and s[pos] == " ":
-            pos += 1
-    if not s:
-        raise ValueError("bad duration '': expected a number with a unit (e.g. 90s, 5m)")
-    return round(total)
+    return durations.parse_us(text, bare="s")
 
 
 def _derived(header: TraceHeader, name: str, **changes: Any) -> TraceHeader:

@@ -8,17 +8,31 @@ import simpy
 
 from models.arrivals import ArrivalParams, arrivals
 from models.distributions import Dist
-from models.gate import Gate, GateParams
+from models.gate import Gate, GateParams, TicketMix
 from models.rate_profiles import constant
 from models.sink import ListSink
+from models.venue import EventParams
 from traces.event import ALREADY_SCANNED, ARRIVE, EXITED, INVALID, LEAVE, SCAN, VALID, WRONG_EVENT
+
+
+def gate_of(presold=1000, mix=None, open_s=0.0, end_s=None, allow_reentry=False, **kw):
+    """Gate(...) arguments from one set of keywords: the [gate] table, the event, the opening."""
+    event = EventParams(
+        presold=presold, other_presold=1, allow_reentry=allow_reentry, length_s=end_s or 1.0
+    )
+    if mix is not None:
+        kw["tickets"] = TicketMix(
+            **dict(zip(("valid", "screenshot", "invalid", "wrong_event"), mix, strict=True))
+        )
+    return GateParams(departures=end_s is not None, **kw), event, open_s
 
 
 def run_gate(n=2000, seconds=2000.0, seed=1, **kw):
     env = simpy.Environment()
     sink = ListSink(env)
     a_rng, g_rng = np.random.default_rng(seed).spawn(2)
-    gate = Gate(env, GateParams(**kw), g_rng, sink.emit)
+    params, event, open_s = gate_of(**kw)
+    gate = Gate(env, params, g_rng, sink.emit, event, open_s)
     env.process(
         arrivals(
             env,

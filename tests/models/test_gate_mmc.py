@@ -8,10 +8,11 @@ import simpy
 
 from models.arrivals import ArrivalParams, arrivals
 from models.distributions import Dist
-from models.gate import Gate, GateParams
+from models.gate import Gate, GateParams, TicketMix
 from models.queueing import erlang_c, mean_wait, wait_tail
 from models.rate_profiles import constant
 from models.sink import ListSink
+from models.venue import EventParams
 from traces.event import ARRIVE, SCAN
 
 C, MEAN_SCAN, RHO = 4, 3.0, 0.8
@@ -27,13 +28,13 @@ def gate_waits(queue: str, seed: int = 7) -> np.ndarray:
     sink = ListSink(env)
     a_rng, g_rng = np.random.default_rng(seed).spawn(2)
     gp = GateParams(
-        presold=CUSTOMERS * 2,
         lanes=C,
         queue=queue,
         service=Dist("exponential", MEAN_SCAN),
-        mix=(1.0, 0.0, 0.0, 0.0),
+        tickets=TicketMix(valid=1.0, screenshot=0.0, invalid=0.0, wrong_event=0.0),
+        departures=False,
     )
-    gate = Gate(env, gp, g_rng, sink.emit)
+    gate = Gate(env, gp, g_rng, sink.emit, EventParams(presold=CUSTOMERS * 2, other_presold=1))
     prof = constant(LAM, 0.0, CUSTOMERS / LAM)
     env.process(arrivals(env, ArrivalParams(profile=prof), a_rng, sink.emit, gate.join))
     env.run()

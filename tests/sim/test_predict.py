@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import dataclasses
-
+import msgspec.structs
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -174,7 +173,7 @@ def test_gate_waits_of_a_burst_are_exact(tmp_path_factory, n, lanes, service):
 
 def test_gate_waits_count_from_the_gate_opening():
     sc = scenario.load("event-day", ["arrivals.attendees=3000", "gate.lanes=400"])
-    sc = dataclasses.replace(sc, gate=dataclasses.replace(sc.gate, open_spread_s=0.0))
+    sc = msgspec.structs.replace(sc, gate=msgspec.structs.replace(sc.gate, open_spread_s=0.0))
     waits = pr.gate_waits(sc, 1)
     # with lanes to spare nobody queues once the gate is open, although many came before it
     assert len(waits) >= 2900 and np.percentile(waits, 99) < 30

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from traces import event as ev
-from traces.cli_recorded import register
+from traces.cli_transforms import register
 from traces.event import TraceError
 from traces.importers import import_file
 from traces.importers.endpoints import Endpoint, endpoint, outcome, payload_for, scrub

@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from traces import event as ev
-from traces.cli_recorded import register
+from traces.cli_transforms import register
 from traces.event import Event, pack_payload
 from traces.header import Inventory, TraceHeader, VenueEvent
 from traces.io import open_reader, open_writer
