@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Any
 
 import click
 
@@ -40,13 +39,6 @@ def _rate_caps(specs: tuple[str, ...]) -> dict[str, float]:
             )
         caps[target] = value
     return caps
-
-
-def _threshold_mapping(thresholds: Any) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    for t in thresholds:
-        out.setdefault(t.selector.name, []).append(t.expression.source)
-    return out
 
 
 def register(group: click.Group, start_local: StartLocal | None = None) -> None:
@@ -198,7 +190,7 @@ def register(group: click.Group, start_local: StartLocal | None = None) -> None:
             result = run_replay(
                 cfg, os.environ, start_local, progress=sys.stderr,
                 dry_run_out=sys.stdout if dry_run else None,
-                thresholds=None if thresholds is None else _threshold_mapping(thresholds),
+                thresholds=None if thresholds is None else th.to_mapping(thresholds),
             )  # fmt: skip
         except ReplayStopped as e:
             click.echo(f"replay: {e}", err=True)

@@ -33,7 +33,7 @@ from typing import IO, Any, Protocol
 
 import msgpack
 
-from judge.metrics import request_failed
+from judge.metrics import log_bucket_percentile, request_failed
 from judge.resultlog import DROPPED_EVENTS, ResultHeader, ResultWriter
 from replay.builders import STRIPE_API, BuildContext, Credentials, public_url
 from replay.safety import (
@@ -190,15 +190,7 @@ class Progress:
 
     def p95_ms(self) -> float | None:
         """Approximate p95 of http_req_duration so far (ms)."""
-        total = sum(self.hist)
-        if not total:
-            return None
-        acc = 0
-        for i, c in enumerate(self.hist):
-            acc += c
-            if acc >= 0.95 * total:
-                return (2 ** ((i + 1) / 8) - 1) / 1000
-        return None
+        return log_bucket_percentile(self.hist, 0.95)
 
     def line(self) -> str:
         """The progress line: elapsed, sent/expected, rate, p95 so far, errors, drops."""
