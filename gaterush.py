@@ -7,7 +7,6 @@ so the hooks that join them (the local stand-in for `--target local`, scenario i
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 import sys
@@ -17,15 +16,13 @@ from typing import Any
 
 import click
 import msgpack
-import numpy as np
 import pyarrow as pa
 
+import judge.cli
 import judge.fidelity
-import judge.metrics
 import judge.report
 import judge.resultlog
 import judge.summary
-import judge.thresholds
 import replay.cli
 import replay.cli_record
 import replay.cli_verify
@@ -33,7 +30,6 @@ import replay.engine
 import replay.verify
 import sim.cli
 import sim.cli_study
-import sim.predict
 import sim.runner
 import sim.scenario
 import staging.cli
@@ -110,46 +106,14 @@ def main(ctx: click.Context, debug: bool) -> None:
     ctx.meta[replay.cli.START_LOCAL] = start_local_standin  # `replay --target local` starts it
 
 
-def judge_predicted(table: pa.Table, mapping: dict[str, list[str]]) -> sim.predict.Judgement:
-    """Predicted result rows judged by replay's metrics and thresholds, as a replay's would be.
-
-    A metric the capacity model does not predict (sim.predict.UNPREDICTED) has no samples by
-    design, not for want of them: its thresholds are not judged on a prediction.
-    """
-    thresholds = [
-        dataclasses.replace(t, allow_empty=True)
-        if t.selector.metric in sim.predict.UNPREDICTED
-        else t
-        for t in judge.thresholds.parse_mapping(mapping)
-    ]
-    verdicts = judge.thresholds.evaluate(judge.metrics.from_table(table), thresholds)
-    checks = tuple(sim.predict.Check(v.threshold.name, v.ok, v.observed) for v in verdicts)
-    return sim.predict.Judgement(judge.thresholds.passed(verdicts), checks)
-
-
-def sweep_plot(
-    title: str, x: list[float], series: dict[str, list[float]], x_label: str, unit: str
-) -> str:
-    """judge.report's SVG line chart for a sweep page: one line per series, x in grid units."""
-    palette = judge.report.PALETTE
-    lines = [
-        judge.report.Line(label, np.asarray(y, float), palette[i % len(palette)])
-        for i, (label, y) in enumerate(series.items())
-    ]
-    return judge.report.line_chart(title, np.asarray(x, float), lines, unit, x_unit="")
-
-
 traces.cli.register(main)
 traces.cli_transforms.register(main)  # adds to the `trace` group: must come after it
 sim.cli.register(main)
-# module-level hooks: the process pool and Dask pickle them
-sim.cli_study.register(
-    main, judge=judge_predicted, read_results=judge.resultlog.read_results, plot=sweep_plot
-)
-main.add_command(replay.cli_verify.cleanup_cmd)  # before staging's, which then leaves it to us
+sim.cli_study.register(main)
+main.add_command(replay.cli_verify.cleanup_cmd)
 staging.cli.register(main, inventory_for=sim.scenario.inventory_for)
 main.add_command(replay.cli.replay_cmd)
-replay.cli_verify.register(main)
+main.add_command(judge.cli.report_cmd)
 main.add_command(replay.cli_verify.verify_cmd)
 main.add_command(replay.cli_record.record_cmd)
 

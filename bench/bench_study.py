@@ -18,12 +18,10 @@ import os
 import tempfile
 import time
 import tomllib
-from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
 
-from judge import metrics, thresholds
 from judge.resultlog import read_results
 from replay.engine import ReplayConfig, run_replay
 from sim import calibrate as cal
@@ -31,30 +29,20 @@ from sim import predict as pr
 from sim import runner, scenario
 from sim import sweep as sw
 from sim import whatif as wi
-from sim.predict import Check, Judgement
 from staging.knobs import knobs_from_dict
 from staging.process import standin_in_process
 
 SETS = ["arrivals.attendees=10000", "event.presold=12000", "event.capacity=12000"]
 
 
-def judge(table: pa.Table, mapping: Mapping[str, Sequence[str]]) -> Judgement:
-    """The adapter gaterush.py passes to sim.cli_study.register (replay's metrics and thresholds)."""
-    verdicts = thresholds.evaluate(metrics.from_table(table), thresholds.parse_mapping(mapping))
-    return Judgement(
-        thresholds.passed(verdicts),
-        tuple(Check(v.threshold.name, v.ok, v.observed) for v in verdicts),
-    )
-
-
 def predictions_per_second(n: int = 10) -> None:
     sc = scenario.load("event-day", SETS)
-    pr.evaluate(sc, 0, judge)  # warm up imports and caches
+    pr.evaluate(sc, 0)  # warm up imports and caches
     t0 = time.perf_counter()
     events = requests = 0
     for seed in range(n):
         pred = pr.predict_scenario(sc, seed)
-        judge(pred.table, {k: list(v) for k, v in sc.thresholds.items()})
+        pr.judge_prediction(pred.table, {k: list(v) for k, v in sc.thresholds.items()})
         events += pred.events
         requests += pred.table.num_rows
     dt = time.perf_counter() - t0
@@ -78,8 +66,8 @@ def sweep_ratio() -> None:
         ],
     )
     assert len(sw.points(axes)) == 100
-    _, one = sw.sweep(data, axes, judge, processes=1)
-    _, two = sw.sweep(data, axes, judge, processes=2)
+    _, one = sw.sweep(data, axes, processes=1)
+    _, two = sw.sweep(data, axes, processes=2)
     print(f"100-point sweep: 1 process {one:.1f} s, 2 processes {two:.1f} s: ratio {one / two:.2f}x "
           f"({os.cpu_count()} CPUs, shared)")  # fmt: skip
     print("  command: gaterush sweep event-day --set arrivals.attendees=10000 ... "
@@ -163,7 +151,7 @@ def boundary_search() -> None:
         data = scenario.load(src).to_dict()
         varies = wi.parse_varies(data, ["arrivals.attendees=1..400"])
         t0 = time.perf_counter()
-        res = wi.search(data, varies, judge, cache=None)
+        res = wi.search(data, varies, cache=None)
         dt = time.perf_counter() - t0
     print(f"whatif on a known boundary (N* = {boundary_n()} scans a second): found "
           f"{res.failing.values} in {dt:.2f} s, {res.tried} cases ({res.shrinking} shrinking)")  # fmt: skip

@@ -23,7 +23,7 @@ holds: ``fn:stripe-webhook processes each Stripe event once``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -101,7 +101,9 @@ def judge_groups(
 ) -> GroupVerdicts:
     """Judge the group checks of a result table's `candidates` rows (request rows with an expect).
 
-    `target_of(row)` is a row's target, for the check names.
+    `target_of(row)` is a row's target, for the check names. Columnar: the rows sorted by
+    (group, seq), split into judged units (a group; for a ticket, each admission), then counted
+    per unit with np.add.reduceat.
     """
     n = len(table)
     grouped = np.zeros(n, bool)
@@ -110,59 +112,66 @@ def judge_groups(
     lead_check = np.full(n, "", dtype=object)
     if "group" not in table.column_names or not n:
         return GroupVerdicts(grouped, lead, lead_passed, lead_check, (), 0)
-    group = table["group"]
-    has_group = pc.is_valid(group).to_numpy(zero_copy_only=False) & candidates
+    has_group = pc.is_valid(table["group"]).to_numpy(zero_copy_only=False) & candidates
     idx = np.flatnonzero(has_group)
     if not len(idx):
         return GroupVerdicts(grouped, lead, lead_passed, lead_check, (), 0)
-    groups = pc.take(group, pa.array(idx)).to_pylist()
-    expects = pc.take(table["expect"], pa.array(idx)).to_pylist()
-    outcomes = pc.take(table["outcome"], pa.array(idx)).to_pylist()
-    seqs = pc.take(table["seq"], pa.array(idx)).to_numpy(zero_copy_only=False)
-    # Sort by (group, seq): a group's rows in trace order, so admissions split at exits.
-    order = sorted(range(len(idx)), key=lambda i: (groups[i], int(seqs[i])))
+    take = pa.array(idx)
+    groups = pc.dictionary_encode(pc.take(table["group"], take).combine_chunks())
+    labels = groups.dictionary.to_pylist()
+    rank = np.empty(len(labels), np.int64)  # a group's place in string order (as sorted() has it)
+    rank[np.argsort(np.array(labels, dtype=object), kind="stable")] = np.arange(len(labels))
+    code = groups.indices.to_numpy(zero_copy_only=False)
+    seqs = pc.take(table["seq"], take).to_numpy(zero_copy_only=False)
+    order = np.lexsort((seqs, rank[code]))  # by (group, seq); stable on ties
+    rows, code, seqs = idx[order], code[order], seqs[order]
+    expect = pc.take(pc.take(table["expect"], take), pa.array(order))
+    outcome = pc.take(pc.take(table["outcome"], take), pa.array(order))
+
+    def among(col: pa.ChunkedArray | pa.Array, values: Iterable[str]) -> np.ndarray:
+        return pc.is_in(col, pa.array(list(values), pa.string())).to_numpy(zero_copy_only=False)
+
+    webhook = np.array([g.startswith(WEBHOOK_GROUP) for g in labels], bool)[code]
+    ticket = np.array([g.startswith(TICKET_GROUP) for g in labels], bool)[code]
+    admission = among(expect, (VALID, ALREADY_SCANNED))
+    # a ticket's exit (or another per-request outcome) ends its admission and is judged alone; a
+    # webhook group judges its deliveries; any other group judges all its rows
+    member = np.where(ticket, admission, np.where(webhook, among(expect, _WEBHOOK_EXPECTS), True))
+    new_group = np.ones(len(rows), bool)
+    new_group[1:] = code[1:] != code[:-1]
+    ended = ticket & ~admission  # this row ends its ticket's admission: the next row starts one
+    start = new_group.copy()
+    start[1:] |= ended[:-1]
+    unit = np.cumsum(start)[member]
+    if not len(unit):
+        return GroupVerdicts(grouped, lead, lead_passed, lead_check, (), 0)
+    first = np.flatnonzero(np.concatenate(([True], unit[1:] != unit[:-1])))
+    hook_m = webhook[member]
+    win = np.where(webhook, among(outcome, (PROCESSED,)), among(outcome, (VALID,)))[member]
+    lose = np.where(webhook, among(outcome, (DUPLICATE,)), among(outcome, (ALREADY_SCANNED,)))
+    lose = lose[member]
+    want = np.add.reduceat(among(expect, (PROCESSED, VALID))[member].astype(np.int64), first)
+    won = np.add.reduceat(win.astype(np.int64), first)
+    lost = np.add.reduceat(lose.astype(np.int64), first)
+    size = np.diff(np.append(first, len(unit)))
+    ok = (won == want) & (won + lost == size)
+    member_rows = rows[member]
+    grouped[member_rows] = True
+    leads = member_rows[first]
+    lead[leads] = True
+    lead_passed[leads] = ok
+    names = [f"{target_of(int(r))} {WEBHOOK_CHECK if h else TICKET_CHECK}"
+             for r, h in zip(leads, hook_m[first], strict=True)]  # fmt: skip
+    lead_check[leads] = names
+    bad = np.flatnonzero(~ok)
     failed: list[FailedGroup] = []
-    failed_count = 0
-
-    def close(members: list[int], check: str) -> None:
-        nonlocal failed_count
-        if not members:
-            return
-        want = sum(expects[i] in (PROCESSED, VALID) for i in members)
-        win = PROCESSED if check == WEBHOOK_CHECK else VALID
-        lose = DUPLICATE if check == WEBHOOK_CHECK else ALREADY_SCANNED
-        won = sum(outcomes[i] == win for i in members)
-        lost = sum(outcomes[i] == lose for i in members)
-        ok = won == want and won + lost == len(members)
-        rows = idx[members]
-        grouped[rows] = True
-        first = rows[int(np.argmin(seqs[members]))]
-        lead[first] = True
-        lead_passed[first] = ok
-        lead_check[first] = name = f"{target_of(first)} {check}"
-        if not ok:
-            failed_count += 1
-            if len(failed) < MAX_LISTED:
-                reqs = tuple((int(seqs[i]), expects[i], outcomes[i]) for i in members)
-                failed.append(FailedGroup(name, groups[members[0]], reqs))
-
-    members: list[int] = []
-    current: str | None = None
-    for i in order:
-        g = groups[i]
-        if g != current:
-            close(
-                members,
-                WEBHOOK_CHECK if (current or "").startswith(WEBHOOK_GROUP) else TICKET_CHECK,
-            )
-            members, current = [], g
-        if g.startswith(TICKET_GROUP) and expects[i] not in (VALID, ALREADY_SCANNED):
-            # an exit (or another per-request outcome) ends the admission; it is judged alone
-            close(members, TICKET_CHECK)
-            members = []
-            continue
-        if g.startswith(WEBHOOK_GROUP) and expects[i] not in _WEBHOOK_EXPECTS:
-            continue
-        members.append(i)
-    close(members, WEBHOOK_CHECK if (current or "").startswith(WEBHOOK_GROUP) else TICKET_CHECK)
-    return GroupVerdicts(grouped, lead, lead_passed, lead_check, tuple(failed), failed_count)
+    if len(bad):
+        m_seqs, m_code = seqs[member], code[member]
+        m_expect = pc.filter(expect, pa.array(member)).to_pylist()
+        m_outcome = pc.filter(outcome, pa.array(member)).to_pylist()
+        ends = np.append(first, len(unit))
+        for u in bad[:MAX_LISTED]:
+            lo, hi = ends[u], ends[u + 1]
+            reqs = tuple((int(m_seqs[i]), m_expect[i], m_outcome[i]) for i in range(lo, hi))
+            failed.append(FailedGroup(names[u], labels[m_code[lo]], reqs))
+    return GroupVerdicts(grouped, lead, lead_passed, lead_check, tuple(failed), len(bad))

@@ -94,6 +94,13 @@ AGGREGATIONS: dict[str, tuple[str, ...]] = {
 }
 
 
+def _ranks(n: Any, q: float) -> tuple[Any, Any, Any]:
+    """k6's rank rule, the one percentile of gaterush: (floor, ceil, fraction) of q * (n - 1)."""
+    i = q * (n - 1.0)
+    lo = np.floor(i).astype(np.int64)
+    return lo, np.ceil(i).astype(np.int64), i - lo
+
+
 def percentile(values: np.ndarray, q: float, *, is_sorted: bool = False) -> float:
     """k6's percentile of `values` at fraction q (0.95 for p(95)): linear at q*(n-1), exact."""
     n = len(values)
@@ -101,15 +108,14 @@ def percentile(values: np.ndarray, q: float, *, is_sorted: bool = False) -> floa
         return 0.0
     if n == 1:
         return float(values[0])
-    i = q * (n - 1.0)
-    lo = math.floor(i)
-    hi = math.ceil(i)
+    r_lo, r_hi, frac = _ranks(n, q)
+    lo, hi = int(r_lo), int(r_hi)
     if is_sorted:
         j, k = float(values[lo]), float(values[hi])
     else:
         part = np.partition(values, (lo, hi)) if hi != lo else np.partition(values, lo)
         j, k = float(part[lo]), float(part[hi])
-    return j + (k - j) * (i - lo)
+    return j + (k - j) * frac
 
 
 def grouped_percentiles(
@@ -128,13 +134,33 @@ def grouped_percentiles(
     starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
     has = counts > 0
     for c, q in enumerate(qs):
-        i = q * (counts[has] - 1.0)
-        lo = np.floor(i).astype(np.int64)
-        hi = np.ceil(i).astype(np.int64)
+        lo, hi, frac = _ranks(counts[has], q)
         j = s[starts[has] + lo]
         k = s[starts[has] + hi]
-        out[has, c] = j + (k - j) * (i - lo)
+        out[has, c] = j + (k - j) * frac
     return out
+
+
+# The live progress line keeps a histogram of http_req_duration, not every sample: 8 buckets per
+# octave of microseconds, a sample read as its bucket's upper edge.
+LOG_BUCKETS = 256
+_LOG_EDGES_MS = (2.0 ** ((np.arange(LOG_BUCKETS) + 1) / 8) - 1) / 1000
+
+
+def log_bucket(duration_us: float) -> int:
+    """The histogram bucket (0..LOG_BUCKETS-1) of a duration in microseconds."""
+    return min(LOG_BUCKETS - 1, int(math.log2(max(0, duration_us) + 1) * 8))
+
+
+def log_bucket_percentile(counts: Sequence[int], q: float) -> float | None:
+    """k6's percentile (ms) of the samples a log_bucket histogram counts; None when it is empty."""
+    cum = np.cumsum(counts)
+    n = int(cum[-1]) if len(cum) else 0
+    if not n:
+        return None
+    lo, hi, frac = _ranks(n, q)
+    j, k = _LOG_EDGES_MS[np.searchsorted(cum, (lo, hi), side="right")]
+    return float(j + (k - j) * frac)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -336,10 +362,11 @@ def table_from_rows(rows: Iterable[Sequence[Any] | Mapping[str, Any]]) -> pa.Tab
 # The failure rule of http_req_failed, written once: a request failed when it got no answer, an
 # error, or a status >= 400, unless the event expected that answer: a Stripe call expected to be
 # declined (402 is the right answer), or a recorded `http_<status>` outcome that came back.
+# failed_rows (columns), the progress line (one row) and a prediction's figures all apply this one.
 def request_failed(
     target: str, status: int, error: str | None, outcome: str | None, expect: str | None
 ) -> bool:
-    """Whether one request row counts in http_req_failed (from_table applies the same rule by column)."""
+    """Whether one request row counts in http_req_failed (the rule every failure count applies)."""
     if status and status < 400 and not error:
         return False
     if error or not status:
@@ -352,17 +379,57 @@ def request_failed(
 def failed_rows(
     target: Tag, status: np.ndarray, has_error: np.ndarray, outcome: Any, expect: Any
 ) -> np.ndarray:
-    """request_failed over columns: the mask of rows that count in http_req_failed."""
-    failed = (status == 0) | (status >= 400) | has_error
-    answered = ~has_error & (status > 0)
-    if failed.any():
-        stripe = np.array([lbl.startswith("stripe:") for lbl in target.labels] + [False], bool)
-        is_stripe = stripe[target.codes] if len(target.codes) else np.zeros(0, bool)
-        declined = pc.and_(pc.equal(outcome, "declined"), pc.equal(expect, "declined"))
-        declined = pc.fill_null(declined, False).to_numpy(zero_copy_only=False)
-        http = pc.binary_join_element_wise("http_", pa.array(status.astype(str)), "")
-        as_expected = pc.fill_null(pc.equal(expect, http), False).to_numpy(zero_copy_only=False)
-        failed &= ~(answered & ((is_stripe & declined) | as_expected))
+    """request_failed over columns: the mask of rows that count in http_req_failed.
+
+    The rule is applied once per distinct (target, status, error or not, outcome, expect) among the
+    rows it could fail (request_failed is False for an answer below 400 without an error).
+    """
+    failed = ~((status != 0) & (status < 400) & ~has_error)
+    rows = np.flatnonzero(failed)
+    if not len(rows):
+        return failed
+    outcomes, expects = _strings(_take(outcome, rows)), _strings(_take(expect, rows))
+    is_null_o = pc.is_null(_take(outcome, rows)).to_numpy(zero_copy_only=False)
+    is_null_e = pc.is_null(_take(expect, rows)).to_numpy(zero_copy_only=False)
+    key = np.stack(
+        [target.codes[rows], status[rows], has_error[rows], outcomes.codes, expects.codes,
+         is_null_o, is_null_e],
+        axis=1,
+    ).astype(np.int64)  # fmt: skip
+    combos, inverse = np.unique(key, axis=0, return_inverse=True)
+    verdict = np.array(
+        [
+            request_failed(
+                target.labels[t],
+                int(st),
+                "error" if err else None,
+                None if no_o else outcomes.labels[o],
+                None if no_e else expects.labels[e],
+            )
+            for t, st, err, o, e, no_o, no_e in combos.tolist()
+        ],
+        bool,
+    )
+    failed[rows] = verdict[inverse.reshape(-1)]
+    return failed
+
+
+def _take(col: Any, rows: np.ndarray) -> pa.ChunkedArray | pa.Array:
+    return pc.take(col, pa.array(rows))
+
+
+def failed_requests(table: pa.Table) -> np.ndarray:
+    """The mask of a result table's rows that count in http_req_failed (request rows only)."""
+    has_error = pc.fill_null(pc.greater(pc.utf8_length(table["error"]), 0), False)
+    failed = failed_rows(
+        _strings(table["target"]),
+        _ints(table["status"]),
+        has_error.to_numpy(zero_copy_only=False),
+        table["outcome"],
+        table["expect"],
+    )
+    if "metric" in table.column_names:
+        failed &= pc.is_null(table["metric"]).to_numpy(zero_copy_only=False)
     return failed
 
 

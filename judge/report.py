@@ -428,9 +428,9 @@ def judge_results(
 ) -> tuple[m.Metrics, list[th.Verdict]]:
     """Metrics and verdicts of results: `thresholds` replace the run's own when given; the
     defaults (thresholds.DEFAULT_THRESHOLDS) apply where neither covers their metric."""
-    mt = compute(results)
     ts = results.thresholds() if thresholds is None else tuple(thresholds)
-    return mt, th.evaluate(mt, th.with_defaults(ts, max_schedule_lag_ms))
+    defaults = th.with_defaults(ts, max_schedule_lag_ms)
+    return th.judge_table(results.table, defaults, duration_s=results.duration_s)
 
 
 @dataclass(frozen=True, slots=True, eq=False)

@@ -39,12 +39,13 @@ import math
 import operator
 import re
 import tomllib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from judge.metrics import (
     AGGREGATIONS,
@@ -55,6 +56,7 @@ from judge.metrics import (
     Metrics,
     aggregate,
     format_number,
+    from_table,
     sliding_windows,
 )
 from traces import durations
@@ -164,6 +166,23 @@ class Verdict:
     samples: int
     empty: bool = False  # no samples: k6's convention decided (see module docstring)
     window: WindowVerdict | None = None
+
+    @property
+    def name(self) -> str:
+        """The threshold's name, `metric{tags}: expression`."""
+        return self.threshold.name
+
+
+@dataclass(frozen=True, slots=True)
+class Verdicts:
+    """A threshold set judged: each threshold's verdict, in order; it held when every one did."""
+
+    verdicts: tuple[Verdict, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        """Whether every threshold held."""
+        return passed(self.verdicts)
 
 
 def parse_selector(text: str) -> Selector:
@@ -306,17 +325,31 @@ _CLI = re.compile(
 )
 
 
-def parse_cli(spec: str) -> Threshold:
-    """Parse a `--threshold` value: `METRIC[{tags}]=EXPR` or `METRIC[{tags}] EXPR`.
-
-    Example: `http_req_duration{target:rpc:scan_ticket_atomic}=p(95)<200`.
-    """
+def split_cli(spec: str) -> tuple[str, str]:
+    """A `--threshold` value's (selector, expression) texts: `METRIC[{tags}]=EXPR` or `METRIC[{tags}] EXPR`."""
     m = _CLI.match(spec)
     if not m:
         raise ThresholdError(
             f"--threshold {spec!r}: expected METRIC[{{tag:value}}]=EXPRESSION, like 'http_req_duration=p(95)<500'"
         )
-    return parse_threshold(m["sel"], m["expr"])
+    return m["sel"], m["expr"]
+
+
+def parse_cli(spec: str) -> Threshold:
+    """Parse a `--threshold` value: `METRIC[{tags}]=EXPR` or `METRIC[{tags}] EXPR`.
+
+    Example: `http_req_duration{target:rpc:scan_ticket_atomic}=p(95)<200`.
+    """
+    return parse_threshold(*split_cli(spec))
+
+
+def cli_mapping(specs: Iterable[str]) -> dict[str, list[str]]:
+    """`--threshold` values as a k6 mapping (selector -> expressions), split but not yet parsed."""
+    out: dict[str, list[str]] = {}
+    for spec in specs:
+        sel, expr = split_cli(spec)
+        out.setdefault(sel, []).append(expr.strip())
+    return out
 
 
 def load_file(path: str | Path) -> tuple[Threshold, ...]:
@@ -490,3 +523,24 @@ def judge(metrics: Metrics, threshold: Threshold) -> Verdict:
 def passed(verdicts: Iterable[Verdict]) -> bool:
     """Whether every threshold held."""
     return all(v.ok for v in verdicts)
+
+
+def judge_table(
+    table: pa.Table,
+    thresholds: Iterable[Threshold],
+    *,
+    duration_s: float | None = None,
+    allow_empty: Collection[str] = (),
+) -> tuple[Metrics, list[Verdict]]:
+    """A result table's metrics and each threshold's verdict: the one judge of measured and
+    predicted rows (judge.report.judge_results, sim.predict.judge_prediction).
+
+    `duration_s` as judge.metrics.from_table; a threshold on a metric of `allow_empty` holds on no
+    samples (a metric the rows cannot have, by design).
+    """
+    metrics = from_table(table, duration_s=duration_s)
+    given = [
+        dataclasses.replace(t, allow_empty=True) if t.selector.metric in allow_empty else t
+        for t in thresholds
+    ]
+    return metrics, evaluate(metrics, given)

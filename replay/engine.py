@@ -36,7 +36,7 @@ from typing import IO, Any, Protocol
 import msgpack
 
 from judge import report
-from judge.metrics import request_failed
+from judge.metrics import log_bucket_percentile, request_failed
 from judge.resultlog import DROPPED_EVENTS, ResultHeader, ResultWriter
 from judge.thresholds import Threshold
 from replay.builders import BuildContext, Credentials, public_url
@@ -148,15 +148,7 @@ class Progress:
 
     def p95_ms(self) -> float | None:
         """Approximate p95 of http_req_duration so far (ms)."""
-        total = sum(self.hist)
-        if not total:
-            return None
-        acc = 0
-        for i, c in enumerate(self.hist):
-            acc += c
-            if acc >= 0.95 * total:
-                return (2 ** ((i + 1) / 8) - 1) / 1000
-        return None
+        return log_bucket_percentile(self.hist, 0.95)
 
     def line(self) -> str:
         """The progress line: elapsed, sent/expected, rate, p95 so far, errors, drops."""

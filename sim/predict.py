@@ -1,9 +1,9 @@
 """Predicted results without a network: a scenario's events through the backend capacity model.
 
-The rows have the replay result log's columns (judge/resultlog.py: seq, target, kind, actor,
+The rows have the replay result log's columns (judge.rows.SCHEMA: seq, target, kind, actor,
 scheduled_us, sent_us, done_us, status, error, bytes_sent, bytes_received, outcome, expect, metric),
-so the very threshold set that judges a replay judges a prediction. sim/ may not import replay/, so
-the judging is a callable injected by gaterush.py (`Judge`); this module only builds rows.
+and the judge that judges a replay judges them (judge.thresholds.judge_table): the same metrics,
+failure rule, dashboard loads (judge.loads) and percentile.
 
 A predicted request is sent exactly on time (an ideal open-loop sender: sent = scheduled, or the
 completion of its `after`); it fails when the client's timeout passes first: waiting for a worker
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import copy
 import tomllib
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,9 +24,10 @@ import msgpack
 import msgspec.structs
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from judge.rows import DASHBOARD_LOAD, DASHBOARD_TARGET
+from judge import thresholds as th
+from judge.loads import Loads
+from judge.metrics import Metrics, from_table, percentile
 from judge.rows import SCHEMA as RESULT_SCHEMA
 from models.capacity import Backend, CapacityParams, predict
 from sim import runner
@@ -41,26 +42,16 @@ CLIENT_TIMEOUT_S = 60.0  # replay's default --timeout: a backend without its own
 UNPREDICTED_KINDS = ("realtime:",)  # websocket subscriptions are not requests a worker serves
 
 
-@dataclass(frozen=True, slots=True)
-class Check:
-    """One threshold's judgement: its name (`metric{tags}: expr`), whether it held, the observed value."""
+def judge_prediction(
+    table: pa.Table, thresholds: Mapping[str, Sequence[str]]
+) -> tuple[Metrics, th.Verdicts]:
+    """Predicted rows judged as a replay's are (k6 mapping `{"metric{tags}": ["p(95)<200"]}`).
 
-    name: str
-    ok: bool
-    observed: float
-
-
-@dataclass(frozen=True, slots=True)
-class Judgement:
-    """The verdict on a set of rows: all thresholds held, and each threshold's check."""
-
-    ok: bool
-    checks: tuple[Check, ...] = ()
-
-
-# judge(result table with RESULT_SCHEMA, {"metric{tags}": ["p(95)<200", ...]}) -> Judgement.
-# Raises ValueError (naming the threshold) when a threshold is malformed.
-Judge = Callable[[pa.Table, Mapping[str, Sequence[str]]], Judgement]
+    A metric the capacity model does not predict (UNPREDICTED) has no samples by design, not for
+    want of them: its thresholds hold on no samples. ThresholdError names a malformed threshold.
+    """
+    metrics, verdicts = th.judge_table(table, th.parse_mapping(thresholds), allow_empty=UNPREDICTED)
+    return metrics, th.Verdicts(tuple(verdicts))
 
 
 def capacity_params(sc: Scenario) -> CapacityParams:
@@ -87,7 +78,7 @@ class _Observer:
         self.open_us = open_us
         self.arrived: dict[str, int] = {}
         self.waits: list[int] = []
-        self.load_of: dict[int, int] = {}  # view seq -> dashboard load id
+        self.load_of: dict[int, Any] = {}  # view seq -> dashboard load id (None: its own load)
         self.t_of: dict[int, int] = {}  # seq -> t_us of events sent after another one
         self.events = 0
 
@@ -105,7 +96,7 @@ class _Observer:
             if e.target is None or e.target.startswith(UNPREDICTED_KINDS):
                 continue
             if k == VIEW:
-                self.load_of[e.seq] = msgpack.unpackb(e.payload, raw=False).get("load", e.seq)
+                self.load_of[e.seq] = msgpack.unpackb(e.payload, raw=False).get("load")
             if e.after is not None:
                 self.t_of[e.seq] = e.t_us
             yield e
@@ -145,7 +136,7 @@ def predict_events(
         cols[c] for c in ("scheduled_us", "sent_us", "done_us", "status", "error")
     )
     out_c, exp_c = cols["outcome"], cols["expect"]
-    loads: dict[int, list] = {}  # load id -> [actor, first seq, scheduled, done, status, error]
+    loads = Loads()
     t_of = obs.t_of
     for p in predict(keep(obs.watch(evs)), params, rng):
         e = by_seq.pop(p.seq)
@@ -172,32 +163,16 @@ def predict_events(
         err_c.append(error)
         out_c.append(outcome)
         exp_c.append(e.expect)
-        lid = obs.load_of.pop(p.seq, None)
-        if lid is not None:
-            cur = loads.get(lid)
-            if cur is None:
-                loads[lid] = [e.actor, p.seq, sched, p.done_us, status, error]
-            else:
-                cur[3] = max(cur[3], p.done_us)
-                cur[4] = max(cur[4], status)  # the worst status, as replay reports a load
-                cur[5] = cur[5] or error
+        if e.kind == VIEW:
+            lid = obs.load_of.pop(p.seq, None)
+            loads.add(e.actor, lid, p.seq, sched, p.scheduled_us, p.done_us, status, error)
     n = len(seq_c)
-    for actor, seq, sched, done, status, error in loads.values():
-        seq_c.append(seq)
-        tgt_c.append(DASHBOARD_TARGET)
-        kind_c.append(VIEW)
-        actor_c.append(actor)
-        sch_c.append(sched)
-        sent_c.append(sched)
-        done_c.append(done)
-        st_c.append(status)
-        err_c.append(error)
-        out_c.append(None)
-        exp_c.append(None)
-    m = len(seq_c)
-    cols["bytes_sent"] = cols["bytes_received"] = [0] * m
-    cols["metric"] = [None] * n + [DASHBOARD_LOAD] * (m - n)
-    cols["group"] = [None] * m  # predicted outcomes are the expected ones: no group to judge
+    cols["bytes_sent"], cols["bytes_received"] = [0] * n, [0] * n
+    cols["metric"] = [None] * n
+    cols["group"] = [None] * n  # predicted outcomes are the expected ones: no group to judge
+    for load in loads.flush():
+        for c, v in load.row().items():
+            cols[c].append(v)
     table = pa.table(
         {f.name: pa.array(cols[f.name], f.type) for f in RESULT_SCHEMA}, schema=RESULT_SCHEMA
     )
@@ -286,40 +261,36 @@ def with_thresholds(
     return d
 
 
-def percentile(values: np.ndarray, q: float) -> float:
-    """k6's percentile (linear at q*(n-1), the same as numpy's default); 0 for no values."""
-    return float(np.percentile(values, q)) if len(values) else 0.0
+def summarize(pred: Predicted, metrics: Metrics | None = None) -> dict[str, float]:
+    """Headline figures of a prediction: gate wait and request latency percentiles, failures, counts.
 
-
-def summarize(pred: Predicted) -> dict[str, float]:
-    """Headline figures of a prediction: gate wait and request latency percentiles, failures, counts."""
+    `metrics` are the prediction's (judge.metrics.from_table of its table), computed when not given.
+    """
     w = pred.gate_wait_s
-    t = pred.table
-    req = pc.is_null(t["metric"]).to_numpy(zero_copy_only=False)
-    dur = (t["done_us"].to_numpy() - t["sent_us"].to_numpy())[req] / 1e3
-    failed = t["status"].to_numpy()[req] == 0
+    mt = metrics if metrics is not None else from_table(pred.table)
+    dur = mt.get("http_req_duration")
+    failed = mt.value("http_req_failed", "rate")
     out = {
         "attendees_scanned": float(len(w)),
-        "gate_wait_p50_s": percentile(w, 50),
-        "gate_wait_p95_s": percentile(w, 95),
+        "gate_wait_p50_s": percentile(w, 0.50),
+        "gate_wait_p95_s": percentile(w, 0.95),
         "gate_wait_max_s": float(w.max()) if len(w) else 0.0,
-        "requests": float(req.sum()),
-        "http_req_duration_p95_ms": percentile(dur, 95),
-        "http_req_failed_rate": float(failed.mean()) if len(failed) else 0.0,
+        "requests": float(len(dur)),
+        "http_req_duration_p95_ms": percentile(dur.values, 0.95),
+        "http_req_failed_rate": failed if len(dur) else 0.0,
     }
-    targets = np.asarray(t["target"].to_pylist(), dtype=object)[req]
-    for name in sorted(set(targets.tolist())):
-        m = targets == name
-        out[f"p95_ms{{{name}}}"] = percentile(dur[m], 95)
+    target = dur.tags["target"]
+    for name in sorted(target.labels[i] for i in np.unique(target.codes)):
+        out[f"p95_ms{{{name}}}"] = percentile(dur.values[target.equals(name)], 0.95)
     return out
 
 
 def evaluate(
-    sc: Scenario, seed: int, judge: Judge | None
-) -> tuple[dict[str, float], Judgement | None]:
-    """Predict a scenario and judge it by its own [thresholds]: (headline figures, judgement)."""
+    sc: Scenario, seed: int, judged: bool = True
+) -> tuple[dict[str, float], th.Verdicts | None]:
+    """Predict a scenario and (when `judged`) judge it by its own [thresholds]: (figures, verdicts)."""
     pred = predict_scenario(sc, seed)
-    figures = summarize(pred)
-    if judge is None:
-        return figures, None
-    return figures, judge(pred.table, {k: list(v) for k, v in sc.thresholds.items()})
+    if not judged:
+        return summarize(pred), None
+    metrics, verdicts = judge_prediction(pred.table, {k: list(v) for k, v in sc.thresholds.items()})
+    return summarize(pred, metrics), verdicts

@@ -17,7 +17,9 @@ from typing import Any
 
 import msgspec.structs
 
-from sim.predict import Judge, Judgement, evaluate, gate_waits, percentile
+from judge.metrics import percentile
+from judge.thresholds import Verdicts
+from sim.predict import evaluate, gate_waits
 from sim.scenario import Scenario, ScenarioError, parse
 
 MAX_LANES = 100_000
@@ -55,7 +57,7 @@ def fewest_lanes(
     def wait(lanes: int) -> float:
         if lanes not in tried:
             more = msgspec.structs.replace(sc, gate=msgspec.structs.replace(sc.gate, lanes=lanes))
-            tried[lanes] = percentile(gate_waits(more, seed), quantile)
+            tried[lanes] = percentile(gate_waits(more, seed), quantile / 100)
             if progress is not None:
                 progress(lanes, tried[lanes])
         return tried[lanes]
@@ -112,20 +114,19 @@ class MultiplierAnswer:
     failing_at: (
         float | None
     )  # the smallest multiplier seen failing (None: none failed up to the cap)
-    judgement: Judgement | None  # at `multiplier`
-    failing: Judgement | None  # at `failing_at`
+    judgement: Verdicts | None  # at `multiplier`
+    failing: Verdicts | None  # at `failing_at`
     tried: tuple[tuple[float, bool], ...]
 
 
 def largest_multiplier(
     sc: Scenario,
     seed: int,
-    judge: Judge,
     *,
     tolerance: float = 0.02,
     low: float = 1 / 64,
     high: float = MAX_MULTIPLIER,
-    progress: Callable[[float, Judgement], None] | None = None,
+    progress: Callable[[float, Verdicts], None] | None = None,
 ) -> MultiplierAnswer:
     """The largest crowd multiplier the backend holds under the scenario's thresholds, to `tolerance` (relative)."""
     if not sc.thresholds:
@@ -133,11 +134,11 @@ def largest_multiplier(
             "thresholds",
             "missing: give --threshold or a [thresholds] table to judge the backend by",
         )
-    results: dict[float, Judgement] = {}
+    results: dict[float, Verdicts] = {}
 
     def holds(m: float) -> bool:
         if m not in results:
-            _, j = evaluate(scaled(sc, m), seed, judge)
+            _, j = evaluate(scaled(sc, m), seed)
             assert j is not None
             results[m] = j
             if progress is not None:

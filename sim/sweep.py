@@ -18,18 +18,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from sim.predict import Judge, evaluate, lookup, with_values
+from judge import report
+from sim.predict import evaluate, lookup, with_values
 from sim.scenario import ScenarioError
 from sim.whatif import _number
 from traces import cluster
 from traces.outputs import atomic
 
-# plot(title, x values, {series label: y values}, x label, y unit) -> an inline SVG (injected by gaterush.py)
-Plot = Callable[[str, Sequence[float], Mapping[str, Sequence[float]], str, str], str]
 Progress = Callable[[int, int], None]  # (points done, points in all)
 
 MAX_POINTS = 100_000
@@ -121,15 +121,15 @@ def points(axes: Sequence[Axis]) -> list[dict[str, Any]]:
 
 
 def evaluate_point(
-    data: Mapping[str, Any], values: Mapping[str, Any], seed: int, judge: Judge | None
+    data: Mapping[str, Any], values: Mapping[str, Any], seed: int, judged: bool = True
 ) -> dict[str, Any]:
     """One grid point as a table row: its parameters, headline figures, and each threshold (observed, held)."""
-    figures, j = evaluate(with_values(data, values), seed, judge)
+    figures, j = evaluate(with_values(data, values), seed, judged)
     row: dict[str, Any] = dict(values)
     row.update(figures)
     if j is not None:
         row["ok"] = j.ok
-        for c in j.checks:
+        for c in j.verdicts:
             row[c.name] = c.observed
             row[f"{c.name} held"] = c.ok
     return row
@@ -153,8 +153,8 @@ def dask_client(scheduler: str) -> Any:
 def run_points(
     data: Mapping[str, Any],
     pts: Sequence[Mapping[str, Any]],
-    judge: Judge | None,
     *,
+    judged: bool = True,
     seed: int = 0,
     processes: int = 1,
     scheduler: str | None = None,
@@ -168,7 +168,7 @@ def run_points(
         client = dask_client(scheduler)
         try:
             futures = client.map(
-                evaluate_point, [data] * n, list(pts), [seed] * n, [judge] * n, pure=False
+                evaluate_point, [data] * n, list(pts), [seed] * n, [judged] * n, pure=False
             )
             index = {f.key: i for i, f in enumerate(futures)}
             from distributed import as_completed as dask_completed  # noqa: PLC0415
@@ -180,11 +180,13 @@ def run_points(
             client.close()
     elif processes <= 1 or n <= 1:
         for i, p in enumerate(pts):
-            rows[i] = evaluate_point(data, p, seed, judge)
+            rows[i] = evaluate_point(data, p, seed, judged)
             tick(i + 1, n)
     else:
         with ProcessPoolExecutor(max_workers=min(processes, n)) as pool:
-            futs = {pool.submit(evaluate_point, data, p, seed, judge): i for i, p in enumerate(pts)}
+            futs = {
+                pool.submit(evaluate_point, data, p, seed, judged): i for i, p in enumerate(pts)
+            }
             for done, f in enumerate(as_completed(futs), 1):
                 rows[futs[f]] = f.result()
                 tick(done, n)
@@ -209,19 +211,19 @@ def to_table(
 def sweep(
     data: Mapping[str, Any],
     axes: Sequence[Axis],
-    judge: Judge | None,
     *,
+    judged: bool = True,
     seed: int = 0,
     processes: int = 1,
     scheduler: str | None = None,
     progress: Progress | None = None,
 ) -> tuple[pa.Table, float]:
-    """Run the whole grid: (table of parameters -> metrics, wall seconds)."""
+    """Run the whole grid: (table of parameters -> metrics, wall seconds); `judged`: by the thresholds."""
     t0 = time.perf_counter()
     rows = run_points(
         data,
         points(axes),
-        judge,
+        judged=judged,
         seed=seed,
         processes=processes,
         scheduler=scheduler,
@@ -259,7 +261,19 @@ CSS = (
 )
 
 
-def _plots(table: pa.Table, axes: Sequence[Axis], plot: Plot, x_key: str) -> list[str]:
+def plot_lines(
+    title: str, x: Sequence[float], series: Mapping[str, Sequence[float]], x_label: str, unit: str
+) -> str:
+    """judge.report's SVG line chart for a sweep page: one line per series, x in grid units."""
+    palette = report.PALETTE
+    lines = [
+        report.Line(label, np.asarray(y, float), palette[i % len(palette)])
+        for i, (label, y) in enumerate(series.items())
+    ]
+    return report.line_chart(title, np.asarray(x, float), lines, unit, x_unit="")
+
+
+def _plots(table: pa.Table, axes: Sequence[Axis], x_key: str) -> list[str]:
     cols = table.column_names
     rows = table.to_pylist()
     others = [a.key for a in axes if a.key != x_key]
@@ -283,17 +297,19 @@ def _plots(table: pa.Table, axes: Sequence[Axis], plot: Plot, x_key: str) -> lis
             ]
             for label, g in groups.items()
         }
-        out.append(plot(f"{title} against {x_key}", [float(x) for x in xs], series, x_key, unit))
+        out.append(
+            plot_lines(f"{title} against {x_key}", [float(x) for x in xs], series, x_key, unit)
+        )
     return out
 
 
 def render_html(
     table: pa.Table,
     axes: Sequence[Axis],
-    plot: Plot | None,
     *,
     title: str = "gaterush sweep",
     x_key: str | None = None,
+    plots: bool = True,
 ) -> str:
     """A self-contained page: plots of each metric against one parameter (a line per other combination) and the table."""
     numeric = [a.key for a in axes if all(isinstance(v, int | float) for v in a.values)]
@@ -310,11 +326,9 @@ def render_html(
         parts.append(
             f'<p class="{"fail" if bad else "ok"}">{len(rows) - bad} of {len(rows)} points hold every threshold</p>'
         )
-    if plot is not None and x is not None:
+    if plots and x is not None:
         parts.append("<h2>Plots</h2>")
-        parts.extend(_plots(table, axes, plot, x))
-    elif plot is None:
-        parts.append("<p>(no plotting function available in this build: the table only)</p>")
+        parts.extend(_plots(table, axes, x))
     parts.append("<h2>Points</h2><table><tr>")
     cols = [c for c in table.column_names if not c.endswith(" held")]
     parts.extend(f"<th>{html.escape(c)}</th>" for c in cols)

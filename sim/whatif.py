@@ -8,6 +8,7 @@ directory) stores that case, so the next search over the same study tries it fir
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -23,7 +24,8 @@ from hypothesis import strategies as st
 from hypothesis.database import DirectoryBasedExampleDatabase
 from hypothesis.errors import Unsatisfiable
 
-from sim.predict import Judge, Judgement, evaluate, lookup, with_values
+from judge.thresholds import Verdicts
+from sim.predict import evaluate, lookup, with_values
 from sim.scenario import Scenario, ScenarioError
 
 DEFAULT_CACHE = Path(".gaterush")  # hypothesis's example database lives in DEFAULT_CACHE / "whatif"
@@ -111,11 +113,11 @@ def parse_varies(
 
 @dataclass(frozen=True, slots=True)
 class Case:
-    """One evaluated case: the values set, its headline figures and its judgement."""
+    """One evaluated case: the values set, its headline figures and its thresholds' verdicts."""
 
     values: dict[str, Any]
     figures: dict[str, float]
-    judgement: Judgement
+    judgement: Verdicts
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,25 +132,28 @@ class SearchResult:
     cases: tuple[Case, ...] = field(default=(), repr=False)
 
 
-Evaluator = Callable[
-    [Mapping[str, Any], Mapping[str, Any], int, Judge], tuple[dict[str, float], Judgement]
-]
+Evaluator = Callable[[Mapping[str, Any], Mapping[str, Any], int], tuple[dict[str, float], Verdicts]]
 
 
 def evaluate_case(
-    data: Mapping[str, Any], values: Mapping[str, Any], seed: int, judge: Judge
-) -> tuple[dict[str, float], Judgement]:
+    data: Mapping[str, Any], values: Mapping[str, Any], seed: int
+) -> tuple[dict[str, float], Verdicts]:
     """Predict and judge the scenario `data` with `values` set (a top-level function: it pickles)."""
-    figures, j = evaluate(with_values(data, values), seed, judge)
+    figures, j = evaluate(with_values(data, values), seed)
     assert j is not None
     return figures, j
 
 
 def evaluate_on(
-    client: Any, data: Mapping[str, Any], values: Mapping[str, Any], seed: int, judge: Judge
-) -> tuple[dict[str, float], Judgement]:
+    client: Any, data: Mapping[str, Any], values: Mapping[str, Any], seed: int
+) -> tuple[dict[str, float], Verdicts]:
     """evaluate_case run on a Dask cluster through a distributed.Client (its errors come back here)."""
-    return client.submit(evaluate_case, data, values, seed, judge, pure=False).result()
+    return client.submit(evaluate_case, data, values, seed, pure=False).result()
+
+
+def evaluator(client: Any = None) -> Evaluator:
+    """How cases are evaluated: here, or on a Dask cluster through `client` (a distributed.Client)."""
+    return evaluate_case if client is None else functools.partial(evaluate_on, client)
 
 
 def study_key(data: Mapping[str, Any], varies: Sequence[Vary], seed: int) -> bytes:
@@ -160,7 +165,6 @@ def study_key(data: Mapping[str, Any], varies: Sequence[Vary], seed: int) -> byt
 def search(
     data: Mapping[str, Any],
     varies: Sequence[Vary],
-    judge: Judge,
     *,
     seed: int = 0,
     max_examples: int = 50,
@@ -181,7 +185,7 @@ def search(
 
     def one_case(values: dict[str, Any]) -> None:
         try:
-            figures, j = evaluator(data, values, seed, judge)
+            figures, j = evaluator(data, values, seed)
         except ScenarioError:
             reject()  # values that make no valid scenario (a cross-field check): not a case
         case = Case(dict(values), figures, j)
@@ -218,9 +222,7 @@ def search(
     if not failed or not last_fail:
         return SearchResult(None, None, len(cases), 0, time.perf_counter() - t0, tuple(cases))
     case = last_fail[0]  # hypothesis replays the minimal failing example last
-    case = _polish(
-        case, varies, lambda values: evaluator(data, values, seed, judge), cases, progress
-    )
+    case = _polish(case, varies, lambda values: evaluator(data, values, seed), cases, progress)
     sc = with_values(data, case.values)
     seconds = time.perf_counter() - t0
     return SearchResult(case, sc, len(cases), len(cases) - first_fail[0], seconds, tuple(cases))
@@ -232,7 +234,7 @@ POLISH_STEPS = 12  # bisection steps per float parameter: the boundary to 1/4096
 def _polish(
     case: Case,
     varies: Sequence[Vary],
-    run: Callable[[dict[str, Any]], tuple[dict[str, float], Judgement]],
+    run: Callable[[dict[str, Any]], tuple[dict[str, float], Verdicts]],
     cases: list[Case],
     progress: Callable[[Case, bool], None] | None,
 ) -> Case:

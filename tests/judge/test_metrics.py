@@ -375,3 +375,47 @@ def test_row_failure_rule_agrees_with_http_req_failed(rows):
     )
     failed = sum(m.request_failed(*r) for r in rows)
     assert m.from_table(table).value("http_req_failed", "rate") == pytest.approx(failed / n)
+
+
+@given(
+    rows=st.lists(
+        st.tuples(
+            st.sampled_from(["rpc:x", "stripe:payment_intents.confirm", "fn:stripe-webhook"]),
+            st.sampled_from([-1, 0, 1, 200, 302, 399, 400, 402, 404, 500]),
+            st.sampled_from([None, "", "timeout"]),
+            st.sampled_from([None, "", "declined", "valid", "http_404"]),
+            st.sampled_from([None, "", "declined", "valid", "http_404", "http_500", "http_0"]),
+        ),
+        max_size=40,
+    )
+)
+def test_failed_rows_is_request_failed_row_by_row(rows):
+    """The column rule is the row rule, applied to every row (one failure rule)."""
+    n = len(rows)
+    table = pa.table(
+        {
+            "target": pa.array([r[0] for r in rows], pa.string()),
+            "status": pa.array([r[1] for r in rows], pa.int32()),
+            "error": pa.array([r[2] for r in rows], pa.string()),
+            "outcome": pa.array([r[3] for r in rows], pa.string()),
+            "expect": pa.array([r[4] for r in rows], pa.string()),
+            "metric": pa.nulls(n, pa.string()),
+        }
+    )
+    assert m.failed_requests(table).tolist() == [m.request_failed(*r) for r in rows]
+
+
+@given(
+    durations=st.lists(st.integers(0, 10**8), min_size=1, max_size=200),
+    q=st.sampled_from([0.0, 0.5, 0.9, 0.95, 0.99, 1.0]),
+)
+def test_the_progress_histogram_percentile_is_k6s_on_bucketed_samples(durations, q):
+    """The live line's p95 is k6's percentile of the samples read as their bucket's upper edge."""
+    counts = [0] * m.LOG_BUCKETS
+    for d in durations:
+        counts[m.log_bucket(d)] += 1
+    edges = (2.0 ** ((np.arange(m.LOG_BUCKETS) + 1) / 8) - 1) / 1000
+    bucketed = np.sort(edges[[m.log_bucket(d) for d in durations]])
+    got = m.log_bucket_percentile(counts, q)
+    assert got == pytest.approx(m.percentile(bucketed, q, is_sorted=True), rel=1e-12)
+    assert m.log_bucket_percentile([0] * m.LOG_BUCKETS, q) is None

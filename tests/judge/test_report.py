@@ -14,8 +14,8 @@ import pytest
 from click.testing import CliRunner
 
 from judge import report as rep
+from judge.cli import report_cmd
 from judge.resultlog import ResultHeader, ResultRow, ResultWriter
-from replay import cli_verify as cli_report
 
 SCAN = "rpc:scan_ticket_atomic"
 HOOK = "fn:stripe-webhook"
@@ -73,7 +73,7 @@ def cli() -> click.Group:
     def g() -> None:
         pass
 
-    cli_report.register(g)
+    g.add_command(report_cmd)
     return g
 
 

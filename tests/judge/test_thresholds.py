@@ -364,3 +364,21 @@ def test_failed_rate_is_the_share_of_failures(fails: list[bool]) -> None:
     assume(share > 0)
     assert not judge(mt, "http_req_failed", "rate==0").ok
     assert np.isclose(judge(mt, "http_req_failed", "rate==0").observed, share)
+
+
+def test_cli_specs_as_a_mapping_share_parse_clis_grammar() -> None:
+    specs = [
+        "http_req_duration{target:rpc:scan_ticket_atomic}=p(95)<200",
+        "http_req_failed rate==0",
+        "http_req_duration{target:rpc:scan_ticket_atomic} = max<900 ",
+    ]
+    mapping = th.cli_mapping(specs)
+    assert mapping == {
+        "http_req_duration{target:rpc:scan_ticket_atomic}": ["p(95)<200", "max<900"],
+        "http_req_failed": ["rate==0"],
+    }
+    assert list(th.parse_mapping(mapping)) == sorted(
+        (th.parse_cli(s) for s in specs), key=lambda t: t.selector.metric
+    )
+    with pytest.raises(th.ThresholdError, match="expected METRIC"):
+        th.cli_mapping(["=p(95)<1"])

@@ -1,16 +1,14 @@
-"""The study commands as gaterush.py wires them (its judge and plot hooks), for the study tests."""
+"""The gaterush group as users run it, for the study command tests."""
 
 from __future__ import annotations
 
 import click
 
-from gaterush import judge_predicted as judge
 from gaterush import main
-from gaterush import sweep_plot as plot
 
-__all__ = ["cli", "judge", "plot"]
+__all__ = ["cli"]
 
 
 def cli() -> click.Group:
-    """The gaterush group, with the study commands wired by gaterush.py."""
+    """The gaterush group, with the study commands registered."""
     return main

@@ -16,7 +16,6 @@ from models.distributions import Dist
 from sim import predict as pr
 from sim import runner, scenario
 from sim.scenario import ScenarioError
-from tests.sim.study_hooks import judge
 from traces.event import Event
 
 BURST = """
@@ -106,8 +105,8 @@ def test_rows_have_the_replay_result_schema(tmp_path):
     assert {"rpc:scan_ticket_atomic", "fn:stripe-webhook", "dashboard"} <= kinds
     assert not any(t.startswith("realtime:") for t in kinds)
     # the same thresholds judge it as a replay: the scenario's own set holds on the default backend
-    j = judge(pred.table, {k: list(v) for k, v in sc.thresholds.items()})
-    assert [c.name for c in j.checks] and j.ok
+    _, j = pr.judge_prediction(pred.table, {k: list(v) for k, v in sc.thresholds.items()})
+    assert [c.name for c in j.verdicts] and j.ok
 
 
 def test_same_scenario_and_seed_same_prediction():
@@ -141,8 +140,8 @@ def test_pool_exhaustion_and_slow_responses_are_timeouts(tmp_path):
     assert scans[2]["status"] == 0 and "too slow" in scans[2]["error"]
     assert all(r["status"] == 0 and "pool exhausted" in r["error"] for r in scans[3:])
     assert all(r["done_us"] - r["sent_us"] == 250_000 for r in scans[2:])
-    j = judge(pr.predict_scenario(sc, 0).table, {"http_req_failed": ["rate==0"]})
-    assert not j.ok and j.checks[0].observed == pytest.approx(0.8)
+    _, j = pr.judge_prediction(pr.predict_scenario(sc, 0).table, {"http_req_failed": ["rate==0"]})
+    assert not j.ok and j.verdicts[0].observed == pytest.approx(0.8)
 
 
 def test_one_dashboard_load_row_per_load():

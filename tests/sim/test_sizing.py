@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from sim import scenario
 from sim import sizing as capq
 from sim.scenario import ScenarioError
-from tests.sim.study_hooks import cli, judge
+from tests.sim.study_hooks import cli
 from tests.sim.test_whatif import BOUNDARY, boundary_n
 
 BURST = """
@@ -74,7 +74,7 @@ def test_largest_multiplier_finds_the_known_boundary(tmp_path):
     p = tmp_path / "b.toml"
     p.write_text(BOUNDARY)
     sc = scenario.load(str(p))
-    ans = capq.largest_multiplier(sc, 0, judge, tolerance=0.02)
+    ans = capq.largest_multiplier(sc, 0, tolerance=0.02)
     last_ok = (boundary_n() - 1) / 10  # ceil(10 m) <= N* - 1
     assert last_ok / 1.02 - 0.1 < ans.multiplier <= last_ok
     assert last_ok - 0.1 < ans.failing_at <= ans.multiplier * 1.02 + 1e-9

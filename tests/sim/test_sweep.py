@@ -9,7 +9,7 @@ from click.testing import CliRunner
 from sim import scenario
 from sim import sweep as sw
 from sim.scenario import ScenarioError
-from tests.sim.study_hooks import cli, judge, plot
+from tests.sim.study_hooks import cli
 
 SMALL = [
     "arrivals.attendees=600",
@@ -70,8 +70,8 @@ def test_bad_grid_is_invalid_input_naming_it(spec, names, tmp_path):
 def test_pool_and_single_process_give_the_same_table():
     data = small_data()
     axes = sw.parse_grid(data, ["gate.lanes=1,2,4", "arrivals.attendees=300,600"])
-    one, _ = sw.sweep(data, axes, judge, processes=1)
-    two, _ = sw.sweep(data, axes, judge, processes=2)
+    one, _ = sw.sweep(data, axes, processes=1)
+    two, _ = sw.sweep(data, axes, processes=2)
     assert one.equals(two)
     rows = one.to_pylist()
     assert [(r["gate.lanes"], r["arrivals.attendees"]) for r in rows] == [
@@ -93,7 +93,7 @@ def test_dask_local_cluster_gives_the_same_table():
     distributed = pytest.importorskip("distributed")
     data = small_data()
     axes = sw.parse_grid(data, ["gate.lanes=1,4", "arrivals.attendees=300,600"])
-    local, _ = sw.sweep(data, axes, judge)
+    local, _ = sw.sweep(data, axes)
     with distributed.LocalCluster(
         n_workers=1,
         threads_per_worker=2,
@@ -103,7 +103,7 @@ def test_dask_local_cluster_gives_the_same_table():
         dashboard_address=None,
     ) as c:
         address = "dask://" + c.scheduler_address.removeprefix("tcp://")
-        on_dask, _ = sw.sweep(data, axes, judge, scheduler=address)
+        on_dask, _ = sw.sweep(data, axes, scheduler=address)
     assert on_dask.equals(local)
 
 
@@ -127,13 +127,13 @@ def test_cli_writes_the_table_and_the_page(tmp_path):
     )
 
 
-def test_page_without_a_plotting_function_has_the_table():
+def test_page_without_plots_has_the_table():
     data = small_data()
     axes = sw.parse_grid(data, ["gate.lanes=1,2"])
-    table, _ = sw.sweep(data, axes, None)
-    page = sw.render_html(table, axes, None)
+    table, _ = sw.sweep(data, axes, judged=False)
+    page = sw.render_html(table, axes, plots=False)
     assert "<svg" not in page and page.count("<tr>") == 3 and "ok" not in table.column_names
-    assert "<svg" in sw.render_html(table, axes, plot)
+    assert "<svg" in sw.render_html(table, axes)
 
 
 def test_bad_scheduler_and_x_are_invalid_input(tmp_path):

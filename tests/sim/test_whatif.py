@@ -15,7 +15,7 @@ from sim import scenario
 from sim import whatif as wi
 from sim.predict import with_values
 from sim.scenario import ScenarioError
-from tests.sim.study_hooks import cli, judge
+from tests.sim.study_hooks import cli
 
 # Each second a wave of N scans reaches a backend serving 4 at a time, 20 ms each (like the stand-in
 # with `workers = 4, latency = "20ms"`): the k-th scan of a wave answers after (k // 4 + 1) * 20 ms.
@@ -71,7 +71,7 @@ def boundary_file(tmp_path):
 def test_search_returns_the_known_boundary_shrunk(boundary_file, tmp_path):
     data = scenario.load(str(boundary_file)).to_dict()
     varies = wi.parse_varies(data, ["arrivals.attendees=1..400"])
-    res = wi.search(data, varies, judge, max_examples=50, cache=tmp_path / "cache")
+    res = wi.search(data, varies, max_examples=50, cache=tmp_path / "cache")
     n_star = boundary_n()
     assert res.failing is not None and res.failing.values == {"arrivals.attendees": n_star}
     assert not res.failing.judgement.ok and res.scenario.arrivals.attendees == n_star
@@ -85,7 +85,7 @@ def test_search_on_two_parameters_shrinks_both(boundary_file):
     """Vary the workers too: the smallest failing case is at the fewest workers, then the smallest burst."""
     data = scenario.load(str(boundary_file)).to_dict()
     varies = wi.parse_varies(data, ["capacity.default.workers=2..6", "arrivals.attendees=1..400"])
-    res = wi.search(data, varies, judge, max_examples=60, cache=None)
+    res = wi.search(data, varies, max_examples=60, cache=None)
     assert res.failing.values == {
         "capacity.default.workers": 2,
         "arrivals.attendees": boundary_n(workers=2),
@@ -95,17 +95,17 @@ def test_search_on_two_parameters_shrinks_both(boundary_file):
 def test_database_brings_a_found_failure_back_first(boundary_file, tmp_path):
     data = scenario.load(str(boundary_file)).to_dict()
     varies = wi.parse_varies(data, ["arrivals.attendees=1..400"])
-    first = wi.search(data, varies, judge, max_examples=50, cache=tmp_path)
-    again = wi.search(data, varies, judge, max_examples=50, cache=tmp_path)
+    first = wi.search(data, varies, max_examples=50, cache=tmp_path)
+    again = wi.search(data, varies, max_examples=50, cache=tmp_path)
     assert again.cases[0].values == first.failing.values == again.failing.values
-    other = wi.search(data, varies, judge, seed=1, max_examples=50, cache=tmp_path)
+    other = wi.search(data, varies, seed=1, max_examples=50, cache=tmp_path)
     assert other.cases[0].values != first.failing.values  # another study (seed) has its own key
 
 
 def test_no_failure_within_the_budget(boundary_file):
     data = scenario.load(str(boundary_file)).to_dict()
     varies = wi.parse_varies(data, [f"arrivals.attendees=1..{boundary_n() - 1}"])
-    res = wi.search(data, varies, judge, max_examples=20, cache=None)
+    res = wi.search(data, varies, max_examples=20, cache=None)
     assert res.failing is None and res.scenario is None and 0 < res.tried <= 20 + 5
 
 
@@ -227,7 +227,7 @@ def test_a_float_parameter_is_polished_to_its_boundary(boundary_file):
     """
     data = scenario.load(str(boundary_file)).to_dict()
     varies = wi.parse_varies(data, ["capacity.default.service.mean=0.001..0.5"])
-    res = wi.search(data, varies, judge, max_examples=30, cache=None)
+    res = wi.search(data, varies, max_examples=30, cache=None)
     found = res.failing.values["capacity.default.service.mean"]
     assert 0.2 / 3 <= found <= 0.2 / 3 + (0.5 - 0.001) / 2**wi.POLISH_STEPS
     assert not res.failing.judgement.ok
