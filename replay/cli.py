@@ -208,7 +208,8 @@ def register(group: click.Group, start_local: StartLocal | None = None) -> None:
         if result is None:
             return
         try:
-            loaded = rep.load([str(result.out)])
+            loaded = (rep.load([str(result.out)]) if result.table is None  # shard files: read them
+                      else rep.in_memory(result.out, result.header, result.table()))  # fmt: skip
             judged = rep.judge_run(loaded, thresholds, max_lag)
         except (rep.ReportError, th.ThresholdError) as e:
             raise InvalidInput(str(e)) from None
