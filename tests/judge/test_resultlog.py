@@ -286,3 +286,33 @@ def test_a_batch_summary_counts_as_the_judge_does(rs: list[ResultRow]) -> None:
         assert c.p95_ms == pytest.approx(metrics.percentile(durations, 0.95))
     else:
         assert c.p95_ms is None
+
+
+@pytest.mark.parametrize("ext", ["grr", "parquet"])
+def test_replay_judges_in_memory_what_report_judges_from_the_file(tmp_path: Path, ext: str) -> None:
+    """The table the writer keeps (replay judges it without reading Parquet back) gives the same
+    metrics, verdicts and fidelity as the file read back by `gaterush report`."""
+    from judge import report, summary
+
+    path = tmp_path / f"out.{ext}"
+    h = ResultHeader(run_id="r", target_url="http://127.0.0.1:1", trace_path="t.grt",
+                     thresholds={"http_req_duration": ["p(95)<3"], "http_req_failed": ["rate<0.1"]},
+                     expected_requests=300, start_unix_us=1_700_000_000_000_000)  # fmt: skip
+    with ResultWriter(path, h) as w:
+        for i in range(300):
+            status = 503 if i % 17 == 0 else 200
+            w.add(ResultRow(i, "rpc:scan_ticket_atomic", "scan", f"a:{i % 7}", i * 1000, i * 1000 + i % 5,
+                            i * 1000 + 2000 + 10 * i, status, None, 300, 80, "valid", "valid"))  # fmt: skip
+            if i % 50 == 0:
+                w.flush()
+        w.add(ResultRow(999, "rpc:scan_ticket_atomic", "scan", "a:1", 5, 5, 5, 0, "dropped: cap", 0, 0,
+                        None, "valid", DROPPED_EVENTS))  # fmt: skip
+        w.close(end_us=400_000, sender={"cpu_s": 0.1, "wall_s": 0.4, "processes": 1})
+
+    def judged(results: report.Results) -> dict:
+        j = report.judge_run(results)
+        return summary.to_json(j.metrics, j.verdicts, fidelity=j.fidelity)
+
+    from_file = judged(report.load([path]))
+    assert judged(report.in_memory(path, w.header, w.table())) == from_file
+    assert from_file["metrics"]["http_reqs"]["values"]["count"] == 300
