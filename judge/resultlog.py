@@ -98,6 +98,7 @@ from judge.rows import (  # noqa: F401 - re-exported for replay/
     DASHBOARD_TARGET,
     DROPPED_EVENTS,
     OPTIONAL_COLUMNS,
+    POOL,
     REALTIME_JOIN,
     REALTIME_UPDATE_LATENCY,
     SCHEMA,
@@ -248,13 +249,13 @@ class RowCounts(NamedTuple):
 def summarize(batch: pa.RecordBatch) -> RowCounts:
     """The RowCounts of a batch of SCHEMA rows, by the judge's failure rule and percentile."""
     metric = batch.column("metric")
-    is_req = pc.is_null(metric).to_numpy(zero_copy_only=False)
+    is_req = pc.is_null(metric, memory_pool=POOL).to_numpy(zero_copy_only=False)
     requests = int(is_req.sum())
-    dropped = pc.sum(pc.equal(metric, DROPPED_EVENTS)).as_py() or 0
+    dropped = pc.sum(pc.equal(metric, DROPPED_EVENTS, memory_pool=POOL)).as_py() or 0
     if not requests:
         return RowCounts(batch.num_rows, 0, 0, dropped, None)
     status = batch.column("status").to_numpy(zero_copy_only=False)
-    has_error = pc.is_valid(batch.column("error")).to_numpy(zero_copy_only=False)
+    has_error = pc.is_valid(batch.column("error"), memory_pool=POOL).to_numpy(zero_copy_only=False)
     # the rule's cheap part by column; its exceptions (an expected 402, http_<status>) row by row
     maybe = np.flatnonzero(is_req & ((status == 0) | (status >= 400) | has_error))
     failed = 0
@@ -271,7 +272,7 @@ def summarize(batch: pa.RecordBatch) -> RowCounts:
 
 def batch_message(batch: pa.RecordBatch) -> bytes:
     """A batch as the bytes of its IPC stream message: what a worker sends, what the log appends."""
-    return batch.serialize().to_pybytes()
+    return batch.serialize(memory_pool=POOL).to_pybytes()
 
 
 _EMPTY = pa.RecordBatch.from_arrays([pa.array([], f.type) for f in SCHEMA], schema=SCHEMA)
@@ -437,6 +438,10 @@ def result_files(paths: list[str | os.PathLike[str]]) -> list[Path]:
 def _stream_to_parquet(src: Path, dst: Path, final: ResultHeader) -> pa.Table:
     """Write the rows of the stream `src` as the Parquet file `dst` (one write); the table."""
     table = _read_stream(src, validate=False)[1]  # the writer's own stream, just written
+    if (
+        table.num_rows < 1024 * table.column(0).num_chunks
+    ):  # a slow run's small flushes: Parquet writes
+        table = table.combine_chunks()  # one long chunk twice as fast as many short ones
     meta = {PARQUET_META_KEY: json.dumps(final.to_dict()).encode()}
     try:
         # a file object, not a path: on a failed write pyarrow would remove the path (a link)

@@ -50,6 +50,10 @@ FLUSH_ROWS = 16_384  # a RowBuffer asks to be taken at this many rows (see RowBu
 
 RowSink = Callable[..., None]  # RowBuffer.append's signature: the SCHEMA columns, in order
 
+# Batches are small and short-lived: from the system allocator, which returns them, where Arrow's
+# default (mimalloc) keeps ~15 MB of segments in a sender that runs for hours
+POOL = pa.system_memory_pool()
+
 
 class RowBuffer:
     """Result rows in columns (one Python list each), taken as Arrow record batches of SCHEMA.
@@ -114,7 +118,7 @@ class RowBuffer:
         try:
             for c, f in zip(self.columns, SCHEMA, strict=True):
                 try:
-                    arrays.append(pa.array(c, f.type))
+                    arrays.append(pa.array(c, f.type, memory_pool=POOL))
                 except (pa.ArrowException, TypeError, OverflowError) as e:
                     raise ValueError(f"result column {f.name!r}: {e}") from None
         finally:
