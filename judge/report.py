@@ -80,6 +80,12 @@ def load(paths: Sequence[str | Path]) -> Results:
     return Results(tuple(str(p) for p in paths), tuple(headers), table, base)
 
 
+def in_memory(path: str | Path, header: ResultHeader, table: pa.Table) -> Results:
+    """The Results of one result log already in memory (what replay just wrote), as load reads it."""
+    merged, base = m.merge_tables([(table, header.scenario, header.start_unix_us)])
+    return Results((str(path),), (header,), merged, base)
+
+
 def compute(results: Results) -> m.Metrics:
     """The metrics of merged results."""
     return m.from_table(results.table, duration_s=results.duration_s)

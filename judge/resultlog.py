@@ -1,18 +1,29 @@
 """The result log: one row per replayed request, written as the run goes, readable while it runs.
 
-Format (version 1)
+Format (version 2)
 ------------------
-Two encodings hold the same rows:
+Two files hold the same rows:
 
-* ``.grr`` (msgpack stream): one map (the header, :class:`ResultHeader` as a dict with
-  ``"format": "gaterush-results"``), then one array per row in :data:`COLUMNS` order, then at a
-  clean close one map ``{"end": {...}}`` (the trailer: ``end_us``, ``rows``). The writer flushes at
-  most every :data:`FLUSH_S` seconds, so a crash loses at most that much; a truncated file is read
-  up to its last complete row. Rows are in completion order, not sorted.
+* ``.grr``: an Arrow IPC stream (any Arrow reader opens it: ``pyarrow.ipc.open_stream``). Its
+  schema is :data:`judge.rows.SCHEMA` with the header (:class:`ResultHeader` as JSON, with
+  ``"format": "gaterush-results"``) in the schema metadata key ``gaterush.results``; then one
+  record batch per flush (at most every :data:`FLUSH_S` seconds or
+  :data:`judge.rows.FLUSH_ROWS` rows); at a clean close a last batch of no rows whose custom
+  metadata key ``gaterush.end`` holds the trailer as JSON (``end_us``, ``rows``, and the
+  :data:`TRAILER_FIELDS` known only at the end: ``end_state``, ``sender``, ``lost``), then the
+  end-of-stream marker. A batch reaches the file whole (one write, then a flush), so a crash loses
+  at most the rows of the last flush and a file cut anywhere reads up to its last complete batch.
+  Rows are in completion order, not sorted. A worker sends the parent each batch as the bytes of
+  its IPC message (:func:`batch_message`), which the parent appends to the stream as they are.
 * ``.parquet``: the columns below, the header as JSON in the file metadata key
-  ``gaterush.results``. Parquet cannot be read before its footer exists, so while a run writes
-  ``out.parquet`` its rows go to ``out.parquet.grr`` (readable while running, and what survives a
-  crash); at the end that file is converted to Parquet and removed.
+  ``gaterush.results`` (completed with the trailer). Parquet cannot be read before its footer
+  exists, so while a run writes ``out.parquet`` its rows go to the stream ``out.parquet.grr``
+  (readable while running, and what survives a crash); at the end the stream is read back (memory
+  mapped) and written as Parquet in one write, and removed.
+
+Older gaterush wrote ``.grr`` as a msgpack stream (one map, the header; one array per row in
+:data:`COLUMNS` order; at a clean close ``{"end": {...}}``): such files are still read (an IPC
+stream starts with the bytes ``ff ff ff ff``, which no msgpack map does).
 
 Columns (times are integer microseconds relative to the run start, the instant every worker agreed
 on, ``header.start_unix_us`` in wall-clock time):
@@ -37,7 +48,7 @@ group              string?  what a check judges over a group of rows (judge.chec
                             for scans; null for a check of one request
 =================  =======  ==================================================================
 
-Version 1 files have no ``group`` column (14 fields per .grr row): they read with nulls there.
+Version 1 files have no ``group`` column (14 fields per msgpack row): they read with nulls there.
 
 So ``http_req_duration = done_us - sent_us``, ``latency = done_us - scheduled_us`` and
 ``schedule_lag = sent_us - scheduled_us``, over the rows whose ``metric`` is null.
@@ -59,6 +70,9 @@ Rows whose ``metric`` is not null are not HTTP requests and count in no ``http_*
   (judge.realtime_messages).
 * ``realtime_join``: one row per subscription attempt (``status`` 200 when joined; ``error`` the
   reason otherwise), the value ``done_us - sent_us``.
+
+Progress: with each batch a sender reports its :class:`RowCounts` (rows, requests, failed ones by
+the judge's rule, drops, the batch's p95), so the live line never needs the rows themselves.
 """
 
 from __future__ import annotations
@@ -67,15 +81,18 @@ import contextlib
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, NamedTuple
 
 import msgpack
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from judge.metrics import percentile, request_failed
 from judge.realtime_messages import time_messages
 
 # The columns' types and the `metric` values are shared with sim/'s predicted rows.
@@ -84,16 +101,21 @@ from judge.rows import (  # noqa: F401 - re-exported for replay/
     DASHBOARD_TARGET,
     DROPPED_EVENTS,
     OPTIONAL_COLUMNS,
+    POOL,
     REALTIME_JOIN,
     REALTIME_UPDATE_LATENCY,
     SCHEMA,
+    RowBuffer,
 )
 from traces.outputs import atomic
 
 RESULT_FORMAT = "gaterush-results"
 RESULT_VERSION = 2
 FLUSH_S = 0.2
-PARQUET_META_KEY = b"gaterush.results"
+PARQUET_META_KEY = b"gaterush.results"  # the header: Parquet file metadata, IPC schema metadata
+TRAILER_KEY = b"gaterush.end"  # the trailer: custom metadata of the stream's last (empty) batch
+_IPC_MAGIC = b"\xff\xff\xff\xff"  # an IPC message's continuation marker: what a stream starts with
+_IPC_END = _IPC_MAGIC + b"\x00\x00\x00\x00"  # the end-of-stream marker
 
 
 class ResultRow(NamedTuple):
@@ -159,6 +181,13 @@ class ResultHeader:
         known = {k: v for k, v in d.items() if k in cls.__slots__}
         return cls(**known)
 
+    def closed(self, end: dict[str, Any]) -> ResultHeader:
+        """This header completed by a trailer (``end_us`` and the TRAILER_FIELDS it holds)."""
+        d = self.to_dict()
+        d.update(complete=True, end_us=end.get("end_us"))
+        d.update({k: end[k] for k in TRAILER_FIELDS if k in end})
+        return ResultHeader.from_dict(d)
+
 
 TRAILER_FIELDS = ("end_state", "sender", "lost")  # lost: shards whose worker died (shards)
 
@@ -207,31 +236,71 @@ def checked_header(obj: Any, where: Path) -> ResultHeader:
     return ResultHeader.from_dict(obj)
 
 
-def _checked_row(obj: list, where: Path, at: int) -> ResultRow:
-    if len(obj) != len(COLUMNS):
-        raise ResultLogError(
-            f"{where}: row near byte {at} has {len(obj)} fields, expected {len(COLUMNS)}"
-        )
-    for name, v, t in zip(COLUMNS, obj, _ROW_TYPES, strict=True):
-        if not isinstance(v, t) or (
-            t is int and (isinstance(v, bool) or not -(2**63) <= v < 2**63)
-        ):
-            raise ResultLogError(
-                f"{where}: row near byte {at}: field {name!r} has a bad value {v!r:.60}"
-            )
-    return ResultRow(*obj)
+# --- what a sender reports with each batch ------------------------------------------------------
 
 
-def pack_row(row: tuple) -> bytes:
-    """One row encoded as the .grr stream holds it (workers send these to the writer)."""
-    return msgpack.packb(list(row), use_bin_type=True)
+class RowCounts(NamedTuple):
+    """What one batch of rows adds to the progress line (a tuple, so it travels in any message)."""
+
+    rows: int = 0  # rows in the batch
+    requests: int = 0  # request rows (no `metric`): requests sent and answered, or failed
+    failed: int = 0  # requests that count in http_req_failed (judge.metrics.request_failed)
+    dropped: int = 0  # dropped_events rows
+    p95_ms: float | None = None  # p95 of http_req_duration over the batch's requests
+
+
+def summarize(batch: pa.RecordBatch) -> RowCounts:
+    """The RowCounts of a batch of SCHEMA rows, by the judge's failure rule and percentile."""
+    metric = batch.column("metric")
+    is_req = pc.is_null(metric, memory_pool=POOL).to_numpy(zero_copy_only=False)
+    requests = int(is_req.sum())
+    dropped = pc.sum(pc.equal(metric, DROPPED_EVENTS, memory_pool=POOL)).as_py() or 0
+    if not requests:
+        return RowCounts(batch.num_rows, 0, 0, dropped, None)
+    status = batch.column("status").to_numpy(zero_copy_only=False)
+    has_error = pc.is_valid(batch.column("error"), memory_pool=POOL).to_numpy(zero_copy_only=False)
+    # the rule's cheap part by column; its exceptions (an expected 402, http_<status>) row by row
+    maybe = np.flatnonzero(is_req & ((status == 0) | (status >= 400) | has_error))
+    failed = 0
+    if len(maybe):
+        idx = pa.array(maybe)
+        cols = [batch.column(c).take(idx).to_pylist() for c in ("target", "status", "error",
+                                                               "outcome", "expect")]  # fmt: skip
+        failed = sum(request_failed(*r) for r in zip(*cols, strict=True))
+    done = batch.column("done_us").to_numpy(zero_copy_only=False)[is_req]
+    sent = batch.column("sent_us").to_numpy(zero_copy_only=False)[is_req]
+    p95 = percentile((done - sent) / 1000.0, 0.95)
+    return RowCounts(batch.num_rows, requests, failed, dropped, p95)
+
+
+def batch_message(batch: pa.RecordBatch) -> bytes:
+    """A batch as the bytes of its IPC stream message: what a worker sends, what the log appends."""
+    return batch.serialize(memory_pool=POOL).to_pybytes()
+
+
+_EMPTY = pa.RecordBatch.from_arrays([pa.array([], f.type) for f in SCHEMA], schema=SCHEMA)
+
+
+def _trailer_message(end: dict[str, Any]) -> bytes:
+    """The stream's last message: an empty batch whose custom metadata is the trailer."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, SCHEMA) as w:
+        w.write_batch(_EMPTY, custom_metadata={TRAILER_KEY: json.dumps(end).encode()})
+    messages = pa.ipc.MessageReader.open_stream(sink.getvalue())
+    messages.read_next_message()  # the schema
+    return messages.read_next_message().serialize().to_pybytes()
+
+
+# --- writing ------------------------------------------------------------------------------------
 
 
 class ResultWriter:
-    """Append rows to a result log as they complete, flushing at most every FLUSH_S seconds.
+    """Append rows to a result log as they complete: Arrow record batches on an IPC stream.
 
-    ``add`` is cheap (the row is packed into a buffer); the buffer reaches the file when
-    ``FLUSH_S`` has passed since the last write, on ``flush()``, and on ``close()``.
+    A sender with its own RowBuffer hands whole batches to ``write_batch`` (or, from another
+    process, their bytes to ``write_message``); ``add`` takes one row (a ResultRow or a tuple in
+    COLUMNS order) into the writer's own buffer, written when FLUSH_S has passed since the last
+    write, on ``flush()`` and on ``close()``. Each batch is one write; ``flush`` hands it to the OS.
     """
 
     def __init__(self, path: str | os.PathLike[str], header: ResultHeader) -> None:
@@ -244,35 +313,40 @@ class ResultWriter:
             self.path.with_name(self.path.name + ".grr") if self.parquet else self.path
         )
         self.rows = 0
-        self._packer = msgpack.Packer(use_bin_type=True)
-        self._buf = bytearray()
+        self.buffer = RowBuffer(full=self.flush)
+        self._table: pa.Table | None = None
         self._file: BinaryIO = open(self.stream_path, "wb")  # noqa: SIM115 - closed in close()
+        schema = SCHEMA.with_metadata({PARQUET_META_KEY: json.dumps(header.to_dict()).encode()})
         with self._naming_the_file():
-            self._file.write(self._packer.pack(header.to_dict()))
+            self._file.write(schema.serialize().to_pybytes())
             self._file.flush()
         self._last_flush = time.monotonic()
         self._closed = False
 
-    def add(self, row: tuple) -> None:
-        """Append one row (a ResultRow or a tuple in COLUMNS order)."""
-        self._buf += self._packer.pack(list(row))
-        self.rows += 1
+    def add(self, row: Iterable[Any]) -> None:
+        """Append one row (a ResultRow or a tuple in COLUMNS order; metric, group optional)."""
+        self.buffer.append(*row)
         if time.monotonic() - self._last_flush >= FLUSH_S:
             self.flush()
 
-    def add_packed(self, data: bytes, rows: int) -> None:
-        """Append rows already packed with pack_row (from a worker process)."""
-        self._buf += data
+    def write_batch(self, batch: pa.RecordBatch) -> None:
+        """Append a batch of SCHEMA rows (reaches the OS at the next flush)."""
+        self.write_message(batch_message(batch), batch.num_rows)
+
+    def write_message(self, data: bytes, rows: int) -> None:
+        """Append a batch already serialized by batch_message (from a worker process)."""
+        if data[:4] != _IPC_MAGIC:
+            raise ValueError(f"{self.stream_path}: not an Arrow IPC message ({data[:8]!r})")
+        with self._naming_the_file():
+            self._file.write(data)
         self.rows += rows
-        if time.monotonic() - self._last_flush >= FLUSH_S:
-            self.flush()
 
     def flush(self) -> None:
         """Write buffered rows to the file (and the OS), so readers and crashes see them."""
+        batch = self.buffer.take()
+        if batch is not None:
+            self.write_batch(batch)
         with self._naming_the_file():
-            if self._buf:
-                self._file.write(self._buf)
-                self._buf.clear()
             self._file.flush()
         self._last_flush = time.monotonic()
 
@@ -287,10 +361,10 @@ class ResultWriter:
             raise OSError(e.errno, e.strerror or str(e), str(self.stream_path)) from None
 
     def close(self, end_us: int | None = None, **trailer: Any) -> None:
-        """Write the trailer, and for a .parquet target convert the stream and remove it.
+        """Write the trailer, and for a .parquet target write the Parquet file and remove the stream.
 
         `trailer` holds what is known only at the end (TRAILER_FIELDS of the header: end_state,
-        sender); the reader puts it into the header.
+        sender, lost); afterwards ``header`` is the completed header a reader of the file gets.
         """
         if self._closed:
             return
@@ -298,16 +372,22 @@ class ResultWriter:
         self.flush()
         extra = {k: v for k, v in trailer.items() if k in TRAILER_FIELDS and v is not None}
         end = {"end_us": end_us, "rows": self.rows, **extra}
-        self._file.write(self._packer.pack({"end": end}))
-        self._file.close()
-        if extra.get("lost"):
-            self.header = ResultHeader.from_dict({**self.header.to_dict(), "lost": extra["lost"]})
+        with self._naming_the_file():
+            self._file.write(_trailer_message(end) + _IPC_END)
+            self._file.close()
+        self.header = self.header.closed(end)
         if self.parquet:
-            final = ResultHeader.from_dict(
-                {**self.header.to_dict(), "complete": True, "end_us": end_us, **extra}
-            )
-            _grr_to_parquet(self.stream_path, self.path, final)
+            self._table = _stream_to_parquet(self.stream_path, self.path, self.header)
             self.stream_path.unlink()
+
+    def table(self) -> pa.Table:
+        """Every row written, after close: the table a reader of the file gets, without reading
+        Parquet back (a .grr stream is memory-mapped; nothing is copied until it is used)."""
+        if not self._closed:
+            raise RuntimeError("ResultWriter.table() before close()")
+        if self._table is None:
+            self._table = _read_stream(self.stream_path, validate=False)[1]  # it wrote them itself
+        return time_messages(self._table)
 
     def __enter__(self) -> ResultWriter:
         return self
@@ -316,25 +396,22 @@ class ResultWriter:
         self.close()
 
 
-def rows_to_ipc(rows: list[tuple]) -> bytes:
-    """Rows (COLUMNS order) as one Arrow IPC stream of one record batch: what shards stream back."""
-    n = len(COLUMNS)
-    full = (
-        r if len(r) == n else (*r, *[None] * (n - len(r))) for r in rows
-    )  # rows without `group`
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, SCHEMA) as w:
-        for batch in _batches(full, 0):  # type: ignore[arg-type]
-            w.write_batch(batch)
-    return sink.getvalue().to_pybytes()
+def rows_to_ipc(rows: Iterable[Iterable[Any]]) -> bytes:
+    """Rows (COLUMNS order; metric, group optional) as one Arrow IPC stream of one record batch."""
+    buf = RowBuffer(limit=2**62)
+    for r in rows:
+        buf.append(*r)
+    batch = buf.take() or _EMPTY
+    return SCHEMA.serialize().to_pybytes() + batch_message(batch) + _IPC_END
 
 
 def rows_from_ipc(data: bytes) -> list[ResultRow]:
     """The rows of an Arrow IPC stream written by rows_to_ipc."""
-    table = pa.ipc.open_stream(data).read_all()
-    return [
-        ResultRow(*r) for r in zip(*(table.column(c).to_pylist() for c in COLUMNS), strict=True)
-    ]
+    return list(_table_rows(pa.ipc.open_stream(data).read_all()))
+
+
+def _table_rows(t: pa.Table | pa.RecordBatch) -> Iterator[ResultRow]:
+    return (ResultRow(*r) for r in zip(*(t.column(c).to_pylist() for c in COLUMNS), strict=True))
 
 
 SHARD_GLOB = "shard-*-of-*"
@@ -361,17 +438,25 @@ def result_files(paths: list[str | os.PathLike[str]]) -> list[Path]:
     return out
 
 
-def _grr_to_parquet(src: Path, dst: Path, final: ResultHeader, batch_rows: int = 65536) -> None:
-    _, rows = iter_rows(src)
+def _stream_to_parquet(src: Path, dst: Path, final: ResultHeader) -> pa.Table:
+    """Write the rows of the stream `src` as the Parquet file `dst` (one write); the table."""
+    table = _read_stream(src, validate=False)[1]  # the writer's own stream, just written
+    # a slow run's many small flushes: Parquet writes one long chunk faster than many short ones
+    if table.num_rows < 1024 * table.column(0).num_chunks:
+        table = table.combine_chunks()
     meta = {PARQUET_META_KEY: json.dumps(final.to_dict()).encode()}
     try:
-        with atomic(dst) as tmp, pq.ParquetWriter(tmp, SCHEMA.with_metadata(meta)) as w:
-            for batch in _batches(rows, batch_rows):
-                w.write_batch(batch)
+        # a file object, not a path: on a failed write pyarrow would remove the path (a link)
+        with atomic(dst) as tmp, open(tmp, "wb") as f:
+            pq.write_table(table.replace_schema_metadata(meta), f)
     except (OSError, pa.ArrowException) as e:
         raise ResultLogError(
             f"{dst}: cannot write the result log ({' '.join(str(e).split())}); its rows are in {src}"
         ) from None
+    return table
+
+
+# --- reading ------------------------------------------------------------------------------------
 
 
 def header_after(header: ResultHeader, rows: Iterator[ResultRow]) -> ResultHeader:
@@ -379,27 +464,84 @@ def header_after(header: ResultHeader, rows: Iterator[ResultRow]) -> ResultHeade
     return getattr(rows, "final_header", None) or header
 
 
-def _batches(rows: Iterator[ResultRow], n: int) -> Iterator[pa.RecordBatch]:
-    cols: list[list[Any]] = [[] for _ in COLUMNS]
-    count = 0
-    for row in rows:
-        for c, v in zip(cols, row, strict=True):
-            c.append(v)
-        count += 1
-        if count == n:
-            yield pa.RecordBatch.from_arrays(
-                [pa.array(c, t.type) for c, t in zip(cols, SCHEMA, strict=True)], schema=SCHEMA
-            )
-            cols = [[] for _ in COLUMNS]
-            count = 0
-    if count or not n:
-        yield pa.RecordBatch.from_arrays(
-            [pa.array(c, t.type) for c, t in zip(cols, SCHEMA, strict=True)], schema=SCHEMA
+def _read_stream(path: Path, validate: bool = True) -> tuple[ResultHeader, pa.Table]:
+    """(header completed by the trailer if there is one, table) of an IPC stream result log.
+
+    Read up to the last complete batch: a file cut anywhere (a crash, a run still writing) gives
+    the rows of every batch that reached it whole. The file is memory-mapped: no row is copied
+    until it is used. `validate` checks every batch's offsets and UTF-8 (a damaged or hostile
+    file is an error, not a crash later).
+    """
+    try:
+        reader = pa.ipc.open_stream(pa.memory_map(str(path)))
+    except (pa.ArrowException, OSError, ValueError) as e:
+        raise ResultLogError(f"{path}: no result header (cut before its end?): {e}") from None
+    if not reader.schema.equals(SCHEMA, check_metadata=False):
+        raise ResultLogError(f"{path}: its columns are not a gaterush result log's")
+    raw = (reader.schema.metadata or {}).get(PARQUET_META_KEY)
+    if raw is None:
+        raise ResultLogError(f"{path}: an Arrow stream without a gaterush result header")
+    header = checked_header(_json(raw, path, "header"), path)
+    batches = []
+    while True:
+        try:
+            batch, meta = reader.read_next_batch_with_custom_metadata()
+        except StopIteration:
+            break
+        except (pa.ArrowException, OSError):  # the last batch is incomplete: stop before it
+            break
+        if meta is not None and TRAILER_KEY in meta:
+            end = _json(meta[TRAILER_KEY], path, "trailer")
+            header = header.closed(end if isinstance(end, dict) else {})
+            continue
+        try:
+            if validate:
+                batch.validate(full=True)
+        except pa.ArrowException as e:
+            at = sum(map(len, batches))
+            raise ResultLogError(f"{path}: a damaged batch after {at} rows: {e}") from None
+        batches.append(batch)
+    return header, pa.Table.from_batches(batches, schema=SCHEMA)
+
+
+def _json(raw: bytes, path: Path, what: str) -> Any:
+    try:
+        return json.loads(raw)
+    except ValueError as e:
+        raise ResultLogError(f"{path}: the result {what} is not JSON ({e})") from None
+
+
+def _is_stream(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(4) == _IPC_MAGIC
+
+
+def _checked_row(obj: list, where: Path, at: int) -> ResultRow:
+    if len(obj) != len(COLUMNS):
+        raise ResultLogError(
+            f"{where}: row near byte {at} has {len(obj)} fields, expected {len(COLUMNS)}"
         )
+    for name, v, t in zip(COLUMNS, obj, _ROW_TYPES, strict=True):
+        if not isinstance(v, t) or (
+            t is int and (isinstance(v, bool) or not -(2**63) <= v < 2**63)
+        ):
+            raise ResultLogError(
+                f"{where}: row near byte {at}: field {name!r} has a bad value {v!r:.60}"
+            )
+    return ResultRow(*obj)
+
+
+def _batches(rows: Iterator[ResultRow], n: int) -> Iterator[pa.RecordBatch]:
+    buf = RowBuffer(limit=2**62)
+    for count, row in enumerate(rows, 1):
+        buf.append(*row)
+        if count % n == 0:
+            yield buf.take()  # type: ignore[misc]
+    yield buf.take() or _EMPTY
 
 
 class _RowStream:
-    """Iterator over the rows of a .grr file; sets `final_header` when the trailer is read."""
+    """Iterator over the rows of a msgpack .grr file; sets `final_header` when the trailer is read."""
 
     def __init__(self, path: Path, header: ResultHeader, unpacker: msgpack.Unpacker, f: BinaryIO):
         self.path = path
@@ -435,10 +577,7 @@ class _RowStream:
                     raise
             if isinstance(obj, dict) and "end" in obj:
                 end = obj["end"] if isinstance(obj["end"], dict) else {}
-                d = self.header.to_dict()
-                d.update(complete=True, end_us=end.get("end_us"))
-                d.update({k: end[k] for k in TRAILER_FIELDS if k in end})
-                self.final_header = ResultHeader.from_dict(d)
+                self.final_header = self.header.closed(end)
                 continue
             raise ResultLogError(f"{self.path}: unexpected object near byte {self._u.tell()}")
 
@@ -492,10 +631,11 @@ def _parquet_file(p: Path) -> pq.ParquetFile:
 
 
 def iter_rows(path: str | os.PathLike[str]) -> tuple[ResultHeader, Iterator[ResultRow]]:
-    """Stream a result log: (header, iterator of ResultRow). Memory does not grow with its length.
+    """Stream a result log: (header, iterator of ResultRow).
 
-    For a .grr (or a running .parquet's stream) the header's ``complete``/``end_us`` are known once
-    the iterator is exhausted: ``header_after(header, rows)`` returns the completed header.
+    For a msgpack .grr the header's ``complete``/``end_us`` are known once the iterator is
+    exhausted: ``header_after(header, rows)`` returns the completed header. Memory does not grow
+    with the length of a Parquet file or a msgpack .grr; an IPC stream is memory-mapped.
     """
     p = _resolve(path)
     if p.suffix == ".parquet":
@@ -505,15 +645,14 @@ def iter_rows(path: str | os.PathLike[str]) -> tuple[ResultHeader, Iterator[Resu
         def gen() -> Iterator[ResultRow]:
             try:
                 for batch in pf.iter_batches(batch_size=65536):
-                    batch = _with_optional_columns(batch)
-                    yield from (
-                        ResultRow(*r)
-                        for r in zip(*(batch.column(c).to_pylist() for c in COLUMNS), strict=True)
-                    )
+                    yield from _table_rows(_with_optional_columns(batch))
             except (pa.ArrowException, OSError) as e:
                 raise ResultLogError(f"{p}: damaged Parquet data ({e})") from None
 
         return header, gen()
+    if _is_stream(p):
+        header, table = _read_stream(p)
+        return header, _table_rows(table)
     return _open_grr(p)
 
 
@@ -521,11 +660,7 @@ def _parquet_header(p: Path, pf: pq.ParquetFile) -> ResultHeader:
     raw = (pf.schema_arrow.metadata or {}).get(PARQUET_META_KEY)
     if raw is None:
         raise ResultLogError(f"{p}: parquet file has no gaterush result header")
-    try:
-        obj = json.loads(raw)
-    except ValueError as e:
-        raise ResultLogError(f"{p}: the result header is not JSON ({e})") from None
-    return checked_header(obj, p)
+    return checked_header(_json(raw, p, "header"), p)
 
 
 def _with_optional_columns(t: Any) -> Any:
@@ -551,6 +686,9 @@ def read_results(path: str | os.PathLike[str]) -> tuple[ResultHeader, pa.Table]:
             return header, time_messages(table)
         except (pa.ArrowException, OSError) as e:
             raise ResultLogError(f"{p}: damaged Parquet data ({e})") from None
+    if _is_stream(p):
+        header, table = _read_stream(p)
+        return header, time_messages(table)
     header, rows = _open_grr(p)
     batches = list(_batches(rows, 262144))
     return header_after(header, rows), time_messages(pa.Table.from_batches(batches, schema=SCHEMA))

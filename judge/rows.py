@@ -1,11 +1,18 @@
-"""The result row's columns and measurement names: one format for measured and predicted results.
+"""The result row's columns and measurement names, and the buffer rows are appended to.
 
 replay/ writes these rows for every request it sends (judge.resultlog documents each column);
 sim/ predicts the same rows through the backend capacity model, so one set of metrics and
 thresholds judges both. It lives here because both may import traces/ and neither the other.
+
+A row is a record of the columns below, never a positional tuple kept around: a sender appends it
+to a :class:`RowBuffer` (one call, each value to its column's list) and takes the buffer as an
+Arrow record batch of :data:`SCHEMA` every few hundred milliseconds (or every ``limit`` rows).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
 
 import pyarrow as pa
 
@@ -38,3 +45,83 @@ DASHBOARD_LOAD = "dashboard_load"
 REALTIME_UPDATE_LATENCY = "realtime_update_latency"
 REALTIME_JOIN = "realtime_join"
 DASHBOARD_TARGET = "dashboard"  # the target of a dashboard_load row
+
+FLUSH_ROWS = 16_384  # a RowBuffer asks to be taken at this many rows (see RowBuffer.limit)
+
+RowSink = Callable[..., None]  # RowBuffer.append's signature: the SCHEMA columns, in order
+
+# Batches are small and short-lived: from the system allocator, which returns them, where Arrow's
+# default (mimalloc) keeps ~15 MB of segments in a sender that runs for hours
+POOL = pa.system_memory_pool()
+
+
+class RowBuffer:
+    """Result rows in columns (one Python list each), taken as Arrow record batches of SCHEMA.
+
+    ``append(seq, target, ..., metric=None, group=None)`` takes one row's values in SCHEMA order
+    and appends each to its column; it is a closure over the columns' ``list.append`` (no
+    attribute look-ups, no tuple kept). When the buffer holds ``limit`` rows it calls ``full()``
+    (the owner takes the batch then); else the owner takes it on its own clock.
+    """
+
+    __slots__ = ("append", "columns", "full", "limit")
+
+    def __init__(self, limit: int = FLUSH_ROWS, full: Callable[[], None] | None = None) -> None:
+        self.columns: tuple[list[Any], ...] = tuple([] for _ in SCHEMA)
+        self.limit = limit
+        self.full = full
+        self.append: RowSink = self._appender()
+
+    def _appender(self) -> RowSink:
+        cols = self.columns
+        (a_seq, a_target, a_kind, a_actor, a_sched, a_sent, a_done, a_status, a_error, a_nsent,
+         a_nrecv, a_outcome, a_expect, a_metric, a_group) = (c.append for c in cols)  # fmt: skip
+        first = cols[0]
+        buf = self
+
+        def append(seq: int, target: str, kind: str, actor: str, scheduled_us: int, sent_us: int,
+                   done_us: int, status: int, error: str | None, bytes_sent: int, bytes_received: int,
+                   outcome: str | None, expect: str | None, metric: str | None = None,
+                   group: str | None = None) -> None:  # fmt: skip
+            a_seq(seq)
+            a_target(target)
+            a_kind(kind)
+            a_actor(actor)
+            a_sched(scheduled_us)
+            a_sent(sent_us)
+            a_done(done_us)
+            a_status(status)
+            a_error(error)
+            a_nsent(bytes_sent)
+            a_nrecv(bytes_received)
+            a_outcome(outcome)
+            a_expect(expect)
+            a_metric(metric)
+            a_group(group)
+            if len(first) >= buf.limit and buf.full is not None:
+                buf.full()
+
+        return append
+
+    def __len__(self) -> int:
+        return len(self.columns[0])
+
+    def take(self) -> pa.RecordBatch | None:
+        """The rows appended since the last take, as one record batch (None if there are none).
+
+        A value that does not fit its column's type is a ValueError naming the column; the buffer
+        is emptied either way, so one bad row cannot stall every later flush.
+        """
+        if not self.columns[0]:
+            return None
+        arrays = []
+        try:
+            for c, f in zip(self.columns, SCHEMA, strict=True):
+                try:
+                    arrays.append(pa.array(c, f.type, memory_pool=POOL))
+                except (pa.ArrowException, TypeError, OverflowError) as e:
+                    raise ValueError(f"result column {f.name!r}: {e}") from None
+        finally:
+            for c in self.columns:
+                c.clear()  # the lists stay the same objects: `append` keeps writing to them
+        return pa.RecordBatch.from_arrays(arrays, schema=SCHEMA)

@@ -22,7 +22,6 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
-import math
 import resource
 import signal
 import sys
@@ -33,11 +32,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Protocol
 
-import msgpack
+import pyarrow as pa
 
 from judge import report
-from judge.metrics import log_bucket_percentile, request_failed
-from judge.resultlog import DROPPED_EVENTS, ResultHeader, ResultWriter
+from judge.resultlog import ResultHeader, ResultWriter, RowCounts, summarize
+from judge.rows import RowBuffer
 from judge.thresholds import Threshold
 from replay.builders import BuildContext, Credentials, public_url
 from replay.plan import (  # noqa: F401 - ReplayConfig, new_run_id: part of this module's API
@@ -49,6 +48,7 @@ from replay.plan import (  # noqa: F401 - ReplayConfig, new_run_id: part of this
     origins,
     resolve,
 )
+from replay.progress import Progress
 from replay.safety import format_plan, keys_from_env, make_plan  # noqa: F401 - keys_from_env: API
 from replay.scheduler import ScheduleOptions, Stats
 from replay.shards import (  # noqa: F401 - ReplayError is part of this module's API
@@ -94,6 +94,9 @@ class ReplayResult:
     secrets: list[str]  # the secret values in force (to check outputs); never print them
     clocks: list[dict[str, Any]] = field(default_factory=list)  # per shard (replay.clocksync)
     lost: list[dict[str, Any]] = field(default_factory=list)  # shards whose worker died
+    # the rows, read on demand from what was written (None: shard files under --out DIR/), so the
+    # judge needs no read of the Parquet file back
+    table: Callable[[], pa.Table] | None = None
 
 
 class ReplayStopped(ReplayError):
@@ -119,78 +122,22 @@ def _sender_cost(cpu_s: float, wall_s: float, processes: int) -> dict[str, Any]:
     return {"cpu_s": round(cpu_s, 3), "wall_s": round(wall_s, 3), "processes": processes}
 
 
-class Progress:
-    """Counts rows as they are written and prints the live line on stderr."""
-
-    def __init__(self, expected: int, duration_s: float, stream: IO[str] | None) -> None:
-        self.expected = expected
-        self.duration_s = duration_s
-        self.stream = stream
-        self.tty = bool(stream is not None and getattr(stream, "isatty", lambda: False)())
-        self.done = self.errors = self.dropped = 0
-        self.hist = [0] * 256
-        self.t0 = now()
-        self.last_t = self.t0
-        self.last_done = 0
-        self.last_print = 0.0
-
-    def on_row(self, row: tuple) -> None:
-        """Count one result row."""
-        metric = row[13]
-        if metric is None:
-            self.done += 1
-            if request_failed(row[1], row[7], row[8], row[11], row[12]):
-                self.errors += 1
-            d = row[6] - row[5]
-            self.hist[min(255, int(math.log2(max(0, d) + 1) * 8))] += 1
-        elif metric == DROPPED_EVENTS:
-            self.dropped += 1
-
-    def p95_ms(self) -> float | None:
-        """Approximate p95 of http_req_duration so far (ms)."""
-        return log_bucket_percentile(self.hist, 0.95)
-
-    def line(self) -> str:
-        """The progress line: elapsed, sent/expected, rate, p95 so far, errors, drops."""
-        t = now()
-        rate = (self.done - self.last_done) / max(1e-9, t - self.last_t)
-        self.last_t, self.last_done = t, self.done
-        p95 = self.p95_ms()
-        return (
-            f"replay {t - self.t0:6.1f}s{f'/{self.duration_s:.1f}s' if self.duration_s else ''}  sent {self.done}/{self.expected}  "
-            f"{rate:,.0f}/s  p95 {'-' if p95 is None else f'{p95:.1f} ms'}  errors {self.errors}  dropped {self.dropped}"
-        )
-
-    def tick(self, final: bool = False) -> None:
-        """Print the line (every second on a terminal, every 10 s in a log, and at the end)."""
-        if self.stream is None:
-            return
-        t = now()
-        every = 1.0 if self.tty else 10.0
-        if not final and t - self.last_print < every:
-            return
-        self.last_print = t
-        text = self.line()
-        if self.tty:
-            self.stream.write("\r" + text + ("\n" if final else ""))
-        else:
-            self.stream.write(text + "\n")
-        self.stream.flush()
-
-
 def _run_here(cfg: ReplayConfig, ctx: BuildContext, opts: ScheduleOptions, origins: dict[str, int],
               hdr: dict[str, Any], prog: Progress, trailer: Trailer = _no_trailer) -> tuple[ResultWriter, Stats]:  # fmt: skip
     install_uvloop()
     cpu0 = time.process_time()
     box: dict[str, Any] = {}
 
-    def sink(row: tuple) -> None:
-        box["w"].add(row)
-        prog.on_row(row)
-
-    def tick(_: Stats) -> None:
+    def flush(_: Stats | None = None) -> None:
+        # every FLUSH_S (the run's ticker) or FLUSH_ROWS rows: one batch to the log, its counts
+        batch = rows.take()
+        if batch is not None:
+            box["w"].write_batch(batch)
+            prog.add(summarize(batch))
         box["w"].flush()
         prog.tick()
+
+    rows = RowBuffer(full=flush)
 
     async def get_start() -> float:
         start = now() + START_LEAD_S
@@ -200,8 +147,8 @@ def _run_here(cfg: ReplayConfig, ctx: BuildContext, opts: ScheduleOptions, origi
         return start
 
     async def main() -> Stats:
-        return await run_events(ctx, opts, cfg, origins, shard_events(cfg.trace, 0, 1), 0, 1, sink,
-                                get_start, tick)  # fmt: skip
+        return await run_events(ctx, opts, cfg, origins, shard_events(cfg.trace, 0, 1), 0, 1,
+                                rows.append, get_start, flush)  # fmt: skip
 
     try:
         with quiet_gc():
@@ -210,7 +157,10 @@ def _run_here(cfg: ReplayConfig, ctx: BuildContext, opts: ScheduleOptions, origi
         if "w" in box:
             wall = now() - box["start"]
             cost = _sender_cost(time.process_time() - cpu0, wall, 1)
-            box["w"].close(end_us=round(wall * 1e6), sender=cost, **trailer())
+            try:
+                flush()
+            finally:
+                box["w"].close(end_us=round(wall * 1e6), sender=cost, **trailer())
     return box["w"], stats
 
 
@@ -252,8 +202,7 @@ def _run_sharded(cfg: ReplayConfig, ctx: BuildContext, keys: Credentials, opts: 
     out_dir = cfg.out if is_out_dir(cfg.out) else None
     blank = dataclasses.replace(ctx, keys=Credentials())  # the plan never holds a key
     shard_cfg = cfg if cfg.scheduler else dataclasses.replace(cfg, trace=local_trace)
-    row_format = "arrow" if cfg.scheduler else "msgpack"
-    plans = [ShardPlan(k, n, shard_cfg, blank, opts, origins, out_dir, hdr, stripe_mode, required_env, row_format)
+    plans = [ShardPlan(k, n, shard_cfg, blank, opts, origins, out_dir, hdr, stripe_mode, required_env)
              for k in range(n)]  # fmt: skip
     client = None
     if cfg.scheduler:
@@ -279,24 +228,10 @@ def _run_sharded(cfg: ReplayConfig, ctx: BuildContext, keys: Credentials, opts: 
                 cfg.out, ResultHeader(start_unix_us=start_us, clocks=clocks, **hdr)
             )
 
-    def on_rows(rows: list[tuple]) -> None:
-        w = box["w"]
-        for row in rows:
-            w.add(row)
-            prog.on_row(row)
-
-    unpacker = msgpack.Unpacker(raw=False, strict_map_key=False)
-
-    def on_packed(data: bytes, rows: int) -> None:
-        box["w"].add_packed(data, rows)
-        unpacker.feed(data)
-        for row in unpacker:
-            prog.on_row(row)
-
-    def on_counts(rows: int, errors: int, dropped: int) -> None:
-        prog.done += rows
-        prog.errors += errors
-        prog.dropped += dropped
+    def on_rows(shard: int, data: bytes | None, counts: RowCounts) -> None:
+        if data is not None:  # else the shard wrote the batch to its own file
+            box["w"].write_message(data, counts.rows)
+        prog.add(counts, shard)
 
     def tick() -> None:
         if "w" in box:
@@ -308,7 +243,7 @@ def _run_sharded(cfg: ReplayConfig, ctx: BuildContext, keys: Credentials, opts: 
     try:
         with _stop_signals() as stopped_by:
             stopping = lambda: stopped_by() is not None  # noqa: E731
-            outcome = drive(ss, n, on_start, on_rows, on_counts, tick, stopping, on_packed)
+            outcome = drive(ss, n, on_start, on_rows, tick, stopping)
             signum = stopped_by()
         if any(s.lost for s in outcome.shards.values()):
             lost = outcome.lost(events_per_shard(local_trace, n))
@@ -358,7 +293,7 @@ def _run_plan(plan: Plan, ctx: BuildContext, standin: LocalTarget | None,
                                   prog, trailer)  # fmt: skip
         prog.tick(final=True)
         return ReplayResult(writer.header, Path(cfg.out), writer.rows, stats.sent, stats.errors,
-                            stats.dropped, keys.values())  # fmt: skip
+                            stats.dropped, keys.values(), table=writer.table)  # fmt: skip
     writer, outcome, lost, signum = _run_sharded(cfg, ctx, keys, opts, to, hdr, prog, plan.trace,
                                                  plan.stripe_mode, plan.required_env, trailer)  # fmt: skip
     prog.tick(final=True)
@@ -366,7 +301,7 @@ def _run_plan(plan: Plan, ctx: BuildContext, standin: LocalTarget | None,
                                                                    clocks=outcome.clocks, **hdr)  # fmt: skip
     rows = writer.rows if writer is not None else sum(s.rows for s in outcome.shards.values())
     result = ReplayResult(header, Path(cfg.out), rows, outcome.sent, outcome.errors, outcome.dropped,
-                          keys.values(), outcome.clocks, lost)  # fmt: skip
+                          keys.values(), outcome.clocks, lost, writer.table if writer is not None else None)  # fmt: skip
     if lost and progress is not None:
         progress.write(f"replay: {lost_line(lost)}\n")
     if signum is not None:
@@ -385,7 +320,8 @@ def dry_run_text(plan: Plan) -> str:
 def judge(result: ReplayResult, thresholds: Sequence[Threshold] | None = None,
           max_schedule_lag_ms: float | None = None) -> tuple[report.Results, report.Judgement]:  # fmt: skip
     """A finished run's result log, judged (its own thresholds unless `thresholds` are given)."""
-    loaded = report.load([str(result.out)])
+    loaded = (report.load([str(result.out)]) if result.table is None  # shard files: read them
+              else report.in_memory(result.out, result.header, result.table()))  # fmt: skip
     return loaded, report.judge_run(loaded, thresholds, max_schedule_lag_ms)
 
 

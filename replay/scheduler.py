@@ -19,18 +19,19 @@ import math
 import time
 import zlib
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from judge.checks import GROUPED_EXPECTS, group_in, group_of
 from judge.resultlog import DASHBOARD_LOAD, DASHBOARD_TARGET, DROPPED_EVENTS
+from judge.rows import RowSink
 from replay.builders import BuildContext, BuildError, build_request, event_payload, parse_outcome
 from replay.pacer import due, make_pacer
 from traces.event import UNSUBSCRIBE, VIEW, Event, unpack_payload
 
 now = time.monotonic
-Sink = Callable[[tuple], None]
+Sink = RowSink  # a row's columns in judge.rows.SCHEMA order (a RowBuffer's append)
 
 
 def shard_of(actor: str, workers: int) -> int:
@@ -255,23 +256,21 @@ class Scheduler:
         self._failed(ev)
         t = self.us(now())
         self.sink(
-            (
-                ev.seq,
-                ev.target,
-                ev.kind,
-                ev.actor,
-                self.us(sched),
-                t,
-                t,
-                0,
-                why,
-                0,
-                0,
-                None,
-                ev.expect,
-                DROPPED_EVENTS,
-                group_of(ev),
-            )
+            ev.seq,
+            ev.target,
+            ev.kind,
+            ev.actor,
+            self.us(sched),
+            t,
+            t,
+            0,
+            why,
+            0,
+            0,
+            None,
+            ev.expect,
+            DROPPED_EVENTS,
+            group_of(ev),
         )
 
     def send(self, ev: Event, sched: float, captured: dict[str, Any] | None) -> None:
@@ -331,10 +330,8 @@ class Scheduler:
                 self._failed(ev)
             elif cap:
                 self.captured[ev.seq] = cap
-            self.sink(
-                (ev.seq, target, ev.kind, ev.actor, self.us(sched), self.us(sent_t), self.us(done_t),
-                 status, error, nsent, nrecv, outcome, ev.expect, None, group)
-            )  # fmt: skip
+            self.sink(ev.seq, target, ev.kind, ev.actor, self.us(sched), self.us(sent_t), self.us(done_t),
+                      status, error, nsent, nrecv, outcome, ev.expect, None, group)  # fmt: skip
             if ev.kind == VIEW:
                 self._view_done(ev, sched, sent_t, done_t, status, error)
             if self.realtime is not None and not failed:
@@ -376,8 +373,6 @@ class Scheduler:
     def flush_loads(self) -> None:
         """Write one dashboard_load row per load (the views of one actor sharing a load id)."""
         for (actor, _), (seq, sched, sent_t, done_t, status, error) in self.loads.items():
-            self.sink(
-                (seq, DASHBOARD_TARGET, VIEW, actor, self.us(sched), self.us(sent_t), self.us(done_t),
-                 status, error, 0, 0, None, None, DASHBOARD_LOAD, None)
-            )  # fmt: skip
+            self.sink(seq, DASHBOARD_TARGET, VIEW, actor, self.us(sched), self.us(sent_t), self.us(done_t),
+                      status, error, 0, 0, None, None, DASHBOARD_LOAD, None)  # fmt: skip
         self.loads.clear()

@@ -10,10 +10,12 @@ a Dask worker (``--scheduler``, replay.cluster); only the link that carries its 
 
 The exchange, in messages (tuples; lists once they crossed Dask):
 
-* shard: ``("ready", shard, info)`` once warmed up; ``("rows", shard, ipc, n, sent, errors,
-  dropped)`` every FLUSH_S (``ipc`` Arrow IPC bytes of the new rows, or None when the shard writes
-  its own file under ``--out DIR``); ``("done", shard, sent, errors, dropped, stopped)``;
-  ``("error", shard, text)``.
+* shard: ``("ready", shard, info)`` once warmed up; ``("rows", shard, ipc, counts, sent, errors,
+  dropped)`` every FLUSH_S (or FLUSH_ROWS rows): ``ipc`` the new rows as one Arrow record batch,
+  the bytes of its IPC stream message (judge.resultlog.batch_message), which the coordinator
+  appends to the result log as they are, or None when the shard wrote them to its own file under
+  ``--out DIR``; ``counts`` the batch's judge.resultlog.RowCounts (as a tuple), all the progress
+  line needs; ``("done", shard, sent, errors, dropped, stopped)``; ``("error", shard, text)``.
 * coordinator: the clock probes (replay.clocksync), then the start instant in the shard's own wall
   clock, then possibly stop.
 
@@ -37,9 +39,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-import msgpack
-
-from judge.resultlog import ResultHeader, ResultWriter, rows_from_ipc, rows_to_ipc, shard_file
+from judge.resultlog import (
+    ResultHeader,
+    ResultWriter,
+    RowCounts,
+    batch_message,
+    shard_file,
+    summarize,
+)
+from judge.rows import RowBuffer, RowSink
 from replay.builders import BuildContext, Credentials
 from replay.clocksync import ClockOffset, measure_offset
 from replay.realtime import Realtime, WriteIndex
@@ -79,9 +87,6 @@ class ShardPlan:
     header: Mapping[str, Any] = field(default_factory=dict)  # for its own result file
     stripe_mode: str = "standin"  # standin | real | URL: how the worker checks its Stripe key
     required_env: tuple[str, ...] = ()  # keys the worker's environment must hold (a remote target)
-    # how streamed rows travel: "arrow" (IPC batches, for Dask) or "msgpack" (the .grr encoding,
-    # cheapest for a local pipe: the parent appends the bytes to the log as they are)
-    row_format: str = "arrow"
 
 
 def install_uvloop() -> None:
@@ -188,13 +193,14 @@ class Stopper:
 
 
 async def run_events(ctx: BuildContext, opts: ScheduleOptions, cfg: ReplayConfig, origins: Mapping[str, int],
-                     events: Iterator[Event], shard: int, workers: int, sink: Callable[[tuple], None],
+                     events: Iterator[Event], shard: int, workers: int, sink: RowSink,
                      get_start: Callable[[], Any], tick: Callable[[Stats], None] | None,
                      stopper: Stopper | None = None, writes: WriteIndex | None = None) -> Stats:  # fmt: skip
     """Warm up, agree on the start instant, send the events; the Scheduler's counts.
 
-    `get_start` returns the start on this process's monotonic clock, or None if stopped before it.
-    `writes`: every shard's writes, as `events` reads them (for the viewers' messages).
+    `sink` takes each row's columns (a RowBuffer's append); `get_start` returns the start on this
+    process's monotonic clock, or None if stopped before it. `writes`: every shard's writes, as
+    `events` reads them (for the viewers' messages).
     """
     transport = make_transport(cfg.transport, cfg.timeout, cfg.connections)
     await transport.start({o: (cfg.warm if n == 0 else n) for o, n in origins.items()})
@@ -208,7 +214,8 @@ async def run_events(ctx: BuildContext, opts: ScheduleOptions, cfg: ReplayConfig
         def us(t: float) -> int:
             return round((t - start) * 1e6)
 
-        realtime = Realtime(ctx, sink, us, lambda s: redact(s, ctx.keys.values()), writes)
+        realtime = Realtime(ctx, lambda row: sink(*row), us, lambda s: redact(s, ctx.keys.values()),
+                            writes)  # fmt: skip
         sched = Scheduler(ctx, transport, sink, start, opts, realtime)
 
         async def ticker() -> None:
@@ -316,35 +323,24 @@ def _send(plan: ShardPlan, ctx: BuildContext, link: ShardLink, trace: str) -> tu
     k = plan.shard
     stopper = Stopper()
     link.watch(stopper)
-    rows: list[tuple] = []
-    packed = bytearray()
-    pack = msgpack.Packer(use_bin_type=True).pack
-    arrow = plan.row_format == "arrow"
-    box: dict[str, Any] = {"n": 0}
-
-    def sink(row: tuple) -> None:
-        if "w" in box:
-            box["w"].add(row)
-            box["n"] += 1
-        elif arrow:
-            rows.append(row)
-        else:
-            packed.extend(pack(list(row)))
-            box["n"] += 1
+    box: dict[str, Any] = {"stats": Stats()}
 
     def ship(stats: Stats) -> None:
-        counts = (stats.sent, stats.errors, stats.dropped, plan.row_format)
-        if "w" in box:
-            box["w"].flush()
-            n, box["n"] = box["n"], 0
-            link.send(("rows", k, None, n, *counts))
-        elif rows:
-            link.send(("rows", k, rows_to_ipc(rows), len(rows), *counts))
-            rows.clear()
-        elif packed:
-            n, box["n"] = box["n"], 0
-            link.send(("rows", k, bytes(packed), n, *counts))
-            packed.clear()
+        # one batch per flush, to this shard's own file or as IPC bytes to the coordinator, with
+        # the counts its progress line needs (never the rows themselves)
+        box["stats"] = stats
+        batch = rows.take()
+        if batch is None:
+            return
+        counts = tuple(summarize(batch))
+        w = box.get("w")
+        if w is not None:
+            w.write_batch(batch)
+            w.flush()
+        data = None if w is not None else batch_message(batch)
+        link.send(("rows", k, data, counts, stats.sent, stats.errors, stats.dropped))
+
+    rows = RowBuffer(full=lambda: ship(box["stats"]))
 
     async def get_start() -> float | None:
         link.send(("ready", k, {"host": socket.gethostname(), "pid": os.getpid()}))
@@ -365,8 +361,8 @@ def _send(plan: ShardPlan, ctx: BuildContext, link: ShardLink, trace: str) -> tu
     async def main() -> Stats:
         writes = WriteIndex(plan.opts.speed) if plan.shards > 1 else None
         events = shard_events(trace, k, plan.shards, writes)
-        return await run_events(ctx, plan.opts, plan.cfg, plan.origins, events, k, plan.shards, sink,
-                                get_start, ship, stopper, writes)  # fmt: skip
+        return await run_events(ctx, plan.opts, plan.cfg, plan.origins, events, k, plan.shards,
+                                rows.append, get_start, ship, stopper, writes)  # fmt: skip
 
     try:
         with quiet_gc(), asyncio.Runner(loop_factory=_loop_factory()) as runner:
@@ -451,14 +447,13 @@ class Outcome:
 
 
 def drive(ss: ShardSet, shards: int, on_start: Callable[[int, list[dict[str, Any]]], None],
-          on_rows: Callable[[list[tuple]], None], on_counts: Callable[[int, int, int], None],
-          tick: Callable[[], None], stopping: Callable[[], bool],
-          on_packed: Callable[[bytes, int], None] | None = None, lead_s: float = START_LEAD_S) -> Outcome:  # fmt: skip
+          on_rows: Callable[[int, bytes | None, RowCounts], None], tick: Callable[[], None],
+          stopping: Callable[[], bool], lead_s: float = START_LEAD_S) -> Outcome:  # fmt: skip
     """Wait for every shard, measure clocks, agree the start, collect rows until all are done or lost.
 
-    `on_start(start_unix_us, clocks)` before the start is sent; `on_rows` for streamed rows (or
-    `on_packed(bytes, n)` for rows a local shard packed as the .grr log holds them);
-    `on_counts(rows, errors, dropped)` for rows a shard wrote to its own file.
+    `on_start(start_unix_us, clocks)` before the start is sent; `on_rows(shard, ipc, counts)` for
+    each batch a shard flushed: its IPC message bytes (None when the shard wrote them to its own
+    file) and its RowCounts.
     """
     state = {k: ShardState() for k in range(shards)}
     deadline = now() + READY_TIMEOUT_S
@@ -493,13 +488,9 @@ def drive(ss: ShardSet, shards: int, on_start: Callable[[int, list[dict[str, Any
             k = msg[1]
             s = state[k]
             if msg[0] == "rows":
-                if msg[2] is not None and msg[7] == "msgpack" and on_packed is not None:
-                    on_packed(msg[2], msg[3])
-                elif msg[2] is not None:
-                    on_rows(rows_from_ipc(msg[2]))
-                else:
-                    on_counts(msg[3], msg[5] - s.errors, msg[6] - s.dropped)
-                s.rows += msg[3]
+                counts = RowCounts(*msg[3])
+                on_rows(k, msg[2], counts)
+                s.rows += counts.rows
                 s.sent, s.errors, s.dropped = msg[4], msg[5], msg[6]
             elif msg[0] == "done":
                 s.sent, s.errors, s.dropped, s.stopped = msg[2], msg[3], msg[4], bool(msg[5])

@@ -174,7 +174,7 @@ def replay(events: list[Event], opts: ScheduleOptions) -> tuple[list[ResultRow],
     async def main() -> None:
         ctx = BuildContext("http://127.0.0.1:9", "test-run", Credentials())
         s = box["s"] = Scheduler(
-            ctx, tr, lambda r: rows.append(ResultRow(*r)), time.monotonic() + 0.01, opts
+            ctx, tr, lambda *r: rows.append(ResultRow(*r)), time.monotonic() + 0.01, opts
         )
         await asyncio.wait_for(s.run(iter(events)), 60)
 

@@ -62,7 +62,7 @@ def run(url: str, events, opts: ScheduleOptions = DEFAULT, connections: int | No
                 None, server.stall, start + stall[0], start + stall[1]
             )
         ctx = BuildContext(url, "test-run", Credentials(), stripe_url=url)
-        s = Scheduler(ctx, tr, sink or (lambda r: rows.append(ResultRow(*r))), start, opts)
+        s = Scheduler(ctx, tr, sink or (lambda *r: rows.append(ResultRow(*r))), start, opts)
         box.update(start=start, sched=s)
         await s.run(events)
         await tr.close()
@@ -181,7 +181,7 @@ def test_memory_does_not_grow_with_trace_length(server: LoopbackServer) -> None:
 
     def peak(n: int) -> int:
         tracemalloc.start()
-        run(server.url, events(n), sink=lambda r: None)
+        run(server.url, events(n), sink=lambda *r: None)
         _, p = tracemalloc.get_traced_memory()
         tracemalloc.stop()
         return p
