@@ -139,8 +139,8 @@ class TimerfdPacer:
         armed = [0.0]  # the deadline the timer was armed for (lead_s before it)
 
         def wake() -> None:
-            # every path arms the timer again or finishes; arming resets the expiration count, so
-            # the fd needs no read() per wake-up
+            # every path arms the timer again, finishes, or leaves it fired: arming resets the
+            # expiration count, so the fd needs no read() per wake-up
             self.wakeups += 1
             d = armed[0]
             while True:
@@ -156,9 +156,12 @@ class TimerfdPacer:
                 if left > lead:
                     armed[0] = d
                     return arm(d - lead)
-                if left <= 0:  # due already (or behind): let the loop run answers, then go on
+                if left <= 0:
+                    # due already (behind schedule): the fd, fired and unread, stays readable, so
+                    # the loop calls us again once it has read the answers that are in; arming a
+                    # timer in the past would cost a timer interrupt (tens of us in a VM) for that
                     armed[0] = d
-                    return arm(0.0)
+                    return None
 
         loop.add_reader(tfd.fd, wake)
         try:
