@@ -27,6 +27,7 @@ import numpy as np
 from bench import senders
 from bench.bench_replay import ENV, lag_stats, make_trace
 from judge.resultlog import read_results
+from replay import scheduler
 from replay.engine import ReplayConfig, run_replay
 from tests.replay.loopback_server import LoopbackServer
 
@@ -44,8 +45,12 @@ def main() -> None:
     ap.add_argument("--webhooks", action="store_true", help="event-day trace: 1 in 10 a webhook")
     ap.add_argument("--no-profile", action="store_true", help="CPU figures without cProfile")
     ap.add_argument("--pacer", default="auto", help="auto | timerfd | loop")
+    ap.add_argument("--lead-us", type=float, help="timerfd: wake this long before a deadline")
     ap.add_argument("--top", type=int, default=30, help="functions to print")
     a = ap.parse_args()
+    if a.lead_us is not None:
+        make = scheduler.make_pacer
+        scheduler.make_pacer = lambda kind, spin, _lead: make(kind, spin, a.lead_us / 1e6)
     with (
         tempfile.TemporaryDirectory(prefix="gaterush-profile-") as d,
         LoopbackServer(record=False) as srv,

@@ -127,6 +127,17 @@ def _base_headers(ctx: BuildContext, content_type: str | None) -> list[tuple[str
     return h
 
 
+@lru_cache(maxsize=64)
+def _supabase_headers(
+    run_id: str, content_type: str | None, anon_key: str
+) -> tuple[tuple[str, str], ...]:
+    """The headers every modelled Supabase request of a run carries (made once per run)."""
+    h = [("User-Agent", USER_AGENT), (RUN_HEADER, run_id), ("Accept", "application/json")]
+    if content_type:
+        h.append(("Content-Type", content_type))
+    return (*h, *supabase_auth_headers(anon_key))
+
+
 def rpc_request(ctx: BuildContext, target: str, payload: dict[str, Any]) -> Request:
     """Supabase RPC: POST /rest/v1/rpc/<fn> with JSON named arguments (names from the profile).
 
@@ -137,12 +148,10 @@ def rpc_request(ctx: BuildContext, target: str, payload: dict[str, Any]) -> Requ
     name = spec.arg_name
     args = {name(k): v for k, v in src.items() if k not in spec.drop}
     origin, prefix = ctx.supabase
-    headers = _base_headers(ctx, "application/json") + list(
-        supabase_auth_headers(ctx.keys.anon_key)
-    )
+    headers = _supabase_headers(ctx.run_id, "application/json", ctx.keys.anon_key)
     if spec.method == "GET":
-        return Request(origin, "GET", prefix + spec.path + _query(args), tuple(headers))
-    return Request(origin, spec.method, prefix + spec.path, tuple(headers), _json(args))
+        return Request(origin, "GET", prefix + spec.path + _query(args), headers)
+    return Request(origin, spec.method, prefix + spec.path, headers, _json(args))
 
 
 def _query(params: dict[str, Any]) -> str:
@@ -162,8 +171,8 @@ def rest_request(ctx: BuildContext, target: str, payload: dict[str, Any]) -> Req
             f"{target}: payload query must be a map of PostgREST params, got {type(query).__name__}"
         )
     origin, prefix = ctx.supabase
-    headers = _base_headers(ctx, None) + list(supabase_auth_headers(ctx.keys.anon_key))
-    return Request(origin, spec.method, prefix + spec.path + _query(query), tuple(headers))
+    headers = _supabase_headers(ctx.run_id, None, ctx.keys.anon_key)
+    return Request(origin, spec.method, prefix + spec.path + _query(query), headers)
 
 
 def function_request(
@@ -177,9 +186,7 @@ def function_request(
     spec = ctx.profile.spec(target)
     origin, prefix = ctx.supabase
     body = _json(payload)
-    headers = _base_headers(ctx, "application/json") + list(
-        supabase_auth_headers(ctx.keys.anon_key)
-    )
+    headers = list(_supabase_headers(ctx.run_id, "application/json", ctx.keys.anon_key))
     if payload.get("object") == "event":
         if not ctx.keys.webhook_secret:
             raise BuildError(f"{target}: a Stripe event needs STRIPE_WEBHOOK_SECRET to be signed")
@@ -469,7 +476,8 @@ def build_request(
         req = stripe_request(ctx, event, payload, captured)
     else:
         raise BuildError(f"seq {event.seq}: target {target!r} is not an HTTP target")
-    return req._replace(headers=(*req.headers, (ACTOR_HEADER, event.actor)))
+    return Request(req.origin, req.method, req.path, (*req.headers, (ACTOR_HEADER, event.actor)),
+                   req.body)  # fmt: skip
 
 
 @lru_cache(maxsize=64)

@@ -47,6 +47,7 @@ from traces.event import VIEW, Event, unpack_payload
 
 now = time.monotonic
 Sink = Callable[[tuple], None]
+LOW_WATER = 512  # events read ahead below which the loop reads on even without slack
 
 
 def shard_of(actor: str, workers: int) -> int:
@@ -209,8 +210,12 @@ class Scheduler:
             if not buf:
                 return now() if not exhausted else None
             d = dl[0]
-            if not exhausted and len(buf) < lookahead and d - now() > 0.0004:
-                exhausted = refill(min(d - 0.0003, now() + 0.002))
+            if not exhausted and len(buf) < lookahead:
+                t = now()
+                if d - t > 0.0004:
+                    exhausted = refill(min(d - 0.0003, t + 0.002))
+                elif len(buf) < LOW_WATER:  # no slack (a high rate): top up a little at a time
+                    exhausted = refill(t + 0.0001)
             return d
 
         # before the first deadline: read ahead, and pay each builder's first-call costs
