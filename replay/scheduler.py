@@ -305,7 +305,7 @@ class Scheduler:
     ) -> None:
         """Hand the event's request (built ahead, or now) to the transport now."""
         req, group = self.prepare(ev, captured) if built is None else built
-        if type(req) is BuildError:
+        if isinstance(req, BuildError):
             e = req
             self.deps.fail(ev)
             t = self.us(now())
