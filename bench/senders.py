@@ -57,8 +57,12 @@ class Run:
         return self.received / max(self.cpu_s, 1e-9)
 
     def holds(self, p99_ms: float = 10.0) -> bool:
-        """Every request arrived, with p99 error <= p99_ms."""
-        return self.received >= self.expected and self.pct(99) <= p99_ms
+        """Every request arrived (but one or two at the run's edges), with p99 error <= p99_ms.
+
+        k6's constant-arrival-rate starts one iteration more or less than rate x duration at the
+        edges of its run (1,999 of 2,000): that is not a sender falling behind, which drops many.
+        """
+        return self.received >= self.expected - 2 and self.pct(99) <= p99_ms
 
     def line(self) -> str:
         """One line of figures."""

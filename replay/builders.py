@@ -3,10 +3,15 @@
 Pure functions: no socket, no clock except the ``now_unix`` a caller passes for webhook
 signatures. Every request carries ``X-Gaterush-Run``; keys only ever go into headers of the
 request itself, never into anything this module returns for logging.
+
+:func:`prepare_request` builds and encodes a request ahead of its send (the scheduler does it in
+the slack before the deadline), leaving only a webhook's ``Stripe-Signature`` to be made when it
+goes out (:meth:`Prepared.wire`): the receiver checks that timestamp against its clock.
 """
 
 from __future__ import annotations
 
+import hmac
 import json
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -17,7 +22,7 @@ import stripe
 from stripe._encode import _api_encode  # the exact encoding stripe-python sends
 
 from replay.target_profiles import Profile
-from replay.transport import Request
+from replay.transport import Request, encode_request, host_header_of, split_origin
 from traces.event import (
     CHECKOUT,
     CONFIRM,
@@ -122,6 +127,17 @@ def _base_headers(ctx: BuildContext, content_type: str | None) -> list[tuple[str
     return h
 
 
+@lru_cache(maxsize=64)
+def _supabase_headers(
+    run_id: str, content_type: str | None, anon_key: str
+) -> tuple[tuple[str, str], ...]:
+    """The headers every modelled Supabase request of a run carries (made once per run)."""
+    h = [("User-Agent", USER_AGENT), (RUN_HEADER, run_id), ("Accept", "application/json")]
+    if content_type:
+        h.append(("Content-Type", content_type))
+    return (*h, *supabase_auth_headers(anon_key))
+
+
 def rpc_request(ctx: BuildContext, target: str, payload: dict[str, Any]) -> Request:
     """Supabase RPC: POST /rest/v1/rpc/<fn> with JSON named arguments (names from the profile).
 
@@ -132,12 +148,10 @@ def rpc_request(ctx: BuildContext, target: str, payload: dict[str, Any]) -> Requ
     name = spec.arg_name
     args = {name(k): v for k, v in src.items() if k not in spec.drop}
     origin, prefix = ctx.supabase
-    headers = _base_headers(ctx, "application/json") + list(
-        supabase_auth_headers(ctx.keys.anon_key)
-    )
+    headers = _supabase_headers(ctx.run_id, "application/json", ctx.keys.anon_key)
     if spec.method == "GET":
-        return Request(origin, "GET", prefix + spec.path + _query(args), tuple(headers))
-    return Request(origin, spec.method, prefix + spec.path, tuple(headers), _json(args))
+        return Request(origin, "GET", prefix + spec.path + _query(args), headers)
+    return Request(origin, spec.method, prefix + spec.path, headers, _json(args))
 
 
 def _query(params: dict[str, Any]) -> str:
@@ -157,12 +171,12 @@ def rest_request(ctx: BuildContext, target: str, payload: dict[str, Any]) -> Req
             f"{target}: payload query must be a map of PostgREST params, got {type(query).__name__}"
         )
     origin, prefix = ctx.supabase
-    headers = _base_headers(ctx, None) + list(supabase_auth_headers(ctx.keys.anon_key))
-    return Request(origin, spec.method, prefix + spec.path + _query(query), tuple(headers))
+    headers = _supabase_headers(ctx.run_id, None, ctx.keys.anon_key)
+    return Request(origin, spec.method, prefix + spec.path + _query(query), headers)
 
 
 def function_request(
-    ctx: BuildContext, target: str, payload: dict[str, Any], now_unix: int
+    ctx: BuildContext, target: str, payload: dict[str, Any], now_unix: int | SignAtSend
 ) -> Request:
     """Edge function: POST /functions/v1/<name> with the payload as JSON.
 
@@ -172,15 +186,11 @@ def function_request(
     spec = ctx.profile.spec(target)
     origin, prefix = ctx.supabase
     body = _json(payload)
-    headers = _base_headers(ctx, "application/json") + list(
-        supabase_auth_headers(ctx.keys.anon_key)
-    )
+    headers = list(_supabase_headers(ctx.run_id, "application/json", ctx.keys.anon_key))
     if payload.get("object") == "event":
         if not ctx.keys.webhook_secret:
             raise BuildError(f"{target}: a Stripe event needs STRIPE_WEBHOOK_SECRET to be signed")
-        sig = stripe.WebhookSignature.generate_signature_header(
-            body.decode(), ctx.keys.webhook_secret, timestamp=now_unix
-        )
+        sig = _stripe_signature(body, ctx.keys.webhook_secret, now_unix)
         headers.append(("Stripe-Signature", sig))
     return Request(origin, spec.method, prefix + spec.path, tuple(headers), body)
 
@@ -312,17 +322,50 @@ BAD_SIGNING_SECRET = "whsec_gaterush_replayed_bad_signature"  # not anyone's sec
 STALE_SIGNATURE_S = 3600  # older than Stripe's 300 s tolerance
 
 
-def _signature(mode: str, body: bytes, secret: str, now_unix: int) -> str | None:
+class SignAtSend:
+    """In place of ``now_unix``: the signature is made when the request goes out (Prepared.wire).
+
+    A builder given one puts a placeholder in the Stripe-Signature header and notes the body,
+    secret and age it is to be made with.
+    """
+
+    __slots__ = ("marks",)
+    PLACEHOLDER = "gaterush-signature-made-at-send"
+
+    def __init__(self) -> None:
+        self.marks: list[tuple[bytes, str, int]] = []  # (body, secret, age in seconds)
+
+    def mark(self, body: bytes, secret: str, age: int) -> str:
+        """The placeholder header value; the signature's inputs are kept for the send."""
+        if self.marks:
+            raise BuildError("a request signed twice")
+        self.marks.append((body, secret, age))
+        return self.PLACEHOLDER
+
+
+def stripe_signature(body: bytes, secret: str, timestamp: int) -> str:
+    """The Stripe-Signature header for a body (stripe-python's generate_signature_header, on bytes)."""
+    mac = hmac.new(secret.encode(), b"%d.%b" % (timestamp, body), "sha256").hexdigest()
+    return f"t={timestamp},v1={mac}"
+
+
+def _stripe_signature(body: bytes, secret: str, now_unix: int | SignAtSend, age: int = 0) -> str:
+    if isinstance(now_unix, SignAtSend):
+        return now_unix.mark(body, secret, age)
+    return stripe.WebhookSignature.generate_signature_header(
+        body.decode(), secret, timestamp=now_unix - age
+    )
+
+
+def _signature(mode: str, body: bytes, secret: str, now_unix: int | SignAtSend) -> str | None:
     """The Stripe-Signature to send for a recorded delivery: as it was (valid, bad, stale or none)."""
     if mode == "none":
         return None
     if mode == "bad":
-        secret, when = BAD_SIGNING_SECRET, now_unix
-    elif mode == "stale":
-        when = now_unix - STALE_SIGNATURE_S
-    else:
-        when = now_unix
-    return stripe.WebhookSignature.generate_signature_header(body.decode(), secret, timestamp=when)
+        return _stripe_signature(body, BAD_SIGNING_SECRET, now_unix)
+    if mode == "stale":
+        return _stripe_signature(body, secret, now_unix, STALE_SIGNATURE_S)
+    return _stripe_signature(body, secret, now_unix)
 
 
 def _replace_ref(value: Any, ref: str, new: str) -> Any:
@@ -339,7 +382,7 @@ def recorded_request(
     ctx: BuildContext,
     event: Event,
     request: dict[str, Any],
-    now_unix: int,
+    now_unix: int | SignAtSend,
     captured: dict[str, Any] | None,
 ) -> Request:
     """A recorded request sent back as it was: method, path, query, kept headers and body; keys,
@@ -404,14 +447,15 @@ def event_payload(event: Event) -> dict[str, Any]:
 def build_request(
     ctx: BuildContext,
     event: Event,
-    now_unix: int,
+    now_unix: int | SignAtSend,
     captured: dict[str, Any] | None = None,
     payload: dict[str, Any] | None = None,
 ) -> Request:
     """The request for an event with an http target (rpc, rest, fn, stripe); BuildError if it cannot be built.
 
     `captured` is what parse_outcome captured from the response of the event's `after` dependency;
-    `payload` is event_payload(event) when the caller has it already (it is decoded once).
+    `payload` is event_payload(event) when the caller has it already (it is decoded once);
+    `now_unix` a SignAtSend to leave a webhook's signature to the send (see prepare_request).
     """
     target = event.target
     if not target:
@@ -432,7 +476,60 @@ def build_request(
         req = stripe_request(ctx, event, payload, captured)
     else:
         raise BuildError(f"seq {event.seq}: target {target!r} is not an HTTP target")
-    return req._replace(headers=(*req.headers, (ACTOR_HEADER, event.actor)))
+    return Request(req.origin, req.method, req.path, (*req.headers, (ACTOR_HEADER, event.actor)),
+                   req.body)  # fmt: skip
+
+
+@lru_cache(maxsize=64)
+def host_header_for(origin: str) -> str:
+    """The Host header the transport sends to an origin."""
+    return host_header_of(*split_origin(origin))
+
+
+class Prepared:
+    """A request encoded before its deadline: the bytes, but for a signature made at send time.
+
+    ``wire(now_unix)`` gives the bytes to write: the same as ``encode_request(build_request(ctx,
+    event, now_unix))``. Holds the webhook secret of a signed request; repr() never shows it.
+    """
+
+    __slots__ = ("origin", "data", "signed", "_tail", "_body", "_secret", "_age")
+
+    def __init__(self, origin: str, data: bytes, sign: tuple[bytes, bytes, str, int] | None = None):
+        self.origin = origin
+        self.data = data  # the whole request, or the head up to the signature's value
+        self.signed = sign is not None  # its Stripe-Signature is made at send time
+        if sign is not None:
+            self._tail, self._body, self._secret, self._age = sign
+
+    def wire(self, now_unix: int) -> bytes:
+        """The bytes to write now (a signature, if any, made for `now_unix`)."""
+        if not self.signed:
+            return self.data
+        sig = stripe_signature(self._body, self._secret, now_unix - self._age)
+        return b"%b%b%b" % (self.data, sig.encode(), self._tail)
+
+    def __repr__(self) -> str:
+        return f"Prepared({self.origin}, {len(self.data)} bytes{', signed at send' if self.signed else ''})"
+
+
+def prepare_request(
+    ctx: BuildContext,
+    event: Event,
+    captured: dict[str, Any] | None = None,
+    payload: dict[str, Any] | None = None,
+) -> Prepared:
+    """Build and encode an event's request ahead of its send: BuildError if it cannot be built,
+    RequestError if its head cannot be written as it is (as the transport would say)."""
+    deferred = SignAtSend()
+    req = build_request(ctx, event, deferred, captured, payload)
+    data = encode_request(req, host_header_for(req.origin))
+    if not deferred.marks:
+        return Prepared(req.origin, data)
+    body, secret, age = deferred.marks[0]
+    at = data.index(b"\r\nStripe-Signature: " + SignAtSend.PLACEHOLDER.encode() + b"\r\n") + 20
+    tail = data[at + len(SignAtSend.PLACEHOLDER) :]
+    return Prepared(req.origin, data[:at], (tail, body, secret, age))
 
 
 _OUTCOME_KEYS = ("outcome", "result", "status")

@@ -51,7 +51,7 @@ def encode_request(req: Request, host_header: str) -> bytes:
     character outside latin-1 anywhere in the head, and a space in the path.
     """
     lines = [f"{req.method} {req.path} HTTP/1.1\r\nHost: {host_header}\r\n"]
-    lines.extend(f"{k}: {v}\r\n" for k, v in req.headers)
+    lines += [f"{k}: {v}\r\n" for k, v in req.headers]
     if req.body or req.method in _BODY_METHODS:
         lines.append(f"Content-Length: {len(req.body)}\r\n")
     lines.append("\r\n")

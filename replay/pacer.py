@@ -8,7 +8,11 @@ due and returns the next deadline (``time.monotonic()`` seconds), or None when i
 like a socket (``loop.add_reader``): one epoll wake-up per deadline, answers processed in between,
 no thread and no core spent waiting. It is armed ``lead_s`` early, and the last few microseconds are
 waited out in a tight loop, so the wake-up's own latency (a few tens of microseconds, more on a busy
-machine) is not added to the send. :class:`LoopPacer` is the fallback where timerfd is missing:
+machine) is not added to the send. Deadlines closer together than that precision share one wake-up
+(each still sent at its own time, never early): arming a timer costs more than the wait (a timer
+armed near now costs 15-30 us in a VM, where reprogramming the timer traps to the hypervisor).
+Behind schedule the timer is not armed at all: the fired, unread fd stays readable, so the loop
+reads the answers that are in and calls the pacer again. :class:`LoopPacer` is the fallback where timerfd is missing:
 sleep on the loop's (millisecond) timers until ``spin_s`` before the deadline, then yield to the
 loop in a tight loop until it has come: as precise, but it spends a core doing so.
 
@@ -139,8 +143,8 @@ class TimerfdPacer:
         armed = [0.0]  # the deadline the timer was armed for (lead_s before it)
 
         def wake() -> None:
-            # every path arms the timer again or finishes; arming resets the expiration count, so
-            # the fd needs no read() per wake-up
+            # every path arms the timer again, finishes, or leaves it fired: arming resets the
+            # expiration count, so the fd needs no read() per wake-up
             self.wakeups += 1
             d = armed[0]
             while True:
@@ -156,9 +160,12 @@ class TimerfdPacer:
                 if left > lead:
                     armed[0] = d
                     return arm(d - lead)
-                if left <= 0:  # due already (or behind): let the loop run answers, then go on
+                if left <= 0:
+                    # due already (behind schedule): the fd, fired and unread, stays readable, so
+                    # the loop calls us again once it has read the answers that are in; arming a
+                    # timer in the past would cost a timer interrupt (tens of us in a VM) for that
                     armed[0] = d
-                    return arm(0.0)
+                    return None
 
         loop.add_reader(tfd.fd, wake)
         try:

@@ -4,7 +4,12 @@ Every deadline is absolute (``start + t_us / speed``): a late send never shifts 
 error does not accumulate. A pacer (``replay.pacer``) wakes the loop at each deadline: a timerfd
 armed in nanoseconds and watched by the event loop, so waiting costs no CPU; the requests due at a
 wake-up go out together, written straight to keep-alive connections. While it has slack the loop
-reads ahead from the event source, so reading the trace does not delay sends.
+reads ahead from the event source and builds the requests it read (``prepare_request``: bytes
+ready, a webhook's signature left to the send), so at a deadline only the write is left.
+
+The loop only paces and dispatches; the policies are collaborators it calls: ``after``
+dependencies and Stripe failure propagation (replay.dependencies), realtime events and the writes
+viewers watch for (replay.routing), rate caps (TokenBucket), dashboard-load grouping.
 
 An event held back by ``max_in_flight`` or a per-target rate cap is recorded as a
 ``dropped_events`` row, never sent late. An event with ``after`` waits for that request: it is sent
@@ -24,14 +29,27 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from judge.checks import GROUPED_EXPECTS, group_in, group_of
+from judge.loads import Loads
 from judge.resultlog import DASHBOARD_LOAD, DASHBOARD_TARGET, DROPPED_EVENTS
 from judge.rows import RowSink
-from replay.builders import BuildContext, BuildError, build_request, event_payload, parse_outcome
+from replay.builders import (
+    BuildContext,
+    BuildError,
+    Prepared,
+    build_request,
+    event_payload,
+    parse_outcome,
+    prepare_request,
+)
+from replay.dependencies import Dependencies
+from replay.http1 import Request, RequestError
 from replay.pacer import due, make_pacer
-from traces.event import UNSUBSCRIBE, VIEW, Event, unpack_payload
+from replay.routing import RealtimeRoute, is_realtime
+from traces.event import VIEW, Event, unpack_payload
 
 now = time.monotonic
 Sink = RowSink  # a row's columns in judge.rows.SCHEMA order (a RowBuffer's append)
+LOW_WATER = 512  # events read ahead below which the loop reads on even without slack
 
 
 def shard_of(actor: str, workers: int) -> int:
@@ -109,7 +127,7 @@ def warm_builders(ctx: BuildContext, events: Iterable[Event], limit: int = 4096)
         if n >= limit:
             break
         t = ev.target
-        if t is None or t in seen or t.startswith("realtime:"):
+        if t is None or t in seen or is_realtime(t):
             continue
         seen.add(t)
         with contextlib.suppress(BuildError, KeyError, ValueError):
@@ -135,19 +153,17 @@ class Scheduler:
         self.start = start
         self.opt = options
         self.k = 1e-6 / options.speed
-        self.realtime = realtime
         self.stats = Stats()
         self.in_flight = 0
-        self.pending: dict[int, list | None] = {}  # seq in flight -> events waiting on it (after)
-        self.captured: dict[int, dict[str, Any]] = {}  # seq -> what its response captured
-        # seqs of Stripe calls that failed or were dropped, so their dependents are dropped too; only
-        # Stripe calls, whose answers dependents need, so the set stays small on a long trace
-        self.failed: set[int] = set()
-        self.loads: dict[tuple[str, Any], list] = {}  # dashboard loads being aggregated
+        self.deps = Dependencies()
+        self.loads = Loads()  # dashboard loads being aggregated (judge.loads: the one rule)
         self.caps = {t: TokenBucket(r, start) for t, r in options.rate_caps.items()}
+        self.realtime = RealtimeRoute(realtime, self.caps, self.drop)
+        # a transport that writes bytes gets requests built ahead; another builds them at the send
+        self.ahead = hasattr(transport, "send_bytes")
         self._idle = asyncio.Event()
         self._idle.set()
-        self._outcome_keys = {}
+        self._outcome_keys: dict[str, str] = {}
 
     def us(self, t: float) -> int:
         """A monotonic time as integer microseconds since the run start."""
@@ -158,23 +174,28 @@ class Scheduler:
         it = iter(events)
         buf: deque[Event] = deque()  # events read ahead, in trace order
         dl: deque[float] = deque()  # their deadlines
+        pre: deque[tuple | None] = deque()  # their requests, built ahead (None: built at the send)
         exhausted = False
         k = self.k
         start = self.start
         lookahead = self.opt.lookahead
         batch = self.opt.batch
         dispatch = self.dispatch
-        pop, dpop = buf.popleft, dl.popleft
+        prepare = self.prepare if self.ahead else None
+        pop, dpop, ppop = buf.popleft, dl.popleft, pre.popleft
 
         def refill(until: float) -> bool:
-            append, dappend = buf.append, dl.append
+            append, dappend, pappend = buf.append, dl.append, pre.append
             for n, ev in enumerate(it, 1):
                 if ev.target is not None:
                     append(ev)
                     dappend(start + ev.t_us * k)
+                    # built now, in the slack; an `after` event needs its dependency's answer first
+                    ahead = ev.after is None and prepare is not None and not is_realtime(ev.target)
+                    pappend(prepare(ev, None) if ahead else None)
                     if len(buf) >= lookahead:
                         return False
-                if not n & 63 and now() > until:
+                if not n & 7 and now() > until:
                     return False
             return True
 
@@ -187,12 +208,16 @@ class Scheduler:
                     return None
                 exhausted = refill(now() + 0.001)
             for _ in range(due(dl, now(), 0.0, batch)):
-                dispatch(pop(), dpop())
+                dispatch(pop(), dpop(), ppop())
             if not buf:
                 return now() if not exhausted else None
             d = dl[0]
-            if not exhausted and len(buf) < lookahead and d - now() > 0.0004:
-                exhausted = refill(min(d - 0.0003, now() + 0.002))
+            if not exhausted and len(buf) < lookahead:
+                t = now()
+                if d - t > 0.0004:
+                    exhausted = refill(min(d - 0.0003, t + 0.002))
+                elif len(buf) < LOW_WATER:  # no slack (a high rate): top up a little at a time
+                    exhausted = refill(t + 0.0001)
             return d
 
         # before the first deadline: read ahead, and pay each builder's first-call costs
@@ -211,16 +236,15 @@ class Scheduler:
                 await asyncio.wait_for(self._idle.wait(), self.opt.drain_s)
         self.flush_loads()
 
-    def dispatch(self, ev: Event, sched: float) -> None:
-        """Send (or drop, or park behind its dependency) one event whose time has come."""
+    def dispatch(self, ev: Event, sched: float, built: tuple | None = None) -> None:
+        """Send (or drop, or park behind its dependency) one event whose time has come.
+
+        `built` is what prepare() made of it ahead of time (None: it is built now).
+        """
         self.stats.scheduled += 1
         target: str = ev.target  # type: ignore[assignment]
-        if target.startswith("realtime:"):
-            cap = self.caps.get(target)
-            if ev.kind != UNSUBSCRIBE and cap is not None and not cap.take(now()):
-                self.drop(ev, sched, f"dropped: rate cap {cap.rate:g}/s on {target}")
-            elif self.realtime is not None:
-                self.realtime.handle(ev, sched)
+        if is_realtime(target):
+            self.realtime.dispatch(ev, sched)
             return
         if self.in_flight >= self.opt.max_in_flight:
             self.drop(ev, sched, f"dropped: max-in-flight {self.opt.max_in_flight} reached")
@@ -231,29 +255,32 @@ class Scheduler:
             return
         captured = None
         if ev.after is not None:
-            a = ev.after
-            if a in self.pending:  # still in flight: send when it answers
-                waiters = self.pending[a]
-                if waiters is None:
-                    waiters = self.pending[a] = []
-                waiters.append((ev, sched))
+            deps = self.deps
+            if deps.park(ev, sched):  # still in flight: send when it answers
                 self.in_flight += 1  # it holds its place
                 return
-            if a in self.failed:
-                self._failed(ev)
-                self.drop(ev, sched, f"dropped: dependency seq {a} failed")
+            if deps.broken(ev):
+                self.drop(ev, sched, f"dropped: dependency seq {ev.after} failed")
                 return
-            captured = self.captured.get(a)
-        self.send(ev, sched, captured)
+            captured = deps.captured_for(ev)
+        self.send(ev, sched, captured, built)
 
-    def _failed(self, ev: Event) -> None:
-        if ev.target is not None and ev.target.startswith("stripe:"):
-            self.failed.add(ev.seq)
+    def prepare(self, ev: Event, captured: dict[str, Any] | None) -> tuple:
+        """(request, check group) of an event: Prepared bytes (or a Request for a transport that
+        encodes its own, built now), or the BuildError or RequestError that stops it."""
+        try:
+            payload = event_payload(ev)  # decoded once: for the request and its check group
+            group = group_in(ev.expect, payload) if ev.expect in GROUPED_EXPECTS else None
+            if not self.ahead:
+                return build_request(self.ctx, ev, int(time.time()), captured, payload), group
+            return prepare_request(self.ctx, ev, captured, payload), group
+        except (BuildError, RequestError) as e:
+            return e, group_of(ev)
 
     def drop(self, ev: Event, sched: float, why: str) -> None:
         """Record an event not sent (a dropped_events row)."""
         self.stats.dropped += 1
-        self._failed(ev)
+        self.deps.fail(ev)
         t = self.us(now())
         self.sink(
             ev.seq,
@@ -273,43 +300,27 @@ class Scheduler:
             group_of(ev),
         )
 
-    def send(self, ev: Event, sched: float, captured: dict[str, Any] | None) -> None:
-        """Build the request and hand it to the transport now."""
-        try:
-            payload = event_payload(ev)  # decoded once: for the request and its check group
-            req = build_request(self.ctx, ev, int(time.time()), captured, payload)
-        except BuildError as e:
-            self._failed(ev)
+    def send(
+        self, ev: Event, sched: float, captured: dict[str, Any] | None, built: tuple | None = None
+    ) -> None:
+        """Hand the event's request (built ahead, or now) to the transport now."""
+        req, group = self.prepare(ev, captured) if built is None else built
+        if isinstance(req, BuildError):
+            e = req
+            self.deps.fail(ev)
             t = self.us(now())
             self.stats.errors += 1
-            self.sink(
-                (
-                    ev.seq,
-                    ev.target,
-                    ev.kind,
-                    ev.actor,
-                    self.us(sched),
-                    t,
-                    t,
-                    0,
-                    str(e),
-                    0,
-                    0,
-                    None,
-                    ev.expect,
-                    None,
-                    group_of(ev),
-                )
-            )
+            self.sink(ev.seq, ev.target, ev.kind, ev.actor, self.us(sched), t, t, 0, str(e), 0, 0,
+                      None, ev.expect, None, group)  # fmt: skip
             return
         self.in_flight += 1
         self.stats.sent += 1
-        self.pending[ev.seq] = None
+        deps = self.deps
+        deps.started(ev.seq)
         target: str = ev.target  # type: ignore[assignment]
         okey = self._outcome_keys.get(target)
         if okey is None:
             okey = self._outcome_keys[target] = self.ctx.profile.spec(target).outcome
-        group = group_in(ev.expect, payload) if ev.expect in GROUPED_EXPECTS else None
 
         def done(
             sent_t: float,
@@ -327,21 +338,17 @@ class Scheduler:
             failed = status == 0 or status >= 400
             if failed:
                 st.errors += 1
-                self._failed(ev)
-            elif cap:
-                self.captured[ev.seq] = cap
+            waiters = deps.answered(ev, failed, cap)
             self.sink(ev.seq, target, ev.kind, ev.actor, self.us(sched), self.us(sent_t), self.us(done_t),
                       status, error, nsent, nrecv, outcome, ev.expect, None, group)  # fmt: skip
             if ev.kind == VIEW:
                 self._view_done(ev, sched, sent_t, done_t, status, error)
-            if self.realtime is not None and not failed:
+            if not failed:
                 self.realtime.note_write(ev, done_t, body)
-            waiters = self.pending.pop(ev.seq, None)
             if waiters:
                 for wev, wsched in waiters:
                     self.in_flight -= 1
                     if failed:
-                        self._failed(wev)
                         self.drop(wev, wsched, f"dropped: dependency seq {ev.seq} failed")
                     else:
                         # its schedule is max(its time, the dependency's completion): waiting for
@@ -350,7 +357,15 @@ class Scheduler:
             if not self.in_flight:
                 self._idle.set()
 
-        self.transport.send(req, done)
+        if type(req) is Prepared:
+            # the signature of a webhook, if any, made now: its timestamp is the send's
+            data = req.data if not req.signed else req.wire(int(time.time()))
+            self.transport.send_bytes(req.origin, data, done)
+        elif type(req) is Request:
+            self.transport.send(req, done)
+        else:  # RequestError: as the transport answers a head it cannot write, at once
+            t = now()
+            done(t, t, 0, b"", 0, 0, str(req))
 
     def _view_done(
         self, ev: Event, sched: float, sent_t: float, done_t: float, status: int, error: str | None
@@ -359,20 +374,12 @@ class Scheduler:
             load = unpack_payload(ev.payload).get("load")
         except Exception:  # noqa: BLE001 - a view without a readable load id is its own load
             load = None
-        key = (ev.actor, load if load is not None else ("seq", ev.seq))
-        agg = self.loads.get(key)
-        if agg is None:
-            self.loads[key] = [ev.seq, sched, sent_t, done_t, status, error]
-        else:
-            if sched < agg[1]:
-                agg[0], agg[1], agg[2] = ev.seq, sched, min(agg[2], sent_t)
-            agg[3] = max(agg[3], done_t)
-            agg[4] = status if status == 0 or (agg[4] != 0 and status > agg[4]) else agg[4]
-            agg[5] = agg[5] or error
+        self.loads.add(ev.actor, load, ev.seq, sched, sent_t, done_t, status, error)
 
     def flush_loads(self) -> None:
-        """Write one dashboard_load row per load (the views of one actor sharing a load id)."""
-        for (actor, _), (seq, sched, sent_t, done_t, status, error) in self.loads.items():
-            self.sink(seq, DASHBOARD_TARGET, VIEW, actor, self.us(sched), self.us(sent_t), self.us(done_t),
-                      status, error, 0, 0, None, None, DASHBOARD_LOAD, None)  # fmt: skip
-        self.loads.clear()
+        """Write one dashboard_load row per load (judge.loads: the views of one actor sharing a
+        load id)."""
+        us = self.us
+        for ld in self.loads.flush():
+            self.sink(ld.seq, DASHBOARD_TARGET, VIEW, ld.actor, us(ld.scheduled), us(ld.sent),
+                      us(ld.done), ld.status, ld.error, 0, 0, None, None, DASHBOARD_LOAD, None)  # fmt: skip

@@ -74,7 +74,6 @@ class _Conn(asyncio.Protocol):
         "nsent",
         "nrecv",
         "closed",
-        "timer",
     )
 
     def __init__(self, pool: _Pool) -> None:
@@ -86,27 +85,27 @@ class _Conn(asyncio.Protocol):
         self.nsent = 0
         self.nrecv = 0
         self.closed = False
-        self.timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        self.pool.all.add(self)
 
     def usable(self) -> bool:
         """Open as far as we know: a request written now reaches the socket."""
         return not self.closed and not self.transport.is_closing()  # type: ignore[union-attr]
 
     def send(self, data: bytes, done: Done, sent_t: float | None = None) -> None:
-        loop = self.pool.loop
         self.done = done
         self.sent_t = now() if sent_t is None else sent_t
         self.nsent = len(data)
         self.nrecv = 0
         self.reader.begin(data.startswith(b"HEAD "))
-        self.timer = loop.call_at(loop.time() + self.pool.timeout, self._timeout)
+        pool = self.pool
+        if pool.sweep is None:  # no timer per request: the pool's sweep finds the ones overdue
+            pool.start_sweep()
         self.transport.write(data)  # type: ignore[union-attr]
 
     def _timeout(self) -> None:
-        self.timer = None
         self._fail(f"timeout after {self.pool.timeout:g} s")
         if self.transport is not None:
             self.transport.abort()
@@ -130,9 +129,6 @@ class _Conn(asyncio.Protocol):
     def _finish(self) -> None:
         done = self.done
         self.done = None
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
         r = self.reader
         t = now()
         body = bytes(r.body)
@@ -150,13 +146,11 @@ class _Conn(asyncio.Protocol):
         if done is None:
             return
         self.done = None
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
         done(self.sent_t, now(), 0, b"", self.nsent, self.nrecv, error)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self.pool.all.discard(self)
         with contextlib.suppress(ValueError):
             self.pool.idle.remove(self)
         self.pool.conns -= 1
@@ -195,6 +189,22 @@ class _Pool:
         self.max_conns = max_conns
         self.queue: deque[tuple[bytes, Done, float | None]] = deque()  # waiting, oldest first
         self.opening = 0  # connections being opened for the queue
+        self.all: set[_Conn] = set()  # every open connection (the sweep looks for overdue ones)
+        self.sweep: asyncio.TimerHandle | None = None
+        # a request times out between timeout and timeout + this (one timer for all, not one each)
+        self.sweep_s = min(1.0, max(0.01, timeout / 8))
+
+    def start_sweep(self) -> None:
+        """Look for overdue requests every sweep_s while connections are open."""
+        self.sweep = self.loop.call_later(self.sweep_s, self._sweep)
+
+    def _sweep(self) -> None:
+        self.sweep = None
+        t = now() - self.timeout
+        for c in [c for c in self.all if c.done is not None and c.sent_t <= t]:
+            c._timeout()
+        if self.all or self.queue:
+            self.start_sweep()
 
     def send(self, data: bytes, done: Done, sent_t: float | None = None) -> None:
         """Write on an idle connection, else queue the request and open a connection for it.
@@ -279,6 +289,9 @@ class _Pool:
                 self.conns -= 1
 
     def close(self) -> None:
+        if self.sweep is not None:
+            self.sweep.cancel()
+            self.sweep = None
         for c in self.idle:
             if c.transport is not None:
                 c.transport.close()

@@ -18,10 +18,14 @@ from replay.builders import (
     Credentials,
     build_request,
     form_encode,
+    host_header_for,
     parse_outcome,
+    prepare_request,
     public_url,
+    stripe_signature,
     supabase_auth_headers,
 )
+from replay.http1 import RequestError, encode_request
 from replay.target_profiles import profile_from_dict
 from traces.event import (
     TARGET_PI_CONFIRM,
@@ -374,3 +378,74 @@ def test_a_recorded_service_role_write_is_sent_with_the_service_key_when_given()
     assert dict(build_request(CTX, e, NOW).headers)["apikey"] == JWT  # no service key: anon's
     ctx = BuildContext("https://proj.supabase.co", "run-42", Credentials(JWT, service_key=service))
     assert dict(build_request(ctx, e, NOW).headers)["apikey"] == service
+
+
+# Requests built ahead of their send (prepare_request): the same bytes, the signature made at send
+
+
+def _recorded_hook(mode: str) -> Event:
+    body = {"id": "evt_1", "object": "event", "type": "payment_intent.succeeded"}
+    return recorded(TARGET_WEBHOOK, {
+        "method": "POST", "path": "/functions/v1/stripe-webhook", "query": [],
+        "headers": [["content-type", "application/json"]], "encoding": "json", "body": body,
+        "signature": mode,
+    }, **body)  # fmt: skip
+
+
+PREPARED_EVENTS = [
+    ev(TARGET_SCAN, SCAN, "scan"),
+    ev(TARGET_REVENUE, {"load": 3, "query": {"event_id": 1}}, "view"),
+    ev(TARGET_WEBHOOK, EVENT_OBJ, "webhook"),
+    ev("fn:hello", {"a": 1}),
+    ev(TARGET_PI_CREATE, {"amount": 4500, "currency": "usd"}, "checkout"),
+    *(_recorded_hook(m) for m in ("valid", "bad", "stale", "none")),
+]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.sampled_from(PREPARED_EVENTS), st.integers(min_value=0, max_value=2**40),
+       st.text(max_size=12))  # fmt: skip
+def test_a_prepared_request_is_the_request_built_at_its_send(
+    e: Event, now_unix: int, actor: str
+) -> None:
+    e = e._replace(actor=actor or "a")
+    req = build_request(CTX, e, now_unix)
+    try:
+        want = encode_request(req, host_header_for(req.origin))
+    except RequestError:
+        with pytest.raises(RequestError):
+            prepare_request(CTX, e)
+        return
+    prepared = prepare_request(CTX, e)
+    assert prepared.origin == req.origin and prepared.wire(now_unix) == want
+
+
+def test_a_prepared_webhook_is_signed_when_it_goes_out_not_when_it_was_built() -> None:
+    prepared = prepare_request(CTX, ev(TARGET_WEBHOOK, EVENT_OBJ, "webhook"))
+    assert prepared.signed and SECRET not in repr(prepared)
+    later = int(time.time()) + 3600  # an hour after it was built: as if it waited in the lookahead
+    wire = prepared.wire(later)
+    head, _, body = wire.partition(b"\r\n\r\n")
+    sig = next(ln for ln in head.decode().split("\r\n") if ln.startswith("Stripe-Signature: "))
+    assert sig.split(": ", 1)[1].startswith(f"t={later},")
+    stripe.WebhookSignature.verify_header(
+        body.decode(), sig.split(": ", 1)[1], SECRET, tolerance=10**9
+    )
+    assert prepare_request(CTX, ev(TARGET_SCAN, SCAN, "scan")).signed is False
+
+
+@given(st.binary(max_size=200).map(lambda b: b.decode("utf-8", "replace").encode()),
+       st.integers(min_value=0, max_value=2**40), st.text(min_size=1, max_size=20))  # fmt: skip
+def test_stripe_signature_is_stripes_own(body: bytes, t: int, secret: str) -> None:
+    assert stripe_signature(body, secret, t) == stripe.WebhookSignature.generate_signature_header(
+        body.decode(), secret, timestamp=t
+    )
+
+
+def test_a_prepared_request_with_a_bad_head_is_refused_as_the_transport_would() -> None:
+    with pytest.raises(RequestError, match="bad header value in X-Gaterush-Actor"):
+        prepare_request(CTX, ev(TARGET_SCAN, SCAN, "scan")._replace(actor="a\r\nX: 1"))
+    with pytest.raises(BuildError, match="STRIPE_WEBHOOK_SECRET"):
+        prepare_request(
+            BuildContext("http://h:1", "r", Credentials()), ev(TARGET_WEBHOOK, EVENT_OBJ)
+        )

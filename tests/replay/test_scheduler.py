@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 import uvloop
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from judge.resultlog import DROPPED_EVENTS, ResultRow
@@ -223,3 +223,108 @@ def test_replay_through_the_loop_pacer_sends_every_event(server: LoopbackServer)
     assert s.pacer.name == "loop"
     assert sorted(r.seq for r in rows) == [e.seq for e in events]
     assert all(r.status == 200 and r.sent_us >= r.scheduled_us for r in rows)
+
+
+class BytesTransport:
+    """A transport that takes bytes (so requests are built ahead): records each write and the wall
+    clock then, and answers at once (on the next loop turn)."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[bytes, float]] = []
+
+    def send_bytes(self, origin: str, data: bytes, done) -> None:  # noqa: ANN001 - the interface
+        self.sent.append((data, time.time()))
+        t = time.monotonic()
+        asyncio.get_running_loop().call_soon(
+            done, t, t, 200, b'{"outcome":"valid"}', len(data), 19, None
+        )
+
+
+def replay_bytes(
+    events: list[Event], ctx: BuildContext, lead_s: float = 0.01
+) -> tuple[list[ResultRow], BytesTransport]:
+    rows: list[ResultRow] = []
+    tr = BytesTransport()
+
+    async def main() -> None:
+        s = Scheduler(ctx, tr, lambda *r: rows.append(ResultRow(*r)), time.monotonic() + lead_s)
+        await asyncio.wait_for(s.run(iter(events)), 60)
+
+    uvloop.run(main())
+    return rows, tr
+
+
+HOOK = {
+    "id": "evt_1",
+    "object": "event",
+    "type": "payment_intent.succeeded",
+    "data": {"object": {}},
+}
+SIGNING = BuildContext("http://127.0.0.1:9", "test-run", Credentials(webhook_secret="whsec_t"))
+
+
+def hook(t_us: int, seq: int) -> Event:
+    return Event(
+        t_us,
+        seq,
+        "webhook",
+        "stripe",
+        TARGET_WEBHOOK,
+        pack_payload({**HOOK, "id": f"evt_{seq}"}),
+        None,
+        None,
+    )
+
+
+def test_a_webhook_built_ahead_is_signed_at_its_send() -> None:
+    import stripe
+
+    # read and built at the start (the lookahead), sent 2.5 s later: a signature made at build
+    # time would be at least 2 s older than the send
+    events = [scan(0, 1), hook(2_500_000, 2), hook(2_500_100, 3)]
+    rows, tr = replay_bytes(events, SIGNING)
+    hooks = [(d, t) for d, t in tr.sent if b"stripe-webhook" in d[:80]]
+    assert len(hooks) == 2 and all(r.status == 200 for r in rows)
+    for data, sent_wall in hooks:
+        head, _, body = data.partition(b"\r\n\r\n")
+        sig = dict(ln.split(": ", 1) for ln in head.decode().split("\r\n")[1:])["Stripe-Signature"]
+        ts = int(sig.split(",")[0].removeprefix("t="))
+        assert int(sent_wall) - 1 <= ts <= sent_wall  # made when it went out, not before
+        stripe.WebhookSignature.verify_header(body.decode(), sig, "whsec_t", tolerance=300)
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.lists(st.tuples(st.integers(min_value=0, max_value=800), st.integers(min_value=0, max_value=4),
+                          st.sampled_from(["scan", "hook", "bad"])), min_size=1, max_size=60))  # fmt: skip
+def test_requests_built_ahead_go_out_once_each_and_in_each_actors_order(
+    spec: list[tuple[int, int, str]],
+) -> None:
+    t, events = 0, []
+    for i, (gap, actor, kind) in enumerate(spec, 1):
+        t += gap
+        if kind == "hook":
+            events.append(hook(t, i)._replace(actor=f"a:{actor}"))
+        elif kind == "bad":  # not a map: a BuildError row at its time, nothing sent
+            events.append(
+                Event(t, i, "scan", f"a:{actor}", TARGET_SCAN, pack_payload([1]), None, None)
+            )
+        else:
+            events.append(scan(t, i, f"a:{actor}"))
+    rows, tr = replay_bytes(events, SIGNING)
+    seqs = [_seq_of(d) for d, _ in tr.sent]
+    want = [e.seq for e in events if spec[e.seq - 1][2] != "bad"]
+    assert sorted(seqs) == want and len(set(seqs)) == len(seqs)  # each once, none twice
+    actor_of = {e.seq: e.actor for e in events}
+    for a in {e.actor for e in events}:
+        mine = [s for s in seqs if actor_of[s] == a]
+        assert mine == sorted(mine)  # each actor's requests in the trace's order
+    assert sorted(r.seq for r in rows) == [e.seq for e in events]  # one row per event
+    assert all(r.status == 0 and r.error for r in rows if spec[r.seq - 1][2] == "bad")
+
+
+def _seq_of(data: bytes) -> int:
+    """The event seq a built request came from (the ticket code C<seq> or the event id evt_<seq>)."""
+    body = data.partition(b"\r\n\r\n")[2]
+    if b'"p_ticket_code":"C' in body:
+        return int(body.split(b'"p_ticket_code":"C')[1].split(b'"')[0])
+    return int(body.split(b'"id":"evt_')[1].split(b'"')[0])
