@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -144,6 +146,19 @@ def values_at(events: list[Event], key: str) -> list[str]:
     return found
 
 
+def _holds(haystack, secret):
+    """Whether `secret` survives in `haystack`: a short number (a card's last4, a part of a phone
+    number) only as a number of its own, since a pseudonym's hex may hold the same digits by
+    chance; anything else anywhere."""
+    if len(secret) <= 4 and secret.isdigit():
+        around = rb"[0-9A-Za-z]" if isinstance(secret, bytes) else r"[0-9A-Za-z]"
+        pattern = (rb"(?<!%s)%s(?!%s)" % (around, re.escape(secret), around)
+                   if isinstance(secret, bytes)
+                   else rf"(?<!{around}){re.escape(secret)}(?!{around})")  # fmt: skip
+        return re.search(pattern, haystack) is not None
+    return secret in haystack
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(case=personal_traces(), key=st.binary(min_size=1, max_size=32))
 def test_anonymize_leaves_no_original_and_maps_equal_to_equal(case, key: bytes) -> None:
@@ -154,8 +169,8 @@ def test_anonymize_leaves_no_original_and_maps_equal_to_equal(case, key: bytes) 
     for secret in (
         pool_codes | pool_emails | pool_names | {"4242", "X9tjRRaRwHlxwlv2", "Leeds", "7946"}
     ):
-        assert secret not in text
-        assert all(secret.encode() not in e.payload for e in out)
+        assert not _holds(text, secret)
+        assert not any(_holds(e.payload, secret.encode()) for e in out)
     # the same code maps to the same token everywhere, different codes to different tokens
     mapping: dict[str, str] = {}
     for before, after in zip(
