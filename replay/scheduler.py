@@ -107,7 +107,7 @@ class TokenBucket:
 
 @dataclass(slots=True)
 class Stats:
-    """Running counts of one scheduler (the engine's Progress computes the live p95 from rows)."""
+    """Running counts of one scheduler (the live p95 comes with each row batch: judge.resultlog)."""
 
     scheduled: int = 0
     sent: int = 0
