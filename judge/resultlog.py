@@ -562,7 +562,8 @@ class _RowStream:
                 if self.final_header is None:
                     self.final_header = self.header
                 raise
-            except (msgpack.UnpackValueError, msgpack.ExtraData, ValueError) as e:
+            except (msgpack.UnpackValueError, msgpack.ExtraData, ValueError, TypeError) as e:
+                # TypeError: a map whose key is a list or a map (unhashable), as junk can hold
                 self._f.close()
                 raise ResultLogError(
                     f"{self.path}: corrupt row near byte {self._u.tell()}: {e}"
@@ -587,7 +588,7 @@ def _open_grr(path: Path) -> tuple[ResultHeader, _RowStream]:
     u = msgpack.Unpacker(f, raw=False, strict_map_key=False, max_buffer_size=64 << 20)
     try:
         head = next(u)
-    except (StopIteration, msgpack.UnpackException, ValueError) as e:
+    except (StopIteration, msgpack.UnpackException, ValueError, TypeError) as e:
         f.close()
         raise ResultLogError(f"{path}: no result header (empty or not a .grr result log)") from e
     try:
@@ -620,7 +621,7 @@ def _parquet_file(p: Path) -> pq.ParquetFile:
     """The Parquet file, its schema checked; ResultLogError naming the file if it is damaged."""
     try:
         pf = pq.ParquetFile(p)
-    except (pa.ArrowException, OSError) as e:
+    except (pa.ArrowException, OSError, UnicodeDecodeError) as e:  # damaged footer: names too
         raise ResultLogError(f"{p}: not a readable Parquet result log ({e})") from None
     have = pf.schema_arrow
     for f in SCHEMA:
@@ -645,6 +646,7 @@ def iter_rows(path: str | os.PathLike[str]) -> tuple[ResultHeader, Iterator[Resu
         def gen() -> Iterator[ResultRow]:
             try:
                 for batch in pf.iter_batches(batch_size=65536):
+                    batch.validate(full=True)  # UTF-8 and offsets: damage is an error, not a crash
                     yield from _table_rows(_with_optional_columns(batch))
             except (pa.ArrowException, OSError) as e:
                 raise ResultLogError(f"{p}: damaged Parquet data ({e})") from None
@@ -683,6 +685,7 @@ def read_results(path: str | os.PathLike[str]) -> tuple[ResultHeader, pa.Table]:
         header = _parquet_header(p, pf)
         try:
             table = _with_optional_columns(pf.read().replace_schema_metadata(None))
+            table.validate(full=True)  # UTF-8 and offsets, as an IPC stream's batches are checked
             return header, time_messages(table)
         except (pa.ArrowException, OSError) as e:
             raise ResultLogError(f"{p}: damaged Parquet data ({e})") from None

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import random
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -88,7 +89,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         (d / f"empty.{fmt}").write_bytes(b"")
         c[f"empty.{fmt}"] = d / f"empty.{fmt}"
         c[f"junk.{fmt}"] = d / f"junk.{fmt}"
-        c[f"junk.{fmt}"].write_bytes(os.urandom(3000))
+        c[f"junk.{fmt}"].write_bytes(random.Random(f"junk.{fmt}").randbytes(3000))
         for k in CUTS:
             name = f"cut{k}.{fmt}"
             c[name] = _cut(good, d / name, k)
@@ -114,7 +115,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         c[f"rempty.{fmt}"] = d / f"rempty.{fmt}"
         c[f"rempty.{fmt}"].write_bytes(b"")
         c[f"rjunk.{fmt}"] = d / f"rjunk.{fmt}"
-        c[f"rjunk.{fmt}"].write_bytes(os.urandom(2000))
+        c[f"rjunk.{fmt}"].write_bytes(random.Random(f"rjunk.{fmt}").randbytes(2000))
         for k in (10, 0.5, -3):
             c[f"rcut{k}.{fmt}"] = _cut(c[f"r.{fmt}"], d / f"rcut{k}.{fmt}", k)
     row = list(_row(1))

@@ -157,7 +157,7 @@ class ParquetTraceReader:
             if isinstance(err, FileNotFoundError):
                 raise TraceError(f"{where}: no such file") from None
             raise TraceError(f"{where}: cannot read: {err.strerror or err}") from None
-        except pa.ArrowException as err:
+        except (pa.ArrowException, UnicodeDecodeError) as err:  # a damaged footer's column names
             hint = (
                 " (a Parquet file cut short, by a crash for example, has no footer and cannot be "
                 "read; record to .grt to survive a crash)"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import msgpack
 import numpy as np
@@ -316,3 +317,78 @@ def test_replay_judges_in_memory_what_report_judges_from_the_file(tmp_path: Path
     from_file = judged(report.load([path]))
     assert judged(report.in_memory(path, w.header, w.table())) == from_file
     assert from_file["metrics"]["http_reqs"]["values"]["count"] == 300
+
+
+def _read_all(path: Path) -> None:
+    read_results(path)
+    list(iter_rows(path)[1])
+
+
+@pytest.fixture(scope="module")
+def good_logs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
+    """The bytes of a finished result log in each format, and of an old msgpack one."""
+    d = tmp_path_factory.mktemp("good")
+    out = {}
+    for ext in ("grr", "parquet"):
+        with ResultWriter(d / f"r.{ext}", HEADER) as w:
+            for i in range(40):
+                w.add(ResultRow(i, "scan", f"ev{i}", "POST", i, i + 1, i + 2, 200, None,
+                                10, 20, "é", None, None, None))  # fmt: skip
+        out[ext] = (d / f"r.{ext}").read_bytes()
+    head = msgpack.packb({"format": RESULT_FORMAT, "version": 2, **HEADER.to_dict()})
+    rows = b"".join(msgpack.packb([i, "scan", "e", "POST", i, i, i, 200, None, 1, 2, None,
+                                   None, None, None]) for i in range(20))  # fmt: skip
+    out["msgpack"] = head + rows
+    return out
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.binary(max_size=600), st.sampled_from(["grr", "parquet"]), st.booleans())
+def test_junk_is_a_named_error_never_a_crash(
+    tmp_path_factory: pytest.TempPathFactory, junk: bytes, ext: str, as_stream: bool
+) -> None:
+    """Any bytes (junk as an old msgpack log, or after an IPC stream's magic) read or fail naming
+    the file; a map keyed by a list, for one, once escaped as an internal TypeError."""
+    path = tmp_path_factory.mktemp("junk") / f"x.{ext}"
+    path.write_bytes((b"\xff\xff\xff\xff" if as_stream else b"") + junk)
+    try:
+        _read_all(path)
+    except ResultLogError as e:
+        assert str(path) in str(e)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.sampled_from(["grr", "parquet", "msgpack"]), st.data())
+def test_damaged_log_is_a_named_error_never_a_crash(
+    tmp_path_factory: pytest.TempPathFactory, good_logs: dict[str, bytes], kind: str, data: Any
+) -> None:
+    """A good log with bytes overwritten and maybe cut short: rows, or an error naming the file
+    (a Parquet footer or string page with bad UTF-8 once escaped as UnicodeDecodeError)."""
+    raw = bytearray(good_logs[kind])
+    for _ in range(data.draw(st.integers(1, 6), label="flips")):
+        at = data.draw(st.integers(0, len(raw) - 1), label="at")
+        raw[at] = data.draw(st.integers(0, 255), label="byte")
+    if data.draw(st.booleans(), label="cut"):
+        raw = raw[: data.draw(st.integers(0, len(raw)), label="cut at")]
+    path = tmp_path_factory.mktemp("dmg") / f"x.{'parquet' if kind == 'parquet' else 'grr'}"
+    path.write_bytes(bytes(raw))
+    try:
+        _read_all(path)
+    except ResultLogError as e:
+        assert str(path) in str(e)
+
+
+def test_bad_utf8_in_a_parquet_logs_footer_or_strings_is_named(
+    tmp_path: Path, good_logs: dict[str, bytes]
+) -> None:
+    """Parquet does not check UTF-8 on read: a damaged footer or string page once escaped as a
+    UnicodeDecodeError, in reading or later in the judge's own code."""
+    for name, (old, new) in {
+        "footer": (b"target", b"\xffarget"),
+        "page": ("é".encode(), b"\xc3("),
+    }.items():
+        path = tmp_path / f"{name}.parquet"
+        path.write_bytes(good_logs["parquet"].replace(old, new))
+        for read in (read_results, lambda p: list(iter_rows(p)[1])):
+            with pytest.raises(ResultLogError, match=rf"{name}\.parquet: (not a readable|damaged)"):
+                read(path)

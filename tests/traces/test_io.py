@@ -266,6 +266,16 @@ def test_a_truncated_parquet_file_is_a_clear_error_naming_the_file(tmp_path) -> 
         open_reader(path)
 
 
+def test_a_parquet_footer_naming_a_column_in_bad_utf8_is_a_clear_error(tmp_path) -> None:
+    """A flipped byte in a column name of the footer once escaped as a UnicodeDecodeError."""
+    path = tmp_path / "bad.parquet"
+    write(path, TraceHeader(), [ev(i, i) for i in range(10)])
+    data = path.read_bytes()
+    path.write_bytes(data.replace(b"actor", b"\xffctor"))
+    with pytest.raises(TraceError, match=r"bad\.parquet: not a readable Parquet file"):
+        open_reader(path)
+
+
 def test_header_metadata_is_canonical_json(tmp_path) -> None:
     path = tmp_path / "x.parquet"
     write(path, TraceHeader(scenario={"b": 1, "a": [1, 2]}), [ev(1, 1)])
