@@ -11,7 +11,7 @@ Arrow record batch of :data:`SCHEMA` every few hundred milliseconds (or every ``
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from typing import Any
 
 import pyarrow as pa
@@ -112,16 +112,30 @@ class RowBuffer:
         A value that does not fit its column's type is a ValueError naming the column; the buffer
         is emptied either way, so one bad row cannot stall every later flush.
         """
+        steps = self.take_steps()
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                return done.value
+
+    def take_steps(self) -> Generator[None, None, pa.RecordBatch | None]:
+        """take() a column at a time: a generator that yields after each column and returns the
+        batch. The rows are taken at its first step: rows appended while it runs go to the next
+        batch. A sender runs it in its slack between deadlines (replay.slack), so no deadline
+        waits for a whole batch (1,000 rows cost a millisecond or two in one go)."""
         if not self.columns[0]:
             return None
+        values = []
+        for c in self.columns:
+            values.append(c.copy())
+            c.clear()  # the lists stay the same objects: `append` keeps writing to them
+        yield
         arrays = []
-        try:
-            for c, f in zip(self.columns, SCHEMA, strict=True):
-                try:
-                    arrays.append(pa.array(c, f.type, memory_pool=POOL))
-                except (pa.ArrowException, TypeError, OverflowError) as e:
-                    raise ValueError(f"result column {f.name!r}: {e}") from None
-        finally:
-            for c in self.columns:
-                c.clear()  # the lists stay the same objects: `append` keeps writing to them
+        for v, f in zip(values, SCHEMA, strict=True):
+            try:
+                arrays.append(pa.array(v, f.type, memory_pool=POOL))
+            except (pa.ArrowException, TypeError, OverflowError) as e:
+                raise ValueError(f"result column {f.name!r}: {e}") from None
+            yield
         return pa.RecordBatch.from_arrays(arrays, schema=SCHEMA)

@@ -64,6 +64,7 @@ from replay.shards import (  # noqa: F401 - ReplayError is part of this module's
     run_events,
     shard_events,
 )
+from replay.slack import Job, Slack, run_whole
 from traces.io import open_reader
 
 now = time.monotonic
@@ -128,16 +129,20 @@ def _run_here(cfg: ReplayConfig, ctx: BuildContext, opts: ScheduleOptions, origi
     cpu0 = time.process_time()
     box: dict[str, Any] = {}
 
-    def flush(_: Stats | None = None) -> None:
-        # every FLUSH_S (the run's ticker) or FLUSH_ROWS rows: one batch to the log, its counts
-        batch = rows.take()
+    slack = Slack()
+
+    def flush_steps(_: Stats | None = None) -> Job:
+        # every FLUSH_S (the run's ticker) or FLUSH_ROWS rows: one batch to the log, its counts;
+        # a step at a time in the sender's slack (replay.slack), whole when not pacing
+        batch = yield from rows.take_steps()
         if batch is not None:
             box["w"].write_batch(batch)
+            yield
             prog.add(summarize(batch))
         box["w"].flush()
         prog.tick()
 
-    rows = RowBuffer(full=flush)
+    rows = RowBuffer(full=lambda: slack.want("rows", flush_steps))
 
     async def get_start() -> float:
         start = now() + START_LEAD_S
@@ -148,7 +153,7 @@ def _run_here(cfg: ReplayConfig, ctx: BuildContext, opts: ScheduleOptions, origi
 
     async def main() -> Stats:
         return await run_events(ctx, opts, cfg, origins, shard_events(cfg.trace, 0, 1), 0, 1,
-                                rows.append, get_start, flush)  # fmt: skip
+                                rows.append, get_start, flush_steps, slack=slack)  # fmt: skip
 
     try:
         with quiet_gc():
@@ -158,7 +163,7 @@ def _run_here(cfg: ReplayConfig, ctx: BuildContext, opts: ScheduleOptions, origi
             wall = now() - box["start"]
             cost = _sender_cost(time.process_time() - cpu0, wall, 1)
             try:
-                flush()
+                run_whole(flush_steps())
             finally:
                 box["w"].close(end_us=round(wall * 1e6), sender=cost, **trailer())
     return box["w"], stats

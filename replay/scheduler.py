@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import math
 import time
 import zlib
@@ -45,11 +46,13 @@ from replay.dependencies import Dependencies
 from replay.http1 import Request, RequestError
 from replay.pacer import due, make_pacer
 from replay.routing import RealtimeRoute, is_realtime
+from replay.slack import YOUNG, Slack
 from traces.event import VIEW, Event, unpack_payload
 
 now = time.monotonic
 Sink = RowSink  # a row's columns in judge.rows.SCHEMA order (a RowBuffer's append)
 LOW_WATER = 512  # events read ahead below which the loop reads on even without slack
+SLACK_MARGIN_S = 0.00015  # work in the slack ends this long before the next deadline
 
 
 def shard_of(actor: str, workers: int) -> int:
@@ -146,6 +149,7 @@ class Scheduler:
         start: float,
         options: ScheduleOptions = ScheduleOptions(),  # noqa: B008 - frozen
         realtime: Any = None,
+        slack: Slack | None = None,
     ) -> None:
         self.ctx = ctx
         self.transport = transport
@@ -154,6 +158,7 @@ class Scheduler:
         self.opt = options
         self.k = 1e-6 / options.speed
         self.stats = Stats()
+        self.slack = slack if slack is not None else Slack()  # result batches, collections
         self.in_flight = 0
         self.deps = Dependencies()
         self.loads = Loads()  # dashboard loads being aggregated (judge.loads: the one rule)
@@ -183,6 +188,9 @@ class Scheduler:
         dispatch = self.dispatch
         prepare = self.prepare if self.ahead else None
         pop, dpop, ppop = buf.popleft, dl.popleft, pre.popleft
+        slack = self.slack
+        jobs = slack.jobs
+        gc_count = gc.get_count
 
         def refill(until: float) -> bool:
             append, dappend, pappend = buf.append, dl.append, pre.append
@@ -218,13 +226,19 @@ class Scheduler:
                     exhausted = refill(min(d - 0.0003, t + 0.002))
                 elif len(buf) < LOW_WATER:  # no slack (a high rate): top up a little at a time
                     exhausted = refill(t + 0.0001)
+            if jobs or gc_count()[0] >= YOUNG:  # the rest of the work, in what slack is left
+                slack.run(d - SLACK_MARGIN_S)
             return d
 
         # before the first deadline: read ahead, and pay each builder's first-call costs
         exhausted = refill(max(now() + 0.001, start - 0.05))
         warm_builders(self.ctx, buf)
         self.pacer = make_pacer(self.opt.pacer, self.opt.spin_s, self.opt.lead_s)
-        await self.pacer.run(tick)
+        slack.paced = True
+        try:
+            await self.pacer.run(tick)
+        finally:
+            slack.finish()
         await self.drain()
         return self.stats
 

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from judge.resultlog import (
+    FLUSH_S,
     ResultHeader,
     ResultWriter,
     RowCounts,
@@ -53,6 +54,7 @@ from replay.clocksync import ClockOffset, measure_offset
 from replay.realtime import Realtime, WriteIndex
 from replay.safety import check_keys, keys_from_env, redact
 from replay.scheduler import ScheduleOptions, Scheduler, Stats, shard_of
+from replay.slack import Job, Slack, run_whole
 from replay.transport import make_transport
 from traces.event import Event
 from traces.io import in_order, open_reader
@@ -194,14 +196,17 @@ class Stopper:
 
 async def run_events(ctx: BuildContext, opts: ScheduleOptions, cfg: ReplayConfig, origins: Mapping[str, int],
                      events: Iterator[Event], shard: int, workers: int, sink: RowSink,
-                     get_start: Callable[[], Any], tick: Callable[[Stats], None] | None,
-                     stopper: Stopper | None = None, writes: WriteIndex | None = None) -> Stats:  # fmt: skip
+                     get_start: Callable[[], Any], tick: Callable[[Stats], Job] | None,
+                     stopper: Stopper | None = None, writes: WriteIndex | None = None,
+                     slack: Slack | None = None) -> Stats:  # fmt: skip
     """Warm up, agree on the start instant, send the events; the Scheduler's counts.
 
     `sink` takes each row's columns (a RowBuffer's append); `get_start` returns the start on this
-    process's monotonic clock, or None if stopped before it. `writes`: every shard's writes, as
-    `events` reads them (for the viewers' messages).
+    process's monotonic clock, or None if stopped before it. `tick(stats)` makes the job that
+    ships the rows so far, run every FLUSH_S in `slack` (the scheduler's: a step at a time between
+    deadlines). `writes`: every shard's writes, as `events` reads them (for the viewers' messages).
     """
+    slack = slack if slack is not None else Slack()
     transport = make_transport(cfg.transport, cfg.timeout, cfg.connections)
     await transport.start({o: (cfg.warm if n == 0 else n) for o, n in origins.items()})
     realtime = None
@@ -216,13 +221,13 @@ async def run_events(ctx: BuildContext, opts: ScheduleOptions, cfg: ReplayConfig
 
         realtime = Realtime(ctx, lambda row: sink(*row), us, lambda s: redact(s, ctx.keys.values()),
                             writes)  # fmt: skip
-        sched = Scheduler(ctx, transport, sink, start, opts, realtime)
+        sched = Scheduler(ctx, transport, sink, start, opts, realtime, slack)
 
         async def ticker() -> None:
             while True:
-                await asyncio.sleep(0.2)
+                await asyncio.sleep(FLUSH_S)
                 if tick is not None:
-                    tick(sched.stats)
+                    slack.want("rows", lambda: tick(sched.stats))
 
         loop = asyncio.get_running_loop()
         tk = loop.create_task(ticker())
@@ -325,13 +330,17 @@ def _send(plan: ShardPlan, ctx: BuildContext, link: ShardLink, trace: str) -> tu
     link.watch(stopper)
     box: dict[str, Any] = {"stats": Stats()}
 
-    def ship(stats: Stats) -> None:
+    slack = Slack()
+
+    def ship(stats: Stats) -> Job:
         # one batch per flush, to this shard's own file or as IPC bytes to the coordinator, with
-        # the counts its progress line needs (never the rows themselves)
+        # the counts its progress line needs (never the rows themselves); a step at a time in the
+        # sender's slack (replay.slack)
         box["stats"] = stats
-        batch = rows.take()
+        batch = yield from rows.take_steps()
         if batch is None:
             return
+        yield
         counts = tuple(summarize(batch))
         w = box.get("w")
         if w is not None:
@@ -340,7 +349,7 @@ def _send(plan: ShardPlan, ctx: BuildContext, link: ShardLink, trace: str) -> tu
         data = None if w is not None else batch_message(batch)
         link.send(("rows", k, data, counts, stats.sent, stats.errors, stats.dropped))
 
-    rows = RowBuffer(full=lambda: ship(box["stats"]))
+    rows = RowBuffer(full=lambda: slack.want("rows", lambda: ship(box["stats"])))
 
     async def get_start() -> float | None:
         link.send(("ready", k, {"host": socket.gethostname(), "pid": os.getpid()}))
@@ -362,12 +371,12 @@ def _send(plan: ShardPlan, ctx: BuildContext, link: ShardLink, trace: str) -> tu
         writes = WriteIndex(plan.opts.speed) if plan.shards > 1 else None
         events = shard_events(trace, k, plan.shards, writes)
         return await run_events(ctx, plan.opts, plan.cfg, plan.origins, events, k, plan.shards,
-                                rows.append, get_start, ship, stopper, writes)  # fmt: skip
+                                rows.append, get_start, ship, stopper, writes, slack)  # fmt: skip
 
     try:
         with quiet_gc(), asyncio.Runner(loop_factory=_loop_factory()) as runner:
             stats = runner.run(main())
-        ship(stats)
+        run_whole(ship(stats))
     finally:
         if "w" in box:
             box["w"].close(end_us=round((now() - box["start"]) * 1e6))

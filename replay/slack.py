@@ -1,0 +1,119 @@
+"""Work a sender does between its deadlines, a short step at a time: result batches, collections.
+
+A sender's loop has two kinds of work: the sends, each due at its deadline, and the rest: taking
+the result rows as an Arrow batch and writing it, the progress counts, a garbage collection. Done
+whenever it comes up, the rest delays the sends: taking 1,000 rows as one batch costs 1-2 ms, a
+young-generation collection up to 2 ms, and every request due meanwhile goes out that late (it is
+the receiver's p99.9). :class:`Slack` holds that work as jobs, generators that yield after each
+short step (a column of a batch), and runs a step only where it fits: in the slack before the next
+deadline, and only if the longest step seen lately fits in what is left. A job that has found no
+such slack for ``overdue_s`` runs one step per wake-up anyway, so a sender with no slack at all (a
+rate beyond what it sustains) still writes its rows. Outside the paced part of a run (before the
+first deadline, while answers drain) a job runs whole at once.
+
+Garbage collection is the other job: while pacing, the scheduler's loop collects the young
+generation itself, in the slack, whenever enough new objects have accumulated (``YOUNG``), so the
+interpreter's own collection (its threshold raised by ``replay.shards.quiet_gc``) does not fall in
+the middle of a burst.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+
+now = time.monotonic
+Job = Iterator[None]  # a generator: one short step per next()
+
+YOUNG = 5_000  # collect the young generation in the slack once this many objects are new
+GC_MIDDLE_EVERY = 10  # ... and the middle one every this many young collections
+GC_OLD_EVERY = 50  # ... and the oldest every this many middle ones, if the slack holds it
+
+
+def run_whole(job: Job) -> None:
+    """Run a job to its end at once."""
+    for _ in job:
+        pass
+
+
+class Slack:
+    """Jobs run a step at a time in the slack between deadlines (see the module's docstring)."""
+
+    __slots__ = ("jobs", "names", "paced", "step_s", "overdue_s", "gc_s", "collections", "_since")
+
+    def __init__(self, overdue_s: float = 1.0) -> None:
+        self.jobs: deque[tuple[float, str, Job]] = deque()  # (overdue at, name, job), oldest first
+        self.names: set[str] = set()  # names of the jobs waiting
+        self.paced = False  # while False, a job runs whole when it is added
+        self.step_s = 0.00005  # the longest step seen lately: a step starts only if this fits
+        self.overdue_s = overdue_s
+        self.gc_s = [0.0001, 0.0005, 0.005]  # each generation's last collection time, seconds
+        self.collections = [0, 0, 0]  # collections made here, by generation
+        self._since = [0, 0]
+
+    def want(self, name: str, make: Callable[[], Job]) -> None:
+        """Add the job `make()` unless one of that name is waiting (a flush asked for twice is one)."""
+        if not self.paced:
+            run_whole(make())
+            return
+        if name in self.names:
+            return
+        self.names.add(name)
+        self.jobs.append((now() + self.overdue_s, name, make()))
+
+    def run(self, until: float) -> None:
+        """Steps while the longest seen fits before `until`; one anyway if the oldest job is
+        overdue; then a young collection if it is due and fits."""
+        jobs = self.jobs
+        while jobs and until - now() > self.step_s:
+            self._step()
+        if jobs and jobs[0][0] <= now():
+            self._step()
+        if gc.get_count()[0] >= YOUNG:
+            self._collect(until)
+
+    def finish(self) -> None:
+        """Run every waiting job to its end (the paced part of the run is over)."""
+        self.paced = False
+        while self.jobs:
+            _, name, job = self.jobs.popleft()
+            self.names.discard(name)
+            run_whole(job)
+
+    def _step(self) -> None:
+        t0 = now()
+        _, name, job = self.jobs[0]
+        try:
+            next(job)
+        except StopIteration:
+            self.jobs.popleft()
+            self.names.discard(name)
+        except BaseException:
+            self.jobs.popleft()
+            self.names.discard(name)
+            raise
+        took = now() - t0
+        # the estimate follows a longer step at once and forgets it slowly (over ~100 steps)
+        self.step_s = took if took > self.step_s else self.step_s * 0.99 + took * 0.01
+
+    def _collect(self, until: float) -> None:
+        since = self._since  # young collections since a middle one, middle since an old one
+        gen = 0
+        if since[0] >= GC_MIDDLE_EVERY:
+            gen = 2 if since[1] >= GC_OLD_EVERY else 1
+        while gen and until - now() <= self.gc_s[gen]:
+            gen -= 1  # no slack for the older generation now: the young one, and later
+        if until - now() <= self.gc_s[gen]:
+            return
+        t0 = now()
+        gc.collect(gen)
+        self.gc_s[gen] = now() - t0
+        self.collections[gen] += 1
+        if gen == 0:
+            since[0] += 1
+        elif gen == 1:
+            since[0], since[1] = 0, since[1] + 1
+        else:
+            since[0] = since[1] = 0
