@@ -99,7 +99,9 @@ def test_a_failing_step_reaches_the_caller_and_leaves_no_job(clock: Clock) -> No
     assert not s.jobs and not s.names
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
     st.lists(st.integers(0, 5), min_size=1, max_size=6),
     st.lists(st.tuples(st.floats(-0.001, 0.001), st.floats(0, 0.6)), max_size=40),
