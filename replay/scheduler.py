@@ -234,7 +234,7 @@ class Scheduler:
         exhausted = refill(max(now() + 0.001, start - 0.05))
         warm_builders(self.ctx, buf)
         self.pacer = make_pacer(self.opt.pacer, self.opt.spin_s, self.opt.lead_s)
-        slack.paced = True
+        slack.start()
         try:
             await self.pacer.run(tick)
         finally:
