@@ -271,6 +271,93 @@ def test_sigterm_or_sigint_stops_every_shard_and_keeps_their_rows(tmp_path: Path
     assert len(stamps) - table.num_rows <= 50  # only requests in flight at the stop lack a row
 
 
+def held_replay(
+    stage: str, mark: Path, args: list[str], env: dict[str, str]
+) -> subprocess.Popen[bytes]:
+    """`gaterush replay ARGS` held at `stage` before its start (tests.replay.hold_start)."""
+    return subprocess.Popen([sys.executable, "-m", "tests.replay.hold_start", stage, str(mark), "replay", *args],
+                            env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+
+
+def wait_held(p: subprocess.Popen[bytes], mark: Path) -> list[int]:
+    """Wait until `p` is held (its mark written); the shard processes' pids."""
+    deadline = time.monotonic() + 120
+    while not mark.exists() or not mark.read_text():
+        assert p.poll() is None, p.stderr.read().decode() if p.stderr else ""
+        assert time.monotonic() < deadline, "the replay was never held"
+        time.sleep(0.02)
+    return json.loads(mark.read_text())["pids"]
+
+
+def stopped_before_start(p: subprocess.Popen[bytes], sig: signal.Signals, out: str) -> str:
+    """Signal a held replay; its stderr, once it ended as a stop (128+signal, one line, no rows)."""
+    p.send_signal(sig)
+    try:
+        err = p.communicate(timeout=60)[1].decode()
+    except subprocess.TimeoutExpired:
+        p.kill()
+        raise
+    assert p.returncode == 128 + sig, err
+    assert f"replay: stopped by {sig.name}: 0 rows kept in {out}" in err, err
+    assert "Traceback" not in err, err
+    return err
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize(("stage", "sig", "out_name"),
+                         [("ready", signal.SIGTERM, "r.grr"), ("ready", signal.SIGINT, "r.grr"),
+                          ("clocks", signal.SIGINT, "r.grr"), ("start", signal.SIGTERM, "r.grr"),
+                          ("clocks", signal.SIGTERM, "out/")])  # fmt: skip
+def test_a_stop_while_the_shards_start_is_a_stop_with_no_rows(tmp_path: Path, loop_server: LoopbackServer,
+                                                              stage: str, sig: signal.Signals, out_name: str) -> None:  # fmt: skip
+    """SIGTERM/SIGINT before the agreed start (shards getting ready, clocks being measured, the start
+    given but not yet come): exit 128+signal as a stop after the start, the same line, a complete
+    result with no rows, no shard process left, no request sent."""
+    t = scan_trace(tmp_path / "t.grt", 2_000, 20, gap_us=1_000)
+    out_arg, mark = f"{tmp_path}/{out_name}", tmp_path / "held.json"
+    out = Path(out_arg)
+    loop_server.set_recording(True)
+    p = held_replay(stage, mark, [str(t), "--target", loop_server.url, "--workers", "2", "-o", out_arg, "-q"],
+                    ENV)  # fmt: skip
+    pids = wait_held(p, mark)
+    assert len(pids) == 2 and all(map(_alive, pids))
+    stopped_before_start(p, sig, str(out))
+    assert not [pid for pid in pids if _alive(pid)]  # every shard process was reaped
+    assert loop_server.stamps() == []  # the start never came: nothing was sent
+    files = result_files([out]) if out.is_dir() else [out]
+    assert len(files) == (2 if out.is_dir() else 1)
+    # the clocks measured before the stop are kept (a stop in shard 0's measurement lets it end)
+    measured = {"ready": [], "clocks": [0], "start": [0, 1]}[stage]
+    for i, f in enumerate(files):
+        header, table = read_results(f)
+        assert header.complete and table.num_rows == 0 and not header.lost
+        assert header.shard == (i if out.is_dir() else None)
+        mine = measured if not out.is_dir() else [k for k in measured if k == i]
+        assert [c["shard"] for c in header.clocks] == mine
+    r = CliRunner().invoke(gaterush_cli, ["report", str(out), *NO_LAG_LIMIT])  # still readable
+    assert "Traceback" not in r.output and "internal error" not in r.output, r.output
+
+
+def test_shards_spawned_hold_sigint_until_they_can_stop(tmp_path: Path) -> None:
+    """A shard process starts with SIGINT blocked (a Ctrl-C to the process group while it imports
+    is no KeyboardInterrupt); this thread's mask is as it was."""
+    from replay.processes import sigint_held
+
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, set())
+    with sigint_held():
+        p = subprocess.run([sys.executable, "-c", "import signal; print(signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, set()))"],
+                           capture_output=True, text=True, timeout=60, check=True)  # fmt: skip
+    assert p.stdout.strip() == "True"
+    assert signal.pthread_sigmask(signal.SIG_BLOCK, set()) == before
+
+
 def test_rows_without_a_group_travel_with_a_null_group() -> None:
     """Measurement rows (realtime) have no `group` field: the batch gives them a null one."""
     row = (
