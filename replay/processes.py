@@ -23,6 +23,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping
+from multiprocessing import resource_tracker
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
@@ -56,6 +57,9 @@ def sigint_held() -> Iterator[None]:
     """SIGINT blocked in this thread while shards are spawned, which inherit the mask: a Ctrl-C (sent
     to the whole process group) while a shard starts stays pending until PipeLink.watch makes it a
     stop, instead of a KeyboardInterrupt in its imports. Here, it is delivered when unblocked."""
+    # a spawn starts multiprocessing's resource tracker first, which blocks SIGINT and then unblocks
+    # it: started now, it leaves the mask alone while the shards are spawned
+    resource_tracker.ensure_running()
     old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         yield

@@ -99,7 +99,10 @@ run_st = st.lists(  # a run: its shard files, each some writes and viewers' mess
 
 
 def _shard_tables(run: list) -> list[pa.Table]:
-    return [_part([write(s, d, code) for s, d, code in ws] + [message(s, a) for s, a in ms]) for ws, ms in run]
+    return [
+        _part([write(s, d, code) for s, d, code in ws] + [message(s, a) for s, a in ms])
+        for ws, ms in run
+    ]
 
 
 def _rows(t: pa.Table, shift: int = 0) -> list[str]:
@@ -144,7 +147,9 @@ def test_report_of_two_runs_matches_messages_within_each(tmp_path) -> None:
     rows = load(files).table.to_pylist()
     assert sorted(str(x["metric"]) for x in rows if x["seq"] == 7) == ["None", REALTIME_MESSAGE]
     # shards of one run (one run_id) still match across files
-    rows = load([files[0], _rewrite_run(files[1], tmp_path / "b-as-a.grr", "run-a")]).table.to_pylist()
+    rows = load(
+        [files[0], _rewrite_run(files[1], tmp_path / "b-as-a.grr", "run-a")]
+    ).table.to_pylist()
     lat = [(x["sent_us"], x["done_us"]) for x in rows if x["metric"] == REALTIME_UPDATE_LATENCY]
     assert lat == [(1_000, 5_000)]
 

@@ -271,12 +271,13 @@ def test_sigterm_or_sigint_stops_every_shard_and_keeps_their_rows(tmp_path: Path
     assert len(stamps) - table.num_rows <= 50  # only requests in flight at the stop lack a row
 
 
-def held_replay(
-    stage: str, mark: Path, args: list[str], env: dict[str, str]
-) -> subprocess.Popen[bytes]:
-    """`gaterush replay ARGS` held at `stage` before its start (tests.replay.hold_start)."""
+def held_replay(stage: str, mark: Path, args: list[str], env: dict[str, str],
+                group: bool = False) -> subprocess.Popen[bytes]:  # fmt: skip
+    """`gaterush replay ARGS` held at `stage` before its start (tests.replay.hold_start); `group`:
+    in a process group of its own (as a shell's job, which Ctrl-C signals as a whole)."""
     return subprocess.Popen([sys.executable, "-m", "tests.replay.hold_start", stage, str(mark), "replay", *args],
-                            env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+                            env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=group)  # fmt: skip
 
 
 def wait_held(p: subprocess.Popen[bytes], mark: Path) -> list[int]:
@@ -289,9 +290,15 @@ def wait_held(p: subprocess.Popen[bytes], mark: Path) -> list[int]:
     return json.loads(mark.read_text())["pids"]
 
 
-def stopped_before_start(p: subprocess.Popen[bytes], sig: signal.Signals, out: str) -> str:
-    """Signal a held replay; its stderr, once it ended as a stop (128+signal, one line, no rows)."""
-    p.send_signal(sig)
+def stopped_before_start(
+    p: subprocess.Popen[bytes], sig: signal.Signals, out: str, group: bool = False
+) -> str:
+    """Signal a held replay (`group`: its whole process group, shards too); its stderr, once it
+    ended as a stop (128+signal, one line, no rows)."""
+    if group:
+        os.killpg(p.pid, sig)
+    else:
+        p.send_signal(sig)
     try:
         err = p.communicate(timeout=60)[1].decode()
     except subprocess.TimeoutExpired:
@@ -311,24 +318,25 @@ def _alive(pid: int) -> bool:
     return True
 
 
-@pytest.mark.parametrize(("stage", "sig", "out_name"),
-                         [("ready", signal.SIGTERM, "r.grr"), ("ready", signal.SIGINT, "r.grr"),
-                          ("clocks", signal.SIGINT, "r.grr"), ("start", signal.SIGTERM, "r.grr"),
-                          ("clocks", signal.SIGTERM, "out/")])  # fmt: skip
-def test_a_stop_while_the_shards_start_is_a_stop_with_no_rows(tmp_path: Path, loop_server: LoopbackServer,
-                                                              stage: str, sig: signal.Signals, out_name: str) -> None:  # fmt: skip
+@pytest.mark.parametrize(("stage", "sig", "out_name", "group"),
+                         [("ready", signal.SIGTERM, "r.grr", False), ("ready", signal.SIGINT, "r.grr", False),
+                          ("ready", signal.SIGINT, "r.grr", True), ("clocks", signal.SIGINT, "r.grr", False),
+                          ("start", signal.SIGTERM, "r.grr", False), ("clocks", signal.SIGTERM, "out/", False)])  # fmt: skip
+def test_a_stop_while_the_shards_start_is_a_stop_with_no_rows(tmp_path: Path, loop_server: LoopbackServer, stage: str,
+                                                              sig: signal.Signals, out_name: str, group: bool) -> None:  # fmt: skip
     """SIGTERM/SIGINT before the agreed start (shards getting ready, clocks being measured, the start
     given but not yet come): exit 128+signal as a stop after the start, the same line, a complete
-    result with no rows, no shard process left, no request sent."""
+    result with no rows, no shard process left, no request sent. A Ctrl-C reaches the shards too
+    (the process group), maybe while they import: still one line, no traceback."""
     t = scan_trace(tmp_path / "t.grt", 2_000, 20, gap_us=1_000)
     out_arg, mark = f"{tmp_path}/{out_name}", tmp_path / "held.json"
     out = Path(out_arg)
     loop_server.set_recording(True)
     p = held_replay(stage, mark, [str(t), "--target", loop_server.url, "--workers", "2", "-o", out_arg, "-q"],
-                    ENV)  # fmt: skip
+                    ENV, group)  # fmt: skip
     pids = wait_held(p, mark)
     assert len(pids) == 2 and all(map(_alive, pids))
-    stopped_before_start(p, sig, str(out))
+    stopped_before_start(p, sig, str(out), group)
     assert not [pid for pid in pids if _alive(pid)]  # every shard process was reaped
     assert loop_server.stamps() == []  # the start never came: nothing was sent
     files = result_files([out]) if out.is_dir() else [out]
@@ -345,17 +353,27 @@ def test_a_stop_while_the_shards_start_is_a_stop_with_no_rows(tmp_path: Path, lo
     assert "Traceback" not in r.output and "internal error" not in r.output, r.output
 
 
-def test_shards_spawned_hold_sigint_until_they_can_stop(tmp_path: Path) -> None:
-    """A shard process starts with SIGINT blocked (a Ctrl-C to the process group while it imports
-    is no KeyboardInterrupt); this thread's mask is as it was."""
+def _sigint_blocked(conn) -> None:
+    conn.send(signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, set()))
+
+
+def test_shards_spawned_hold_sigint_until_they_can_stop() -> None:
+    """A process spawned as a shard starts with SIGINT blocked (a Ctrl-C to the process group
+    while it imports is no KeyboardInterrupt: PipeLink.watch unblocks it); this thread's mask is
+    as it was."""
+    import multiprocessing
+
     from replay.processes import sigint_held
 
+    mp = multiprocessing.get_context("spawn")
     before = signal.pthread_sigmask(signal.SIG_BLOCK, set())
+    parent, child = mp.Pipe()
     with sigint_held():
-        p = subprocess.run([sys.executable, "-c", "import signal; print(signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, set()))"],
-                           capture_output=True, text=True, timeout=60, check=True)  # fmt: skip
-    assert p.stdout.strip() == "True"
+        p = mp.Process(target=_sigint_blocked, args=(child,))
+        p.start()
     assert signal.pthread_sigmask(signal.SIG_BLOCK, set()) == before
+    assert parent.poll(60) and parent.recv() is True
+    p.join(30)
 
 
 def test_rows_without_a_group_travel_with_a_null_group() -> None:
