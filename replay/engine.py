@@ -13,7 +13,9 @@ and a remote target; else as shards (replay.shards), on local processes (replay.
 Dask cluster with ``--scheduler`` (replay.cluster). The shards start at one agreed instant (their
 clocks measured first) and stream their rows here, which alone writes the result log and the
 progress line, or each writes its own file under ``--out DIR/``. SIGTERM and SIGINT stop every
-shard; their rows are kept and the run ends with ReplayStopped.
+shard; their rows are kept and the run ends with ReplayStopped, also while the shards still start
+(before the agreed start: the start is never given, and the result file or shard files are written
+closed with no rows, as a stop after the start leaves them).
 """
 
 from __future__ import annotations
