@@ -599,15 +599,20 @@ def _group_counts(groups: GroupVerdicts) -> list[tuple[str, int, int]]:
     return [(name, p, f) for name, (p, f) in tally.items()]
 
 
-def merge_tables(parts: Sequence[tuple[pa.Table, str | None, int]]) -> tuple[pa.Table, int]:
+def merge_tables(parts: Sequence[tuple[pa.Table, str | None, int]],
+                 runs: Sequence[str] | None = None) -> tuple[pa.Table, int]:  # fmt: skip
     """One table from several shards' (table, scenario, start_unix_us): times rebased on the earliest start.
 
     Shards of one run agree on their start instant, so the offsets are 0; results of runs on hosts
     whose starts differ slightly are shifted so every time is relative to the earliest start.
-    Returns the merged table (with a `scenario` column) and the earliest start (unix µs).
+    `runs`: each part's run (its header's run_id; None: the parts are shards of one run). Realtime
+    messages are matched with writes of their own run only (judge.realtime_messages): two runs'
+    seqs overlap. Returns the merged table (with a `scenario` column) and the earliest start (unix µs).
     """
     if not parts:
         raise ValueError("no result tables to merge")
+    if runs is not None and len(runs) != len(parts):
+        raise ValueError(f"runs: {len(runs)} run ids for {len(parts)} result tables")
     base = min(start for _, _, start in parts)
     tables = []
     for table, scenario, start in parts:
@@ -621,7 +626,11 @@ def merge_tables(parts: Sequence[tuple[pa.Table, str | None, int]]) -> tuple[pa.
                 i = table.column_names.index(c)
                 table = table.set_column(i, c, pc.add(table[c], pa.scalar(shift, pa.int64())))
         tables.append(table)
-    return time_messages(pa.concat_tables(tables, promote_options="permissive")), base
+    labels = None
+    if runs is not None:
+        ids = {r: i for i, r in enumerate(dict.fromkeys(runs))}
+        labels = np.repeat([ids[r] for r in runs], [len(t) for t in tables])
+    return time_messages(pa.concat_tables(tables, promote_options="permissive"), labels), base
 
 
 @dataclass(frozen=True, slots=True, eq=False)

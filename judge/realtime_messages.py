@@ -10,10 +10,15 @@ that seq's request row) to the message, 0 when the message beat the response. Ev
 times are on the run's agreed timeline, so the value is off by at most the two shards' clock
 uncertainties (the result header's ``clocks``). A message whose write failed, or whose row never
 arrived (its shard was lost), is no sample, as on one sender.
+
+Seqs are a run's own: the files of several runs reported together (``gaterush report a.grr
+b.grr``) share seqs, so a message is matched only with a write of its own run (``runs``: each
+row's run, as judge.metrics.merge_tables labels them from the headers' ``run_id``).
 """
 
 from __future__ import annotations
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -22,13 +27,32 @@ from judge.rows import REALTIME_UPDATE_LATENCY
 REALTIME_MESSAGE = "realtime_message"
 
 
-def time_messages(table: pa.Table) -> pa.Table:
-    """The table with each ``realtime_message`` row whose write is in it made a latency row."""
+def time_messages(table: pa.Table, runs: np.ndarray | None = None) -> pa.Table:
+    """The table with each ``realtime_message`` row whose write is in it made a latency row.
+
+    `runs`: a label for each row's run (None: every row is of one run); a message is matched only
+    with a write of its own run.
+    """
     if "metric" not in table.column_names or not len(table):
         return table
     is_msg = pc.fill_null(pc.equal(table["metric"], REALTIME_MESSAGE), False)
     if not pc.any(is_msg).as_py():
         return table
+    if runs is not None:
+        runs = np.asarray(runs)
+        if len(runs) != len(table):
+            raise ValueError(f"runs: {len(runs)} labels for {len(table)} rows")
+        labels = np.unique(runs)
+        if len(labels) > 1:
+            return pa.concat_tables(
+                [_time_one_run(table.filter(pa.array(runs == r)), is_msg.filter(pa.array(runs == r)))
+                 for r in labels]
+            )  # fmt: skip
+    return _time_one_run(table, is_msg)
+
+
+def _time_one_run(table: pa.Table, is_msg: pa.ChunkedArray | pa.Array) -> pa.Table:
+    """time_messages within the rows of one run (`is_msg`: which rows are messages)."""
     msgs = table.filter(is_msg)
     rest = table.filter(pc.invert(is_msg))
     status = pc.fill_null(rest["status"], 0)

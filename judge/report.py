@@ -2,8 +2,9 @@
 
 The page fetches nothing: charts are inline SVG drawn here (polylines on a fixed grid, no script,
 no web fonts, no external CSS), so it renders the same offline, in CI artefacts and in mail.
-Several result files (shards of one run on several workers or hosts) merge into one report; their
-times are rebased on the earliest shard's start (see judge.metrics.merge_tables).
+Several result files (shards of one run on several workers or hosts, or several runs) merge into
+one report; their times are rebased on the earliest file's start (see judge.metrics.merge_tables),
+and a realtime message is matched only with a write of its own run (the header's ``run_id``).
 """
 
 from __future__ import annotations
@@ -76,7 +77,8 @@ def load(paths: Sequence[str | Path]) -> Results:
             raise ReportError(f"{p}: {e.strerror or e}") from e
         headers.append(header)
         parts.append((table, header.scenario, header.start_unix_us))
-    table, base = m.merge_tables(parts)
+    # several runs may be reported together: each run's realtime messages are matched within it
+    table, base = m.merge_tables(parts, [h.run_id for h in headers])
     return Results(tuple(str(p) for p in paths), tuple(headers), table, base)
 
 

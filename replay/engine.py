@@ -13,7 +13,9 @@ and a remote target; else as shards (replay.shards), on local processes (replay.
 Dask cluster with ``--scheduler`` (replay.cluster). The shards start at one agreed instant (their
 clocks measured first) and stream their rows here, which alone writes the result log and the
 progress line, or each writes its own file under ``--out DIR/``. SIGTERM and SIGINT stop every
-shard; their rows are kept and the run ends with ReplayStopped.
+shard; their rows are kept and the run ends with ReplayStopped, also while the shards still start
+(before the agreed start: the start is never given, and the result file or shard files are written
+closed with no rows, as a stop after the start leaves them).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
+import os
 import resource
 import signal
 import sys
@@ -35,7 +38,7 @@ from typing import IO, Any, Protocol
 import pyarrow as pa
 
 from judge import report
-from judge.resultlog import ResultHeader, ResultWriter, RowCounts, summarize
+from judge.resultlog import ResultHeader, ResultWriter, RowCounts, shard_file, summarize
 from judge.rows import RowBuffer
 from judge.thresholds import Threshold
 from replay.builders import BuildContext, Credentials, public_url
@@ -197,6 +200,37 @@ def events_per_shard(trace: str, shards: int) -> dict[int, int]:
     return counts
 
 
+def _start_shards(cfg: ReplayConfig, ctx: BuildContext, keys: Credentials,
+                  plans: list[ShardPlan]) -> tuple[Any, Any]:  # fmt: skip
+    """(Dask client or None, the shard set): each shard started on its process or Dask worker."""
+    if not cfg.scheduler:
+        from replay.processes import ProcessShards  # noqa: PLC0415
+
+        return None, ProcessShards(plans, keys)
+    from replay.cluster import DaskShards  # noqa: PLC0415 - Dask is optional
+    from traces.cluster import dask_client  # noqa: PLC0415
+
+    client = dask_client(cfg.scheduler)
+    try:
+        return client, DaskShards(client, plans, ctx.run_id, cfg.trace)
+    except BaseException:
+        client.close()
+        raise
+
+
+def _unstarted_shard_files(
+    out_dir: str, shards: int, outcome: Outcome, hdr: dict[str, Any]
+) -> None:
+    """Under --out DIR/, a run stopped before its start: each shard's file, as a stop after the
+    start leaves it (closed, complete), with no rows and the clock measured for it, if any."""
+    os.makedirs(out_dir, exist_ok=True)
+    for k in range(shards):
+        clocks = [c for c in outcome.clocks if c.get("shard") == k]
+        header = ResultHeader(**{**hdr, "start_unix_us": outcome.start_unix_us, "shard": k,
+                                 "clocks": clocks})  # fmt: skip
+        ResultWriter(shard_file(out_dir, k, shards), header).close(end_us=0)
+
+
 def _run_sharded(cfg: ReplayConfig, ctx: BuildContext, keys: Credentials, opts: ScheduleOptions,
                  origins: dict[str, int], hdr: dict[str, Any], prog: Progress, local_trace: str,
                  stripe_mode: str, required_env: tuple[str, ...],
@@ -209,21 +243,6 @@ def _run_sharded(cfg: ReplayConfig, ctx: BuildContext, keys: Credentials, opts: 
     shard_cfg = cfg if cfg.scheduler else dataclasses.replace(cfg, trace=local_trace)
     plans = [ShardPlan(k, n, shard_cfg, blank, opts, origins, out_dir, hdr, stripe_mode, required_env)
              for k in range(n)]  # fmt: skip
-    client = None
-    if cfg.scheduler:
-        from replay.cluster import DaskShards  # noqa: PLC0415 - Dask is optional
-        from traces.cluster import dask_client  # noqa: PLC0415
-
-        client = dask_client(cfg.scheduler)
-        try:
-            ss: Any = DaskShards(client, plans, ctx.run_id, cfg.trace)
-        except BaseException:
-            client.close()
-            raise
-    else:
-        from replay.processes import ProcessShards  # noqa: PLC0415
-
-        ss = ProcessShards(plans, keys)
     box: dict[str, Any] = {}
 
     def on_start(start_us: int, clocks: list[dict[str, Any]]) -> None:
@@ -245,15 +264,23 @@ def _run_sharded(cfg: ReplayConfig, ctx: BuildContext, keys: Credentials, opts: 
 
     outcome: Outcome | None = None
     lost: list[dict[str, Any]] = []
+    client = ss = None
     try:
+        # from before the first shard starts: a stop while they start is a stop (exit 128+signal)
         with _stop_signals() as stopped_by:
+            client, ss = _start_shards(cfg, ctx, keys, plans)
             stopping = lambda: stopped_by() is not None  # noqa: E731
             outcome = drive(ss, n, on_start, on_rows, tick, stopping)
             signum = stopped_by()
+        if not outcome.started:  # stopped before the start: the files a stop leaves, with no rows
+            on_start(outcome.start_unix_us, outcome.clocks)
+            if out_dir is not None:
+                _unstarted_shard_files(out_dir, n, outcome, hdr)
         if any(s.lost for s in outcome.shards.values()):
             lost = outcome.lost(events_per_shard(local_trace, n))
     finally:
-        ss.close()
+        if ss is not None:
+            ss.close()
         if client is not None:
             client.close()
         if "w" in box:

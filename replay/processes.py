@@ -7,7 +7,8 @@ start and a core's share of CPU on a 2-core machine, and one process per shard i
 A sender must not outlive the replay that started it: each process asks the kernel to kill it when
 its parent dies (``PR_SET_PDEATHSIG``, Linux) and a watchdog thread ends it within WATCH_S when its
 parent is gone (every POSIX system). SIGTERM and SIGINT stop it cleanly: it ships its rows and
-reports; the parent sends SIGTERM to every shard when it is itself stopped.
+reports; the parent sends SIGTERM to every shard when it is itself stopped. A shard spawned holds
+SIGINT back until it can stop cleanly (sigint_held), so a Ctrl-C while the shards start is a stop.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from multiprocessing import resource_tracker
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
@@ -48,6 +50,21 @@ def die_with_parent(parent_pid: int) -> None:
     if os.getppid() != parent_pid:  # the parent died before the kernel was asked
         os._exit(3)
     threading.Thread(target=watch, name="gaterush-parent-watch", daemon=True).start()
+
+
+@contextlib.contextmanager
+def sigint_held() -> Iterator[None]:
+    """SIGINT blocked in this thread while shards are spawned, which inherit the mask: a Ctrl-C (sent
+    to the whole process group) while a shard starts stays pending until PipeLink.watch makes it a
+    stop, instead of a KeyboardInterrupt in its imports. Here, it is delivered when unblocked."""
+    # a spawn starts multiprocessing's resource tracker first, which blocks SIGINT and then unblocks
+    # it: started now, it leaves the mask alone while the shards are spawned
+    resource_tracker.ensure_running()
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 class PipeLink:
@@ -79,6 +96,8 @@ class PipeLink:
         """SIGTERM and SIGINT stop the shard (its rows are shipped)."""
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stopper.stop())
+        # held since the spawn (ProcessShards): a Ctrl-C during this process's start is a stop now
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 def _process_main(plan: ShardPlan, keys: Credentials, conn: Connection, parent_pid: int) -> None:
@@ -98,14 +117,15 @@ class ProcessShards:
         self.procs: dict[int, Any] = {}
         self._lost: dict[int, str] = {}
         self._pongs: dict[int, float] = {}
-        for plan in plans:
-            parent, child = mp.Pipe()
-            p = mp.Process(target=_process_main, args=(plan, keys, child, os.getpid()), daemon=True,
-                           name=f"gaterush-replay-{plan.shard}")  # fmt: skip
-            p.start()
-            child.close()
-            self.conns[plan.shard] = parent
-            self.procs[plan.shard] = p
+        with sigint_held():
+            for plan in plans:
+                parent, child = mp.Pipe()
+                p = mp.Process(target=_process_main, args=(plan, keys, child, os.getpid()), daemon=True,
+                               name=f"gaterush-replay-{plan.shard}")  # fmt: skip
+                p.start()
+                child.close()
+                self.conns[plan.shard] = parent
+                self.procs[plan.shard] = p
 
     def poll(self, timeout: float) -> list[Any]:
         """Messages from the shards within `timeout`; a closed pipe marks its shard lost."""

@@ -428,6 +428,7 @@ class Outcome:
     clocks: list[dict[str, Any]]
     shards: dict[int, ShardState]
     stopped: bool
+    started: bool = True  # False: stopped before the start was given (nothing was sent)
 
     @property
     def sent(self) -> int:
@@ -463,27 +464,35 @@ def drive(ss: ShardSet, shards: int, on_start: Callable[[int, list[dict[str, Any
 
     `on_start(start_unix_us, clocks)` before the start is sent; `on_rows(shard, ipc, counts)` for
     each batch a shard flushed: its IPC message bytes (None when the shard wrote them to its own
-    file) and its RowCounts.
+    file) and its RowCounts. A stop before the start is given (`stopping()` while the shards warm
+    up or their clocks are measured) sends no start: the Outcome says ``started=False``.
     """
     state = {k: ShardState() for k in range(shards)}
     deadline = now() + READY_TIMEOUT_S
     while any(s.info is None for s in state.values()):
-        for msg in ss.poll(0.2):
+        msgs = ss.poll(0.2)
+        for msg in msgs:
             if msg[0] == "ready":
                 state[msg[1]].info = dict(msg[2])
-            elif msg[0] == "error":
+        if stopping():  # a stop while the shards start (a shard it ended is no failure)
+            return _stop_before_start(ss, state, [])
+        for msg in msgs:
+            if msg[0] == "error":
                 raise ReplayError(f"replay shard {msg[1]} failed: {msg[2]}")
         for k, why in ss.lost().items():
             raise ReplayError(f"replay shard {k} was lost before the start: {why}")
-        if stopping():
-            raise ReplayError("stopped before the start: nothing was sent")
         if now() > deadline:
             late = [k for k, s in state.items() if s.info is None]
             raise ReplayError(f"replay shards {late} did not get ready in {READY_TIMEOUT_S:.0f} s")
-    offsets: dict[int, ClockOffset] = {k: measure_offset(lambda k=k: ss.probe(k)) for k in state}
-    clocks = [
-        offsets[k].to_dict(shard=k, host=(state[k].info or {}).get("host")) for k in sorted(state)
-    ]
+    offsets: dict[int, ClockOffset] = {}
+    clocks: list[dict[str, Any]] = []
+    for k in sorted(state):
+        if stopping():
+            return _stop_before_start(ss, state, clocks)
+        offsets[k] = measure_offset(lambda k=k: ss.probe(k))
+        clocks.append(offsets[k].to_dict(shard=k, host=(state[k].info or {}).get("host")))
+    if stopping():  # the last moment a stop is one before the start
+        return _stop_before_start(ss, state, clocks)
     # far enough ahead that the start reaches every shard, and each is back in its loop, before it:
     # several of the slowest round trips seen (a loaded host wakes a process late)
     lead = max(lead_s, 0.2 + 4 * max(o.worst_delay_s for o in offsets.values()))
@@ -494,6 +503,9 @@ def drive(ss: ShardSet, shards: int, on_start: Callable[[int, list[dict[str, Any
     stop_deadline: float | None = None
     live = set(state)
     while live:
+        if stopping() and stop_deadline is None:  # at once: the start may be only a lead away
+            ss.stop()
+            stop_deadline = now() + STOP_GRACE_S
         for msg in ss.poll(0.2):
             k = msg[1]
             s = state[k]
@@ -513,15 +525,37 @@ def drive(ss: ShardSet, shards: int, on_start: Callable[[int, list[dict[str, Any
             if k in live:
                 state[k].lost = why
                 live.discard(k)
-        if stopping() and stop_deadline is None:
-            ss.stop()
-            stop_deadline = now() + STOP_GRACE_S
         if stop_deadline is not None and now() > stop_deadline:
             for k in live:
                 state[k].lost = f"did not stop within {STOP_GRACE_S:.0f} s"
             live.clear()
         tick()
     return Outcome(start_us, clocks, state, stop_deadline is not None)
+
+
+def _stop_before_start(ss: ShardSet, state: dict[int, ShardState],
+                       clocks: list[dict[str, Any]]) -> Outcome:  # fmt: skip
+    """Stopped before the start was given: nothing was sent. Every shard is asked to stop; those
+    that got ready are waited for (up to STOP_GRACE_S) to end without sending; the others are ended
+    by the shard set's close (a process killed, a Dask task cancelled). Errors and lost shards are
+    no failure now: the stop may be what ended them."""
+    ss.stop()
+    deadline = now() + STOP_GRACE_S
+    waiting = {k for k, s in state.items() if s.info is not None}
+    while waiting and now() < deadline:
+        for msg in ss.poll(0.2):
+            k = msg[1]
+            if msg[0] == "ready":  # got ready as the stop came: it sees the stop and ends
+                state[k].info = dict(msg[2])
+                waiting.add(k)
+            elif msg[0] == "done":
+                s = state[k]
+                s.sent, s.errors, s.dropped, s.done, s.stopped = msg[2], msg[3], msg[4], True, True
+                waiting.discard(k)
+            elif msg[0] == "error":
+                waiting.discard(k)
+        waiting -= set(ss.lost())
+    return Outcome(time.time_ns() // 1000, clocks, state, stopped=True, started=False)
 
 
 def lost_line(lost: list[dict[str, Any]]) -> str:

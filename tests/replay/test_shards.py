@@ -271,6 +271,111 @@ def test_sigterm_or_sigint_stops_every_shard_and_keeps_their_rows(tmp_path: Path
     assert len(stamps) - table.num_rows <= 50  # only requests in flight at the stop lack a row
 
 
+def held_replay(stage: str, mark: Path, args: list[str], env: dict[str, str],
+                group: bool = False) -> subprocess.Popen[bytes]:  # fmt: skip
+    """`gaterush replay ARGS` held at `stage` before its start (tests.replay.hold_start); `group`:
+    in a process group of its own (as a shell's job, which Ctrl-C signals as a whole)."""
+    return subprocess.Popen([sys.executable, "-m", "tests.replay.hold_start", stage, str(mark), "replay", *args],
+                            env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=group)  # fmt: skip
+
+
+def wait_held(p: subprocess.Popen[bytes], mark: Path) -> list[int]:
+    """Wait until `p` is held (its mark written); the shard processes' pids."""
+    deadline = time.monotonic() + 120
+    while not mark.exists() or not mark.read_text():
+        assert p.poll() is None, p.stderr.read().decode() if p.stderr else ""
+        assert time.monotonic() < deadline, "the replay was never held"
+        time.sleep(0.02)
+    return json.loads(mark.read_text())["pids"]
+
+
+def stopped_before_start(
+    p: subprocess.Popen[bytes], sig: signal.Signals, out: str, group: bool = False
+) -> str:
+    """Signal a held replay (`group`: its whole process group, shards too); its stderr, once it
+    ended as a stop (128+signal, one line, no rows)."""
+    if group:
+        os.killpg(p.pid, sig)
+    else:
+        p.send_signal(sig)
+    try:
+        err = p.communicate(timeout=60)[1].decode()
+    except subprocess.TimeoutExpired:
+        p.kill()
+        raise
+    assert p.returncode == 128 + sig, err
+    assert f"replay: stopped by {sig.name}: 0 rows kept in {out}" in err, err
+    assert "Traceback" not in err, err
+    return err
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize(("stage", "sig", "out_name", "group"),
+                         [("ready", signal.SIGTERM, "r.grr", False), ("ready", signal.SIGINT, "r.grr", False),
+                          ("ready", signal.SIGINT, "r.grr", True), ("clocks", signal.SIGINT, "r.grr", False),
+                          ("start", signal.SIGTERM, "r.grr", False), ("clocks", signal.SIGTERM, "out/", False)])  # fmt: skip
+def test_a_stop_while_the_shards_start_is_a_stop_with_no_rows(tmp_path: Path, loop_server: LoopbackServer, stage: str,
+                                                              sig: signal.Signals, out_name: str, group: bool) -> None:  # fmt: skip
+    """SIGTERM/SIGINT before the agreed start (shards getting ready, clocks being measured, the start
+    given but not yet come): exit 128+signal as a stop after the start, the same line, a complete
+    result with no rows, no shard process left, no request sent. A Ctrl-C reaches the shards too
+    (the process group), maybe while they import: still one line, no traceback."""
+    t = scan_trace(tmp_path / "t.grt", 2_000, 20, gap_us=1_000)
+    out_arg, mark = f"{tmp_path}/{out_name}", tmp_path / "held.json"
+    out = Path(out_arg)
+    loop_server.set_recording(True)
+    p = held_replay(stage, mark, [str(t), "--target", loop_server.url, "--workers", "2", "-o", out_arg, "-q"],
+                    ENV, group)  # fmt: skip
+    pids = wait_held(p, mark)
+    assert len(pids) == 2 and all(map(_alive, pids))
+    stopped_before_start(p, sig, str(out), group)
+    assert not [pid for pid in pids if _alive(pid)]  # every shard process was reaped
+    assert loop_server.stamps() == []  # the start never came: nothing was sent
+    files = result_files([out]) if out.is_dir() else [out]
+    assert len(files) == (2 if out.is_dir() else 1)
+    # the clocks measured before the stop are kept (a stop in shard 0's measurement lets it end)
+    measured = {"ready": [], "clocks": [0], "start": [0, 1]}[stage]
+    for i, f in enumerate(files):
+        header, table = read_results(f)
+        assert header.complete and table.num_rows == 0 and not header.lost
+        assert header.shard == (i if out.is_dir() else None)
+        mine = measured if not out.is_dir() else [k for k in measured if k == i]
+        assert [c["shard"] for c in header.clocks] == mine
+    r = CliRunner().invoke(gaterush_cli, ["report", str(out), *NO_LAG_LIMIT])  # still readable
+    assert "Traceback" not in r.output and "internal error" not in r.output, r.output
+
+
+def _sigint_blocked(conn) -> None:
+    conn.send(signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, set()))
+
+
+def test_shards_spawned_hold_sigint_until_they_can_stop() -> None:
+    """A process spawned as a shard starts with SIGINT blocked (a Ctrl-C to the process group
+    while it imports is no KeyboardInterrupt: PipeLink.watch unblocks it); this thread's mask is
+    as it was."""
+    import multiprocessing
+
+    from replay.processes import sigint_held
+
+    mp = multiprocessing.get_context("spawn")
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, set())
+    parent, child = mp.Pipe()
+    with sigint_held():
+        p = mp.Process(target=_sigint_blocked, args=(child,))
+        p.start()
+    assert signal.pthread_sigmask(signal.SIG_BLOCK, set()) == before
+    assert parent.poll(60) and parent.recv() is True
+    p.join(30)
+
+
 def test_rows_without_a_group_travel_with_a_null_group() -> None:
     """Measurement rows (realtime) have no `group` field: the batch gives them a null one."""
     row = (

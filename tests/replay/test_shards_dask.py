@@ -216,3 +216,32 @@ def test_stopped_client_cancels_the_shards_keeps_the_rows_and_exits_128_plus_sig
     answered = {f"T1-{x['seq'] - 1:07d}" for x in rows if x["status"] == 200}
     assert answered <= {c for _, c in stamps}  # a row says 200 only for a request that arrived
     assert not [ts for ts, _ in stamps if ts > ended]  # nothing sent once the client has exited
+
+
+def test_a_stop_while_the_dask_shards_start_is_a_stop_with_no_rows(tmp_path: Path, loop_server: LoopbackServer) -> None:  # fmt: skip
+    """SIGINT while the coordinator waits for its Dask shards to get ready, SIGTERM once the start
+    is given but not yet come: exit 128+signal, the stop's line, a complete result with no rows, no
+    task left on the cluster, no request sent."""
+    from distributed import Client
+
+    from tests.replay.test_shards import held_replay, stopped_before_start, wait_held
+
+    t = scan_trace(tmp_path / "t.grt", 2_000, 20, gap_us=1_000)
+    with DaskCluster(tmp_path, 2, env=WORKER_ENV) as dc:
+        loop_server.set_recording(True)
+        for stage, sig in (("ready", signal.SIGINT), ("start", signal.SIGTERM)):
+            out, mark = tmp_path / f"{stage}.grr", tmp_path / f"{stage}.json"
+            p = held_replay(stage, mark, [str(t), "--target", loop_server.url, "--scheduler", dc.url,
+                                          "--workers", "2", "-o", str(out), "-q"],
+                            {"SUPABASE_ANON_KEY": ""})  # fmt: skip
+            wait_held(p, mark)
+            stopped_before_start(p, sig, str(out))
+            header, table = read_results(out)
+            assert header.complete and table.num_rows == 0 and not header.lost
+            assert len(header.clocks) == (2 if stage == "start" else 0)
+            with Client(
+                dc.address, timeout="30s"
+            ) as c:  # no task of the run is left on the cluster
+                left = c.run_on_scheduler(lambda dask_scheduler: list(dask_scheduler.tasks))
+                assert not any(c.processing().values()) and not left, (stage, left)
+        assert loop_server.stamps() == []  # neither run's start came: nothing was sent
