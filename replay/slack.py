@@ -41,7 +41,17 @@ def run_whole(job: Job) -> None:
 class Slack:
     """Jobs run a step at a time in the slack between deadlines (see the module's docstring)."""
 
-    __slots__ = ("jobs", "names", "paced", "step_s", "overdue_s", "young_s_per_object", "gc_s", "collections", "_since")
+    __slots__ = (
+        "jobs",
+        "names",
+        "paced",
+        "step_s",
+        "overdue_s",
+        "young_s_per_object",
+        "gc_s",
+        "collections",
+        "_since",
+    )
 
     def __init__(self, overdue_s: float = 1.0) -> None:
         self.jobs: deque[tuple[float, str, Job]] = deque()  # (overdue at, name, job), oldest first
