@@ -211,3 +211,16 @@ def test_requests_due_together_go_out_in_batches(kind: str) -> None:
         per_wake[w] = per_wake.get(w, 0) + 1
     assert max(per_wake.values()) <= 64 and len(per_wake) >= 4
     assert [code(b) for b, _ in tr.sent] == [f"P{i}" for i in range(1, 201)]
+
+
+def test_precise_timers_sets_this_threads_timer_slack_and_restores_it() -> None:
+    import ctypes
+    import ctypes.util
+
+    from replay.pacer import PR_GET_TIMERSLACK, precise_timers
+
+    prctl = ctypes.CDLL(ctypes.util.find_library("c")).prctl
+    before = prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0)
+    with precise_timers(7):
+        assert prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0) == 7
+    assert prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0) == before
