@@ -31,6 +31,7 @@ import dataclasses
 import gc
 import os
 import socket
+import sys
 import tempfile
 import time
 from collections import OrderedDict
@@ -110,16 +111,25 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
         return asyncio.new_event_loop
 
 
+GIL_SWITCH_S = 0.0002  # while sending: how long another thread may hold the GIL the sender wants
+
+
 @contextlib.contextmanager
 def quiet_gc() -> Iterator[None]:
-    """Fewer, later collections while sending: a full collection is a pause of milliseconds."""
+    """While sending: fewer, later collections (a full collection is a pause of milliseconds),
+    and the GIL handed over within GIL_SWITCH_S. The interpreter lets a thread that holds it run
+    5 ms before it must give it up: on a Dask worker, its own threads (heartbeats, the comms
+    carrying our rows) would delay a deadline that long."""
     old = gc.get_threshold()
+    old_switch = sys.getswitchinterval()
     gc.collect()
     gc.freeze()
     gc.set_threshold(100_000, 50, 1000)
+    sys.setswitchinterval(GIL_SWITCH_S)
     try:
         yield
     finally:
+        sys.setswitchinterval(old_switch)
         gc.set_threshold(*old)
         gc.unfreeze()
 

@@ -193,3 +193,16 @@ def test_run_whole_runs_a_job_to_its_end() -> None:
 
     run_whole(three())
     assert seen == [0, 1, 2]
+
+
+def test_while_sending_collections_are_rare_and_the_gil_is_handed_over_quickly() -> None:
+    import gc
+    import sys
+
+    from replay.shards import GIL_SWITCH_S, quiet_gc
+
+    before = (gc.get_threshold(), sys.getswitchinterval())
+    with quiet_gc():
+        assert sys.getswitchinterval() == pytest.approx(GIL_SWITCH_S)
+        assert gc.get_threshold()[0] >= 100_000
+    assert (gc.get_threshold(), sys.getswitchinterval()) == before
