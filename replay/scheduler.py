@@ -5,7 +5,9 @@ error does not accumulate. A pacer (``replay.pacer``) wakes the loop at each dea
 armed in nanoseconds and watched by the event loop, so waiting costs no CPU; the requests due at a
 wake-up go out together, written straight to keep-alive connections. While it has slack the loop
 reads ahead from the event source and builds the requests it read (``prepare_request``: bytes
-ready, a webhook's signature left to the send), so at a deadline only the write is left.
+ready, a webhook's signature left to the send), so at a deadline only the write is left. The rest
+of a sender's work (result batches, collections) runs a step at a time in what slack is left
+(replay.slack), so no deadline waits for it.
 
 The loop only paces and dispatches; the policies are collaborators it calls: ``after``
 dependencies and Stripe failure propagation (replay.dependencies), realtime events and the writes
