@@ -242,7 +242,7 @@ class Projection:
             return
         if cat == _SCAN:
             code = data.get("ticket_code")
-            if isinstance(code, list):  # unhashable junk from recorded traffic
+            if isinstance(code, list | dict):  # unhashable junk from recorded traffic
                 code = repr(code)
             if expect == EXITED:
                 self.exits += 1
