@@ -242,11 +242,11 @@ class _TimelineBuilder:
         passout = _per_row(batch.column("expect"), lambda x: x == EXITED, False)
         keep = col >= 0
         t_col = np.concatenate([t[keep], t[passout]])
+        if self.auto:  # a batch with nothing to count still makes the trace longer
+            self._widen(t_col, int(t[-1]))
         if t_col.size == 0:
             return
         cols = np.concatenate([col[keep], np.full(int(passout.sum()), _PASSOUT)])
-        if self.auto:
-            self._widen(t_col, int(t[-1]))
         b = np.floor_divide(t_col, self.bucket_us)
         keys, tally = np.unique(b * len(TIMELINE_COLUMNS) + cols, return_counts=True)
         rows, width = self.rows, len(TIMELINE_COLUMNS)
@@ -270,6 +270,8 @@ class _TimelineBuilder:
         floor = auto_floor(last_us - self.first_us)
         while True:
             if self.bucket_us >= floor:
+                if not t.size:
+                    return
                 held = np.unique(np.floor_divide(t, self.bucket_us))
                 n = len(self.rows) + held.size - int(held[0] == self.last)
                 if n <= MAX_ROWS:

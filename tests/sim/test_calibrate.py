@@ -59,7 +59,8 @@ def test_recovers_a_known_backend(workers, mean_ms, seed):
     """A quiet phase then one at 95% of capacity: the capacity (workers / service mean) within 10%.
 
     The queueing pins the capacity; how it splits into workers and service time is pinned less
-    well as the workers grow (8 workers of 5 ms and 9 of 5.6 ms queue alike): exact up to 3.
+    well as the workers grow (8 workers of 5 ms and 9 of 5.6 ms queue alike): exact up to 2 (3
+    workers were fitted as 4 in 3 of 75 seeds tried, the capacity still within 10%).
     (At 90% of capacity for half as long, 8 workers are sometimes fitted 13% over: too little queueing.)
     """
     s = mean_ms / 1e3
@@ -67,7 +68,7 @@ def test_recovers_a_known_backend(workers, mean_ms, seed):
     cap = workers / s
     table = synthetic([(0.1 * cap, 600 / cap), (0.95 * cap, 3000 / cap)], workers, svc, seed)
     (f,) = cal.calibrate(table)
-    assert f.saturated and abs(f.workers - workers) <= workers // 4
+    assert f.saturated and abs(f.workers - workers) <= (0 if workers <= 2 else max(1, workers // 4))
     assert f.workers / f.service.expected == pytest.approx(cap, rel=0.10)
 
 
