@@ -45,7 +45,7 @@ from traces.header import (
 from traces.projection import Projection
 from traces.schema import check_event, check_events, events_to_batch, no_gc
 
-# read size; a chunk is decoded whole: ~1 ms at 64 KB, so a replay reading ahead never stalls longer
+# read size; iterating decodes a chunk whole (~1 ms at 64 KB); paced() decodes it PACED_EVENTS at a time
 CHUNK_BYTES = 1 << 16
 PACED_EVENTS = 64  # paced(): events per step, decoded in tens of microseconds
 BATCH_ROWS = 65_536  # events per RecordBatch from batches()
