@@ -48,7 +48,7 @@ class Slack:
         "step_s",
         "overdue_s",
         "young_s_per_object",
-        "gc_s",
+        "older_s",
         "collections",
         "_since",
     )
@@ -60,9 +60,9 @@ class Slack:
         self.step_s = 0.00005  # the longest step seen lately: a step starts only if this fits
         self.overdue_s = overdue_s  # longer kept rows waiting: +25 MB at 16,000 rows/s for 1 s
         # a young collection costs about this much per new object (80 ns seen: 5,000 objects,
-        # 0.4 ms); an older one as long as its last (they scan what survived, not what is new)
+        # 0.4 ms); the middle and the oldest as long as their last (they scan what survived)
         self.young_s_per_object = 1e-7
-        self.gc_s = [0.0, 0.0005, 0.005]
+        self.older_s = [0.0005, 0.005]
         self.collections = [0, 0, 0]  # collections made here, by generation
         self._since = [0, 0]
 
@@ -122,27 +122,23 @@ class Slack:
 
     def _collect(self, until: float) -> None:
         since = self._since  # young collections since a middle one, middle since an old one
-        gc_s = self.gc_s
-        gc_s[0] = self.young_s_per_object * gc.get_count()[0]
+        young = gc.get_count()[0]
+        cost = (self.young_s_per_object * young, *self.older_s)  # by generation
         gen = 0
         if since[0] >= GC_MIDDLE_EVERY:
             gen = 2 if since[1] >= GC_OLD_EVERY else 1
-        while gen and until - now() <= gc_s[gen]:
+        while gen and until - now() <= cost[gen]:
             gen -= 1  # no slack for the older generation now: the young one, and later
-        if until - now() <= gc_s[gen]:
+        if until - now() <= cost[gen]:
             return
-        young = gc.get_count()[0]
         t0 = now()
         gc.collect(gen)
         took = now() - t0
         if gen == 0:
-            per = took / max(young, 1)
-            self.young_s_per_object = max(per, self.young_s_per_object * 0.9)
+            self.young_s_per_object = max(took / max(young, 1), self.young_s_per_object * 0.9)
             since[0] += 1
-        elif gen == 1:
-            gc_s[1] = took
-            since[0], since[1] = 0, since[1] + 1
         else:
-            gc_s[2] = took
-            since[0] = since[1] = 0
+            self.older_s[gen - 1] = took
+            since[0] = 0
+            since[1] = since[1] + 1 if gen == 1 else 0
         self.collections[gen] += 1
