@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from judge.resultlog import ResultRow
 from replay import pacer as pacer_mod
 from replay.builders import BuildContext, Credentials
-from replay.pacer import LoopPacer, TimerfdPacer, due, make_pacer, timerfd_available
+from replay.pacer import Lead, LoopPacer, TimerfdPacer, due, make_pacer, timerfd_available
 from replay.scheduler import ScheduleOptions, Scheduler
 from traces.event import TARGET_SCAN, Event, pack_payload
 
@@ -38,6 +38,41 @@ def test_due_counts_the_sorted_prefix_within_the_window(
     n = due(ds, t, window, limit)
     assert n == min(limit, sum(d <= t + window for d in ds))
     assert all(d <= t + window for d in ds[:n])
+
+
+@given(
+    st.floats(min_value=0, max_value=0.001, allow_nan=False),
+    st.lists(st.floats(min_value=0, max_value=0.01, allow_nan=False), max_size=200),
+)
+def test_the_lead_stays_between_zero_and_its_most(most: float, lates: list[float]) -> None:
+    lead = Lead(most)
+    for late in lates:
+        s = lead.woke(late)
+        assert 0.0 <= s <= most
+        assert s == lead.s
+
+
+@pytest.mark.parametrize("median_us", [0, 7, 23, 49])
+def test_the_lead_settles_on_the_median_lateness(median_us: int) -> None:
+    # wake-ups late by median +- up to 20 us (never below 0), in an order that repeats: the lead
+    # ends within two steps of the median (or of the bound it cannot leave)
+    lates = [max(0.0, (median_us + d) * 1e-6) for d in (-20, 15, -5, 20, 0, -15, 5)]
+    lead = Lead(0.00005)
+    for _ in range(200):
+        for late in lates:
+            lead.woke(late)
+    assert abs(lead.s - sorted(lates)[3]) <= 2.5e-6
+
+
+def test_the_lead_starts_at_its_most_and_follows_a_busier_machine() -> None:
+    lead = Lead(0.00005)
+    assert lead.s == 0.00005  # the first wake-ups are never late for want of lead
+    for _ in range(100):
+        lead.woke(0.0)
+    assert lead.s == 0.0
+    for _ in range(100):
+        lead.woke(0.001)  # far later than the most: the lead grows back to it, no further
+    assert lead.s == 0.00005
 
 
 def drive(kind: str, deadlines: list[float], spin_s: float = 0.002) -> tuple[list, object]:
