@@ -202,7 +202,8 @@ class TimerfdPacer:
             else:
                 fut.set_exception(e)
 
-        armed = [0.0, 0.0]  # the deadline the timer was armed for, and the time it was armed to fire
+        # the deadline the timer was armed for, and the time it was armed to fire
+        armed = [0.0, 0.0]
 
         def wake() -> None:
             # every path arms the timer again, finishes, or leaves it fired: arming resets the
