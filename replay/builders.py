@@ -21,6 +21,8 @@ from urllib.parse import quote, urlencode, urlsplit
 import stripe
 from stripe._encode import _api_encode  # the exact encoding stripe-python sends
 
+from replay.http1 import HEAD_BYTES as _HEAD_BYTES
+from replay.http1 import RequestError
 from replay.target_profiles import Profile
 from replay.transport import Request, encode_request, host_header_of, split_origin
 from traces.event import (
@@ -113,11 +115,23 @@ class BuildContext:
         return split_base(self.stripe_url)
 
 
-_encode_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+# JSONEncoder.encode makes its C encoder anew for every call (a third of a small body's cost):
+# made once here, with the same settings, it writes the same bytes. A payload decoded from msgpack
+# cannot be circular, so the circular-reference check (markers) is left out.
+_C_ENCODE = None if json.encoder.c_make_encoder is None else json.encoder.c_make_encoder(
+    None, _JSON.default, json.encoder.encode_basestring, None, ":", ",", False, False, True
+)  # fmt: skip
 
 
 def _json(obj: Any) -> bytes:
-    return _encode_json(obj).encode()
+    """Compact JSON of a payload; BuildError for a value JSON has no form for (bytes, a set)."""
+    try:
+        if _C_ENCODE is None:  # an interpreter without the C accelerator
+            return _JSON.encode(obj).encode()
+        return "".join(_C_ENCODE(obj, 0)).encode()
+    except (TypeError, ValueError, RecursionError) as e:
+        raise BuildError(f"payload cannot be sent as JSON: {e}") from None
 
 
 def _base_headers(ctx: BuildContext, content_type: str | None) -> list[tuple[str, str]]:
@@ -145,8 +159,8 @@ def rpc_request(ctx: BuildContext, target: str, payload: dict[str, Any]) -> Requ
     """
     spec = ctx.profile.spec(target)
     src = payload.get("query", payload) if isinstance(payload.get("query"), dict) else payload
-    name = spec.arg_name
-    args = {name(k): v for k, v in src.items() if k not in spec.drop}
+    names, drop = spec.arg_names, spec.drop
+    args = {names[k]: v for k, v in src.items() if k not in drop}
     origin, prefix = ctx.supabase
     headers = _supabase_headers(ctx.run_id, "application/json", ctx.keys.anon_key)
     if spec.method == "GET":
@@ -457,6 +471,18 @@ def build_request(
     `payload` is event_payload(event) when the caller has it already (it is decoded once);
     `now_unix` a SignAtSend to leave a webhook's signature to the send (see prepare_request).
     """
+    req = _build(ctx, event, now_unix, captured, payload)
+    return req._replace(headers=(*req.headers, (ACTOR_HEADER, event.actor)))
+
+
+def _build(
+    ctx: BuildContext,
+    event: Event,
+    now_unix: int | SignAtSend,
+    captured: dict[str, Any] | None,
+    payload: dict[str, Any] | None,
+) -> Request:
+    """build_request without the actor header (prepare_request encodes that one on its own)."""
     target = event.target
     if not target:
         raise BuildError(f"seq {event.seq}: event has no target")
@@ -476,8 +502,7 @@ def build_request(
         req = stripe_request(ctx, event, payload, captured)
     else:
         raise BuildError(f"seq {event.seq}: target {target!r} is not an HTTP target")
-    return Request(req.origin, req.method, req.path, (*req.headers, (ACTOR_HEADER, event.actor)),
-                   req.body)  # fmt: skip
+    return req
 
 
 @lru_cache(maxsize=64)
@@ -522,14 +547,93 @@ def prepare_request(
     """Build and encode an event's request ahead of its send: BuildError if it cannot be built,
     RequestError if its head cannot be written as it is (as the transport would say)."""
     deferred = SignAtSend()
-    req = build_request(ctx, event, deferred, captured, payload)
-    data = encode_request(req, host_header_for(req.origin))
+    req = _build(ctx, event, deferred, captured, payload)
+    data = encode_request(req, host_header_for(req.origin), ((ACTOR_HEADER, event.actor),))
     if not deferred.marks:
         return Prepared(req.origin, data)
     body, secret, age = deferred.marks[0]
     at = data.index(b"\r\nStripe-Signature: " + SignAtSend.PLACEHOLDER.encode() + b"\r\n") + 20
     tail = data[at + len(SignAtSend.PLACEHOLDER) :]
     return Prepared(req.origin, data[:at], (tail, body, secret, age))
+
+
+class Preparer:
+    """prepare_request for one run's context, with what it can work out once kept per target.
+
+    A modelled RPC call (the scans: most of an event day) is a fixed head (request line, Host,
+    the run's headers), the actor's header, the length and the JSON body: the fixed part is
+    encoded and checked once per target and each actor's line once per actor, so a request
+    costs its body's encoding and one join. Anything else, and any event the fixed form does
+    not fit, goes the general way (prepare_request); both give the same bytes.
+    """
+
+    __slots__ = ("ctx", "_heads", "_actors")
+
+    ACTORS = 65_536  # actor lines kept; beyond that, each is made for its request
+
+    def __init__(self, ctx: BuildContext) -> None:
+        self.ctx = ctx
+        self._heads: dict[str, tuple[str, bytes, Any, frozenset[str]] | None] = {}
+        self._actors: dict[str, bytes] = {}
+
+    def prepare(
+        self, event: Event, captured: dict[str, Any] | None, payload: dict[str, Any]
+    ) -> Prepared:
+        """prepare_request(ctx, event, captured, payload)."""
+        target = event.target
+        fixed = self._heads.get(target)  # type: ignore[arg-type]
+        if fixed is None:
+            if target in self._heads:  # not a fixed form: the general way
+                return prepare_request(self.ctx, event, captured, payload)
+            fixed = self._heads[target] = self._fixed(target)  # type: ignore[index]
+            if fixed is None:
+                return prepare_request(self.ctx, event, captured, payload)
+        actor = self._actors.get(event.actor)
+        if actor is None:
+            actor = self._actor_line(event.actor)
+            if actor is None:  # a bad actor: the general way says what is wrong
+                return prepare_request(self.ctx, event, captured, payload)
+        if isinstance(payload.get(REQUEST), dict):  # a recorded request is sent as it was recorded
+            return prepare_request(self.ctx, event, captured, payload)
+        origin, head, names, drop = fixed
+        query = payload.get("query")
+        src = query if isinstance(query, dict) else payload
+        body = _json({names[k]: v for k, v in src.items() if k not in drop})
+        return Prepared(
+            origin, b"%b%bContent-Length: %d\r\n\r\n%b" % (head, actor, len(body), body)
+        )
+
+    def _fixed(self, target: str) -> tuple[str, bytes, Any, frozenset[str]] | None:
+        """(origin, head up to the actor's line, argument names, dropped keys) of a target whose
+        requests all share their head: an RPC called by POST. None for any other."""
+        if target.partition(":")[0] != "rpc":
+            return None
+        spec = self.ctx.profile.spec(target)
+        if spec.method != "POST":
+            return None
+        origin, prefix = self.ctx.supabase
+        req = Request(origin, "POST", prefix + spec.path,
+                      _supabase_headers(self.ctx.run_id, "application/json", self.ctx.keys.anon_key))  # fmt: skip
+        try:
+            head = encode_request(req, host_header_for(origin))
+        except RequestError:
+            return None  # the general way refuses each request with the reason
+        end = b"Content-Length: 0\r\n\r\n"
+        if not head.endswith(end):
+            return None
+        return origin, head[: -len(end)], spec.arg_names, spec.drop
+
+    def _actor_line(self, actor: str) -> bytes | None:
+        """The actor's header line, checked as encode_request checks it; None if it is bad."""
+        try:
+            line = f"{ACTOR_HEADER}: {actor}\r\n".encode("latin-1")
+        except UnicodeEncodeError:
+            return None
+        if line.translate(None, _HEAD_BYTES) != b"\r\n":
+            return None
+        if len(self._actors) < self.ACTORS:
+            self._actors[actor] = line
+        return line
 
 
 _OUTCOME_KEYS = ("outcome", "result", "status")

@@ -12,6 +12,7 @@ framing, and caps the response head. The transport (``replay.transport``) owns t
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from typing import NamedTuple
 
 import httptools
@@ -39,31 +40,54 @@ class ResponseError(Exception):
 
 _BODY_METHODS = frozenset(("POST", "PUT", "PATCH"))
 # the bytes a head may hold besides the CRLFs we write: no control character but HTAB
-_ALLOWED = bytes([0x09, *range(0x20, 0x7F), *range(0x80, 0x100)])
+HEAD_BYTES = bytes([0x09, *range(0x20, 0x7F), *range(0x80, 0x100)])
+_ALLOWED = HEAD_BYTES
 _BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f\u0100-\U0010ffff]")
 _BAD_TOKEN = re.compile(r"[\x00-\x20\x7f\u0100-\U0010ffff]")
 
 
-def encode_request(req: Request, host_header: str) -> bytes:
+def encode_request(
+    req: Request, host_header: str, extra: tuple[tuple[str, str], ...] = ()
+) -> bytes:
     """The request as HTTP/1.1 bytes on a keep-alive connection; RequestError if it cannot be.
 
+    The head is the request line, Host, ``req.headers``, then `extra` headers (the same bytes as
+    with them at the end of ``req.headers``; a builder's per-request ones, so the rest of the
+    block is encoded and checked once for all the requests that share it) and Content-Length.
     Refused: a control character (CR, LF and NUL included; HTAB is allowed in a value) or a
     character outside latin-1 anywhere in the head, and a space in the path.
     """
-    lines = [f"{req.method} {req.path} HTTP/1.1\r\nHost: {host_header}\r\n"]
-    lines += [f"{k}: {v}\r\n" for k, v in req.headers]
-    if req.body or req.method in _BODY_METHODS:
-        lines.append(f"Content-Length: {len(req.body)}\r\n")
+    first = f"{req.method} {req.path} HTTP/1.1\r\n"
+    lines = [first, *[f"{k}: {v}\r\n" for k, v in extra]]
+    body = req.body
+    if body or req.method in _BODY_METHODS:
+        lines.append(f"Content-Length: {len(body)}\r\n")
     lines.append("\r\n")
     try:
         head = "".join(lines).encode("latin-1")
+        block = _header_block(host_header, req.headers)
+    except (UnicodeEncodeError, RequestError):
+        raise RequestError(_bad_part(req._replace(headers=(*req.headers, *extra)))) from None
+    # what is left once every allowed byte is deleted must be exactly the CRLFs we wrote: any other
+    # CR, LF or control byte came from the method, the path or a header
+    if head.translate(None, _ALLOWED) != b"\r\n" * len(lines) or " " in req.path:
+        raise RequestError(_bad_part(req._replace(headers=(*req.headers, *extra))))
+    n = len(first)  # latin-1: one byte per character
+    return b"".join((head[:n], block, head[n:], body))
+
+
+@lru_cache(maxsize=256)
+def _header_block(host_header: str, headers: tuple[tuple[str, str], ...]) -> bytes:
+    """Host and `headers` as head lines, checked (RequestError, unnamed: the caller names the
+    part); cached, as a run's requests of one kind carry the same headers."""
+    lines = [f"Host: {host_header}\r\n", *[f"{k}: {v}\r\n" for k, v in headers]]
+    try:
+        block = "".join(lines).encode("latin-1")
     except UnicodeEncodeError:
-        raise RequestError(_bad_part(req)) from None
-    # what is left once every allowed byte is deleted must be exactly the CRLFs we wrote (the first
-    # item holds two lines): any other CR, LF or control byte came from the method, path or a header
-    if head.translate(None, _ALLOWED) != b"\r\n" * (len(lines) + 1) or " " in req.path:
-        raise RequestError(_bad_part(req))
-    return head + req.body
+        raise RequestError from None
+    if block.translate(None, _ALLOWED) != b"\r\n" * len(lines):
+        raise RequestError
+    return block
 
 
 def check_request(req: Request) -> None:

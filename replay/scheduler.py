@@ -39,10 +39,10 @@ from replay.builders import (
     BuildContext,
     BuildError,
     Prepared,
+    Preparer,
     build_request,
     event_payload,
     parse_outcome,
-    prepare_request,
 )
 from replay.dependencies import Dependencies
 from replay.http1 import Request, RequestError
@@ -168,6 +168,7 @@ class Scheduler:
         self.realtime = RealtimeRoute(realtime, self.caps, self.drop)
         # a transport that writes bytes gets requests built ahead; another builds them at the send
         self.ahead = hasattr(transport, "send_bytes")
+        self.preparer = Preparer(ctx)  # requests built ahead, with what is fixed per target kept
         self._idle = asyncio.Event()
         self._idle.set()
         self._outcome_keys: dict[str, str] = {}
@@ -289,7 +290,7 @@ class Scheduler:
             group = group_in(ev.expect, payload) if ev.expect in GROUPED_EXPECTS else None
             if not self.ahead:
                 return build_request(self.ctx, ev, int(time.time()), captured, payload), group
-            return prepare_request(self.ctx, ev, captured, payload), group
+            return self.preparer.prepare(ev, captured, payload), group
         except (BuildError, RequestError) as e:
             return e, group_of(ev)
 

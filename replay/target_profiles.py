@@ -45,17 +45,39 @@ class TargetSpec:
 
     def arg_name(self, key: str) -> str:
         """The argument name a payload key is sent as."""
-        return _arg_name(self, key)
+        return self.arg_names[key]
+
+    @property
+    def arg_names(self) -> Mapping[str, str]:
+        """payload key -> argument name, for any key (a dict filled as keys come: the hot path's
+        look-up is a plain dict's)."""
+        return _arg_names(self)
 
 
-@lru_cache(maxsize=4096)
-def _arg_name(spec: TargetSpec, key: str) -> str:
-    name = spec.args.get(key)
-    if name is not None:
+class _ArgNames(dict):
+    __slots__ = ("spec",)
+
+    def __init__(self, spec: TargetSpec) -> None:
+        super().__init__()
+        self.spec = spec
+
+    def __missing__(self, key: str) -> str:
+        spec = self.spec
+        name = spec.args.get(key)
+        if name is None:
+            name = (
+                spec.arg_prefix + key
+                if spec.arg_prefix and not key.startswith(spec.arg_prefix)
+                else key
+            )
+        if len(self) < 4096:  # a trace with ever-new keys does not grow it without end
+            self[key] = name
         return name
-    if spec.arg_prefix and not key.startswith(spec.arg_prefix):
-        return spec.arg_prefix + key
-    return key
+
+
+@lru_cache(maxsize=256)
+def _arg_names(spec: TargetSpec) -> _ArgNames:
+    return _ArgNames(spec)
 
 
 @lru_cache(maxsize=256)
