@@ -32,10 +32,10 @@ from replay.engine import ReplayConfig, run_replay
 from tests.replay.loopback_server import LoopbackServer
 
 
-def cpu() -> float:
-    """User + system CPU-seconds of this process so far."""
+def cpu() -> tuple[float, float]:
+    """(user, system) CPU-seconds of this process so far."""
     r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
+    return r.ru_utime, r.ru_stime
 
 
 def main() -> None:
@@ -72,14 +72,17 @@ def main() -> None:
         run_replay(cfg, env, progress=None)
         if prof is not None:
             prof.disable()
-        spent = cpu() - c0
+        (u1, s1), (u0, s0) = cpu(), c0
+        spent = u1 - u0 + s1 - s0
         _, table = read_results(tmp / "p.grr")
         p50, p99, achieved = lag_stats(table)
         status = np.asarray(table.column("status").to_numpy())
         print(f"offered {a.rate:,.0f}/s for {a.seconds:g} s: {table.num_rows}/{n} rows, "
               f"{int(np.sum(status != 200))} not 200, achieved {achieved:,.0f}/s; "
               f"schedule_lag p50 {p50:.3f} ms p99 {p99:.3f} ms")  # fmt: skip
-        print(f"sender CPU {spent:.2f} s: {spent / max(table.num_rows, 1) * 1e6:.1f} us per request"
+        n = max(table.num_rows, 1)
+        print(f"sender CPU {spent:.2f} s: {spent / n * 1e6:.1f} us per request ({(u1 - u0) / n * 1e6:.1f} user, "
+              f"{(s1 - s0) / n * 1e6:.1f} system)"
               f"{' (under cProfile)' if prof else ''}, {table.num_rows / max(spent, 1e-9):,.0f} requests per CPU-second")  # fmt: skip
         if prof is not None:
             s = io.StringIO()

@@ -338,6 +338,7 @@ class Scheduler:
         okey = self._outcome_keys.get(target)
         if okey is None:
             okey = self._outcome_keys[target] = self.ctx.profile.spec(target).outcome
+        start = self.start  # times in the row: integer microseconds since the run start (us())
 
         def done(
             sent_t: float,
@@ -349,18 +350,20 @@ class Scheduler:
             error: str | None,
         ) -> None:
             self.in_flight -= 1
-            outcome, cap = parse_outcome(target, status, body, okey, expect=ev.expect)
+            expect = ev.expect
+            outcome, cap = parse_outcome(target, status, body, okey, expect)
             st = self.stats
             st.done += 1
             failed = status == 0 or status >= 400
             if failed:
                 st.errors += 1
             waiters = deps.answered(ev, failed, cap)
-            self.sink(ev.seq, target, ev.kind, ev.actor, self.us(sched), self.us(sent_t), self.us(done_t),
-                      status, error, nsent, nrecv, outcome, ev.expect, None, group)  # fmt: skip
+            self.sink(ev.seq, target, ev.kind, ev.actor, round((sched - start) * 1e6),
+                      round((sent_t - start) * 1e6), round((done_t - start) * 1e6), status, error, nsent,
+                      nrecv, outcome, expect, None, group)  # fmt: skip
             if ev.kind == VIEW:
                 self._view_done(ev, sched, sent_t, done_t, status, error)
-            if not failed:
+            if not failed and self.realtime.realtime is not None:
                 self.realtime.note_write(ev, done_t, body)
             if waiters:
                 for wev, wsched in waiters:
