@@ -562,19 +562,18 @@ class Preparer:
 
     A modelled RPC call (the scans: most of an event day) is a fixed head (request line, Host,
     the run's headers), the actor's header, the length and the JSON body: the fixed part is
-    encoded and checked once per target and each actor's line once per actor, so a request
-    costs its body's encoding and one join. Anything else, and any event the fixed form does
-    not fit, goes the general way (prepare_request); both give the same bytes.
+    encoded and checked once per target, so a request costs its body's encoding, its actor's
+    line and one join. (Actor lines are not kept: an event day's attendees each send a scan or
+    two, so a cache of them would grow with the crowd for few hits.) Anything else, and any
+    event the fixed form does not fit, goes the general way (prepare_request); both give the
+    same bytes.
     """
 
-    __slots__ = ("ctx", "_heads", "_actors")
-
-    ACTORS = 65_536  # actor lines kept; beyond that, each is made for its request
+    __slots__ = ("ctx", "_heads")
 
     def __init__(self, ctx: BuildContext) -> None:
         self.ctx = ctx
         self._heads: dict[str, tuple[str, bytes, Any, frozenset[str]] | None] = {}
-        self._actors: dict[str, bytes] = {}
 
     def prepare(
         self, event: Event, captured: dict[str, Any] | None, payload: dict[str, Any]
@@ -588,11 +587,9 @@ class Preparer:
             fixed = self._heads[target] = self._fixed(target)  # type: ignore[index]
             if fixed is None:
                 return prepare_request(self.ctx, event, captured, payload)
-        actor = self._actors.get(event.actor)
-        if actor is None:
-            actor = self._actor_line(event.actor)
-            if actor is None:  # a bad actor: the general way says what is wrong
-                return prepare_request(self.ctx, event, captured, payload)
+        actor = _actor_line(event.actor)
+        if actor is None:  # a bad actor: the general way says what is wrong
+            return prepare_request(self.ctx, event, captured, payload)
         if isinstance(payload.get(REQUEST), dict):  # a recorded request is sent as it was recorded
             return prepare_request(self.ctx, event, captured, payload)
         origin, head, names, drop = fixed
@@ -623,17 +620,14 @@ class Preparer:
             return None
         return origin, head[: -len(end)], spec.arg_names, spec.drop
 
-    def _actor_line(self, actor: str) -> bytes | None:
-        """The actor's header line, checked as encode_request checks it; None if it is bad."""
-        try:
-            line = f"{ACTOR_HEADER}: {actor}\r\n".encode("latin-1")
-        except UnicodeEncodeError:
-            return None
-        if line.translate(None, _HEAD_BYTES) != b"\r\n":
-            return None
-        if len(self._actors) < self.ACTORS:
-            self._actors[actor] = line
-        return line
+
+def _actor_line(actor: str) -> bytes | None:
+    """The actor's header line, checked as encode_request checks it; None if it is bad."""
+    try:
+        line = f"{ACTOR_HEADER}: {actor}\r\n".encode("latin-1")
+    except UnicodeEncodeError:
+        return None
+    return line if line.translate(None, _HEAD_BYTES) == b"\r\n" else None
 
 
 _OUTCOME_KEYS = ("outcome", "result", "status")
