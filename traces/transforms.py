@@ -35,6 +35,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from fractions import Fraction
 from typing import Any
+from urllib.parse import unquote
 
 from traces import durations
 from traces.event import Event, TraceError, pack_payload, unpack_payload
@@ -495,7 +496,8 @@ def _united_inventory(headers: Sequence[TraceHeader]) -> Inventory:
 
 # --- anonymize ----------------------------------------------------------------------------------
 
-_EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
+# an email as text, or percent-encoded as a URL path or query keeps it (ann%40example.com)
+_EMAIL = re.compile(r"[A-Za-z0-9._%+-]+(?:@|%40)[A-Za-z0-9.-]+\.[A-Za-z]{2,}", re.IGNORECASE)
 _CARD = re.compile(r"(?<!\d)(?:\d[ -]?){12,18}\d(?!\d)")
 _ANON_STRIPE_ID = re.compile(
     r"(?<![A-Za-z0-9])(evt|pi|ch|re|py|cs|in|txn|cus|src|card|pm)_([A-Za-z0-9_]+)"
@@ -611,9 +613,21 @@ class Anonymizer:
 
     def strings(self, text: str) -> str:
         """Emails, card numbers and Stripe object ids inside any text replaced."""
-        text = _EMAIL.sub(lambda m: f"u{self.token('email', m[0].lower(), 12)}@anon.invalid", text)
+        text = _EMAIL.sub(self._email, text)
         text = _CARD.sub(lambda m: self._card(m[0]), text)
         return _ANON_STRIPE_ID.sub(self._stripe_id, text)
+
+    def _email(self, m: re.Match[str]) -> str:
+        # the same person's token whether the address was written plainly or percent-encoded,
+        # written back the way it was found
+        found = m[0]
+        plain = unquote(found).lower()
+        at = (
+            "@"
+            if "@" in found
+            else found[found.lower().index("%40") : found.lower().index("%40") + 3]
+        )
+        return f"u{self.token('email', plain, 12)}{at}anon.invalid"
 
     def _card(self, digits: str) -> str:
         d = re.sub(r"\D", "", digits)

@@ -256,3 +256,22 @@ def test_anonymize_reaches_into_recorded_requests() -> None:
     # the same person gets the same token inside the request as in the payload
     assert got["buyer"] == got[REQUEST]["body"]["metadata"]["buyer"]
     assert got[REQUEST]["body"]["amount"] == "8500"  # business values stay
+
+
+def test_anonymize_replaces_a_percent_encoded_email_with_the_same_token() -> None:
+    # a recorded path or query string keeps an address percent-encoded: it is the same person
+    from traces.importers.request import REQUEST
+
+    payload = {
+        "email": "Ann@example.com",
+        REQUEST: {"method": "GET", "path": "/rest/v1/orders?email=ann%40Example.com&select=*"},
+        "ref": "ann%40example.com",
+    }
+    e = Event(0, 1, ev.VIEW, "viewer:1", ev.TARGET_REST_TICKETS, pack_payload(payload))
+    _, out = tf.anonymize(TraceHeader(), [e], b"k")
+    (a,) = list(out)
+    assert b"ann" not in a.payload.lower()
+    got = ev.unpack_payload(a.payload)
+    token = got["email"].partition("@")[0]
+    assert got["ref"] == f"{token}%40anon.invalid"
+    assert f"email={token}%40anon.invalid&select=*" in got[REQUEST]["path"]
