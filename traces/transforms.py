@@ -621,13 +621,8 @@ class Anonymizer:
         # the same person's token whether the address was written plainly or percent-encoded,
         # written back the way it was found
         found = m[0]
-        plain = unquote(found).lower()
-        at = (
-            "@"
-            if "@" in found
-            else found[found.lower().index("%40") : found.lower().index("%40") + 3]
-        )
-        return f"u{self.token('email', plain, 12)}{at}anon.invalid"
+        at = "@" if "@" in found else "%40"
+        return f"u{self.token('email', unquote(found).lower(), 12)}{at}anon.invalid"
 
     def _card(self, digits: str) -> str:
         d = re.sub(r"\D", "", digits)
