@@ -244,6 +244,22 @@ def _stripe_mode(cfg: ReplayConfig, targets: Mapping[str, int], env: Mapping[str
     return base
 
 
+MAX_REPLAY_S = 30 * 86_400  # a replay planned to last longer is a mistyped --speed
+
+
+def _check_length(duration_us: int | None, speed: float) -> None:
+    """ValueError when the trace at this speed would take longer than MAX_REPLAY_S (--speed 1e-9
+    instead of 1e9, say: the replay would otherwise wait, sending nothing, for ever)."""
+    if not duration_us or not speed > 0:
+        return  # a trace that does not say its length; a bad speed is ScheduleOptions' to refuse
+    took = duration_us / 1e6 / speed
+    if took > MAX_REPLAY_S:
+        raise ValueError(
+            f"--speed {speed:g}: the trace's {duration_us / 1e6:g} s would take {took:.3g} s "
+            f"({took / 86_400:.3g} days) to replay, more than {MAX_REPLAY_S // 86_400} days"
+        )
+
+
 def resolve(
     cfg: ReplayConfig,
     environment: Environment,
@@ -262,6 +278,7 @@ def resolve(
     local = target == "local"
     profile = load_profile(cfg.profile)
     header = read_header(environment.trace)
+    _check_length(header.duration_us, cfg.speed)
     targets = dict(header.targets)
     caps = merge_caps(default_rate_caps(targets, local or is_loopback(target), cfg.stripe),
                       cfg.rate_caps, cfg.stripe)  # fmt: skip

@@ -177,6 +177,7 @@ def test_dry_run_prints_the_plan_and_sends_nothing(
     (["--target", "ftp://x"], "--target"),
     (["--target", "env"], "SUPABASE_URL is not set"),
     (["--speed", "0"], "speed"),
+    (["--speed", "1e-12"], "more than 30 days"),
     (["--threshold", "http_req_duration=p(95)<<"], "p(95)"),
 ])  # fmt: skip
 def test_bad_input_exits_104(

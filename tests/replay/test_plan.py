@@ -168,6 +168,7 @@ def test_what_resolve_decides(trace: str) -> None:
     ({"target": "http://127.0.0.1:9"}, {"SUPABASE_ANON_KEY": "a"}, "STRIPE_WEBHOOK_SECRET"),
     ({"target": "http://127.0.0.1:9"}, {"SUPABASE_ANON_KEY": "a", "STRIPE_WEBHOOK_SECRET": "w"}, "STRIPE_API_BASE"),
     ({"speed": 0.0}, {}, "speed"),
+    ({"speed": 1e-300}, {}, r"--speed 1e-300: the trace's 3.9 s would take 3.9e\+300 s"),
 ])  # fmt: skip
 def test_bad_options_are_refused_before_anything_runs(
     trace: str, change: dict, variables: dict, match: str
