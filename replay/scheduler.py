@@ -29,6 +29,7 @@ import zlib
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from judge.checks import GROUPED_EXPECTS, group_in, group_of
@@ -332,51 +333,14 @@ class Scheduler:
             return
         self.in_flight += 1
         self.stats.sent += 1
-        deps = self.deps
-        deps.started(ev.seq)
+        self.deps.started(ev.seq)
         target: str = ev.target  # type: ignore[assignment]
         okey = self._outcome_keys.get(target)
         if okey is None:
             okey = self._outcome_keys[target] = self.ctx.profile.spec(target).outcome
-        start = self.start  # times in the row: integer microseconds since the run start (us())
-
-        def done(
-            sent_t: float,
-            done_t: float,
-            status: int,
-            body: bytes,
-            nsent: int,
-            nrecv: int,
-            error: str | None,
-        ) -> None:
-            self.in_flight -= 1
-            expect = ev.expect
-            outcome, cap = parse_outcome(target, status, body, okey, expect)
-            st = self.stats
-            st.done += 1
-            failed = status == 0 or status >= 400
-            if failed:
-                st.errors += 1
-            waiters = deps.answered(ev, failed, cap)
-            self.sink(ev.seq, target, ev.kind, ev.actor, round((sched - start) * 1e6),
-                      round((sent_t - start) * 1e6), round((done_t - start) * 1e6), status, error, nsent,
-                      nrecv, outcome, expect, None, group)  # fmt: skip
-            if ev.kind == VIEW:
-                self._view_done(ev, sched, sent_t, done_t, status, error)
-            if not failed and self.realtime.realtime is not None:
-                self.realtime.note_write(ev, done_t, body)
-            if waiters:
-                for wev, wsched in waiters:
-                    self.in_flight -= 1
-                    if failed:
-                        self.drop(wev, wsched, f"dropped: dependency seq {ev.seq} failed")
-                    else:
-                        # its schedule is max(its time, the dependency's completion): waiting for
-                        # the target's answer is the target's latency, not the sender's lag
-                        self.send(wev, max(wsched, done_t), cap)
-            if not self.in_flight:
-                self._idle.set()
-
+        # what the answer is matched with: a partial of one method (two objects per request, where
+        # a closure makes a function and a cell for each variable it keeps)
+        done = partial(self._answered, ev, sched, okey, group)
         if type(req) is Prepared:
             # the signature of a webhook, if any, made now: its timestamp is the send's
             data = req.data if not req.signed else req.wire(int(time.time()))
@@ -386,6 +350,40 @@ class Scheduler:
         else:  # RequestError: as the transport answers a head it cannot write, at once
             t = now()
             done(t, t, 0, b"", 0, 0, str(req))
+
+    def _answered(self, ev: Event, sched: float, okey: str, group: str | None, sent_t: float,
+                  done_t: float, status: int, body: bytes, nsent: int, nrecv: int,
+                  error: str | None) -> None:  # fmt: skip
+        """A request's answer (the transport's done callback, bound to its event by send)."""
+        self.in_flight -= 1
+        target: str = ev.target  # type: ignore[assignment]
+        expect = ev.expect
+        outcome, cap = parse_outcome(target, status, body, okey, expect)
+        st = self.stats
+        st.done += 1
+        failed = status == 0 or status >= 400
+        if failed:
+            st.errors += 1
+        waiters = self.deps.answered(ev, failed, cap)
+        start = self.start  # times in the row: integer microseconds since the run start (us())
+        self.sink(ev.seq, target, ev.kind, ev.actor, round((sched - start) * 1e6),
+                  round((sent_t - start) * 1e6), round((done_t - start) * 1e6), status, error, nsent,
+                  nrecv, outcome, expect, None, group)  # fmt: skip
+        if ev.kind == VIEW:
+            self._view_done(ev, sched, sent_t, done_t, status, error)
+        if not failed and self.realtime.realtime is not None:
+            self.realtime.note_write(ev, done_t, body)
+        if waiters:
+            for wev, wsched in waiters:
+                self.in_flight -= 1
+                if failed:
+                    self.drop(wev, wsched, f"dropped: dependency seq {ev.seq} failed")
+                else:
+                    # its schedule is max(its time, the dependency's completion): waiting for
+                    # the target's answer is the target's latency, not the sender's lag
+                    self.send(wev, max(wsched, done_t), cap)
+        if not self.in_flight:
+            self._idle.set()
 
     def _view_done(
         self, ev: Event, sched: float, sent_t: float, done_t: float, status: int, error: str | None
