@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import ctypes
 import ctypes.util
+import functools
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -54,6 +55,12 @@ def due(deadlines: Sequence[float], t: float, window: float, limit: int) -> int:
     return n
 
 
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    """The C library, looked up once (find_library runs ``ldconfig -p``: milliseconds a call)."""
+    return ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+
+
 class _Timespec(ctypes.Structure):
     _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
 
@@ -71,8 +78,7 @@ class _Timerfd:
             self._set_ns = os.timerfd_settime_ns
             self.arm = self._arm_os
             return
-        name = ctypes.util.find_library("c")
-        libc = ctypes.CDLL(name, use_errno=True)
+        libc = _libc()
         create, settime = libc.timerfd_create, libc.timerfd_settime  # AttributeError: no timerfd
         create.argtypes, create.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
         settime.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
@@ -118,7 +124,7 @@ def precise_timers(slack_ns: int = 1) -> Iterator[None]:
     lead would have to cover by waiting in a tight loop. Restores the old slack; does nothing
     where prctl is missing."""
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        libc = _libc()
         prctl = libc.prctl
         old = prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0)
     except (AttributeError, OSError, TypeError):

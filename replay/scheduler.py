@@ -27,7 +27,7 @@ import math
 import time
 import zlib
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -122,11 +122,14 @@ class Stats:
     dropped: int = 0
 
 
-def warm_builders(ctx: BuildContext, events: Iterable[Event], limit: int = 4096) -> int:
-    """Build and throw away one request per target among the first `limit` events; how many.
+def warm_builders(
+    prepare: Callable[[Event], tuple], events: Iterable[Event], limit: int = 4096
+) -> int:
+    """Build (and sign) one request per target among the first `limit` events the way the run
+    will (`prepare`: the scheduler's), and throw them away; how many targets.
 
-    A builder's first call can cost milliseconds (stripe's webhook signing imports its modules
-    lazily: ~14 ms); paid before the start, it does not delay the first requests of that kind.
+    A builder's first call can cost milliseconds (lazy imports, a first signature); paid before
+    the start, it does not delay the first requests of that kind.
     """
     seen: set[str] = set()
     for n, ev in enumerate(events):
@@ -137,7 +140,9 @@ def warm_builders(ctx: BuildContext, events: Iterable[Event], limit: int = 4096)
             continue
         seen.add(t)
         with contextlib.suppress(BuildError, KeyError, ValueError):
-            build_request(ctx, ev, int(time.time()), None)
+            req, _ = prepare(ev)
+            if type(req) is Prepared:
+                req.wire(int(time.time()))
     return len(seen)
 
 
@@ -236,7 +241,7 @@ class Scheduler:
 
         # before the first deadline: read ahead, and pay each builder's first-call costs
         exhausted = refill(max(now() + 0.001, start - 0.05))
-        warm_builders(self.ctx, buf)
+        warm_builders(lambda ev: self.prepare(ev, None), buf)
         self.pacer = make_pacer(self.opt.pacer, self.opt.spin_s, self.opt.lead_s)
         slack.start()
         try:

@@ -17,8 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from judge.resultlog import DROPPED_EVENTS, ResultRow
-from replay import scheduler as scheduler_mod
-from replay.builders import BuildContext, Credentials
+from replay.builders import BuildContext, BuildError, Credentials
 from replay.scheduler import ScheduleOptions, Scheduler, TokenBucket, shard_of, warm_builders
 from replay.transport import RawTransport
 from tests.replay.loopback_server import LoopbackServer
@@ -190,17 +189,8 @@ def test_memory_does_not_grow_with_trace_length(server: LoopbackServer) -> None:
     assert large < small * 1.5 + 2_000_000, (small, large)
 
 
-def test_warm_builders_builds_one_request_per_target_and_tolerates_failures(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_warm_builders_builds_one_request_per_target_and_tolerates_failures() -> None:
     built: list[str] = []
-    real = scheduler_mod.build_request
-
-    def spy(ctx, ev, now_unix, captured):  # noqa: ANN001, ANN202 - build_request's own signature
-        built.append(ev.target)
-        return real(ctx, ev, now_unix, captured)
-
-    monkeypatch.setattr(scheduler_mod, "build_request", spy)
     hook = {"id": "evt_1", "object": "event", "type": "payment_intent.succeeded", "data": {}}
     events = [
         scan(0, 1),
@@ -212,9 +202,18 @@ def test_warm_builders_builds_one_request_per_target_and_tolerates_failures(
     ctx = BuildContext(
         "http://127.0.0.1:9", "test-run", Credentials()
     )  # no webhook secret: BuildError
-    assert warm_builders(ctx, events) == 2  # the scan and the webhook targets; not realtime
+    sched = Scheduler(ctx, RawTransport(), lambda *row: None, 0.0)  # builds ahead, as a run does
+
+    def prepare(ev: Event) -> tuple:
+        built.append(ev.target)
+        got = sched.prepare(ev, None)
+        if isinstance(got[0], BuildError):  # as Scheduler.prepare gives it, raised by a builder
+            raise got[0]
+        return got
+
+    assert warm_builders(prepare, events) == 2  # the scan and the webhook targets; not realtime
     assert built == [TARGET_SCAN, TARGET_WEBHOOK]
-    assert warm_builders(ctx, events, limit=1) == 1
+    assert warm_builders(prepare, events, limit=1) == 1
 
 
 def test_replay_through_the_loop_pacer_sends_every_event(server: LoopbackServer) -> None:
