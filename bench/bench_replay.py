@@ -323,7 +323,7 @@ def side_by_side(
             print("  " + k.line(), flush=True)
             tried.append((g.per_cpu_s / max(k.per_cpu_s, 1e-9), g, k))
         tried.sort(key=lambda t: t[0])
-        ratio, g, k = tried[len(tried) // 2]
+        ratio, g, k = tried[(len(tried) - 1) // 2]  # the median (the lower of two middles)
         got["gaterush", rate] = g
         for i, t in enumerate(tried):  # every gaterush run: its fidelity must hold in each
             got[f"gaterush#{i}", rate] = t[1]
