@@ -557,6 +557,9 @@ def prepare_request(
     return Prepared(req.origin, data[:at], (tail, body, secret, age))
 
 
+_UNSEEN: Any = object()  # a target the Preparer has not looked at yet
+
+
 class Preparer:
     """prepare_request for one run's context, with what it can work out once kept per target.
 
@@ -579,20 +582,16 @@ class Preparer:
         self, event: Event, captured: dict[str, Any] | None, payload: dict[str, Any]
     ) -> Prepared:
         """prepare_request(ctx, event, captured, payload)."""
-        target = event.target
-        fixed = self._heads.get(target)  # type: ignore[arg-type]
-        if fixed is None:
-            if target in self._heads:  # not a fixed form: the general way
-                return prepare_request(self.ctx, event, captured, payload)
-            fixed = self._heads[target] = self._fixed(target)  # type: ignore[index]
-            if fixed is None:
-                return prepare_request(self.ctx, event, captured, payload)
+        target: str = event.target  # type: ignore[assignment]
+        fixed = self._heads.get(target, _UNSEEN)
+        if fixed is _UNSEEN:
+            fixed = self._heads[target] = self._fixed(target)
+        if fixed is None or isinstance(payload.get(REQUEST), dict):  # a recorded one: as recorded
+            return prepare_request(self.ctx, event, captured, payload)
         actor = _actor_line(event.actor)
         if actor is None:  # a bad actor: the general way says what is wrong
             return prepare_request(self.ctx, event, captured, payload)
-        if isinstance(payload.get(REQUEST), dict):  # a recorded request is sent as it was recorded
-            return prepare_request(self.ctx, event, captured, payload)
-        origin, head, names, drop = fixed
+        origin, head, names, drop = fixed  # type: ignore[misc]
         query = payload.get("query")
         src = query if isinstance(query, dict) else payload
         body = _json({names[k]: v for k, v in src.items() if k not in drop})

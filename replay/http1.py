@@ -41,7 +41,6 @@ class ResponseError(Exception):
 _BODY_METHODS = frozenset(("POST", "PUT", "PATCH"))
 # the bytes a head may hold besides the CRLFs we write: no control character but HTAB
 HEAD_BYTES = bytes([0x09, *range(0x20, 0x7F), *range(0x80, 0x100)])
-_ALLOWED = HEAD_BYTES
 _BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f\u0100-\U0010ffff]")
 _BAD_TOKEN = re.compile(r"[\x00-\x20\x7f\u0100-\U0010ffff]")
 
@@ -70,7 +69,7 @@ def encode_request(
         raise RequestError(_bad_part(req._replace(headers=(*req.headers, *extra)))) from None
     # what is left once every allowed byte is deleted must be exactly the CRLFs we wrote: any other
     # CR, LF or control byte came from the method, the path or a header
-    if head.translate(None, _ALLOWED) != b"\r\n" * len(lines) or " " in req.path:
+    if head.translate(None, HEAD_BYTES) != b"\r\n" * len(lines) or " " in req.path:
         raise RequestError(_bad_part(req._replace(headers=(*req.headers, *extra))))
     n = len(first)  # latin-1: one byte per character
     return b"".join((head[:n], block, head[n:], body))
@@ -85,7 +84,7 @@ def _header_block(host_header: str, headers: tuple[tuple[str, str], ...]) -> byt
         block = "".join(lines).encode("latin-1")
     except UnicodeEncodeError:
         raise RequestError from None
-    if block.translate(None, _ALLOWED) != b"\r\n" * len(lines):
+    if block.translate(None, HEAD_BYTES) != b"\r\n" * len(lines):
         raise RequestError
     return block
 
