@@ -32,6 +32,10 @@ class Dependencies:
         """A request is in flight: events `after` it wait for its answer."""
         self.pending[seq] = None
 
+    def waited_for(self, seq: int) -> bool:
+        """Whether an event is parked until `seq` answers."""
+        return self.pending.get(seq) is not None
+
     def park(self, ev: Event, sched: float) -> bool:
         """Hold `ev` until its dependency answers, if that is still in flight; whether it was held."""
         a = ev.after

@@ -185,6 +185,10 @@ class Realtime:
                 old.cancel()
             self.tasks[ev.actor] = asyncio.get_running_loop().create_task(self._viewer(ev, sched))
 
+    def watching(self) -> bool:
+        """Whether any viewer is open."""
+        return bool(self.tasks)
+
     def note_write(self, ev: Event, done_t: float, body: bytes) -> None:
         """Remember a completed write so the messages it causes can be timed."""
         if not self.tasks or ev.kind not in (SCAN, WEBHOOK):

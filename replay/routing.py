@@ -54,6 +54,10 @@ class RealtimeRoute:
         elif self.realtime is not None:
             self.realtime.handle(ev, sched)
 
+    def watching(self) -> bool:
+        """Whether any viewer is open (a good write may be what it is shown next)."""
+        return self.realtime is not None and self.realtime.watching()
+
     def note_write(self, ev: Event, done_t: float, body: bytes) -> None:
         """A request that answered well: the viewers may be told of its change."""
         if self.realtime is not None:
