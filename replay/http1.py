@@ -112,6 +112,9 @@ class _Stop(Exception):
     """Raised from a parser callback to stop llhttp at the end of a HEAD answer's head."""
 
 
+_FRAMING = (b"\r\ncontent-length:", b"\r\ntransfer-encoding:")
+
+
 class ResponseReader:
     """Reads one response per request from the bytes of a keep-alive connection (no I/O).
 
@@ -119,6 +122,13 @@ class ResponseReader:
     returns True; then ``status``, ``body``, ``keep_alive`` and ``extra`` (bytes after the response:
     the connection cannot be trusted) hold the answer. :meth:`eof` says whether the end of the
     connection completes the response. Raises ResponseError on a malformed or oversize response.
+
+    llhttp parses; no header is handed to Python one by one (a Supabase answer has fifteen: that
+    was two thirds of reading it). What the reader needs of the head, its size (at most
+    `max_head` bytes up to the final head's end, interim responses included) and whether its body
+    is framed (Content-Length or Transfer-Encoding, else it runs to the end of the connection),
+    it finds in the head's bytes, and only where it can matter: the size when the bytes read
+    could exceed the limit, the framing when the answer does not keep the connection alive.
     """
 
     __slots__ = (
@@ -126,8 +136,10 @@ class ResponseReader:
         "max_head",
         "head_request",
         "head_done",
-        "head_size",
         "fed",
+        "chunk",
+        "parts",
+        "head_from",
         "interim",
         "framed",
         "complete",
@@ -140,6 +152,7 @@ class ResponseReader:
     def __init__(self, max_head: int = MAX_HEAD) -> None:
         self.max_head = max_head
         self.parser: httptools.HttpResponseParser | None = None
+        self.parts: list[bytes] = []
         self.begin(False)
 
     def begin(self, head_request: bool) -> None:
@@ -148,8 +161,11 @@ class ResponseReader:
             self.parser = httptools.HttpResponseParser(self)
         self.head_request = head_request
         self.head_done = False
-        self.head_size = 0
-        self.fed = 0
+        self.fed = 0  # bytes fed before the chunk being read, while the head is not done
+        self.chunk = b""  # the chunk being read
+        if self.parts:
+            self.parts = []  # earlier chunks of a head not done yet (rare: a head in pieces)
+        self.head_from = 0  # where the head being read starts, in parts + chunk
         self.interim = False
         self.framed = False
         self.complete = False
@@ -160,6 +176,7 @@ class ResponseReader:
 
     def feed(self, data: bytes) -> bool:
         """Parse the next bytes; True once the final response is complete."""
+        self.chunk = data
         try:
             self.parser.feed_data(data)  # type: ignore[union-attr]
         except httptools.HttpParserUpgrade:
@@ -174,6 +191,7 @@ class ResponseReader:
             if not self.head_request:
                 self.extra = True  # garbage after a complete response
         if not self.head_done:
+            self.parts.append(data)
             self.fed += len(data)
             if self.fed > self.max_head:
                 self.parser = None
@@ -193,32 +211,43 @@ class ResponseReader:
         """A message starts (bytes after a complete one are extra)."""
         if self.complete:
             self.extra = True
-        self.head_size = 0
         self.framed = False
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        """One header: counted against the head limit; framing noted."""
-        self.head_size += len(name) + len(value) + 4
-        n = len(name)
-        if (n == 14 or n == 17) and name.lower() in (b"content-length", b"transfer-encoding"):
-            self.framed = True
 
     def on_headers_complete(self) -> None:
         """The head is read: a 1xx is skipped; a HEAD answer ends here."""
         p = self.parser
         status = p.get_status_code()  # type: ignore[union-attr]
-        if self.head_size + self.fed > self.max_head:
-            raise ResponseError(f"response head larger than {self.max_head} bytes")
+        head = None
+        # where this head ends: to know where the next starts (after a 1xx), or when the bytes
+        # read so far could put it past the limit
+        if status < 200 or self.fed + len(self.chunk) > self.max_head:
+            head = self._head()
+            if self.head_from > self.max_head:
+                raise ResponseError(f"response head larger than {self.max_head} bytes")
         if status < 200:
             self.interim = True
             return
         self.status = status
         self.head_done = True
+        keep_alive = p.should_keep_alive()  # type: ignore[union-attr]
         if self.head_request:
-            self.keep_alive = p.should_keep_alive()  # type: ignore[union-attr]
+            self.keep_alive = keep_alive
             self.complete = True
             self.parser = None  # llhttp would wait for the body a HEAD answer does not have
             raise _Stop
+        if keep_alive:  # llhttp keeps a connection alive only after a body it can end
+            self.framed = True
+        else:  # one that ends with the connection, unless its head frames it
+            lower = (head if head is not None else self._head()).lower()
+            self.framed = any(name in lower for name in _FRAMING)
+
+    def _head(self) -> bytes:
+        """The bytes of the head just read, to its blank line; head_from moves past it."""
+        data = b"".join((*self.parts, self.chunk)) if self.parts else self.chunk
+        start = self.head_from
+        end = data.find(b"\r\n\r\n", start)
+        self.head_from = len(data) if end < 0 else end + 4  # (llhttp has read one: it is there)
+        return data[start : self.head_from]
 
     def on_body(self, data: bytes) -> None:
         """A piece of the body (appended: linear however it is split)."""

@@ -236,3 +236,71 @@ def test_an_endless_head_stops_at_the_limit() -> None:
 def test_malformed_responses_are_errors(wire: bytes, error: str) -> None:
     with pytest.raises(ResponseError, match=error):
         read(wire)
+
+
+FRAMINGS = {
+    "none": b"",
+    "length": b"%s: %%d\r\n",
+    "chunked": b"%s: chunked\r\n",
+}
+
+
+@settings(max_examples=200)
+@given(
+    st.sampled_from(sorted(FRAMINGS)),
+    st.sampled_from([b"Content-Length", b"content-length", b"CONTENT-LENGTH"]),
+    st.sampled_from([b"Transfer-Encoding", b"transfer-encoding"]),
+    st.sampled_from([b"", INTERIM]),
+    st.sampled_from([b"HTTP/1.1 200 OK\r\nConnection: close\r\n", b"HTTP/1.0 200 OK\r\n"]),
+    st.binary(min_size=1, max_size=80),
+    st.data(),
+)
+def test_at_the_end_of_the_connection_only_an_unframed_body_is_complete(
+    framing: str, cl: bytes, te: bytes, interim: bytes, status_line: bytes, body: bytes,
+    data: st.DataObject,
+) -> None:  # fmt: skip
+    # an answer that closes the connection: its body ends with it unless its head frames it
+    # (any case of the header's name), however the bytes are split and wherever they stop
+    if framing == "length":
+        head = FRAMINGS[framing] % cl % len(body)
+        rest = body
+    elif framing == "chunked":
+        head, rest = FRAMINGS[framing] % te, chunked(body, 16)
+    else:
+        head, rest = b"", body
+    wire = interim + status_line + b"Server: t\r\n" + head + b"\r\n" + rest
+    cut = len(wire) - data.draw(st.integers(1, len(rest)))  # stops inside the body
+    pieces = data.draw(st.lists(st.integers(1, 30), max_size=20))
+    r = read(wire[:cut], pieces=pieces)
+    assert r.head_done and not r.complete
+    assert r.eof() == (framing == "none") and not r.keep_alive
+
+
+@pytest.mark.parametrize("interim", [b"", INTERIM])
+@pytest.mark.parametrize("pieces", [None, [7] * 100, [1] * 400])
+def test_the_head_limit_counts_every_byte_up_to_the_final_heads_end(
+    interim: bytes, pieces: list[int] | None
+) -> None:
+    def wire(head_bytes: int) -> bytes:
+        start = interim + b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-Pad: "
+        pad = head_bytes - len(start) - len(b"\r\n\r\n")
+        return start + b"a" * pad + b"\r\n\r\n" + b"hello"
+
+    def reader(wire: bytes) -> ResponseReader:
+        r = ResponseReader(max_head=300)
+        r.begin(False)
+        pos = 0
+        for n in pieces or [len(wire)]:
+            r.feed(wire[pos : pos + n])
+            pos += n
+            if pos >= len(wire):
+                break
+        else:
+            r.feed(wire[pos:])
+        return r
+
+    assert len(wire(300).partition(b"\r\n\r\n" if not interim else b"X-Pad")[0]) < 300
+    r = reader(wire(300))  # exactly the limit, the body's bytes not counted
+    assert r.complete and bytes(r.body) == b"hello"
+    with pytest.raises(ResponseError, match="response head larger than 300 bytes"):
+        reader(wire(301))
