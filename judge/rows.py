@@ -46,7 +46,8 @@ REALTIME_UPDATE_LATENCY = "realtime_update_latency"
 REALTIME_JOIN = "realtime_join"
 DASHBOARD_TARGET = "dashboard"  # the target of a dashboard_load row
 
-FLUSH_ROWS = 16_384  # a RowBuffer asks to be taken at this many rows (see RowBuffer.limit)
+FLUSH_ROWS = 1024  # a RowBuffer asks to be taken at this many rows (see RowBuffer.limit): a
+# sender takes a batch a column a step between deadlines, and a step must stay short (~0.1 ms)
 
 RowSink = Callable[..., None]  # RowBuffer.append's signature: the SCHEMA columns, in order
 

@@ -55,12 +55,17 @@ from traces.event import VIEW, Event, unpack_payload
 now = time.monotonic
 Sink = RowSink  # a row's columns in judge.rows.SCHEMA order (a RowBuffer's append)
 LOW_WATER = 512  # events read ahead below which the loop reads on even without slack
+# the loop reads ahead once this many events have gone since it last did (or half its lookahead):
+# read and built one at a time, at each wake-up, an event's build costs several times what it
+# costs among others (a sender's caches go cold between deadlines)
+READ_AHEAD_BATCH = 256
 SLACK_MARGIN_S = 0.00015  # work in the slack ends this long before the next deadline
 # answers nothing waits for are kept and taken together in the slack (Scheduler._answered):
 ANSWER_BATCH = 64  # a pass is asked for once this many are kept,
 ANSWER_WAIT_S = 0.1  # or once the oldest has waited this long;
 ANSWER_STEP = 16  # it takes this many a step
 ANSWER_MOST = 1024  # more than this kept (no slack for a pass): taken at once
+KEEP_IF_IDLE_S = 0.0005  # ... and an answer is kept only if the next deadline is this far off
 
 
 def shard_of(actor: str, workers: int) -> int:
@@ -184,6 +189,7 @@ class Scheduler:
         self._idle.set()
         self._outcome_keys: dict[str, str] = {}
         self.answers: deque[tuple] = deque()  # kept to be taken together (see _answered)
+        self.next_deadline = 0.0  # the pacer's, while pacing
 
     def us(self, t: float) -> int:
         """A monotonic time as integer microseconds since the run start."""
@@ -199,6 +205,7 @@ class Scheduler:
         k = self.k
         start = self.start
         lookahead = self.opt.lookahead
+        read_at = lookahead - max(1, min(READ_AHEAD_BATCH, lookahead // 2))  # read on at this many
         batch = self.opt.batch
         dispatch = self.dispatch
         prepare = self.prepare if self.ahead else None
@@ -236,7 +243,7 @@ class Scheduler:
             if not buf:
                 return now() if not exhausted else None
             d = dl[0]
-            if not exhausted and len(buf) < lookahead:
+            if not exhausted and len(buf) <= read_at:
                 t = now()
                 if d - t > 0.0004:
                     exhausted = refill(min(d - 0.0003, t + 0.002))
@@ -246,6 +253,7 @@ class Scheduler:
                 want("answers", answer_steps)
             if jobs or gc_count()[0] >= YOUNG:  # the rest of the work, in what slack is left
                 slack.run(d - SLACK_MARGIN_S)
+            self.next_deadline = d
             return d
 
         # before the first deadline: read ahead, and pay each builder's first-call costs
@@ -379,17 +387,20 @@ class Scheduler:
         (sent_t, done_t, status, body, bytes sent, bytes received, error): its times are taken by
         the transport as the answer comes, whenever the rest is done. While pacing, an answer that
         no dependent waits for and no viewer may be shown is kept, and taken with the others in
-        the slack (ANSWER_BATCH at a time, or after ANSWER_WAIT_S): between deadlines a sender
-        is woken with its caches gone cold, and the work of taking an answer (its outcome, its
-        row) costs several times what it costs in a batch (measured: 7% of the sender's CPU at
-        1,000 requests/s). Any other answer is taken at once, after those kept, so the rows stay
-        in the order the answers came and a dependent always finds its dependency's answer.
+        the slack (ANSWER_BATCH at a time, or after ANSWER_WAIT_S), if the loop is to sleep
+        before its next deadline (KEEP_IF_IDLE_S): a sender woken from that sleep has its caches
+        gone cold, and the work of taking an answer (its outcome, its row) costs several times
+        what it costs in a batch (measured: 5% of the sender's CPU at 1,000 requests/s). At a
+        rate with no such sleep, passes would only take slack the deadlines need. Any other
+        answer is taken at once, after those kept, so the rows stay in the order the answers
+        came and a dependent always finds its dependency's answer.
         """
         self.in_flight -= 1
         ev = answer[0]
         answers = self.answers
         if (
             self.slack.paced
+            and self.next_deadline - answer[5] > KEEP_IF_IDLE_S  # [5]: when it came
             and len(answers) < ANSWER_MOST
             and not self.deps.waited_for(ev.seq)
             and not self.realtime.watching()

@@ -428,3 +428,42 @@ def test_a_dependency_answered_before_its_dependent_is_due_is_taken_first(
     assert by[2].status == 200 and by[2].outcome == "succeeded"
     assert by[2].scheduled_us == 40_000
     assert by[2].sent_us - by[2].scheduled_us < 10_000  # on time: not held for the pass (0.1 s)
+
+
+def test_the_loop_reads_ahead_in_batches_not_an_event_a_wake_up() -> None:
+    # 1,500 scans 1 ms apart through a 256-event lookahead: once the first are read, the loop
+    # reads on in runs (an event's build costs several times as much read alone, cold), yet
+    # every event goes out once, in order
+    events = [scan(i * 1_000, 1 + i) for i in range(1500)]
+    seen: list[int] = []  # how many had been dispatched when each event was read
+    box: dict = {}
+
+    def reading():
+        for ev in events:
+            s = box.get("sched")
+            seen.append(s.stats.scheduled if s is not None else 0)
+            yield ev
+
+    rows: list[ResultRow] = []
+    tr = BytesTransport()
+
+    async def main() -> None:
+        s = box["sched"] = Scheduler(SIGNING, tr, lambda *r: rows.append(ResultRow(*r)),
+                                     time.monotonic() + 0.02, ScheduleOptions(lookahead=256))  # fmt: skip
+        await asyncio.wait_for(s.run(reading()), 60)
+
+    uvloop.run(main())
+    later = seen[256:]  # read while sending
+    reads = len(set(later))  # the wake-ups that read (one a wake-up: about 1,244)
+    assert reads <= len(later) // 8, reads
+    assert [_seq_of(d) for d, _ in tr.sent] == [e.seq for e in events]
+    assert sorted(r.seq for r in rows) == [e.seq for e in events]
+
+
+def test_answers_are_taken_at_once_when_the_next_deadline_is_near() -> None:
+    # scans 0.1 ms apart: the loop never sleeps between deadlines, so nothing is kept (a pass
+    # would only take the slack the deadlines need)
+    events = [scan(i * 100, 1 + i) for i in range(400)]
+    rows, tr, s = replay_late(events, [0.00005])
+    assert tr.kept <= 2, tr.kept
+    assert [r.seq for r in rows] == [seq for seq, _ in tr.answered]
