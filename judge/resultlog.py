@@ -112,8 +112,7 @@ from traces.outputs import atomic
 RESULT_FORMAT = "gaterush-results"
 RESULT_VERSION = 2
 # seconds between flushes: each costs ~0.4 ms warm and several times that in a sender woken cold
-# between deadlines (every 0.2 s was 4% of a sender's CPU at 1,000 requests/s); k6 flushes its
-# outputs every second too
+# between deadlines (every 0.2 s was 4% of a sender's CPU at 1,000 requests/s)
 FLUSH_S = 1.0
 PARQUET_META_KEY = b"gaterush.results"  # the header: Parquet file metadata, IPC schema metadata
 TRAILER_KEY = b"gaterush.end"  # the trailer: custom metadata of the stream's last (empty) batch
