@@ -121,17 +121,24 @@ class RowBuffer:
             except StopIteration as done:
                 return done.value
 
-    def take_steps(self) -> Generator[None, None, pa.RecordBatch | None]:
+    def take_steps(self, most: int | None = None) -> Generator[None, None, pa.RecordBatch | None]:
         """take() a column at a time: a generator that yields after each column and returns the
-        batch. The rows are taken at its first step: rows appended while it runs go to the next
-        batch. A sender runs it in its slack between deadlines (replay.slack), so no deadline
-        waits for a whole batch (1,000 rows cost a millisecond or two in one go)."""
-        if not self.columns[0]:
+        batch, of the oldest `most` rows (None: all). The rows are taken at its first step: rows
+        appended while it runs go to a later batch. A sender runs it in its slack between
+        deadlines (replay.slack), so no deadline waits for a whole batch (1,000 rows cost a
+        millisecond or two in one go); taking at most `limit` rows keeps each step that short
+        when rows have piled up (a sender behind schedule)."""
+        n = len(self.columns[0])
+        if not n:
             return None
         values = []
         for c in self.columns:
-            values.append(c.copy())
-            c.clear()  # the lists stay the same objects: `append` keeps writing to them
+            if most is None or most >= n:
+                values.append(c.copy())
+                c.clear()  # the lists stay the same objects: `append` keeps writing to them
+            else:
+                values.append(c[:most])
+                del c[:most]
         yield
         arrays = []
         for v, f in zip(values, SCHEMA, strict=True):

@@ -347,21 +347,22 @@ def _send(plan: ShardPlan, ctx: BuildContext, link: ShardLink, trace: str) -> tu
     slack = Slack()
 
     def ship(stats: Stats) -> Job:
-        # one batch per flush, to this shard's own file or as IPC bytes to the coordinator, with
-        # the counts its progress line needs (never the rows themselves); a step at a time in the
-        # sender's slack (replay.slack)
+        # batches of at most FLUSH_ROWS, to this shard's own file or as IPC bytes to the
+        # coordinator, with the counts its progress line needs (never the rows themselves); a step
+        # at a time in the sender's slack (replay.slack): a part batch waits for the next flush,
+        # and when not pacing all go
         box["stats"] = stats
-        batch = yield from rows.take_steps()
-        if batch is None:
-            return
-        yield
-        counts = tuple(summarize(batch))
-        w = box.get("w")
-        if w is not None:
-            w.write_batch(batch)
-            w.flush()
-        data = None if w is not None else batch_message(batch)
-        link.send(("rows", k, data, counts, stats.sent, stats.errors, stats.dropped))
+        while (batch := (yield from rows.take_steps(rows.limit))) is not None:
+            yield
+            counts = tuple(summarize(batch))
+            w = box.get("w")
+            if w is not None:
+                w.write_batch(batch)
+                w.flush()
+            data = None if w is not None else batch_message(batch)
+            link.send(("rows", k, data, counts, stats.sent, stats.errors, stats.dropped))
+            if slack.paced and len(rows) < rows.limit:
+                break
 
     rows = RowBuffer(full=lambda: slack.want("rows", lambda: ship(box["stats"])))
 

@@ -7,8 +7,9 @@ young-generation collection up to 2 ms, and every request due meanwhile goes out
 the receiver's p99.9). :class:`Slack` holds that work as jobs, generators that yield after each
 short step (a column of a batch), and runs a step only where it fits: in the slack before the next
 deadline, and only if the longest step seen lately fits in what is left. A job that has found no
-such slack for ``overdue_s`` runs one step per wake-up anyway, so a sender with no slack at all (a
-rate beyond what it sustains) still writes its rows. Outside the paced part of a run (before the
+such slack for ``overdue_s`` runs one step per wake-up anyway (and one more for each further
+``overdue_s`` it waits), so a sender with no slack at all (a rate beyond what it sustains) still
+writes its rows, and they do not pile up. Outside the paced part of a run (before the
 first deadline, while answers drain) a job runs whole at once.
 
 Garbage collection is the other job: while pacing, the scheduler's loop collects the young
@@ -88,8 +89,14 @@ class Slack:
         jobs = self.jobs
         while jobs and until - now() > self.step_s:
             self._step()
-        if jobs and jobs[0][0] <= now():
-            self._step()
+        if jobs and (late := now() - jobs[0][0]) >= 0.0:
+            # one step, and one more for each overdue_s it is late: a sender far behind may wake
+            # only every few tens of ms (hundreds of answers between), and one step a wake-up
+            # let its rows wait for seconds
+            for _ in range(1 + int(late / self.overdue_s)):
+                self._step()
+                if not jobs:
+                    break
         if gc.get_count()[0] >= YOUNG:
             self._collect(until)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -86,6 +87,24 @@ def test_an_overdue_job_runs_a_step_per_wakeup_without_slack(clock: Clock) -> No
     assert log == [("a", 0), ("a", 1)]
 
 
+@pytest.mark.parametrize("periods", [0, 1, 3, 7])
+def test_a_job_late_by_k_overdue_periods_runs_k_plus_one_steps_a_wakeup(
+    clock: Clock, periods: int
+) -> None:
+    """A sender far behind wakes rarely: one step a wake-up kept its rows for seconds."""
+    log: list[tuple[str, int]] = []
+    s = Slack(overdue_s=0.2)
+    s.paced = True
+    s.want("rows", lambda: job(log, "a", 20, clock))
+    clock.t += 0.2 + periods * 0.2 + 0.01
+    s.run(clock.t - 1.0)  # no slack at all
+    assert len(log) == periods + 1
+    s.want("rows", lambda: job(log, "b", 1, clock))  # still waiting: the same job goes on
+    clock.t += 10.0
+    s.run(clock.t - 1.0)
+    assert log == [("a", i) for i in range(20)] and not s.jobs  # it ends: no step past it
+
+
 def test_a_failing_step_reaches_the_caller_and_leaves_no_job(clock: Clock) -> None:
     def bad() -> Iterator[None]:
         yield
@@ -120,13 +139,15 @@ def test_every_step_of_every_job_runs_once_in_order(
     for room, wait in wakeups:
         clock.t += wait
         until = clock.t + room
-        overdue = bool(s.jobs) and s.jobs[0][0] <= clock.t
+        late = clock.t - s.jobs[0][0] if s.jobs else -1.0
         before = len(log)
         s.run(until)
         starts += [clock.t - STEP * (len(log) - before - i) for i in range(len(log) - before)]
         short = [t for t in starts[before:] if until - t <= STEP - 1e-12]
-        # once a step has been timed, none starts short of it, but the one an overdue job gets
-        assert len(short) <= (1 if overdue else 0) + (1 if before == 0 else 0)
+        # once a step has been timed, none starts short of it, but those an overdue job gets
+        # (one, and one for each overdue_s it is late), which may start the next job's too
+        owed = 1 + int(late / 0.5) if late >= 0 else 0
+        assert len(short) <= owed + (1 if before == 0 else 0)
     s.finish()
     assert log == [(f"j{n}", i) for n, steps in enumerate(sizes) for i in range(steps)]
 
@@ -175,6 +196,35 @@ def test_a_batch_taken_in_steps_is_the_batch_and_later_rows_go_to_the_next(
     assert got is not None and expected is not None and got.equals(expected)
     rest = steps_buf.take()
     assert (rest.num_rows if rest is not None else 0) == later
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.integers(0, 60), st.integers(1, 25))
+def test_batches_of_at_most_most_rows_are_the_rows_in_order(n: int, most: int) -> None:
+    """Rows piled up (a sender behind) are taken `most` at a time, oldest first, none lost."""
+    buf, whole = RowBuffer(limit=10**9), RowBuffer(limit=10**9)
+    for r in rows(n):
+        buf.append(*r)
+        whole.append(*r)
+    got = []
+    while (batch := run_whole_value(buf.take_steps(most))) is not None:
+        assert 1 <= batch.num_rows <= most
+        got.append(batch)
+    assert len(buf) == 0 and len(got) == -(-n // most)
+    expected = whole.take()
+    if expected is None:
+        assert not got
+    else:
+        assert pa.concat_batches(got).equals(expected)
+
+
+def run_whole_value(steps: Iterator[None]) -> object:
+    """Run a generator to its end; what it returns."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value
 
 
 def test_an_empty_buffer_takes_nothing_in_steps_too() -> None:
