@@ -363,9 +363,12 @@ def targets(runs: dict[tuple[str, float], senders.Run], sustained_rate: float, r
     def worst(rate: float, q: float) -> float:
         return max(r.pct(q) for r in every(rate))
 
+    def why(rate: float) -> str:  # the worst run's own lag and the VM's steal meanwhile
+        return "; worst run:" + max(every(rate), key=lambda r: r.pct(99)).why()
+
     g1, k1 = runs.get(("gaterush", 1000)), runs.get(("k6", 1000))
     if every(1000):
-        check("1,000/s p99 <= 0.5 ms, p99.9 <= 2 ms (the worst run)", f"{worst(1000, 99):.3f} / {worst(1000, 99.9):.3f} ms",
+        check("1,000/s p99 <= 0.5 ms, p99.9 <= 2 ms (the worst run)", f"{worst(1000, 99):.3f} / {worst(1000, 99.9):.3f} ms{why(1000)}",
               worst(1000, 99) <= 0.5 and worst(1000, 99.9) <= 2)  # fmt: skip
     if g1 is not None and k1 is not None:
         ratio = g1.per_cpu_s / max(k1.per_cpu_s, 1e-9)
@@ -373,10 +376,10 @@ def targets(runs: dict[tuple[str, float], senders.Run], sustained_rate: float, r
               f"{g1.per_cpu_s:,.0f} vs {k1.per_cpu_s:,.0f} = {ratio:.2f}x", ratio >= 2)  # fmt: skip
     if every(2000):
         check("2,000/s event day (1 in 10 a signed webhook) p99 <= 0.5 ms, p99.9 <= 2 ms (the worst run)",
-              f"{worst(2000, 99):.3f} / {worst(2000, 99.9):.3f} ms", worst(2000, 99) <= 0.5 and worst(2000, 99.9) <= 2)  # fmt: skip
+              f"{worst(2000, 99):.3f} / {worst(2000, 99.9):.3f} ms{why(2000)}", worst(2000, 99) <= 0.5 and worst(2000, 99.9) <= 2)  # fmt: skip
     if every(5000):
         cores = max(r.cpu_s / r.seconds for r in every(5000))
-        check("5,000/s p99 <= 2 ms with less than one core (the worst run)", f"{worst(5000, 99):.3f} ms, {cores:.2f} cores",
+        check("5,000/s p99 <= 2 ms with less than one core (the worst run)", f"{worst(5000, 99):.3f} ms, {cores:.2f} cores{why(5000)}",
               worst(5000, 99) <= 2 and cores < 1)  # fmt: skip
     check("highest sustained open-loop rate of one process >= 24,000/s", f"{sustained_rate:,.0f}/s",
           sustained_rate >= 24_000)  # fmt: skip

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from judge.resultlog import read_results
 from tests.replay.loopback_server import LoopbackServer
 from traces.event import TARGET_SCAN, TARGET_WEBHOOK, Event, pack_payload
 from traces.header import TraceHeader
@@ -41,6 +42,8 @@ class Run:
     cpu_s: float  # user + system CPU of the sender process
     rss_mb: float  # its peak resident set
     load: float  # 1-minute load average at the end
+    steal_ms: float = 0.0  # time the hypervisor ran something else on this VM's CPUs meanwhile
+    own_ms: np.ndarray | None = None  # gaterush's own schedule lag (sent - scheduled, its log)
 
     @property
     def received(self) -> int:
@@ -69,7 +72,19 @@ class Run:
         return (f"{self.sender:<8} {self.rate:>7,.0f}/s  p50 {self.pct(50):6.3f}  p99 {self.pct(99):7.3f}  "
                 f"p99.9 {self.pct(99.9):7.3f}  max {self.pct(100):8.3f} ms  "
                 f"{self.per_cpu_s:>7,.0f} req/CPU-s  {self.cpu_s / self.seconds:4.2f} cores  "
-                f"RSS {self.rss_mb:4.0f} MB  got {self.received}/{self.expected}  load {self.load:.2f}")  # fmt: skip
+                f"RSS {self.rss_mb:4.0f} MB  got {self.received}/{self.expected}  load {self.load:.2f}"
+                f"{self.why()}")  # fmt: skip
+
+    def why(self) -> str:
+        """Where a tail comes from: the sender's own lag (a request written late) and the VM's
+        steal time (its CPUs taken by the host); a receiver-side tail with neither came after
+        the write, on the kernel's way to the receiver."""
+        own = ""
+        if self.own_ms is not None and len(self.own_ms):
+            own = (
+                f"  own lag p99 {np.percentile(self.own_ms, 99):.3f} max {self.own_ms.max():.3f} ms"
+            )
+        return f"{own}  steal {self.steal_ms:.0f} ms"
 
 
 def event_day(path: Path, rate: float, seconds: float, seed: int = 1) -> dict[str, int]:
@@ -128,6 +143,16 @@ def event_day(path: Path, rate: float, seconds: float, seed: int = 1) -> dict[st
     return keys
 
 
+def steal_ms() -> float:
+    """The VM's steal time so far (all CPUs, /proc/stat), in ms: 0 where there is none."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+        return int(fields[8]) * 1000 / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 def _errors(stamps: dict[str, float], schedule: dict[str, float]) -> np.ndarray:
     """Arrival minus schedule in ms for the keys that arrived, in schedule order, centred."""
     keys = sorted((k for k in schedule if k in stamps), key=schedule.get)
@@ -160,8 +185,10 @@ def gaterush(tmp: Path, server: LoopbackServer, rate: float, seconds: float, pac
     trace = tmp / f"g{rate:.0f}.grt"
     keys = event_day(trace, rate, seconds, seed)
     server.set_recording(True)
+    steal0 = steal_ms()
     out = subprocess.run([sys.executable, "-c", GATERUSH_CHILD, str(trace), str(tmp / "g.grr"), server.url, pacer,
                           json.dumps(ENV)], capture_output=True, text=True, timeout=seconds * 10 + 120, cwd=ROOT)  # fmt: skip
+    steal = steal_ms() - steal0
     stamps = {k: t for t, k in server.stamps(clear=True)}
     server.set_recording(False)
     trace.unlink()
@@ -170,8 +197,10 @@ def gaterush(tmp: Path, server: LoopbackServer, rate: float, seconds: float, pac
     m = json.loads(out.stdout.strip().splitlines()[-1])
     sched = {k: t / 1e6 for k, t in keys.items()}  # any origin will do: the errors are centred
     label = "gaterush" if pacer == "auto" else pacer
+    _, table = read_results(tmp / "g.grr")
+    own = (table.column("sent_us").to_numpy() - table.column("scheduled_us").to_numpy()) / 1e3
     return Run(label, rate, seconds, _errors(stamps, sched), len(keys), m["cpu"], m["hwm_kb"] / 1024,
-               os.getloadavg()[0])  # fmt: skip
+               os.getloadavg()[0], steal, own)  # fmt: skip
 
 
 K6_SCRIPT = textwrap.dedent("""
@@ -217,6 +246,7 @@ def k6(tmp: Path, server: LoopbackServer, rate: float, seconds: float) -> Run:
     env = dict(os.environ, RATE=str(int(rate)), SECONDS=str(int(seconds)), VUS=str(vus),
                MAXVUS=str(max(100, vus * 10)), URL=server.url + PATH, K6_NO_USAGE_REPORT="true")  # fmt: skip
     server.set_recording(True)
+    steal0 = steal_ms()
     proc = subprocess.Popen([k6_exe(), "run", "--quiet", "--no-summary", "--no-usage-report", str(script)],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=tmp)  # fmt: skip
     hwm = 0
@@ -236,7 +266,7 @@ def k6(tmp: Path, server: LoopbackServer, rate: float, seconds: float) -> Run:
     arrived = sorted(int(k[1:]) for k in stamps if k.startswith("K") and k[1:].isdigit())
     sched = {f"K{i}": i / rate for i in arrived}  # iteration i is due at i / rate after k6's start
     return Run("k6", rate, seconds, _errors(stamps, sched), n, ru.ru_utime + ru.ru_stime,
-               hwm / 1024, os.getloadavg()[0])  # fmt: skip
+               hwm / 1024, os.getloadavg()[0], steal_ms() - steal0)  # fmt: skip
 
 
 def highest(
