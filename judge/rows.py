@@ -11,7 +11,7 @@ Arrow record batch of :data:`SCHEMA` every few hundred milliseconds (or every ``
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
 import pyarrow as pa
@@ -148,3 +148,15 @@ class RowBuffer:
                 raise ValueError(f"result column {f.name!r}: {e}") from None
             yield
         return pa.RecordBatch.from_arrays(arrays, schema=SCHEMA)
+
+    def ship_steps(
+        self, ship: Callable[[pa.RecordBatch], Iterator[None]], everything: bool
+    ) -> Generator[None, None, None]:
+        """The rows in batches of at most `limit`, each taken a column a step (take_steps) and
+        handed to `ship`, a generator that may yield between its own steps: the first batch
+        whatever there is, then only full ones (a part batch waits for the next call), unless
+        `everything` (the last flush of a run)."""
+        while (batch := (yield from self.take_steps(self.limit))) is not None:
+            yield from ship(batch)
+            if not everything and len(self.columns[0]) < self.limit:
+                return

@@ -134,16 +134,15 @@ def _run_here(cfg: ReplayConfig, ctx: BuildContext, opts: ScheduleOptions, origi
 
     slack = Slack()
 
+    def write(batch: pa.RecordBatch) -> Job:
+        box["w"].write_batch(batch)
+        yield
+        prog.add(summarize(batch))
+
     def flush_steps(_: Stats | None = None) -> Job:
-        # every FLUSH_S (the run's ticker) or FLUSH_ROWS rows: the rows to the log in batches of
-        # at most FLUSH_ROWS, and their counts; a step at a time in the sender's slack
-        # (replay.slack): a part batch waits for the next flush, and when not pacing all go
-        while (batch := (yield from rows.take_steps(rows.limit))) is not None:
-            box["w"].write_batch(batch)
-            yield
-            prog.add(summarize(batch))
-            if slack.paced and len(rows) < rows.limit:
-                break
+        # every FLUSH_S (the run's ticker) or FLUSH_ROWS rows: the rows to the log, and their
+        # counts; a step at a time in the sender's slack (replay.slack), all when not pacing
+        yield from rows.ship_steps(write, everything=not slack.paced)
         box["w"].flush()
         prog.tick()
 

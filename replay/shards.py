@@ -61,6 +61,8 @@ from traces.event import Event
 from traces.io import in_order, open_reader
 
 if TYPE_CHECKING:
+    import pyarrow as pa
+
     from replay.engine import ReplayConfig
 
 now = time.monotonic
@@ -346,23 +348,23 @@ def _send(plan: ShardPlan, ctx: BuildContext, link: ShardLink, trace: str) -> tu
 
     slack = Slack()
 
+    def send_batch(batch: pa.RecordBatch) -> Job:
+        # to this shard's own file or as IPC bytes to the coordinator, with the counts its
+        # progress line needs (never the rows themselves)
+        yield
+        stats = box["stats"]
+        counts = tuple(summarize(batch))
+        w = box.get("w")
+        if w is not None:
+            w.write_batch(batch)
+            w.flush()
+        data = None if w is not None else batch_message(batch)
+        link.send(("rows", k, data, counts, stats.sent, stats.errors, stats.dropped))
+
     def ship(stats: Stats) -> Job:
-        # batches of at most FLUSH_ROWS, to this shard's own file or as IPC bytes to the
-        # coordinator, with the counts its progress line needs (never the rows themselves); a step
-        # at a time in the sender's slack (replay.slack): a part batch waits for the next flush,
-        # and when not pacing all go
+        # a step at a time in the sender's slack (replay.slack), all when not pacing
         box["stats"] = stats
-        while (batch := (yield from rows.take_steps(rows.limit))) is not None:
-            yield
-            counts = tuple(summarize(batch))
-            w = box.get("w")
-            if w is not None:
-                w.write_batch(batch)
-                w.flush()
-            data = None if w is not None else batch_message(batch)
-            link.send(("rows", k, data, counts, stats.sent, stats.errors, stats.dropped))
-            if slack.paced and len(rows) < rows.limit:
-                break
+        yield from rows.ship_steps(send_batch, everything=not slack.paced)
 
     rows = RowBuffer(full=lambda: slack.want("rows", lambda: ship(box["stats"])))
 

@@ -27,16 +27,17 @@ def test_keys_from_env_and_run_ids() -> None:
 
 
 def test_every_row_reaches_the_log_once_in_batches_of_at_most_flush_rows(tmp_path: Path) -> None:
-    # 3.5 batches' worth of scans in 0.4 s: rows are written in batches of at most FLUSH_ROWS
-    # (a step of one stays short), and the part batch left at the end is written too
+    # 3.5 batches' worth of scans in 0.4 s: each row reaches the log once, in batches of at most
+    # FLUSH_ROWS (a step of one stays short; which batches a flush takes: test_slack)
     n = FLUSH_ROWS * 7 // 2
     trace = tmp_path / "t.grt"
+
+    def scan(i: int) -> Event:
+        p = pack_payload({"ticket_code": f"F{i}", "event_id": 1})
+        return Event(i * 400_000 // n, 1 + i, "scan", f"a:{i}", TARGET_SCAN, p, None, "valid")
+
     with open_writer(trace, TraceHeader(scenario={"name": "flush"})) as w:
-        w.write_many(
-            Event(i * 400_000 // n, 1 + i, "scan", f"a:{i}", TARGET_SCAN,
-                  pack_payload({"ticket_code": f"F{i}", "event_id": 1}), None, "valid")  # fmt: skip
-            for i in range(n)
-        )
+        w.write_many(scan(i) for i in range(n))
     with LoopbackServer(record=False) as server:
         cfg = ReplayConfig(trace=str(trace), out=str(tmp_path / "r.grr"), target=server.url,
                            progress=False)  # fmt: skip

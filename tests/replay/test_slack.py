@@ -218,6 +218,35 @@ def test_batches_of_at_most_most_rows_are_the_rows_in_order(n: int, most: int) -
         assert pa.concat_batches(got).equals(expected)
 
 
+@settings(max_examples=50, deadline=None)
+@given(st.integers(0, 60), st.integers(1, 12), st.booleans(), st.integers(0, 30))
+def test_shipping_takes_full_batches_and_all_only_when_asked(
+    n: int, limit: int, everything: bool, later: int
+) -> None:
+    """A flush ships the first batch, then only full ones (the rest waits for the next flush),
+    and everything at a run's last flush; rows appended while it ships are never lost."""
+    buf = RowBuffer(limit=limit)
+    for r in rows(n):
+        buf.append(*r)
+    shipped: list[pa.RecordBatch] = []
+
+    def ship(batch: pa.RecordBatch) -> Iterator[None]:
+        yield
+        shipped.append(batch)
+        for r in rows(later if len(shipped) == 1 else 0, 1000):
+            buf.append(*r)  # rows come while the batch goes
+
+    run_whole(buf.ship_steps(ship, everything))
+    assert all(1 <= b.num_rows <= limit for b in shipped)
+    # the first batch is what there was; after it, only full ones, and the rest at the last flush
+    assert all(b.num_rows == limit for b in shipped[1 : len(shipped) - everything])
+    got = [s for b in shipped for s in b.column("seq").to_pylist()]
+    left = buf.take()
+    rest = left.column("seq").to_pylist() if left is not None else []
+    assert got + rest == list(range(n)) + (list(range(1000, 1000 + later)) if n else [])
+    assert not rest if everything else len(rest) < limit
+
+
 def run_whole_value(steps: Iterator[None]) -> object:
     """Run a generator to its end; what it returns."""
     while True:
