@@ -126,8 +126,8 @@ class RowBuffer:
         batch, of the oldest `most` rows (None: all). The rows are taken at its first step: rows
         appended while it runs go to a later batch. A sender runs it in its slack between
         deadlines (replay.slack), so no deadline waits for a whole batch (1,000 rows cost a
-        millisecond or two in one go); taking at most `limit` rows keeps each step that short
-        when rows have piled up (a sender behind schedule)."""
+        millisecond or two in one go); taking at most `limit` rows (ship_steps) keeps each step
+        that short when rows have piled up (a sender behind schedule)."""
         n = len(self.columns[0])
         if not n:
             return None
