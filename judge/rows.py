@@ -128,17 +128,12 @@ class RowBuffer:
         deadlines (replay.slack), so no deadline waits for a whole batch (1,000 rows cost a
         millisecond or two in one go); taking at most `limit` rows (ship_steps) keeps each step
         that short when rows have piled up (a sender behind schedule)."""
-        n = len(self.columns[0])
-        if not n:
+        if not self.columns[0]:
             return None
         values = []
         for c in self.columns:
-            if most is None or most >= n:
-                values.append(c.copy())
-                c.clear()  # the lists stay the same objects: `append` keeps writing to them
-            else:
-                values.append(c[:most])
-                del c[:most]
+            values.append(c[:most])
+            del c[:most]  # the lists stay the same objects: `append` keeps writing to them
         yield
         arrays = []
         for v, f in zip(values, SCHEMA, strict=True):

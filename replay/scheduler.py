@@ -240,19 +240,18 @@ class Scheduler:
                 exhausted = refill(now() + 0.001)
             for _ in range(due(dl, now(), 0.0, batch)):
                 dispatch(pop(), dpop(), ppop())
-            if not buf:
-                if exhausted:
-                    return None
-                if jobs:  # reading is behind (many events without a target): overdue work only
-                    slack.run(now())
-                return now()
-            d = dl[0]
-            if not exhausted and len(buf) <= read_at:
-                t = now()
-                if d - t > 0.0004:
-                    exhausted = refill(min(d - 0.0003, t + 0.002))
-                elif len(buf) < LOW_WATER:  # no slack (a high rate): top up a little at a time
-                    exhausted = refill(t + 0.0001)
+            if buf:
+                d = dl[0]
+                if not exhausted and len(buf) <= read_at:
+                    t = now()
+                    if d - t > 0.0004:
+                        exhausted = refill(min(d - 0.0003, t + 0.002))
+                    elif len(buf) < LOW_WATER:  # no slack (a high rate): top up a little at a time
+                        exhausted = refill(t + 0.0001)
+            elif exhausted:
+                return None
+            else:  # reading is behind (many events without a target): back at once, and the
+                d = now()  # slack's overdue work still gets its steps below
             if answers and answers[0][5] < d - ANSWER_WAIT_S:  # [5]: when it came
                 want("answers", answer_steps)
             if jobs or gc_count()[0] >= YOUNG:  # the rest of the work, in what slack is left
