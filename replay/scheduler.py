@@ -59,6 +59,9 @@ LOW_WATER = 512  # events read ahead below which the loop reads on even without 
 # read and built one at a time, at each wake-up, an event's build costs several times what it
 # costs among others (a sender's caches go cold between deadlines)
 READ_AHEAD_BATCH = 256
+# objects the interpreter tracks for an event read ahead (the Event, its (request, group) pair, the
+# Prepared): the young generation they fill is told to the slack (replay.slack)
+READ_AHEAD_OBJECTS = 3
 SLACK_MARGIN_S = 0.00015  # work in the slack ends this long before the next deadline
 # answers nothing waits for are kept and taken together in the slack (Scheduler._answered):
 ANSWER_BATCH = 64  # a pass is asked for once this many are kept,
@@ -216,6 +219,12 @@ class Scheduler:
         answers, want, answer_steps = self.answers, slack.want, self._answer_steps
 
         def refill(until: float) -> bool:
+            n0 = len(buf)
+            exhausted = read(until)
+            slack.fresh += READ_AHEAD_OBJECTS * (len(buf) - n0)  # young: see replay.slack
+            return exhausted
+
+        def read(until: float) -> bool:
             append, dappend, pappend = buf.append, dl.append, pre.append
             for n, ev in enumerate(it, 1):
                 if ev.target is not None:
@@ -254,7 +263,7 @@ class Scheduler:
                 d = now()  # slack's overdue work still gets its steps below
             if answers and answers[0][5] < d - ANSWER_WAIT_S:  # [5]: when it came
                 want("answers", answer_steps)
-            if jobs or gc_count()[0] >= YOUNG:  # the rest of the work, in what slack is left
+            if jobs or gc_count()[0] + slack.fresh >= YOUNG:  # the rest, in the slack left
                 slack.run(d - SLACK_MARGIN_S)
             self.next_deadline = d
             return d
@@ -263,6 +272,7 @@ class Scheduler:
         exhausted = refill(max(now() + 0.001, start - 0.05))
         warm_builders(lambda ev: self.prepare(ev, None), buf)
         self.pacer = make_pacer(self.opt.pacer, self.opt.spin_s, self.opt.lead_s)
+        slack.held = lambda: READ_AHEAD_OBJECTS * len(buf)
         slack.start()
         try:
             await self.pacer.run(tick)

@@ -15,7 +15,14 @@ first deadline, while answers drain) a job runs whole at once.
 Garbage collection is the other job: while pacing, the scheduler's loop collects the young
 generation itself, in the slack, whenever enough new objects have accumulated (``YOUNG``), so the
 interpreter's own collection (its threshold raised by ``replay.shards.quiet_gc``) does not fall in
-the middle of a burst.
+the middle of a burst. How many are new is more than ``gc.get_count()`` says: the interpreter
+counts allocations less deallocations of any generation, so a sender that frees its old read-ahead
+as it reads new shows a count near zero while the young generation fills with the new. Left to the
+count, a 5,000/s replay collected once in 4 s, at 1.4 s, and that collection (23,000 objects, the
+whole read-ahead) took 24 ms: every request due meanwhile went out that late. The owner says how
+many objects it made (``fresh``) and how many it keeps alive (``held``): the first makes the
+collections frequent and short, the second prices the older generations, which hold the
+read-ahead, so they are only collected where a slack holds them.
 """
 
 from __future__ import annotations
@@ -28,9 +35,13 @@ from collections.abc import Callable, Iterator
 now = time.monotonic
 Job = Iterator[None]  # a generator: one short step per next()
 
-YOUNG = 5_000  # collect the young generation in the slack once this many objects are new
+YOUNG = 2_000  # collect the young generation in the slack once about this many objects are new
 GC_MIDDLE_EVERY = 10  # ... and the middle one every this many young collections
 GC_OLD_EVERY = 50  # ... and the oldest every this many middle ones, if the slack holds it
+
+
+def _none() -> int:
+    return 0
 
 
 def run_whole(job: Job) -> None:
@@ -51,6 +62,8 @@ class Slack:
         "young_s_per_object",
         "older_s",
         "collections",
+        "fresh",
+        "held",
         "_since",
     )
 
@@ -60,11 +73,14 @@ class Slack:
         self.paced = False  # while False, a job runs whole when it is added
         self.step_s = 0.00005  # the longest step seen lately: a step starts only if this fits
         self.overdue_s = overdue_s  # longer kept rows waiting: +25 MB at 16,000 rows/s for 1 s
-        # a young collection costs about this much per new object (80 ns seen: 5,000 objects,
-        # 0.4 ms); the middle and the oldest as long as their last (they scan what survived)
-        self.young_s_per_object = 1e-7
+        # a collection costs about this much per object it scans: 0.7-1.8 us seen in a sender
+        # (objects among the bytes of requests read ahead; 0.16 us packed together); the middle
+        # and the oldest at least as long as their last
+        self.young_s_per_object = 1e-6
         self.older_s = [0.0005, 0.005]
         self.collections = [0, 0, 0]  # collections made here, by generation
+        self.fresh = 0  # objects the owner made since the last collection (see young())
+        self.held: Callable[[], int] = _none  # objects the owner keeps alive now (its read-ahead)
         self._since = [0, 0]
 
     def start(self) -> None:
@@ -72,6 +88,7 @@ class Slack:
         events read ahead, the requests built) is left out of every later collection."""
         self.paced = True
         gc.freeze()  # until finish()
+        self.fresh = 0
 
     def want(self, name: str, make: Callable[[], Job]) -> None:
         """Add the job `make()` unless one of that name is waiting (a flush asked for twice is one)."""
@@ -97,8 +114,14 @@ class Slack:
                 self._step()
                 if not jobs:
                     break
-        if gc.get_count()[0] >= YOUNG:
+        if self.young() >= YOUNG:
             self._collect(until)
+
+    def young(self) -> int:
+        """About how many objects the young generation holds: the interpreter's count, which
+        others' deallocations lower, plus what the owner made since the last collection and
+        still keeps (what it freed has left the generation)."""
+        return gc.get_count()[0] + min(self.fresh, self.held())
 
     def finish(self) -> None:
         """Run every waiting job to its end (the paced part of the run is over); what start()
@@ -129,18 +152,23 @@ class Slack:
 
     def _collect(self, until: float) -> None:
         since = self._since  # young collections since a middle one, middle since an old one
-        young = gc.get_count()[0]
-        cost = (self.young_s_per_object * young, *self.older_s)  # by generation
+        young = self.young()
+        per = self.young_s_per_object
+        # by generation: an older one holds at least what the owner keeps alive, and costs at
+        # least what it cost last time
+        older = per * (young + self.held())
+        cost = (per * young, max(older, self.older_s[0]), max(older, self.older_s[1]))
         gen = 0
         if since[0] >= GC_MIDDLE_EVERY:
             gen = 2 if since[1] >= GC_OLD_EVERY else 1
         while gen and until - now() <= cost[gen]:
             gen -= 1  # no slack for the older generation now: the young one, and later
         if until - now() <= cost[gen]:
-            return
+            return  # later (garbage that piles up meets the interpreter's threshold: quiet_gc)
         t0 = now()
         gc.collect(gen)
         took = now() - t0
+        self.fresh = 0
         if gen == 0:
             self.young_s_per_object = max(took / max(young, 1), self.young_s_per_object * 0.9)
             since[0] += 1

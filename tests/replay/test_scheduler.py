@@ -19,7 +19,14 @@ from hypothesis import strategies as st
 
 from judge.resultlog import DROPPED_EVENTS, ResultRow
 from replay.builders import BuildContext, BuildError, Credentials
-from replay.scheduler import ScheduleOptions, Scheduler, TokenBucket, shard_of, warm_builders
+from replay.scheduler import (
+    READ_AHEAD_OBJECTS,
+    ScheduleOptions,
+    Scheduler,
+    TokenBucket,
+    shard_of,
+    warm_builders,
+)
 from replay.slack import Slack
 from replay.transport import RawTransport
 from tests.replay.loopback_server import LoopbackServer
@@ -459,6 +466,42 @@ def test_the_loop_reads_ahead_in_batches_not_an_event_a_wake_up() -> None:
     assert reads <= len(later) // 8, reads
     assert [_seq_of(d) for d, _ in tr.sent] == [e.seq for e in events]
     assert sorted(r.seq for r in rows) == [e.seq for e in events]
+
+
+def test_the_slack_is_told_what_the_read_ahead_makes_and_keeps() -> None:
+    # the interpreter's count misses what a sender reads while it frees what it sent (replay.slack):
+    # the scheduler tells its slack how many objects its read-ahead made since the paced part
+    # began, and how many it keeps
+    events = [scan(i * 200, 1 + i) for i in range(1500)]
+    kept: list[int] = []
+    before: list[int] = []  # what it was told of the events read before the paced part
+
+    class Watched(Slack):
+        def start(self) -> None:
+            before.append(self.fresh)
+            super().start()
+
+        def young(self) -> int:
+            kept.append(self.held())
+            return super().young()
+
+        def _collect(self, until: float) -> None:  # no collection: what it was told stays
+            pass
+
+    slack = Watched()
+    rows: list[ResultRow] = []
+
+    async def main() -> None:
+        s = Scheduler(SIGNING, BytesTransport(), lambda *r: rows.append(ResultRow(*r)),
+                      time.monotonic() + 0.02, ScheduleOptions(lookahead=256), slack=slack)  # fmt: skip
+        await asyncio.wait_for(s.run(iter(events)), 60)
+
+    uvloop.run(main())
+    assert len(rows) == 1500
+    # each event once: those read before the start (frozen then) and those read while sending
+    assert before[0] < slack.fresh
+    assert before[0] + slack.fresh == READ_AHEAD_OBJECTS * 1500
+    assert kept and max(kept) <= READ_AHEAD_OBJECTS * 256  # at most the lookahead is kept
 
 
 def test_answers_are_taken_at_once_when_the_next_deadline_is_near() -> None:

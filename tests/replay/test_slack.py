@@ -167,6 +167,47 @@ def test_the_young_generation_is_collected_in_the_slack_only(
     assert made == [0] * slack_mod.GC_MIDDLE_EVERY + [1]  # the middle one, in its turn
 
 
+def test_a_young_generation_the_count_hides_is_collected_at_its_price(
+    clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a sender frees its old read-ahead as it reads new: the interpreter's count stays at 0
+    # while the young generation fills; what the owner made and keeps is what a collection scans
+    made: list[int] = []
+    monkeypatch.setattr(slack_mod.gc, "collect", lambda g: made.append(g))
+    s = Slack()
+    s.paced = True
+    kept = [24_000]
+    s.held = lambda: kept[0]
+    s.fresh = 24_000  # the whole read-ahead, made since the last collection: ~24 ms to scan
+    s.run(clock.t + 0.01)
+    assert made == []  # 10 ms of slack does not hold it: a 24 ms collection would delay sends
+    s.run(clock.t + 0.03)
+    assert made == [0] and s.fresh == 0  # it fits: collected, and counted afresh
+    s.fresh, kept[0] = 3 * slack_mod.YOUNG, 0  # made as much, but freed it all since
+    s.run(clock.t + 1.0)
+    assert made == [0]  # nothing new is left in the young generation: nothing to collect
+
+
+def test_an_older_generation_is_priced_by_what_the_owner_keeps(
+    clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made: list[int] = []
+    monkeypatch.setattr(slack_mod.gc, "collect", lambda g: made.append(g))
+    s = Slack()
+    s.paced = True
+    s.held = lambda: 30_000  # its read-ahead, in the older generations once it has survived one
+    for _ in range(slack_mod.GC_MIDDLE_EVERY):
+        s.fresh = slack_mod.YOUNG
+        s.run(clock.t + 0.01)
+    assert made == [0] * slack_mod.GC_MIDDLE_EVERY
+    s.fresh = slack_mod.YOUNG
+    s.run(clock.t + 0.01)  # the middle one's turn, but it scans ~32,000 objects: the young one
+    assert made[-1] == 0
+    s.fresh = slack_mod.YOUNG
+    s.run(clock.t + 0.05)
+    assert made[-1] == 1
+
+
 def rows(n: int, start: int = 0) -> list[tuple]:
     return [(i, "rpc:scan_ticket_atomic", "scan", f"a{i}", i, i + 1, i + 2, 200, None, 1, 2,
              "valid", "valid", None, None) for i in range(start, start + n)]  # fmt: skip
