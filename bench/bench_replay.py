@@ -22,6 +22,12 @@ Prints, with the load average beside each figure:
     GATERUSH_BENCH_EVENTS=5000000                    # events in the memory run (default 5,000,000)
     GATERUSH_BENCH_QUIET_WAIT=60                     # at most this long to wait for a quiet machine per run
     GATERUSH_BENCH_NICE=-10 python -m bench replay   # raise this bench's priority (root) on a shared machine
+    GATERUSH_BENCH_BASELINE=6655502                  # the commit whose sustained rate is the floor (none: 24,000/s)
+
+The sustained rate's floor is the code the sender issue measured "24,000/s" on (BASELINE), searched
+the same way on the same target in the same run, from a git worktree: this VM's speed halves from one
+hour to the next (the same code sustained 6,000-24,000/s), so only a figure of the same run compares.
+Outside a git checkout with that commit, the floor is the absolute 24,000/s.
 
 Timing figures are only as good as the machine is quiet: before each timed run the bench waits (up
 to GATERUSH_BENCH_QUIET_WAIT s) until a bare busy-wait loop runs on time (p99 lateness <= 0.2 ms),
@@ -144,6 +150,50 @@ def sustained(
                 break
             rate = (ok_rate + bad_rate) // 2
     return ok_rate, log
+
+
+# The code the sender issue measured "today's 24,000 requests/s" on: the sustained rate must not
+# fall below what it sustains on the same target in the same run.
+BASELINE = "6655502"
+BASELINE_CHILD = """
+import sys, tempfile
+from pathlib import Path
+from bench.bench_replay import sustained
+with tempfile.TemporaryDirectory() as d:
+    ok, log = sustained(Path(d), sys.argv[1], "raw", seconds=float(sys.argv[2]))
+print("\\n".join(log))
+print(ok)
+"""
+
+
+def baseline_commit() -> str:
+    return os.environ.get("GATERUSH_BENCH_BASELINE", BASELINE)
+
+
+def baseline_sustained(tmp: Path, url: str, seconds: float) -> tuple[int | None, list[str]]:
+    """The highest rate the BASELINE commit's own replay sustains (its own search, from a git
+    worktree, in a process of its own) against `url`; None and why when that commit is not here."""
+    commit = baseline_commit()
+    if commit in ("", "none"):
+        return None, ["    baseline: none asked for (GATERUSH_BENCH_BASELINE=none)"]
+    root = Path(__file__).resolve().parent.parent
+    tree = tmp / "baseline"
+    add = subprocess.run(["git", "-C", str(root), "worktree", "add", "--detach", str(tree), commit],
+                         capture_output=True, text=True)  # fmt: skip
+    if add.returncode != 0:
+        why = (add.stderr.strip().splitlines() or ["git worktree add failed"])[-1]
+        return None, [f"    baseline {commit}: not available ({why}); the floor is 24,000/s"]
+    try:
+        out = subprocess.run([sys.executable, "-c", BASELINE_CHILD, url, str(seconds)], cwd=tree,
+                             env=dict(os.environ, PYTHONPATH=str(tree)), capture_output=True,
+                             text=True, timeout=1800)  # fmt: skip
+    finally:
+        subprocess.run(["git", "-C", str(root), "worktree", "remove", "--force", str(tree)],
+                       capture_output=True)  # fmt: skip
+    lines = out.stdout.rstrip().splitlines()
+    if out.returncode != 0 or not lines or not lines[-1].isdigit():
+        return None, [f"    baseline {commit}: failed: {out.stderr.strip()[-500:]}"]
+    return int(lines[-1]), lines[:-1]
 
 
 def fidelity(
@@ -350,7 +400,7 @@ def side_by_side(
 
 
 def targets(runs: dict[tuple[str, float], senders.Run], sustained_rate: float, rss_mb: float,
-            drift: tuple[float, float]) -> list[str]:  # fmt: skip
+            drift: tuple[float, float], floor: int | None = None) -> list[str]:  # fmt: skip
     """The sender's figures against what the sender issue asks for, one line each (✓ or ✗)."""
     lines = []
 
@@ -381,8 +431,12 @@ def targets(runs: dict[tuple[str, float], senders.Run], sustained_rate: float, r
         cores = max(r.cpu_s / r.seconds for r in every(5000))
         check("5,000/s p99 <= 2 ms with less than one core (the worst run)", f"{worst(5000, 99):.3f} ms, {cores:.2f} cores{why(5000)}",
               worst(5000, 99) <= 2 and cores < 1)  # fmt: skip
-    check("highest sustained open-loop rate of one process >= 24,000/s", f"{sustained_rate:,.0f}/s",
-          sustained_rate >= 24_000)  # fmt: skip
+    if floor is None:
+        check("highest sustained open-loop rate of one process >= 24,000/s", f"{sustained_rate:,.0f}/s",
+              sustained_rate >= 24_000)  # fmt: skip
+    else:
+        check(f"highest sustained open-loop rate of one process >= the baseline's in this run ({baseline_commit()}; 24,000/s when the issue was filed)",
+              f"{sustained_rate:,.0f}/s vs {floor:,}/s = {sustained_rate / max(floor, 1):.2f}x", sustained_rate >= floor)  # fmt: skip
     check("5,000,000-event replay under 150 MB resident", f"{rss_mb} MB", rss_mb < 150)
     first, last = drift
     check("drift: the end as faithful as the start (last 10% p99 <= 2x the first's, <= 0.5 ms)",
@@ -421,6 +475,11 @@ def main() -> None:
             raw, log = sustained(tmp, url, "raw", seconds=seconds)
             print("\n".join(log))
             print(f"  raw transport: {raw}/s (load {os.getloadavg()[0]:.2f})")
+            floor, log = baseline_sustained(tmp, url, seconds)
+            print("\n".join(log))
+            if floor is not None:
+                print(f"  the baseline ({baseline_commit()}, the code the sender issue measured 24,000/s on), "
+                      f"same search, same target: {floor}/s; gaterush now / baseline = {raw / max(floor, 1):.2f} (load {os.getloadavg()[0]:.2f})")  # fmt: skip
             if not quick:
                 aio, log = sustained(tmp, url, "aiohttp", seconds=seconds)
                 print("\n".join(log))
@@ -461,7 +520,7 @@ def main() -> None:
             print(f"\nmemory: replaying a {mem_events:,}-event trace (1 in 5 with a target, offered at 16,000 req/s): "
                   f"peak RSS {rss} MB (limit 150), replay {took:.0f} s, trace written in {t_make:.0f} s")  # fmt: skip
             print(f"\nthe sender's targets (load {os.getloadavg()[0]:.2f}):")
-            print("\n".join(targets(runs, raw, rss, drift)))
+            print("\n".join(targets(runs, raw, rss, drift, floor)))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
