@@ -114,8 +114,9 @@ class Slack:
                 self._step()
                 if not jobs:
                     break
-        if self.young() >= YOUNG:
-            self._collect(until)
+        young = self.young()
+        if young >= YOUNG and until - now() > self.young_s_per_object * young:
+            self._collect(until, young)  # (the young one fits: maybe an older one too)
 
     def young(self) -> int:
         """About how many objects the young generation holds: the interpreter's count, which
@@ -150,9 +151,8 @@ class Slack:
         # the estimate follows a longer step at once and forgets it slowly (over ~100 steps)
         self.step_s = took if took > self.step_s else self.step_s * 0.99 + took * 0.01
 
-    def _collect(self, until: float) -> None:
+    def _collect(self, until: float, young: int) -> None:
         since = self._since  # young collections since a middle one, middle since an old one
-        young = self.young()
         per = self.young_s_per_object
         # by generation: an older one holds at least what the owner keeps alive, and costs at
         # least what it cost last time

@@ -485,8 +485,8 @@ def test_the_slack_is_told_what_the_read_ahead_makes_and_keeps() -> None:
             kept.append(self.held())
             return super().young()
 
-        def _collect(self, until: float) -> None:  # no collection: what it was told stays
-            pass
+        def _collect(self, until: float, young: int) -> None:
+            pass  # no collection: what it was told stays
 
     slack = Watched()
     rows: list[ResultRow] = []
